@@ -1,0 +1,36 @@
+//! Where vgrid keeps its state: `$VGRID_DATA_DIR`, or a default.
+
+use std::path::PathBuf;
+
+/// The state directory: `$VGRID_DATA_DIR` when set, else `/var/lib/vgrid`
+/// for root and `$XDG_DATA_HOME/vgrid` (or `~/.local/share/vgrid`) otherwise.
+/// It is created on first use.
+pub fn data_dir() -> anyhow::Result<PathBuf> {
+    let dir = if let Some(dir) = std::env::var_os("VGRID_DATA_DIR").filter(|d| !d.is_empty()) {
+        PathBuf::from(dir)
+    } else if unsafe_free_is_root() {
+        PathBuf::from("/var/lib/vgrid")
+    } else if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(xdg).join("vgrid")
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(home).join(".local/share/vgrid")
+    } else {
+        anyhow::bail!("cannot choose a data directory: set VGRID_DATA_DIR");
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Whether we run as root, read from `/proc/self/status` so that no unsafe
+/// code is needed here.
+fn unsafe_free_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,1 @@
+//! What the guest agent and the host say to each other.

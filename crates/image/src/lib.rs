@@ -1,0 +1,2 @@
+//! Guest images: the stock guest built from Debian packages, and imported
+//! user disks.

@@ -1,0 +1,1 @@
+//! A small typed async client for the QEMU Machine Protocol (QMP).

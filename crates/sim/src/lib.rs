@@ -1,0 +1,1 @@
+//! The trace simulator: drives `vgrid-core` in virtual time from SWF traces.

@@ -1,0 +1,1 @@
+//! The node-local VM runtime on QEMU.

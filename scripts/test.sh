@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one command that runs every test: formatting, lints, unit and property
+# tests, and the tests that boot real QEMU VMs. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace
