@@ -1,0 +1,983 @@
+//! The job file as written, with source spans, and its validation into a
+//! [`JobSpec`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::value::Datetime;
+
+use crate::error::{JobFileError, Locator};
+use crate::spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
+use crate::time::unix_seconds;
+
+/// Most virtual CPUs one VM may ask for.
+pub const MAX_CPUS: u32 = 1024;
+/// Least memory a guest can boot with, in MiB.
+pub const MIN_MEMORY_MB: u64 = 32;
+/// Most memory one VM may ask for, in MiB (16 TiB).
+pub const MAX_MEMORY_MB: u64 = 16 * 1024 * 1024;
+/// Most VMs one job may ask for.
+pub const MAX_VMS: u32 = 4096;
+/// Priorities lie in `-PRIORITY_LIMIT..=PRIORITY_LIMIT`.
+pub const PRIORITY_LIMIT: i32 = 1_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Option<Spanned<String>>,
+    image: Spanned<String>,
+    cpus: Option<Spanned<i64>>,
+    memory_mb: Option<Spanned<i64>>,
+    vms: Option<Spanned<i64>>,
+    command: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<RawTransfer>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<RawTransfer>>,
+    #[serde(default)]
+    mounts: Vec<Spanned<RawMount>>,
+    class: Option<Spanned<String>>,
+    start: Option<Spanned<Datetime>>,
+    end: Option<Spanned<Datetime>>,
+    priority: Option<Spanned<i64>>,
+    requirements: Option<Spanned<String>>,
+    rank: Option<Spanned<String>>,
+    checkpoint_interval_s: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
+    walltime_s: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfer {
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    host: Spanned<String>,
+    guest: Spanned<String>,
+    #[serde(default)]
+    readonly: bool,
+}
+
+pub(crate) fn parse(file: &str, source: &str) -> Result<JobSpec, JobFileError> {
+    let loc = Locator::new(file, source);
+    let raw: RawJob = toml::from_str(source).map_err(|e| syntax_error(&loc, &e))?;
+    Validator { loc: &loc }.job(raw, file)
+}
+
+/// Turns a TOML or serde error into a diagnostic: finds the field from the
+/// span and rewrites Rust type names into words a user knows.
+fn syntax_error(loc: &Locator<'_>, e: &toml::de::Error) -> JobFileError {
+    let span = e.span().unwrap_or(0..0);
+    let message = humanize(e.message());
+    let field = field_at(loc.source(), span.clone(), &message);
+    loc.error(span, field, message)
+}
+
+fn humanize(message: &str) -> String {
+    let mut out = message.trim().to_string();
+    for (rust, words) in [
+        (" as i128, expected i64", " is out of range"),
+        ("expected i64", "expected an integer"),
+        ("expected a string", "expected a string"),
+        ("expected a sequence", "expected an array"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "expected struct RawTransfer",
+            "expected a table with `from` and `to`",
+        ),
+        (
+            "expected struct RawMount",
+            "expected a table with `host`, `guest` and optionally `readonly`",
+        ),
+        ("expected struct RawJob", "expected a table"),
+        ("expected a map", "expected a table"),
+        (
+            "expected a TOML datetime",
+            "expected a date-time such as 2030-01-31T08:00:00Z",
+        ),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
+}
+
+/// The key that a span belongs to, read from the source: an unknown field
+/// error spans the key itself; a type error spans the value after `key =`.
+fn field_at(source: &str, span: Range<usize>, message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        return rest.split('`').next().map(str::to_string);
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return rest.split('`').next().map(str::to_string);
+    }
+    let start = span.start.min(source.len());
+    let end = span.end.clamp(start, source.len());
+    if !source.is_char_boundary(start) || !source.is_char_boundary(end) {
+        return None;
+    }
+    // A duplicate key spans the key itself.
+    let spanned = source[start..end].trim();
+    if message == "duplicate key" && !spanned.is_empty() {
+        return Some(spanned.trim_matches('"').trim_matches('\'').to_string());
+    }
+    let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+    let before = &source[line_start..start];
+    let (key, _) = before.rsplit_once('=')?;
+    // Inside an inline table the key follows the last `{` or `,`.
+    let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
+    let key = key.trim_matches('"').trim_matches('\'');
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(key.to_string())
+}
+
+struct Validator<'a> {
+    loc: &'a Locator<'a>,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        why: impl Into<String>,
+    ) -> Result<T, JobFileError> {
+        Err(self.loc.error(span, Some(field.to_string()), why))
+    }
+
+    fn job(&self, raw: RawJob, file: &str) -> Result<JobSpec, JobFileError> {
+        let name = match raw.name {
+            Some(n) => {
+                self.check_name(&n)?;
+                n.into_inner()
+            }
+            None => default_name(file),
+        };
+        self.check_image(&raw.image)?;
+        let cpus = self.ranged(raw.cpus.as_ref(), "cpus", 1, 1, i64::from(MAX_CPUS))? as u32;
+        let memory_mb = self.ranged(
+            raw.memory_mb.as_ref(),
+            "memory_mb",
+            256,
+            MIN_MEMORY_MB as i64,
+            MAX_MEMORY_MB as i64,
+        )? as u64;
+        let vms = self.ranged(raw.vms.as_ref(), "vms", 1, 1, i64::from(MAX_VMS))? as u32;
+        let command = self.command(raw.command)?;
+        let env = self.env(raw.env)?;
+        let user = match raw.user {
+            Some(u) => {
+                self.check_user(&u)?;
+                Some(u.into_inner())
+            }
+            None => None,
+        };
+        let inputs = self.transfers(raw.inputs, "inputs", Side::Host, Side::Guest)?;
+        let outputs = self.transfers(raw.outputs, "outputs", Side::Guest, Side::Host)?;
+        let mounts = self.mounts(raw.mounts)?;
+        let class = self.class(raw.class, raw.start, raw.end)?;
+        let priority = self.ranged(
+            raw.priority.as_ref(),
+            "priority",
+            0,
+            -i64::from(PRIORITY_LIMIT),
+            i64::from(PRIORITY_LIMIT),
+        )? as i32;
+        let requirements = self.expression(raw.requirements, "requirements")?;
+        let rank = self.expression(raw.rank, "rank")?;
+        let checkpoint_interval_s =
+            self.optional_seconds(raw.checkpoint_interval_s.as_ref(), "checkpoint_interval_s")?;
+        let mode = self.mode(raw.mode)?;
+        let walltime_s = self.optional_seconds(raw.walltime_s.as_ref(), "walltime_s")?;
+        if let (
+            JobClass::Reservation {
+                start_unix_s,
+                end_unix_s,
+            },
+            Some(wall),
+            Some(w),
+        ) = (class, walltime_s, raw.walltime_s.as_ref())
+        {
+            let window = end_unix_s - start_unix_s;
+            if wall as i64 > window {
+                return self.err(
+                    w.span(),
+                    "walltime_s",
+                    format!(
+                        "{wall} s does not fit in the reservation window of {window} s (from `start` to `end`)"
+                    ),
+                );
+            }
+        }
+        Ok(JobSpec {
+            name,
+            image: raw.image.into_inner(),
+            cpus,
+            memory_mb,
+            vms,
+            command,
+            env,
+            user,
+            inputs,
+            outputs,
+            mounts,
+            class,
+            priority,
+            requirements,
+            rank,
+            checkpoint_interval_s,
+            mode,
+            walltime_s,
+        })
+    }
+
+    fn check_name(&self, n: &Spanned<String>) -> Result<(), JobFileError> {
+        let s = n.get_ref();
+        if s.trim().is_empty() {
+            return self.err(n.span(), "name", "must not be empty");
+        }
+        if s.chars().count() > 128 {
+            return self.err(n.span(), "name", "must be at most 128 characters long");
+        }
+        if s.chars().any(char::is_control) {
+            return self.err(n.span(), "name", "must not contain control characters");
+        }
+        Ok(())
+    }
+
+    fn check_image(&self, image: &Spanned<String>) -> Result<(), JobFileError> {
+        let s = image.get_ref();
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok {
+            return self.err(
+                image.span(),
+                "image",
+                format!(
+                    "`{s}` is not an image name (letters, digits, `.`, `_`, `-`; not starting with `.`)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_user(&self, user: &Spanned<String>) -> Result<(), JobFileError> {
+        let s = user.get_ref();
+        let mut chars = s.chars();
+        let ok = s.len() <= 32
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+        if !ok {
+            return self.err(
+                user.span(),
+                "user",
+                format!("`{s}` is not a user name (lower-case letters, digits, `_`, `-`)"),
+            );
+        }
+        Ok(())
+    }
+
+    /// An optional integer within `min..=max`, or `default` when absent.
+    fn ranged(
+        &self,
+        value: Option<&Spanned<i64>>,
+        field: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, JobFileError> {
+        let Some(v) = value else { return Ok(default) };
+        let n = *v.get_ref();
+        if n < min {
+            return self.err(v.span(), field, format!("must be at least {min} (got {n})"));
+        }
+        if n > max {
+            return self.err(v.span(), field, format!("must be at most {max} (got {n})"));
+        }
+        Ok(n)
+    }
+
+    fn optional_seconds(
+        &self,
+        value: Option<&Spanned<i64>>,
+        field: &str,
+    ) -> Result<Option<u64>, JobFileError> {
+        match value {
+            None => Ok(None),
+            Some(v) => {
+                // Ten years: longer is surely a typo and would overflow timers.
+                let n = self.ranged(Some(v), field, 0, 1, 10 * 365 * 86_400)?;
+                Ok(Some(n as u64))
+            }
+        }
+    }
+
+    fn command(&self, command: Spanned<Vec<Spanned<String>>>) -> Result<Vec<String>, JobFileError> {
+        let span = command.span();
+        let args = command.into_inner();
+        let Some(program) = args.first() else {
+            return self.err(
+                span,
+                "command",
+                "must name a program to run, e.g. [\"/bin/echo\", \"hi\"]",
+            );
+        };
+        if program.get_ref().is_empty() {
+            return self.err(
+                program.span(),
+                "command[0]",
+                "the program must not be empty",
+            );
+        }
+        for (i, arg) in args.iter().enumerate() {
+            if arg.get_ref().contains('\0') {
+                return self.err(
+                    arg.span(),
+                    &format!("command[{i}]"),
+                    "must not contain a NUL byte",
+                );
+            }
+        }
+        Ok(args.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    fn env(
+        &self,
+        env: BTreeMap<Spanned<String>, Spanned<String>>,
+    ) -> Result<BTreeMap<String, String>, JobFileError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in env {
+            let key = k.get_ref();
+            let mut chars = key.chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return self.err(
+                    k.span(),
+                    &format!("env.{key}"),
+                    "is not a variable name (letters, digits and `_`, not starting with a digit)",
+                );
+            }
+            if v.get_ref().contains('\0') {
+                return self.err(
+                    v.span(),
+                    &format!("env.{key}"),
+                    "must not contain a NUL byte",
+                );
+            }
+            out.insert(k.into_inner(), v.into_inner());
+        }
+        Ok(out)
+    }
+
+    fn transfers(
+        &self,
+        list: Vec<Spanned<RawTransfer>>,
+        field: &str,
+        from_side: Side,
+        to_side: Side,
+    ) -> Result<Vec<Transfer>, JobFileError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, t) in list.into_iter().enumerate() {
+            let t = t.into_inner();
+            let from = self.path(&t.from, &format!("{field}[{i}].from"), from_side)?;
+            let to = self.path(&t.to, &format!("{field}[{i}].to"), to_side)?;
+            out.push(Transfer { from, to });
+        }
+        Ok(out)
+    }
+
+    fn mounts(&self, list: Vec<Spanned<RawMount>>) -> Result<Vec<Mount>, JobFileError> {
+        let mut out: Vec<Mount> = Vec::with_capacity(list.len());
+        for (i, m) in list.into_iter().enumerate() {
+            let m = m.into_inner();
+            let host = self.path(&m.host, &format!("mounts[{i}].host"), Side::Host)?;
+            let guest = self.path(&m.guest, &format!("mounts[{i}].guest"), Side::Guest)?;
+            if guest == Path::new("/") {
+                return self.err(
+                    m.guest.span(),
+                    &format!("mounts[{i}].guest"),
+                    "cannot mount over the guest's root directory",
+                );
+            }
+            if out.iter().any(|prev| prev.guest == guest) {
+                return self.err(
+                    m.guest.span(),
+                    &format!("mounts[{i}].guest"),
+                    format!(
+                        "`{}` is already a mount point of an earlier mount",
+                        guest.display()
+                    ),
+                );
+            }
+            out.push(Mount {
+                host,
+                guest,
+                readonly: m.readonly,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An absolute path with no `..`: host paths are resolved against the
+    /// host root, guest paths against the guest root, and neither may climb
+    /// out. Symbolic links on the host are checked again when staging.
+    fn path(&self, p: &Spanned<String>, field: &str, side: Side) -> Result<PathBuf, JobFileError> {
+        let s = p.get_ref();
+        let where_ = match side {
+            Side::Host => "host",
+            Side::Guest => "guest",
+        };
+        if s.contains('\0') {
+            return self.err(p.span(), field, "must not contain a NUL byte");
+        }
+        if !s.starts_with('/') {
+            return self.err(
+                p.span(),
+                field,
+                format!("`{s}` must be an absolute {where_} path (starting with `/`)"),
+            );
+        }
+        let path = Path::new(s);
+        if path.components().any(|c| c == Component::ParentDir) {
+            return self.err(
+                p.span(),
+                field,
+                format!("`{s}` contains `..`; a path may not climb out of its directory"),
+            );
+        }
+        // Normalise `a//b/./c` to `a/b/c` so that later comparisons hold.
+        Ok(path.components().collect())
+    }
+
+    fn class(
+        &self,
+        class: Option<Spanned<String>>,
+        start: Option<Spanned<Datetime>>,
+        end: Option<Spanned<Datetime>>,
+    ) -> Result<JobClass, JobFileError> {
+        let name = class.as_ref().map_or("normal", |c| c.get_ref().as_str());
+        let class_span = class.as_ref().map_or(0..0, Spanned::span);
+        match name {
+            "normal" | "best-effort" => {
+                if let Some(s) = start.as_ref().or(end.as_ref()) {
+                    let field = if start.is_some() { "start" } else { "end" };
+                    return self.err(
+                        s.span(),
+                        field,
+                        format!("only a `reservation` job has a window, but class is `{name}`"),
+                    );
+                }
+                Ok(if name == "normal" {
+                    JobClass::Normal
+                } else {
+                    JobClass::BestEffort
+                })
+            }
+            "reservation" => {
+                let Some(start) = start else {
+                    return self.err(
+                        class_span,
+                        "start",
+                        "a `reservation` job needs `start` and `end`",
+                    );
+                };
+                let Some(end) = end else {
+                    return self.err(
+                        class_span,
+                        "end",
+                        "a `reservation` job needs `start` and `end`",
+                    );
+                };
+                let start_unix_s = unix_seconds(start.get_ref())
+                    .or_else(|why| self.err(start.span(), "start", why))?;
+                let end_unix_s =
+                    unix_seconds(end.get_ref()).or_else(|why| self.err(end.span(), "end", why))?;
+                if end_unix_s <= start_unix_s {
+                    return self.err(end.span(), "end", "must be later than `start`");
+                }
+                Ok(JobClass::Reservation {
+                    start_unix_s,
+                    end_unix_s,
+                })
+            }
+            other => self.err(
+                class_span,
+                "class",
+                format!(
+                    "`{other}` is not a class; expected `normal`, `best-effort` or `reservation`"
+                ),
+            ),
+        }
+    }
+
+    fn mode(&self, mode: Option<Spanned<String>>) -> Result<VmMode, JobFileError> {
+        let Some(m) = mode else {
+            return Ok(VmMode::default());
+        };
+        match m.get_ref().as_str() {
+            "stop-start" => Ok(VmMode::StopStart),
+            "save-restore" => Ok(VmMode::SaveRestore),
+            "persistent" => Ok(VmMode::Persistent),
+            other => self.err(
+                m.span(),
+                "mode",
+                format!(
+                    "`{other}` is not a VM mode; expected `stop-start`, `save-restore` or `persistent`"
+                ),
+            ),
+        }
+    }
+
+    fn expression(
+        &self,
+        expr: Option<Spanned<String>>,
+        field: &str,
+    ) -> Result<Option<String>, JobFileError> {
+        let Some(e) = expr else { return Ok(None) };
+        if e.get_ref().trim().is_empty() {
+            return self.err(
+                e.span(),
+                field,
+                "must not be empty; leave the field out instead",
+            );
+        }
+        Ok(Some(e.into_inner()))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Host,
+    Guest,
+}
+
+/// The job name when the file gives none: the file's stem.
+fn default_name(file: &str) -> String {
+    Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("job")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Diagnostic;
+
+    const BASE: &str = "image = \"tiny\"\ncommand = [\"/bin/echo\", \"hi\"]\n";
+
+    fn refuse(src: &str) -> Diagnostic {
+        match parse("job.toml", src) {
+            Ok(spec) => panic!("expected a refusal, got {spec:?}"),
+            Err(e) => e.diagnostic().cloned().expect("a diagnostic"),
+        }
+    }
+
+    /// The diagnostic for BASE plus `extra`, which starts on line 3.
+    fn refuse_extra(extra: &str) -> Diagnostic {
+        refuse(&format!("{BASE}{extra}"))
+    }
+
+    fn check(d: &Diagnostic, line: usize, column: usize, field: &str, why: &str) {
+        assert_eq!(
+            (d.line, d.column, d.field.as_deref()),
+            (line, column, Some(field)),
+            "{d}"
+        );
+        assert!(d.message.contains(why), "`{}` lacks `{why}`", d.message);
+        assert_eq!(d.file, "job.toml");
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let spec = parse("dir/hello.toml", BASE).expect("valid");
+        assert_eq!(spec.name, "hello");
+        assert_eq!(spec.image, "tiny");
+        assert_eq!((spec.cpus, spec.memory_mb, spec.vms), (1, 256, 1));
+        assert_eq!(spec.command, vec!["/bin/echo", "hi"]);
+        assert_eq!(spec.class, JobClass::Normal);
+        assert_eq!(spec.mode, VmMode::StopStart);
+        assert_eq!(spec.priority, 0);
+        assert!(spec.env.is_empty() && spec.inputs.is_empty() && spec.mounts.is_empty());
+        assert_eq!(spec.walltime_s, None);
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let src = r#"
+name = "full"
+image = "debian-12.qcow2"
+cpus = 2
+memory_mb = 1024
+vms = 3
+command = ["/usr/bin/python3", "run.py"]
+env = { OMP_NUM_THREADS = "2", _X = "y" }
+user = "alice"
+class = "reservation"
+start = 2030-01-01T08:00:00Z
+end = 2030-01-01T10:00:00+01:00
+priority = -5
+requirements = 'cores >= 2 && arch == "x86_64"'
+rank = "free_memory_mb"
+checkpoint_interval_s = 300
+mode = "save-restore"
+walltime_s = 3600
+
+[[inputs]]
+from = "/srv/in//data.csv"
+to = "/work/./data.csv"
+
+[[outputs]]
+from = "/work/out.csv"
+to = "/srv/out/out.csv"
+
+[[mounts]]
+host = "/srv/repo"
+guest = "/data"
+readonly = true
+"#;
+        let spec = parse("full.toml", src).expect("valid");
+        assert_eq!(spec.name, "full");
+        assert_eq!((spec.cpus, spec.memory_mb, spec.vms), (2, 1024, 3));
+        assert_eq!(
+            spec.env.get("OMP_NUM_THREADS").map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(spec.user.as_deref(), Some("alice"));
+        assert_eq!(
+            spec.class,
+            JobClass::Reservation {
+                start_unix_s: 1_893_484_800,
+                end_unix_s: 1_893_488_400
+            }
+        );
+        assert_eq!(spec.priority, -5);
+        assert_eq!(
+            spec.requirements.as_deref(),
+            Some("cores >= 2 && arch == \"x86_64\"")
+        );
+        assert_eq!(spec.rank.as_deref(), Some("free_memory_mb"));
+        assert_eq!(spec.checkpoint_interval_s, Some(300));
+        assert_eq!(spec.mode, VmMode::SaveRestore);
+        assert_eq!(spec.walltime_s, Some(3600));
+        assert_eq!(spec.inputs[0].from, PathBuf::from("/srv/in/data.csv"));
+        assert_eq!(spec.inputs[0].to, PathBuf::from("/work/data.csv"));
+        assert_eq!(spec.outputs[0].to, PathBuf::from("/srv/out/out.csv"));
+        assert_eq!(
+            spec.mounts,
+            vec![Mount {
+                host: "/srv/repo".into(),
+                guest: "/data".into(),
+                readonly: true
+            }]
+        );
+        // The spec survives a JSON round trip (store and API carry it so).
+        let json = serde_json::to_string(&spec).expect("serializes");
+        let back: JobSpec = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_at_its_key() {
+        let d = refuse_extra("memory = 512\n");
+        check(&d, 3, 1, "memory", "unknown field `memory`");
+        let d = refuse_extra("[[inputs]]\nfrom = \"/a\"\nto = \"/b\"\nmode = \"x\"\n");
+        check(&d, 6, 1, "mode", "unknown field `mode`");
+        let d = refuse_extra("mounts = [{ host = \"/a\", guest = \"/b\", rw = true }]\n");
+        check(&d, 3, 40, "rw", "unknown field `rw`");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_at_its_value() {
+        check(
+            &refuse_extra("cpus = \"4\"\n"),
+            3,
+            8,
+            "cpus",
+            "expected an integer",
+        );
+        check(
+            &refuse_extra("cpus = 1.5\n"),
+            3,
+            8,
+            "cpus",
+            "expected an integer",
+        );
+        check(
+            &refuse_extra("memory_mb = 99999999999999999999\n"),
+            3,
+            13,
+            "memory_mb",
+            "out of range",
+        );
+        check(
+            &refuse("image = \"tiny\"\ncommand = \"/bin/echo hi\"\n"),
+            2,
+            11,
+            "command",
+            "expected an array",
+        );
+        check(
+            &refuse_extra("env = { N = 1 }\n"),
+            3,
+            13,
+            "N",
+            "expected a string",
+        );
+        check(
+            &refuse_extra("start = \"tomorrow\"\n"),
+            3,
+            9,
+            "start",
+            "expected a date-time",
+        );
+    }
+
+    #[test]
+    fn missing_required_field_is_named() {
+        let d = refuse("command = [\"/bin/true\"]\n");
+        assert_eq!(d.field.as_deref(), Some("image"));
+        assert!(d.message.contains("missing field `image`"), "{d}");
+        let d = refuse("image = \"tiny\"\n");
+        assert_eq!(d.field.as_deref(), Some("command"));
+    }
+
+    #[test]
+    fn toml_syntax_errors_point_at_the_line() {
+        let d = refuse_extra("cpus = 2\ncpus = 3\n");
+        check(&d, 4, 1, "cpus", "duplicate key");
+        let d = refuse_extra("cpus = \n");
+        assert_eq!(d.line, 3, "{d}");
+    }
+
+    #[test]
+    fn impossible_requests_are_refused() {
+        check(&refuse_extra("cpus = 0\n"), 3, 8, "cpus", "at least 1");
+        check(&refuse_extra("cpus = 5000\n"), 3, 8, "cpus", "at most 1024");
+        check(
+            &refuse_extra("memory_mb = 8\n"),
+            3,
+            13,
+            "memory_mb",
+            "at least 32",
+        );
+        check(&refuse_extra("vms = 0\n"), 3, 7, "vms", "at least 1");
+        check(
+            &refuse_extra("checkpoint_interval_s = 0\n"),
+            3,
+            25,
+            "checkpoint_interval_s",
+            "at least 1",
+        );
+        check(
+            &refuse_extra("walltime_s = -1\n"),
+            3,
+            14,
+            "walltime_s",
+            "at least 1",
+        );
+        check(
+            &refuse_extra("priority = 2000000\n"),
+            3,
+            12,
+            "priority",
+            "at most",
+        );
+        check(
+            &refuse("image = \"tiny\"\ncommand = []\n"),
+            2,
+            11,
+            "command",
+            "must name a program",
+        );
+        check(
+            &refuse("image = \"tiny\"\ncommand = [\"\"]\n"),
+            2,
+            12,
+            "command[0]",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        check(
+            &refuse("image = \"../etc\"\ncommand = [\"/bin/true\"]\n"),
+            1,
+            9,
+            "image",
+            "not an image name",
+        );
+        check(
+            &refuse_extra("name = \"  \"\n"),
+            3,
+            8,
+            "name",
+            "must not be empty",
+        );
+        check(
+            &refuse_extra("user = \"Root; rm\"\n"),
+            3,
+            8,
+            "user",
+            "not a user name",
+        );
+        check(
+            &refuse_extra("env = { \"A-B\" = \"x\" }\n"),
+            3,
+            9,
+            "env.A-B",
+            "not a variable name",
+        );
+    }
+
+    #[test]
+    fn class_and_window_are_checked() {
+        check(
+            &refuse_extra("class = \"urgent\"\n"),
+            3,
+            9,
+            "class",
+            "`urgent` is not a class",
+        );
+        check(
+            &refuse_extra("class = \"reservation\"\nstart = 2030-01-01T00:00:00Z\n"),
+            3,
+            9,
+            "end",
+            "needs `start` and `end`",
+        );
+        check(
+            &refuse_extra(
+                "class = \"reservation\"\nstart = 2030-01-01T02:00:00Z\nend = 2030-01-01T01:00:00Z\n",
+            ),
+            5,
+            7,
+            "end",
+            "later than `start`",
+        );
+        check(
+            &refuse_extra(
+                "class = \"reservation\"\nstart = 2030-01-01T02:00:00\nend = 2030-01-01T03:00:00Z\n",
+            ),
+            4,
+            9,
+            "start",
+            "no time zone",
+        );
+        check(
+            &refuse_extra("class = \"best-effort\"\nstart = 2030-01-01T02:00:00Z\n"),
+            4,
+            9,
+            "start",
+            "only a `reservation` job has a window",
+        );
+        check(
+            &refuse_extra(
+                "class = \"reservation\"\nstart = 2030-01-01T00:00:00Z\nend = 2030-01-01T01:00:00Z\nwalltime_s = 7200\n",
+            ),
+            6,
+            14,
+            "walltime_s",
+            "does not fit",
+        );
+        check(
+            &refuse_extra("mode = \"paused\"\n"),
+            3,
+            8,
+            "mode",
+            "not a VM mode",
+        );
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_not_escape() {
+        check(
+            &refuse_extra("[[inputs]]\nfrom = \"data.csv\"\nto = \"/work/data.csv\"\n"),
+            4,
+            8,
+            "inputs[0].from",
+            "absolute host path",
+        );
+        check(
+            &refuse_extra("[[outputs]]\nfrom = \"/work/../../etc/shadow\"\nto = \"/tmp/x\"\n"),
+            4,
+            8,
+            "outputs[0].from",
+            "contains `..`",
+        );
+        check(
+            &refuse_extra("[[outputs]]\nfrom = \"/work/out\"\nto = \"/srv/../root/x\"\n"),
+            5,
+            6,
+            "outputs[0].to",
+            "contains `..`",
+        );
+        check(
+            &refuse_extra("[[mounts]]\nhost = \"/srv\"\nguest = \"/\"\n"),
+            5,
+            9,
+            "mounts[0].guest",
+            "root directory",
+        );
+        check(
+            &refuse_extra(
+                "[[mounts]]\nhost = \"/a\"\nguest = \"/d\"\n[[mounts]]\nhost = \"/b\"\nguest = \"/d/\"\n",
+            ),
+            8,
+            9,
+            "mounts[1].guest",
+            "already a mount point",
+        );
+    }
+
+    #[test]
+    fn empty_expressions_are_refused() {
+        check(
+            &refuse_extra("requirements = \"  \"\n"),
+            3,
+            16,
+            "requirements",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        // Truncations of a full file at every byte: each is accepted or
+        // refused with a position inside the text, never a panic.
+        let src = "name = \"é\"\nimage = \"tiny\"\ncommand = [\"/bin/echo\", \"ü\"]\n[[mounts]]\nhost = \"/a\"\nguest = \"/b\"\n";
+        for cut in 0..=src.len() {
+            let Some(text) = src.get(..cut) else { continue };
+            if let Err(e) = parse("t.toml", text) {
+                let d = e.diagnostic().expect("a diagnostic");
+                assert!(
+                    d.line >= 1 && d.line <= text.lines().count().max(1) + 1,
+                    "{d}"
+                );
+            }
+        }
+    }
+}
