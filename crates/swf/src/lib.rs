@@ -1,2 +1,297 @@
 //! Reader for the Standard Workload Format (SWF) of the Parallel Workloads
 //! Archive, plain or gzipped.
+//!
+//! # Layout
+//! - [`read_path`] / [`parse`]: bytes (gzip detected by its magic bytes, not
+//!   by the file name) to a [`Trace`]: the header ([`Header`]) and one
+//!   [`Record`] per job line with all 18 fields, in file order.
+//! - [`Workload::from_trace`]: the simulation conventions (which field gives
+//!   the processors, the estimate, which jobs are dropped, arrival order).
+//!
+//! A malformed line is an error naming the file, the line, the field and why
+//! ([`LineError`]); in [`Mode::Lenient`] it is skipped and counted instead.
+//! No input makes the reader panic (a fuzz target checks this).
+//!
+//! # Conventions (see also `docs/sim.md`)
+//! - processors = field 8 (requested) if > 0, else field 5 (allocated);
+//! - estimate = field 9 (requested time) if > 0, else the run time;
+//! - jobs with run time < 0, submit time < 0, processors < 1 or processors
+//!   greater than the machine are dropped and counted;
+//! - arrivals are ordered by submit time, then job number, then line;
+//! - fractional values are truncated toward zero (only field 6, average CPU
+//!   time, keeps its fraction);
+//! - the machine size is the caller's, else the header's `MaxProcs`, else
+//!   `MaxNodes`, else the largest job's processors (with a warning).
+
+mod error;
+mod header;
+mod parse;
+mod workload;
+
+use std::path::Path;
+
+pub use error::{FIELD_NAMES, LineError, LineProblem, Location, SwfError};
+pub use header::Header;
+pub use parse::{Mode, SKIPPED_EXAMPLES};
+pub use workload::{Dropped, Job, MachineSource, Workload, WorkloadError};
+
+/// One job line with all 18 SWF fields. `-1` means "unknown", as in the
+/// format. Times are in seconds, memory in kilobytes per processor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Field 1: job number.
+    pub job_id: i64,
+    /// Field 2: submit time, seconds from the start of the log.
+    pub submit_s: i64,
+    /// Field 3: wait time in the original system.
+    pub wait_s: i64,
+    /// Field 4: run time.
+    pub run_s: i64,
+    /// Field 5: allocated processors.
+    pub alloc_procs: i64,
+    /// Field 6: average CPU time used per processor (may be fractional).
+    pub avg_cpu_s: f64,
+    /// Field 7: used memory, kilobytes per processor.
+    pub used_mem_kb: i64,
+    /// Field 8: requested processors.
+    pub req_procs: i64,
+    /// Field 9: requested time (the user's estimate).
+    pub req_time_s: i64,
+    /// Field 10: requested memory, kilobytes per processor.
+    pub req_mem_kb: i64,
+    /// Field 11: status (1 completed, 0 failed, 5 cancelled, ...).
+    pub status: i64,
+    /// Field 12: user id.
+    pub user: i64,
+    /// Field 13: group id.
+    pub group: i64,
+    /// Field 14: executable (application) number.
+    pub executable: i64,
+    /// Field 15: queue number.
+    pub queue: i64,
+    /// Field 16: partition number.
+    pub partition: i64,
+    /// Field 17: preceding job number.
+    pub preceding_job: i64,
+    /// Field 18: think time from the preceding job.
+    pub think_time_s: i64,
+    /// The 1-based line of the file this record came from.
+    pub line: u64,
+}
+
+/// Lines skipped in lenient mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// How many lines were skipped.
+    pub count: u64,
+    /// The errors of the first [`SKIPPED_EXAMPLES`] skipped lines.
+    pub examples: Vec<LineError>,
+}
+
+/// A parsed trace: header, job records in file order, skipped lines.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The file name used in messages.
+    pub file: String,
+    /// What the header comments say.
+    pub header: Header,
+    /// The job lines, in file order.
+    pub records: Vec<Record>,
+    /// Lines skipped (lenient mode only; always empty in strict mode).
+    pub skipped: Skipped,
+    /// How many lines the file has.
+    pub lines: u64,
+}
+
+/// Whether the bytes start with the gzip magic number.
+pub fn is_gzip(data: &[u8]) -> bool {
+    data.starts_with(&[0x1f, 0x8b])
+}
+
+/// Parses a trace held in memory, plain or gzipped (detected by the magic
+/// bytes). `file` names the source in error messages.
+pub fn parse(data: &[u8], file: &str, mode: Mode) -> Result<Trace, SwfError> {
+    if is_gzip(data) {
+        let plain = gunzip(data, file)?;
+        Ok(parse::parse_bytes(&plain, file, mode)?)
+    } else {
+        Ok(parse::parse_bytes(data, file, mode)?)
+    }
+}
+
+/// Reads and parses a trace file, plain or gzipped.
+pub fn read_path(path: &Path, mode: Mode) -> Result<Trace, SwfError> {
+    let data = std::fs::read(path).map_err(|source| SwfError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&data, &path.display().to_string(), mode)
+}
+
+/// Decompresses gzip data (all members, as `zcat` does).
+fn gunzip(data: &[u8], file: &str) -> Result<Vec<u8>, SwfError> {
+    use std::io::Read;
+    // The gzip trailer holds the uncompressed size modulo 2^32; use it as a
+    // capacity hint, bounded so that a lying trailer cannot make us reserve
+    // much more than deflate can expand to (about 1032:1).
+    let hint = data
+        .len()
+        .checked_sub(4)
+        .and_then(|at| data.get(at..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let cap = hint
+        .min(data.len().saturating_mul(1032))
+        .min(u32::MAX as usize);
+    let mut out = Vec::with_capacity(cap);
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|source| SwfError::Gzip {
+            file: file.to_string(),
+            source,
+        })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const SMALL: &str = "; MaxProcs: 8\n\
+        1 0 0 10 2 -1 -1 2 20 -1 1 1 1 1 1 1 -1 -1\n\
+        2 5 0 10 4 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n";
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).ok();
+        e.finish().unwrap_or_default()
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic_bytes_not_name() {
+        let plain = parse(SMALL.as_bytes(), "a.swf.gz", Mode::Strict).ok();
+        let zipped = parse(&gz(SMALL.as_bytes()), "a.swf", Mode::Strict).ok();
+        assert_eq!(plain.as_ref().map(|t| t.records.len()), Some(2));
+        assert_eq!(
+            plain.map(|t| t.records),
+            zipped.as_ref().map(|t| t.records.clone())
+        );
+        assert_eq!(zipped.and_then(|t| t.header.max_procs), Some(8));
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_all_read() {
+        let mut data = gz(b"; MaxProcs: 8\n1 0 0 10 2 -1 -1 2 20 -1 1 1 1 1 1 1 -1 -1\n");
+        data.extend(gz(b"2 5 0 10 4 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n"));
+        let t = parse(&data, "m.swf.gz", Mode::Strict).ok();
+        assert_eq!(t.map(|t| t.records.len()), Some(2));
+    }
+
+    #[test]
+    fn truncated_gzip_is_a_clear_error() {
+        let data = gz(SMALL.as_bytes());
+        let cut = &data[..data.len() / 2];
+        let err = parse(cut, "cut.swf.gz", Mode::Lenient).err();
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some("cut.swf.gz: gzip data is corrupt or truncated".to_string())
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = read_path(Path::new("/nonexistent/x.swf"), Mode::Strict).err();
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some("cannot read /nonexistent/x.swf".to_string())
+        );
+    }
+
+    #[test]
+    fn reads_a_file_from_disk() {
+        let dir = std::env::temp_dir().join(format!("vgrid-swf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("t.swf.gz");
+        std::fs::write(&path, gz(SMALL.as_bytes())).ok();
+        let t = read_path(&path, Mode::Strict).ok();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(t.as_ref().map(|t| t.records.len()), Some(2));
+        assert_eq!(t.map(|t| t.lines), Some(3));
+    }
+
+    /// The project's `shared/traces` folder, beside the checkout.
+    fn shared_traces() -> Option<std::path::PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
+        dir.is_dir().then_some(dir)
+    }
+
+    #[test]
+    fn real_traces_have_the_job_counts_of_their_sources() {
+        let Some(dir) = shared_traces() else {
+            eprintln!("skipped: shared/traces not found beside the checkout");
+            return;
+        };
+        // Job line counts and header sizes as listed in shared/traces/SOURCES.md.
+        let expected: [(&str, usize, Option<u64>); 9] = [
+            ("CTC-SP2-1996-3.1-cln.swf.gz", 77222, Some(338)),
+            ("OSC-Clust-2000-3.1-cln.swf.gz", 36097, Some(178)),
+            ("SDSC-SP2-1998-4.2-cln.swf.gz", 59715, Some(128)),
+            ("KTH-SP2-1996-2.1-cln.swf.gz", 28476, Some(100)),
+            ("NASA-iPSC-1993-3.1-cln.swf.gz", 18239, Some(128)),
+            ("LANL-CM5-1994-4.1-cln.swf.gz", 122060, Some(1024)),
+            ("HPC2N-2002-2.2-cln.swf.gz", 202871, Some(240)),
+            ("LPC-EGEE-2004-1.2-cln.swf.gz", 234889, Some(140)),
+            ("lublin_256.swf.gz", 10000, Some(256)),
+        ];
+        for (name, jobs, procs) in expected {
+            let path = dir.join(name);
+            let trace = read_path(&path, Mode::Strict);
+            assert!(trace.is_ok(), "{name}: {:?}", trace.err());
+            let Ok(trace) = trace else { return };
+            assert_eq!(trace.records.len(), jobs, "{name}");
+            assert_eq!(trace.header.machine_procs(), procs, "{name}");
+            assert_eq!(trace.skipped.count, 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn all_18_fields_are_kept() {
+        let t = parse(
+            b"11 22 33 44 55 66.5 77 88 99 1010 1 12 13 14 15 16 17 18\n",
+            "f.swf",
+            Mode::Strict,
+        );
+        let r = t.ok().and_then(|t| t.records.into_iter().next());
+        let r = r.as_ref();
+        let got = r.map(|r| {
+            [
+                r.job_id,
+                r.submit_s,
+                r.wait_s,
+                r.run_s,
+                r.alloc_procs,
+                r.used_mem_kb,
+                r.req_procs,
+                r.req_time_s,
+                r.req_mem_kb,
+                r.status,
+                r.user,
+                r.group,
+                r.executable,
+                r.queue,
+                r.partition,
+                r.preceding_job,
+                r.think_time_s,
+            ]
+        });
+        assert_eq!(
+            got,
+            Some([
+                11, 22, 33, 44, 55, 77, 88, 99, 1010, 1, 12, 13, 14, 15, 16, 17, 18
+            ])
+        );
+        assert_eq!(r.map(|r| r.avg_cpu_s), Some(66.5));
+    }
+}

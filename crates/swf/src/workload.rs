@@ -1,0 +1,331 @@
+//! The simulation conventions: from SWF records to the jobs a simulator
+//! replays, and the machine they run on.
+
+use crate::{Record, Trace};
+
+/// One job as the simulator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// SWF job number (field 1). Not necessarily unique in a trace.
+    pub id: i64,
+    /// Submit time, seconds (field 2, >= 0).
+    pub submit_s: i64,
+    /// Real run time, seconds (field 4, >= 0). The scheduler never sees it.
+    pub run_s: i64,
+    /// Processors: field 8 if > 0, else field 5 (1..=machine size).
+    pub procs: u32,
+    /// The user's estimate: field 9 if > 0, else the run time.
+    pub estimate_s: i64,
+    /// Memory per processor in KB: field 7 (used) if > 0, else field 10
+    /// (requested) if > 0, else unknown.
+    pub mem_kb_per_proc: Option<u64>,
+    /// User id (field 12).
+    pub user: i64,
+    /// The line of the trace the job came from.
+    pub line: u64,
+}
+
+/// How many jobs each rule dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Run time < 0 (unknown or invalid).
+    pub run_negative: u64,
+    /// Submit time < 0 (unknown or invalid).
+    pub submit_negative: u64,
+    /// Processors < 1 (both field 8 and field 5 unknown or zero).
+    pub procs_below_one: u64,
+    /// More processors than the machine has.
+    pub procs_above_machine: u64,
+}
+
+impl Dropped {
+    /// All dropped jobs.
+    pub fn total(&self) -> u64 {
+        self.run_negative + self.submit_negative + self.procs_below_one + self.procs_above_machine
+    }
+}
+
+/// Where the machine size came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineSource {
+    /// The caller gave it (`--procs`).
+    Given,
+    /// The header's `MaxProcs`.
+    HeaderMaxProcs,
+    /// The header's `MaxNodes` (no usable `MaxProcs`).
+    HeaderMaxNodes,
+    /// The largest job (the trace says nothing): worth a warning.
+    LargestJob,
+}
+
+/// The jobs of a trace in arrival order, and the machine they run on.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Jobs ordered by submit time, then job number, then line.
+    pub jobs: Vec<Job>,
+    /// Processors of the machine.
+    pub machine_procs: u32,
+    /// Where `machine_procs` came from.
+    pub machine_source: MachineSource,
+    /// Jobs dropped by the conventions.
+    pub dropped: Dropped,
+}
+
+/// Why a workload cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    /// No machine size from the caller or the header, and no job to take it
+    /// from.
+    #[error(
+        "{file}: cannot tell the machine size: no --procs, no MaxProcs/MaxNodes header and no job with a processor count"
+    )]
+    NoMachineSize {
+        /// The trace.
+        file: String,
+    },
+    /// The machine size does not fit (more than 2^32 - 1 processors) or is 0.
+    #[error(
+        "{file}: machine size {procs} is not usable (it must be between 1 and {})",
+        u32::MAX
+    )]
+    BadMachineSize {
+        /// The trace.
+        file: String,
+        /// The size found.
+        procs: u64,
+    },
+}
+
+/// Processors of a record: field 8 if > 0, else field 5.
+fn record_procs(r: &Record) -> i64 {
+    if r.req_procs > 0 {
+        r.req_procs
+    } else {
+        r.alloc_procs
+    }
+}
+
+impl Workload {
+    /// Applies the conventions to a trace. `procs` is the caller's machine
+    /// size (`--procs`), which wins over the header.
+    pub fn from_trace(trace: &Trace, procs: Option<u32>) -> Result<Workload, WorkloadError> {
+        let (machine, source) = match procs {
+            Some(p) => (u64::from(p), MachineSource::Given),
+            None => match (trace.header.max_procs, trace.header.max_nodes) {
+                (Some(p), _) if p > 0 => (p, MachineSource::HeaderMaxProcs),
+                (_, Some(n)) if n > 0 => (n, MachineSource::HeaderMaxNodes),
+                _ => {
+                    let largest = trace
+                        .records
+                        .iter()
+                        .filter(|r| r.run_s >= 0 && r.submit_s >= 0)
+                        .map(record_procs)
+                        .max()
+                        .filter(|&p| p > 0)
+                        .ok_or_else(|| WorkloadError::NoMachineSize {
+                            file: trace.file.clone(),
+                        })?;
+                    // `largest` > 0 here.
+                    (largest.unsigned_abs(), MachineSource::LargestJob)
+                }
+            },
+        };
+        let machine_procs = u32::try_from(machine)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| WorkloadError::BadMachineSize {
+                file: trace.file.clone(),
+                procs: machine,
+            })?;
+        let mut dropped = Dropped::default();
+        let mut jobs = Vec::with_capacity(trace.records.len());
+        for r in &trace.records {
+            if r.run_s < 0 {
+                dropped.run_negative += 1;
+                continue;
+            }
+            if r.submit_s < 0 {
+                dropped.submit_negative += 1;
+                continue;
+            }
+            let procs = record_procs(r);
+            if procs < 1 {
+                dropped.procs_below_one += 1;
+                continue;
+            }
+            let Some(procs) = u32::try_from(procs).ok().filter(|&p| p <= machine_procs) else {
+                dropped.procs_above_machine += 1;
+                continue;
+            };
+            let mem = [r.used_mem_kb, r.req_mem_kb]
+                .into_iter()
+                .find(|&m| m > 0)
+                .map(i64::unsigned_abs);
+            jobs.push(Job {
+                id: r.job_id,
+                submit_s: r.submit_s,
+                run_s: r.run_s,
+                procs,
+                estimate_s: if r.req_time_s > 0 {
+                    r.req_time_s
+                } else {
+                    r.run_s
+                },
+                mem_kb_per_proc: mem,
+                user: r.user,
+                line: r.line,
+            });
+        }
+        // Traces are almost always in order already; check before sorting.
+        let key = |j: &Job| (j.submit_s, j.id, j.line);
+        if !jobs.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+            jobs.sort_unstable_by_key(key);
+        }
+        Ok(Workload {
+            jobs,
+            machine_procs,
+            machine_source: source,
+            dropped,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mode, parse};
+
+    fn workload(text: &str, procs: Option<u32>) -> Result<Workload, WorkloadError> {
+        let trace = parse(text.as_bytes(), "w.swf", Mode::Strict);
+        let trace = trace.map_err(|e| WorkloadError::NoMachineSize {
+            file: e.to_string(),
+        })?;
+        Workload::from_trace(&trace, procs)
+    }
+
+    #[test]
+    fn processors_and_estimate_conventions() {
+        let w = workload(
+            "; MaxProcs: 16\n\
+             1 0 0 100 4 -1 -1 8 300 -1 1 1 1 1 1 1 -1 -1\n\
+             2 0 0 100 4 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             3 0 0 100 4 -1 -1 0 0 -1 1 1 1 1 1 1 -1 -1\n",
+            None,
+        )
+        .ok();
+        let jobs: Vec<(u32, i64)> = w
+            .map(|w| w.jobs.iter().map(|j| (j.procs, j.estimate_s)).collect())
+            .unwrap_or_default();
+        assert_eq!(jobs, vec![(8, 300), (4, 100), (4, 100)]);
+    }
+
+    #[test]
+    fn minus_one_everywhere_is_dropped_not_an_error() {
+        let w = workload(
+            "; MaxProcs: 16\n\
+             -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1\n\
+             5 -1 -1 10 1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1\n\
+             6 3 -1 10 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1\n\
+             7 3 -1 10 1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1\n\
+             8 3 -1 10 17 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1\n",
+            None,
+        )
+        .ok();
+        let d = w.as_ref().map(|w| w.dropped);
+        assert_eq!(
+            d,
+            Some(Dropped {
+                run_negative: 1,
+                submit_negative: 1,
+                procs_below_one: 1,
+                procs_above_machine: 1,
+            })
+        );
+        assert_eq!(d.map(|d| d.total()), Some(4));
+        let ids: Vec<i64> = w
+            .map(|w| w.jobs.iter().map(|j| j.id).collect())
+            .unwrap_or_default();
+        assert_eq!(ids, vec![7]);
+    }
+
+    #[test]
+    fn out_of_order_lines_are_sorted_by_submit_then_id_then_line() {
+        let w = workload(
+            "; MaxProcs: 4\n\
+             3 50 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             9 10 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             4 10 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             4 10 0 2 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             1 20 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n",
+            None,
+        )
+        .ok();
+        let order: Vec<(i64, i64, u64)> = w
+            .map(|w| w.jobs.iter().map(|j| (j.submit_s, j.id, j.line)).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            order,
+            vec![(10, 4, 4), (10, 4, 5), (10, 9, 3), (20, 1, 6), (50, 3, 2)]
+        );
+    }
+
+    #[test]
+    fn machine_size_sources() {
+        let body = "1 0 0 10 6 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+                    2 0 0 10 3 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n";
+        let w = workload(body, None).ok();
+        assert_eq!(
+            w.map(|w| (w.machine_procs, w.machine_source)),
+            Some((6, MachineSource::LargestJob))
+        );
+        let w = workload(body, Some(4)).ok();
+        assert_eq!(
+            w.map(|w| (
+                w.machine_procs,
+                w.machine_source,
+                w.dropped.procs_above_machine
+            )),
+            Some((4, MachineSource::Given, 1))
+        );
+        let w = workload(&format!("; MaxNodes: 10\n{body}"), None).ok();
+        assert_eq!(
+            w.map(|w| (w.machine_procs, w.machine_source)),
+            Some((10, MachineSource::HeaderMaxNodes))
+        );
+        let w = workload(&format!("; MaxNodes: 10\n; MaxProcs: 20\n{body}"), None).ok();
+        assert_eq!(
+            w.map(|w| (w.machine_procs, w.machine_source)),
+            Some((20, MachineSource::HeaderMaxProcs))
+        );
+    }
+
+    #[test]
+    fn no_size_at_all_is_an_error() {
+        let err = workload("; nothing\n", None).err();
+        assert!(matches!(err, Some(WorkloadError::NoMachineSize { .. })));
+        let err = workload("; MaxProcs: 5000000000\n", None).err();
+        assert!(matches!(
+            err,
+            Some(WorkloadError::BadMachineSize {
+                procs: 5_000_000_000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn memory_prefers_used_then_requested() {
+        let w = workload(
+            "; MaxProcs: 4\n\
+             1 0 0 1 1 -1 2048 -1 -1 4096 1 1 1 1 1 1 -1 -1\n\
+             2 0 0 1 1 -1 -1 -1 -1 4096 1 1 1 1 1 1 -1 -1\n\
+             3 0 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n",
+            None,
+        )
+        .ok();
+        let mem: Vec<Option<u64>> = w
+            .map(|w| w.jobs.iter().map(|j| j.mem_kb_per_proc).collect())
+            .unwrap_or_default();
+        assert_eq!(mem, vec![Some(2048), Some(4096), None]);
+    }
+}
