@@ -18,6 +18,7 @@
 //! See `docs/jobs.md` for every field.
 
 mod error;
+mod lifecycle;
 mod raw;
 mod spec;
 mod time;
@@ -25,6 +26,7 @@ mod time;
 use std::path::Path;
 
 pub use error::{Diagnostic, JobFileError};
+pub use lifecycle::JobState;
 pub use raw::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
 pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
 

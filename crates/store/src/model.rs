@@ -1,0 +1,163 @@
+//! What the store keeps, as plain records, and the changes that write it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vgrid_jobfile::{JobSpec, JobState};
+
+use crate::token::TokenHash;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Sees and controls only their own jobs.
+    User,
+    /// Sees and controls everything, adds users and nodes.
+    Admin,
+    /// A node agent: registers its node and reports on the jobs it runs.
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::User, Role::Admin, Role::Agent]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A user and their role; the token is not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: u64,
+    pub name: String,
+    pub role: Role,
+    pub created_unix_ms: i64,
+}
+
+/// A job as stored: its request and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: u64,
+    pub owner: u64,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// The node the job is on (or was last on).
+    pub node: Option<String>,
+    /// Why the job is in its state, e.g. what it waits for.
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub submitted_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    /// Opaque runtime facts the controller needs to pick up after a restart
+    /// (VM names, attempt counter), as JSON.
+    pub runtime: Option<String>,
+}
+
+/// One recorded state change of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub unix_ms: i64,
+    pub state: JobState,
+    pub reason: String,
+    pub node: Option<String>,
+}
+
+/// Whether a node can take work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Its agent reports in.
+    Up,
+    /// Its agent missed its heartbeats.
+    Lost,
+    /// Taken out of service by an admin.
+    Drained,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Lost => "lost",
+            NodeState::Drained => "drained",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NodeState> {
+        [NodeState::Up, NodeState::Lost, NodeState::Drained]
+            .into_iter()
+            .find(|n| n.as_str() == s)
+    }
+}
+
+/// A node as registered by its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub labels: BTreeMap<String, String>,
+    pub state: NodeState,
+    pub registered_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+}
+
+/// A checkpoint of a job, the newest one being where it resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub job_id: u64,
+    /// 1 for the first checkpoint of the job, then counting up.
+    pub seq: u64,
+    /// The node that took it.
+    pub node: String,
+    /// Where its files are (a directory the agents can reach).
+    pub location: String,
+    /// Run time the job had done when the checkpoint was taken.
+    pub work_ms: i64,
+    pub unix_ms: i64,
+}
+
+/// One durable change. [`crate::Store::apply`] writes a batch of them in one
+/// transaction: all of it is on disk when `apply` returns, or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    AddUser {
+        user: UserRecord,
+        token_hash: TokenHash,
+    },
+    /// Inserts the job and its first history entry (its state and reason).
+    AddJob(Box<JobRecord>),
+    /// Moves a job to a new state and records it in the history.
+    Transition {
+        job_id: u64,
+        unix_ms: i64,
+        state: JobState,
+        reason: String,
+        node: Option<String>,
+        exit_code: Option<i32>,
+    },
+    /// Replaces the runtime facts of a job without a state change.
+    SetRuntime {
+        job_id: u64,
+        runtime: Option<String>,
+    },
+    /// Registers a node or replaces its record.
+    PutNode(NodeRecord),
+    /// Updates a node's state and last contact.
+    NodeSeen {
+        name: String,
+        state: NodeState,
+        unix_ms: i64,
+    },
+    AddCheckpoint(CheckpointRecord),
+}

@@ -1,0 +1,101 @@
+//! The schema and its migrations.
+//!
+//! Each migration is applied once, in order, inside one transaction together
+//! with the row that records it in `schema_version`. A database written by a
+//! newer vgrid (a version we do not know) is refused rather than guessed at.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+
+/// The migrations, oldest first. Index `i` brings the schema to version `i+1`.
+/// Never edit a published migration; add a new one.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: users, jobs, history, nodes, checkpoints.
+    r#"
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        created_unix_ms INTEGER NOT NULL
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        owner INTEGER NOT NULL REFERENCES users(id),
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        node TEXT,
+        reason TEXT NOT NULL,
+        exit_code INTEGER,
+        submitted_unix_ms INTEGER NOT NULL,
+        updated_unix_ms INTEGER NOT NULL,
+        runtime TEXT
+    );
+    CREATE INDEX jobs_by_owner ON jobs(owner, id);
+    CREATE TABLE job_history (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        seq INTEGER NOT NULL,
+        unix_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        node TEXT,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        cpus INTEGER NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        registered_unix_ms INTEGER NOT NULL,
+        last_seen_unix_ms INTEGER NOT NULL
+    );
+    CREATE TABLE checkpoints (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        seq INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        location TEXT NOT NULL,
+        work_ms INTEGER NOT NULL,
+        unix_ms INTEGER NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`]; returns the version found.
+pub(crate) fn migrate(conn: &mut Connection, unix_ms: i64) -> Result<i64, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version INTEGER PRIMARY KEY,
+             applied_unix_ms INTEGER NOT NULL
+         );",
+    )?;
+    let found: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i64 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_unix_ms) VALUES (?1, ?2)",
+            params![version, unix_ms],
+        )?;
+        tx.commit()?;
+    }
+    Ok(found)
+}
