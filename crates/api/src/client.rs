@@ -1,0 +1,300 @@
+//! A typed client of the API, used by the CLI and the node agent.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::server::{COMPLETE_HEADER, NEXT_OFFSET_HEADER};
+use crate::types::{
+    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, ErrorBody, JobDetail, JobView,
+    LogSlice, MigrateRequest, NodeView, RegisterNode, RegisterResponse, Role, SubmitRequest,
+    SubmitResponse, WaitResponse,
+};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the vgrid controller at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server refused the request; its JSON error says why.
+    #[error("{}", .body.message)]
+    Api { status: u16, body: Box<ErrorBody> },
+    /// The server answered with something this client does not understand.
+    #[error("unexpected answer from the controller: {0}")]
+    Decode(String),
+    /// The base URL is not usable.
+    #[error("`{0}` is not an http:// URL")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one controller with one token.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    // The token is a secret: it never goes into debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the controller at `base_url` (e.g. `http://127.0.0.1:7777`).
+    pub fn new(base_url: &str, token: &str) -> Result<Client, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(ClientError::BadUrl(base_url.to_string()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // Long polls last at most a minute on the server side.
+            .timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Decode(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base,
+            token: token.to_string(),
+        })
+    }
+
+    /// The controller's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+            error: "internal".into(),
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+            diagnostic: None,
+        });
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            body: Box::new(body),
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(req).await?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Submits a job file's text; returns the new job's id once stored.
+    pub async fn submit(
+        &self,
+        file_name: &str,
+        source: &str,
+        hold: bool,
+    ) -> Result<u64, ClientError> {
+        let body = SubmitRequest {
+            file_name: file_name.to_string(),
+            source: source.to_string(),
+            hold,
+        };
+        let r: SubmitResponse = self
+            .json(self.request(Method::POST, "/v1/jobs").json(&body))
+            .await?;
+        Ok(r.id)
+    }
+
+    pub async fn jobs(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/jobs").query(&[("all", all)]))
+            .await
+    }
+
+    pub async fn job(&self, id: u64) -> Result<JobDetail, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/jobs/{id}")))
+            .await
+    }
+
+    /// Waits up to `wait_ms` for the job to end.
+    pub async fn wait(&self, id: u64, wait_ms: u64) -> Result<WaitResponse, ClientError> {
+        self.json(
+            self.request(Method::GET, &format!("/v1/jobs/{id}/wait"))
+                .query(&[("wait_ms", wait_ms)]),
+        )
+        .await
+    }
+
+    /// Reads the job's output from `offset`.
+    pub async fn output(&self, id: u64, offset: u64) -> Result<LogSlice, ClientError> {
+        let resp = self
+            .send(
+                self.request(Method::GET, &format!("/v1/jobs/{id}/output"))
+                    .query(&[("offset", offset)]),
+            )
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| ClientError::Decode(format!("missing header {name}")))
+        };
+        let next_offset = header(NEXT_OFFSET_HEADER)?
+            .parse()
+            .map_err(|_| ClientError::Decode(format!("bad header {NEXT_OFFSET_HEADER}")))?;
+        let complete = header(COMPLETE_HEADER)? == "true";
+        let data = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?
+            .to_vec();
+        Ok(LogSlice {
+            data,
+            next_offset,
+            complete,
+        })
+    }
+
+    /// `verb` is one of cancel, hold, release, suspend, resume, checkpoint.
+    pub async fn control(&self, id: u64, verb: &str) -> Result<JobView, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/jobs/{id}/{verb}")))
+            .await
+    }
+
+    pub async fn migrate(&self, id: u64, to: Option<String>) -> Result<JobView, ClientError> {
+        self.json(
+            self.request(Method::POST, &format!("/v1/jobs/{id}/migrate"))
+                .json(&MigrateRequest { to }),
+        )
+        .await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/nodes")).await
+    }
+
+    pub async fn add_user(&self, name: &str, role: Role) -> Result<AddUserResponse, ClientError> {
+        self.json(
+            self.request(Method::POST, "/v1/users")
+                .json(&AddUserRequest {
+                    name: name.to_string(),
+                    role,
+                }),
+        )
+        .await
+    }
+
+    /// The OpenAPI document.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.request(Method::GET, "/openapi.json")).await
+    }
+
+    // ---- Node agent calls ----
+
+    pub async fn register(&self, req: &RegisterNode) -> Result<RegisterResponse, ClientError> {
+        self.json(self.request(Method::POST, "/v1/agent/register").json(req))
+            .await
+    }
+
+    pub async fn actions(
+        &self,
+        node: &str,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<ActionEnvelope>, ClientError> {
+        let after = after.to_string();
+        let wait_ms = wait_ms.to_string();
+        self.json(self.request(Method::GET, "/v1/agent/actions").query(&[
+            ("node", node),
+            ("after", after.as_str()),
+            ("wait_ms", wait_ms.as_str()),
+        ]))
+        .await
+    }
+
+    pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
+        let resp = self
+            .send(self.request(Method::POST, "/v1/agent/events").json(report))
+            .await?;
+        expect_no_content(resp.status())
+    }
+
+    pub async fn write_output(
+        &self,
+        id: u64,
+        node: &str,
+        attempt: u32,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let attempt = attempt.to_string();
+        let offset = offset.to_string();
+        let resp = self
+            .send(
+                self.request(Method::PUT, &format!("/v1/agent/jobs/{id}/output"))
+                    .query(&[
+                        ("node", node),
+                        ("attempt", attempt.as_str()),
+                        ("offset", offset.as_str()),
+                    ])
+                    .body(data),
+            )
+            .await?;
+        expect_no_content(resp.status())
+    }
+}
+
+fn expect_no_content(status: StatusCode) -> Result<(), ClientError> {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(ClientError::Decode(format!("expected 204, got {status}")))
+    }
+}

@@ -1,0 +1,139 @@
+//! The one command enum that every transport emits. The HTTP server parses
+//! requests into a [`Command`] and hands it to a [`Backend`] (the
+//! controller); no HTTP type goes further in.
+
+use std::future::Future;
+
+use vgrid_jobfile::JobSpec;
+
+use crate::types::{
+    ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, NodeView, Principal,
+    RegisterNode, RegisterResponse, Role, WaitResponse,
+};
+
+/// A request to the controller, on behalf of a [`Principal`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Submit {
+        spec: Box<JobSpec>,
+        hold: bool,
+    },
+    ListJobs {
+        all: bool,
+    },
+    ShowJob {
+        id: u64,
+    },
+    /// Answers once the job has ended, or when `wait_ms` has passed.
+    WaitJob {
+        id: u64,
+        wait_ms: u64,
+    },
+    Cancel {
+        id: u64,
+    },
+    Hold {
+        id: u64,
+    },
+    Release {
+        id: u64,
+    },
+    Suspend {
+        id: u64,
+    },
+    Resume {
+        id: u64,
+    },
+    Checkpoint {
+        id: u64,
+    },
+    Migrate {
+        id: u64,
+        to: Option<String>,
+    },
+    ListNodes,
+    AddUser {
+        name: String,
+        role: Role,
+    },
+    ReadOutput {
+        id: u64,
+        offset: u64,
+        max_bytes: u64,
+    },
+    // Node agent commands.
+    RegisterNode(RegisterNode),
+    /// Answers with actions after `after`, waiting up to `wait_ms` for some.
+    PollActions {
+        node: String,
+        after: u64,
+        wait_ms: u64,
+    },
+    Report(AgentReport),
+    WriteOutput {
+        id: u64,
+        node: String,
+        attempt: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+}
+
+/// The controller's answer; each command has one matching variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Submitted {
+        id: u64,
+    },
+    Jobs(Vec<JobView>),
+    Job(Box<JobDetail>),
+    Waited(Box<WaitResponse>),
+    Control(Box<JobView>),
+    Nodes(Vec<NodeView>),
+    UserAdded(AddUserResponse),
+    Output {
+        data: Vec<u8>,
+        next_offset: u64,
+        complete: bool,
+    },
+    Registered(RegisterResponse),
+    Actions(Vec<ActionEnvelope>),
+    Done,
+}
+
+/// Why the controller refused a command. Each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The principal may not do this at all (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing, or not visible to the principal (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or impossible (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request conflicts with the current state, e.g. cancelling a
+    /// finished job (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The controller cannot take requests now, e.g. it is shutting down or
+    /// its database failed (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the HTTP server needs from the controller.
+pub trait Backend: Send + Sync + 'static {
+    /// Resolves a bearer token. Implementations compare hashes, never log
+    /// the token, and answer from memory (this runs on every request).
+    fn authenticate(&self, token: &str) -> Option<Principal>;
+
+    /// Carries out a command. The reply comes once any change it made is
+    /// durable.
+    fn execute(
+        &self,
+        principal: Principal,
+        command: Command,
+    ) -> impl Future<Output = Result<Reply, CommandError>> + Send;
+}

@@ -1,0 +1,351 @@
+//! The JSON bodies of the API. These are the wire contract between the CLI,
+//! the agents and the controller: change them only compatibly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vgrid_jobfile::{Diagnostic, JobSpec, JobState};
+
+/// Who a request acts as, resolved from its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub user_id: u64,
+    pub name: String,
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Sees and controls only their own jobs.
+    User,
+    /// Sees and controls every job; adds users.
+    Admin,
+    /// A node agent: registers a node and reports on its jobs.
+    Agent,
+}
+
+/// `POST /v1/jobs`: the job file's text; the server validates it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The file name, used only in error messages.
+    pub file_name: String,
+    /// The TOML text of the job file.
+    pub source: String,
+    /// Keep the job held until `release`.
+    #[serde(default)]
+    pub hold: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub id: u64,
+}
+
+/// A job in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: u64,
+    pub name: String,
+    pub owner: String,
+    pub state: JobState,
+    /// Why the job is in its state (what it waits for, why it failed).
+    pub reason: String,
+    pub node: Option<String>,
+    pub class: String,
+    pub image: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub vms: u32,
+    pub exit_code: Option<i32>,
+    pub submitted_unix_ms: i64,
+    pub updated_unix_ms: i64,
+}
+
+/// One recorded state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryView {
+    pub unix_ms: i64,
+    pub state: JobState,
+    pub reason: String,
+    pub node: Option<String>,
+}
+
+/// One checkpoint of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointView {
+    pub seq: u64,
+    pub node: String,
+    pub location: String,
+    pub work_ms: i64,
+    pub unix_ms: i64,
+}
+
+/// `GET /v1/jobs/{id}`: a job with its request, history and checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub spec: JobSpec,
+    pub history: Vec<HistoryView>,
+    pub checkpoints: Vec<CheckpointView>,
+}
+
+/// `GET /v1/jobs/{id}/wait`: the job once it has ended, or as it stands
+/// when the server's wait ran out (`ended` false: ask again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitResponse {
+    pub ended: bool,
+    pub job: JobView,
+}
+
+/// A node in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub state: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub free_cpus: u32,
+    pub free_memory_mb: u64,
+    pub labels: BTreeMap<String, String>,
+    pub jobs: Vec<u64>,
+    pub last_seen_unix_ms: i64,
+}
+
+/// `POST /v1/users` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddUserRequest {
+    pub name: String,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+/// The new user's token is shown once, here; the server keeps only a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddUserResponse {
+    pub id: u64,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
+/// `POST /v1/jobs/{id}/migrate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// The node to move to; the scheduler picks one when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// The answer to job control requests (cancel, hold, ...): the job after the
+/// request was accepted and stored.
+pub type ControlResponse = JobView;
+
+/// A slice of a job's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSlice {
+    /// The bytes from the requested offset.
+    pub data: Vec<u8>,
+    /// The offset to ask for next.
+    pub next_offset: u64,
+    /// The job has ended: no more output will come.
+    pub complete: bool,
+}
+
+/// Every error body: a machine-readable code, a sentence, and for refused
+/// job files the place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `unauthorized`, `forbidden`, `not-found`, `invalid-job-file`,
+    /// `bad-request`, `conflict`, `unavailable` or `internal`.
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostic: Option<Diagnostic>,
+}
+
+// ---- Node agent protocol ----
+
+/// `POST /v1/agent/register`: an agent announces its node, and the jobs it
+/// still runs after a restart (so the controller reattaches, not restarts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Jobs (with their attempt) whose VMs are still alive on the node.
+    #[serde(default)]
+    pub running: Vec<RunningJob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningJob {
+    pub job: u64,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// How often the agent must poll; missing a few polls marks it lost.
+    pub heartbeat_ms: u64,
+    /// Actions delivered before this sequence number were already handled
+    /// by the agent's previous run; new actions come after it.
+    pub next_seq: u64,
+}
+
+/// What the controller tells an agent to do. Every action names the job's
+/// attempt; an agent ignores actions for attempts it does not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum AgentAction {
+    /// Start the job (fresh, or from a checkpoint when `restore` is set).
+    Start {
+        job: u64,
+        attempt: u32,
+        spec: Box<JobSpec>,
+        restore: Option<CheckpointRef>,
+        /// Where to put periodic checkpoints of this job.
+        checkpoint_dir: String,
+        /// Output offset to resume the log at (the length recorded with the
+        /// checkpoint), 0 for a fresh start.
+        log_offset: u64,
+    },
+    /// Take a checkpoint; with `stop`, stop the VMs afterwards (preemption).
+    Checkpoint {
+        job: u64,
+        attempt: u32,
+        seq: u64,
+        stop: bool,
+    },
+    /// Stop the job's VMs now, without a checkpoint.
+    Kill { job: u64, attempt: u32 },
+    /// Pause the job's VMs (kept in memory).
+    Suspend { job: u64, attempt: u32 },
+    /// Continue paused VMs.
+    Resume { job: u64, attempt: u32 },
+}
+
+/// A checkpoint to restore from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub seq: u64,
+    pub location: String,
+    pub work_ms: i64,
+}
+
+/// One action with its per-node sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionEnvelope {
+    pub seq: u64,
+    pub action: AgentAction,
+}
+
+/// `GET /v1/agent/actions?node=N&after=S`: actions after `S`. The call also
+/// counts as the node's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionsQuery {
+    pub node: String,
+    /// The last sequence number the agent has handled.
+    pub after: u64,
+    /// How long the server may hold the request open when there is nothing.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// What an agent reports about a job attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum AgentEvent {
+    /// The VMs are booting (or restoring).
+    Booting {
+        job: u64,
+        attempt: u32,
+    },
+    /// The command runs.
+    Running {
+        job: u64,
+        attempt: u32,
+    },
+    /// A checkpoint is complete and durable.
+    Checkpointed {
+        job: u64,
+        attempt: u32,
+        seq: u64,
+        location: String,
+        work_ms: i64,
+        /// Output length at the checkpoint: a resume continues from here.
+        log_offset: u64,
+        /// The VMs were stopped after it (preemption).
+        stopped: bool,
+    },
+    /// Outputs are being copied back.
+    StagingOut {
+        job: u64,
+        attempt: u32,
+    },
+    /// The command ended with this status and outputs are back.
+    Exited {
+        job: u64,
+        attempt: u32,
+        exit_code: i32,
+    },
+    /// The attempt failed for a reason outside the command.
+    Failed {
+        job: u64,
+        attempt: u32,
+        reason: String,
+    },
+    /// The VMs were stopped as asked (kill).
+    Stopped {
+        job: u64,
+        attempt: u32,
+    },
+    Suspended {
+        job: u64,
+        attempt: u32,
+    },
+    Resumed {
+        job: u64,
+        attempt: u32,
+    },
+}
+
+impl AgentEvent {
+    pub fn job(&self) -> (u64, u32) {
+        match *self {
+            AgentEvent::Booting { job, attempt }
+            | AgentEvent::Running { job, attempt }
+            | AgentEvent::Checkpointed { job, attempt, .. }
+            | AgentEvent::StagingOut { job, attempt }
+            | AgentEvent::Exited { job, attempt, .. }
+            | AgentEvent::Failed { job, attempt, .. }
+            | AgentEvent::Stopped { job, attempt }
+            | AgentEvent::Suspended { job, attempt }
+            | AgentEvent::Resumed { job, attempt } => (job, attempt),
+        }
+    }
+}
+
+/// `POST /v1/agent/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub node: String,
+    pub events: Vec<AgentEvent>,
+}
+
+/// `PUT /v1/agent/jobs/{id}/output?node=N&attempt=A&offset=O`: the body is
+/// written at `offset` of the job's output, cutting off anything after it
+/// (a resumed job rewinds its output to its checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputQuery {
+    pub node: String,
+    pub attempt: u32,
+    pub offset: u64,
+}
