@@ -27,6 +27,7 @@ mod error;
 mod header;
 mod parse;
 mod workload;
+mod write;
 
 use std::path::Path;
 
@@ -34,6 +35,7 @@ pub use error::{FIELD_NAMES, LineError, LineProblem, Location, SwfError};
 pub use header::Header;
 pub use parse::{Mode, SKIPPED_EXAMPLES};
 pub use workload::{Dropped, Job, MachineSource, Workload, WorkloadError};
+pub use write::write_swf;
 
 /// One job line with all 18 SWF fields. `-1` means "unknown", as in the
 /// format. Times are in seconds, memory in kilobytes per processor.

@@ -1,0 +1,153 @@
+//! Time series sampled during a run (queue demand, busy processors, borrowed
+//! nodes) and derived from its job records (average completion time).
+
+use crate::metrics::{JobRecord, Ms, ms_to_s};
+
+/// What the driver knows about one domain at an instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauge {
+    /// Processors requested by the domain's queued (submitted, not running)
+    /// jobs: the VioCluster demand d.
+    pub demand: u64,
+    /// Processors running this domain's jobs (own and borrowed nodes).
+    pub busy: u64,
+    /// Nodes this domain has borrowed from others (ready or booting).
+    pub borrowed: u64,
+    /// Nodes this domain has lent to others.
+    pub lent: u64,
+}
+
+/// One sample: the gauges of every domain at time `t`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The sampling instant.
+    pub t: Ms,
+    /// One gauge per domain.
+    pub domains: Vec<Gauge>,
+}
+
+/// Takes a sample every `interval` of virtual time. The state between two
+/// events is constant, so the driver calls [`Sampler::advance`] before it
+/// applies the events of a new instant: every boundary before that instant
+/// sees the state left by the previous one.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    interval: Ms,
+    next: Ms,
+    /// The samples so far, in time order.
+    pub samples: Vec<Sample>,
+}
+
+impl Sampler {
+    /// A sampler starting at `start` with the given interval (at least 1 ms).
+    pub fn new(start: Ms, interval: Ms) -> Sampler {
+        Sampler {
+            interval: interval.max(1),
+            next: start,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Records samples for every boundary strictly before `now`.
+    pub fn advance(&mut self, now: Ms, gauges: &[Gauge]) {
+        while self.next < now {
+            self.samples.push(Sample {
+                t: self.next,
+                domains: gauges.to_vec(),
+            });
+            self.next = self.next.saturating_add(self.interval);
+        }
+    }
+
+    /// The sampling interval.
+    pub fn interval(&self) -> Ms {
+        self.interval
+    }
+}
+
+/// A sampling interval that gives about `points` samples over `span`,
+/// rounded up to whole hours (the VioCluster brokers' period).
+pub fn interval_for(span: Ms, points: u64) -> Ms {
+    const HOUR: Ms = 3_600_000;
+    let raw = span.div_ceil(points.max(1));
+    raw.div_ceil(HOUR).max(1) * HOUR
+}
+
+/// Average completion (response) time of the jobs submitted in each bin of
+/// width `bin` starting at `start`: (bin start in seconds, mean response in
+/// seconds). Bins with no finished job are left out.
+pub fn completion_by_submit(jobs: &[JobRecord], domain: u8, start: Ms, bin: Ms) -> Vec<(f64, f64)> {
+    let bin = bin.max(1);
+    let mut sums: std::collections::BTreeMap<u64, (f64, u64)> = std::collections::BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.domain == domain) {
+        if let Some(end) = j.end {
+            let k = j.submit.saturating_sub(start) / bin;
+            let e = sums.entry(k).or_insert((0.0, 0));
+            e.0 += ms_to_s(end.saturating_sub(j.submit));
+            e.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (sum, n))| {
+            #[allow(clippy::cast_precision_loss)]
+            let mean = sum / n as f64;
+            (ms_to_s(start + k * bin), mean)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_every_boundary_before_now() {
+        let mut s = Sampler::new(0, 10);
+        let g = |d| {
+            vec![Gauge {
+                demand: d,
+                ..Gauge::default()
+            }]
+        };
+        s.advance(0, &g(1)); // nothing before 0
+        s.advance(25, &g(2)); // boundaries 0, 10, 20 see the state before 25
+        s.advance(30, &g(3)); // nothing new: 30 is not before 30
+        s.advance(31, &g(4)); // boundary 30
+        let got: Vec<(Ms, u64)> = s
+            .samples
+            .iter()
+            .map(|x| (x.t, x.domains[0].demand))
+            .collect();
+        assert_eq!(got, vec![(0, 2), (10, 2), (20, 2), (30, 4)]);
+    }
+
+    #[test]
+    fn interval_rounds_to_hours() {
+        assert_eq!(interval_for(0, 100), 3_600_000);
+        assert_eq!(interval_for(100 * 3_600_000, 100), 3_600_000);
+        assert_eq!(interval_for(100 * 3_600_000 + 1, 100), 7_200_000);
+    }
+
+    #[test]
+    fn completion_bins_by_submit_time() {
+        let rec = |submit: Ms, end: Ms, domain: u8| JobRecord {
+            id: 1,
+            domain,
+            best_effort: false,
+            procs: 1,
+            submit,
+            run: 1,
+            first_start: Some(submit),
+            end: Some(end),
+            preemptions: 0,
+        };
+        let jobs = [
+            rec(0, 10_000, 0),
+            rec(5_000, 35_000, 0),
+            rec(25_000, 30_000, 0),
+            rec(1_000, 999_000, 1),
+        ];
+        let got = completion_by_submit(&jobs, 0, 0, 20_000);
+        assert_eq!(got, vec![(0.0, 20.0), (20.0, 5.0)]);
+    }
+}

@@ -1,0 +1,33 @@
+//! Any bytes, plain or gzip, go through the SWF reader in both modes and
+//! through the workload conventions; nothing may panic, and the two modes
+//! must agree on well-formed input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vgrid_swf::{Mode, Workload, parse};
+
+fuzz_target!(|data: &[u8]| {
+    let strict = parse(data, "fuzz.swf", Mode::Strict);
+    let lenient = parse(data, "fuzz.swf", Mode::Lenient);
+    if let Ok(trace) = &lenient {
+        assert!(trace.records.iter().all(|r| r.line >= 1 && r.line <= trace.lines));
+        assert!(trace.skipped.examples.len() as u64 <= trace.skipped.count);
+        for procs in [None, Some(1), Some(u32::MAX)] {
+            if let Ok(w) = Workload::from_trace(trace, procs) {
+                assert!(w.jobs.len() as u64 + w.dropped.total() == trace.records.len() as u64);
+                assert!(w.jobs.iter().all(|j| j.procs >= 1 && j.procs <= w.machine_procs));
+                assert!(w.jobs.windows(2).all(|p| (p[0].submit_s, p[0].id) <= (p[1].submit_s, p[1].id)));
+                assert!(w.jobs.iter().all(|j| j.run_s >= 0 && j.estimate_s >= 0));
+            }
+        }
+    }
+    if let (Ok(s), Ok(l)) = (&strict, &lenient) {
+        assert_eq!(s.records, l.records);
+        assert_eq!(l.skipped.count, 0);
+    }
+    // Strict fails on a line exactly when lenient skips one (gzip errors
+    // fail both).
+    if strict.is_err() {
+        assert!(lenient.as_ref().map_or(true, |l| l.skipped.count > 0));
+    }
+});
