@@ -561,8 +561,41 @@ impl Validator<'_> {
                 "must not be empty; leave the field out instead",
             );
         }
+        if let Err(pe) = vgrid_expr::Expr::parse(e.get_ref()) {
+            let (span, message) = match expression_offset(self.loc.source(), &e, pe.column) {
+                Some(offset) => (offset..offset, pe.message),
+                None => (
+                    e.span(),
+                    format!("at column {} of the expression: {}", pe.column, pe.message),
+                ),
+            };
+            return self.err(span, field, message);
+        }
         Ok(Some(e.into_inner()))
     }
+}
+
+/// The byte offset in the file of character `column` (1-based) of a string
+/// value, when the string is written without escapes so that its text in the
+/// file is exactly its value. `None` otherwise.
+fn expression_offset(source: &str, value: &Spanned<String>, column: usize) -> Option<usize> {
+    let span = value.span();
+    let raw = source.get(span.clone())?;
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
+    let inner = raw.get(quote..raw.len().checked_sub(quote)?)?;
+    if inner != value.get_ref() {
+        return None;
+    }
+    let within = match inner.char_indices().nth(column.checked_sub(1)?) {
+        Some((i, _)) => i,
+        // One past the last character: the expression ended too early.
+        None => inner.len(),
+    };
+    Some(span.start + quote + within)
 }
 
 #[derive(Clone, Copy)]
@@ -951,6 +984,29 @@ readonly = true
             "mounts[1].guest",
             "already a mount point",
         );
+    }
+
+    #[test]
+    fn expression_syntax_errors_point_into_the_file() {
+        // `>=` followed by nothing: the expression parser reports the end.
+        let d = refuse_extra("requirements = \"cores >= \"\n");
+        assert_eq!(
+            (d.line, d.field.as_deref()),
+            (3, Some("requirements")),
+            "{d}"
+        );
+        assert_eq!(d.column, 26, "{d}");
+        let d = refuse_extra("rank = 'free_memory_mb $ 2'\n");
+        assert_eq!(
+            (d.line, d.column, d.field.as_deref()),
+            (3, 24, Some("rank")),
+            "{d}"
+        );
+        // With an escape in the string the file position is the string's
+        // start and the message gives the column within the expression.
+        let d = refuse_extra("requirements = \"arch == \\\"x\\\" &&\"\n");
+        assert_eq!((d.line, d.column), (3, 16), "{d}");
+        assert!(d.message.contains("column"), "{d}");
     }
 
     #[test]
