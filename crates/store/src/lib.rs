@@ -26,7 +26,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use vgrid_jobfile::{JobSpec, JobState};
 
 pub use model::{
-    Change, CheckpointRecord, HistoryEntry, JobRecord, NodeRecord, NodeState, Role, UserRecord,
+    Change, CheckpointRecord, HistoryEntry, JobRecord, NodeRecord, NodeState, Role,
+    SchedulerLogEntry, UserRecord,
 };
 pub use schema::SCHEMA_VERSION;
 pub use token::{TOKEN_PREFIX, TokenHash, generate_token, hash_token};
@@ -222,8 +223,8 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("node labels do not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO nodes
-                   (name, cpus, memory_mb, labels, state, registered_unix_ms, last_seen_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                   (name, cpus, memory_mb, labels, state, registered_unix_ms, last_seen_unix_ms, id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 node.name,
@@ -232,7 +233,8 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 labels,
                 node.state.as_str(),
                 node.registered_unix_ms,
-                node.last_seen_unix_ms
+                node.last_seen_unix_ms,
+                node.id
             ])?;
         }
         Change::NodeSeen {
@@ -251,8 +253,8 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
         }
         Change::AddCheckpoint(c) => {
             conn.prepare_cached(
-                "INSERT INTO checkpoints (job_id, seq, node, location, work_ms, unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO checkpoints (job_id, seq, node, location, work_ms, log_offset, unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 to_i64(c.job_id)?,
@@ -260,8 +262,13 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 c.node,
                 c.location,
                 c.work_ms,
+                to_i64(c.log_offset)?,
                 c.unix_ms
             ])?;
+        }
+        Change::AppendSchedulerLog { unix_ms, input } => {
+            conn.prepare_cached("INSERT INTO scheduler_log (unix_ms, input) VALUES (?1, ?2)")?
+                .execute(params![unix_ms, input])?;
         }
     }
     Ok(())
@@ -388,6 +395,14 @@ impl Queries<'_> {
         Ok(max.unwrap_or(0).max(0) as u64)
     }
 
+    /// The largest node id ever given, 0 when there is none.
+    pub fn max_node_id(&self) -> Result<u32, StoreError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(id) FROM nodes", [], |r| r.get(0))?;
+        Ok(u32::try_from(max.unwrap_or(0).max(0)).unwrap_or(u32::MAX))
+    }
+
     /// The state history of a job, oldest first.
     pub fn history(&self, job_id: u64) -> Result<Vec<HistoryEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -420,7 +435,7 @@ impl Queries<'_> {
             self.conn
                 .prepare_cached(
                     "SELECT name, cpus, memory_mb, labels, state, registered_unix_ms,
-                            last_seen_unix_ms FROM nodes ORDER BY name",
+                            last_seen_unix_ms, id FROM nodes ORDER BY name",
                 )?
                 .query_map([], node_row)?,
         )
@@ -429,7 +444,7 @@ impl Queries<'_> {
     /// The checkpoints of a job, oldest first.
     pub fn checkpoints(&self, job_id: u64) -> Result<Vec<CheckpointRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT job_id, seq, node, location, work_ms, unix_ms FROM checkpoints
+            "SELECT job_id, seq, node, location, work_ms, log_offset, unix_ms FROM checkpoints
              WHERE job_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![to_i64(job_id)?], |r| {
@@ -439,7 +454,47 @@ impl Queries<'_> {
                 node: r.get(2)?,
                 location: r.get(3)?,
                 work_ms: r.get(4)?,
-                unix_ms: r.get(5)?,
+                log_offset: r.get::<_, i64>(5)?.max(0) as u64,
+                unix_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The newest checkpoint of every job that has one (what the controller
+    /// needs to resume jobs after a restart).
+    pub fn latest_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.job_id, c.seq, c.node, c.location, c.work_ms, c.log_offset, c.unix_ms
+             FROM checkpoints c
+             JOIN (SELECT job_id, MAX(seq) AS seq FROM checkpoints GROUP BY job_id) m
+               ON c.job_id = m.job_id AND c.seq = m.seq
+             ORDER BY c.job_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CheckpointRecord {
+                job_id: r.get::<_, i64>(0)? as u64,
+                seq: r.get::<_, i64>(1)? as u64,
+                node: r.get(2)?,
+                location: r.get(3)?,
+                work_ms: r.get(4)?,
+                log_offset: r.get::<_, i64>(5)?.max(0) as u64,
+                unix_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The scheduler log, oldest first.
+    pub fn scheduler_log(&self) -> Result<Vec<SchedulerLogEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, unix_ms, input FROM scheduler_log ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SchedulerLogEntry {
+                seq: r.get::<_, i64>(0)?.max(0) as u64,
+                unix_ms: r.get(1)?,
+                input: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -523,6 +578,7 @@ fn node_row(r: &Row<'_>) -> Decoded<NodeRecord> {
     let memory_mb: i64 = r.get(2)?;
     let registered_unix_ms: i64 = r.get(5)?;
     let last_seen_unix_ms: i64 = r.get(6)?;
+    let id: u32 = r.get(7)?;
     Ok((|| {
         Ok(NodeRecord {
             labels: serde_json::from_str(&labels)
@@ -531,6 +587,7 @@ fn node_row(r: &Row<'_>) -> Decoded<NodeRecord> {
                 StoreError::Corrupt(format!("unknown state `{state}` of node {name}"))
             })?,
             name,
+            id,
             cpus,
             memory_mb: memory_mb.max(0) as u64,
             registered_unix_ms,
@@ -736,6 +793,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("db"), 0)?;
         let node = NodeRecord {
             name: "n1".into(),
+            id: 1,
             cpus: 8,
             memory_mb: 16384,
             labels: BTreeMap::from([("arch".into(), "x86_64".into())]),
@@ -749,6 +807,7 @@ mod tests {
             node: "n1".into(),
             location: "/var/lib/vgrid/checkpoints/1/1".into(),
             work_ms: 60_000,
+            log_offset: 123,
             unix_ms: 70_000,
         };
         all_ok(store.apply(&[
@@ -763,6 +822,7 @@ mod tests {
             Change::AddCheckpoint(ckpt.clone()),
         ])?);
         let nodes = store.read().nodes()?;
+        assert_eq!(store.read().max_node_id()?, 1);
         assert_eq!(
             nodes,
             vec![NodeRecord {
@@ -771,7 +831,14 @@ mod tests {
                 ..node
             }]
         );
-        assert_eq!(store.read().checkpoints(1)?, vec![ckpt]);
+        assert_eq!(store.read().checkpoints(1)?, vec![ckpt.clone()]);
+        let newer = CheckpointRecord {
+            seq: 2,
+            log_offset: 456,
+            ..ckpt
+        };
+        all_ok(store.apply(&[Change::AddCheckpoint(newer.clone())])?);
+        assert_eq!(store.read().latest_checkpoints()?, vec![newer]);
         let dup = store.apply(&[Change::AddCheckpoint(CheckpointRecord {
             location: "elsewhere".into(),
             ..store.read().checkpoints(1)?.remove(0)
@@ -780,6 +847,27 @@ mod tests {
             dup[0].is_err(),
             "a checkpoint sequence number is never reused"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_scheduler_log_keeps_order() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut store = Store::open(&dir.path().join("db"), 0)?;
+        let entries: Vec<Change> = (0..5)
+            .map(|i| Change::AppendSchedulerLog {
+                unix_ms: 100 - i,
+                input: format!("input {i}"),
+            })
+            .collect();
+        all_ok(store.apply(&entries)?);
+        let log = store.read().scheduler_log()?;
+        let inputs: Vec<&str> = log.iter().map(|e| e.input.as_str()).collect();
+        assert_eq!(
+            inputs,
+            ["input 0", "input 1", "input 2", "input 3", "input 4"]
+        );
+        assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
         Ok(())
     }
 

@@ -104,6 +104,8 @@ impl NodeState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub name: String,
+    /// A small number that names the node in the scheduler; never reused.
+    pub id: u32,
     pub cpus: u32,
     pub memory_mb: u64,
     pub labels: BTreeMap<String, String>,
@@ -124,6 +126,9 @@ pub struct CheckpointRecord {
     pub location: String,
     /// Run time the job had done when the checkpoint was taken.
     pub work_ms: i64,
+    /// Length of the job's output when the checkpoint was taken: a job
+    /// resumed from it continues its output from there.
+    pub log_offset: u64,
     pub unix_ms: i64,
 }
 
@@ -160,4 +165,18 @@ pub enum Change {
         unix_ms: i64,
     },
     AddCheckpoint(CheckpointRecord),
+    /// Appends one input of the scheduling core to the scheduler log. The
+    /// core is deterministic, so replaying the log rebuilds its state.
+    AppendSchedulerLog {
+        unix_ms: i64,
+        input: String,
+    },
+}
+
+/// One entry of the scheduler log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerLogEntry {
+    pub seq: u64,
+    pub unix_ms: i64,
+    pub input: String,
 }

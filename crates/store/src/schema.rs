@@ -11,7 +11,7 @@ use crate::StoreError;
 /// The migrations, oldest first. Index `i` brings the schema to version `i+1`.
 /// Never edit a published migration; add a new one.
 const MIGRATIONS: &[&str] = &[
-    // Version 1: users, jobs, history, nodes, checkpoints.
+    // Version 1: users, jobs, history, nodes, checkpoints, scheduler log.
     r#"
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE nodes (
         name TEXT PRIMARY KEY,
+        id INTEGER NOT NULL UNIQUE,
         cpus INTEGER NOT NULL,
         memory_mb INTEGER NOT NULL,
         labels TEXT NOT NULL,
@@ -57,9 +58,15 @@ const MIGRATIONS: &[&str] = &[
         node TEXT NOT NULL,
         location TEXT NOT NULL,
         work_ms INTEGER NOT NULL,
+        log_offset INTEGER NOT NULL,
         unix_ms INTEGER NOT NULL,
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
+    CREATE TABLE scheduler_log (
+        seq INTEGER PRIMARY KEY,
+        unix_ms INTEGER NOT NULL,
+        input TEXT NOT NULL
+    );
     "#,
 ];
 
