@@ -1,6 +1,142 @@
 //! The vgrid scheduling core: a pure state machine.
 //!
 //! It holds the model (nodes, domains, jobs, reservations) and makes every
-//! scheduling decision. It does no IO, reads no clock and starts no thread:
-//! drivers (the live controller, the simulator) feed it events with the
-//! current time and carry out the actions it returns.
+//! scheduling decision. It does no IO, reads no clock, starts no thread and
+//! draws no random numbers: drivers (the live controller, the simulator)
+//! feed it events with the current time and carry out the actions it
+//! returns. The same events at the same times give the same actions.
+//!
+//! # How to drive the core
+//!
+//! ```
+//! use vgrid_core::{Action, Config, Event, JobId, JobSpec, NodeId, NodeSpec, DomainId, Scheduler, Time};
+//!
+//! let mut core = Scheduler::new(Config::default());
+//! let now = Time::from_secs(0);
+//! core.handle(now, Event::NodeUp(NodeSpec::new(NodeId(1), DomainId(0), 4, 8192))).unwrap();
+//! core.handle(now, Event::Submit(JobSpec::simple(JobId(7), 2, 60_000))).unwrap();
+//! core.schedule(now); // one pass for everything that happened at `now`
+//! while let Some(action) = core.poll_action() {
+//!     match action {
+//!         Action::Start { job, placement, resume } => {
+//!             // boot (or restore) the VMs, then later:
+//!             // core.handle(t, Event::JobRunning { job })
+//!             assert_eq!((job, resume), (JobId(7), false));
+//!             assert_eq!(placement, vec![(NodeId(1), 2)]);
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! // Sleep until the next event arrives or until `core.next_wakeup()`,
+//! // then call `core.schedule(now)` again.
+//! ```
+//!
+//! The loop, at each instant `now` where something happens:
+//!
+//! 1. [`Scheduler::handle`] every event that happened at `now` (the
+//!    simulator delivers completions before arrivals at equal times). A
+//!    refused event ([`Rejected`]) changes nothing; drivers log it.
+//! 2. [`Scheduler::schedule`]`(now)`: does due time-driven work (periodic
+//!    checkpoints, reservation windows, broker evaluations, lease ends) and
+//!    runs one scheduling pass per domain that changed. Many events at one
+//!    instant cost one pass.
+//! 3. Drain [`Scheduler::poll_action`] and carry each action out.
+//! 4. Wait for the next event or for [`Scheduler::next_wakeup`], whichever
+//!    comes first. (`handle_timeout(now)` does only step 2's timed work.)
+//!
+//! `now` must never go backwards.
+//!
+//! # Actions and the events that answer them
+//!
+//! | action | driver does | then reports |
+//! |---|---|---|
+//! | `Start { placement, resume }` | boot the VMs (or restore the last checkpoint) on the listed nodes | `JobRunning` when all run; `JobFinished` when it ends |
+//! | `Checkpoint` | save the job's state (VMs paused meanwhile), keep running | `CheckpointFinished { ok }` |
+//! | `Preempt { mode: Checkpoint }` | checkpoint, then stop the VMs | `CheckpointFinished { ok }` once stopped (the job is requeued either way) |
+//! | `Preempt { mode: Kill }` | stop the VMs now | nothing: the nodes count as free at once |
+//! | `Kill` | stop the VMs for good (cancel, end of a reservation window) | nothing |
+//! | `Requeue` | a node of the job was lost: stop its other VMs | nothing |
+//! | `Lend { node, from, to }` | boot the borrower's VM on the node | `LoanReady` |
+//! | `Reclaim { node, .. }` | the node is empty: halt the borrower's VM | `LoanReturned` |
+//!
+//! Node events come from the infrastructure: `NodeUp` (joins or returns),
+//! `NodeDown` (announced: its jobs are checkpointed when possible and
+//! requeued), `NodeLost` (no notice: its jobs are requeued from their last
+//! checkpoint, the driver stops their VMs on other nodes after `Requeue`).
+//!
+//! # Who measures what
+//!
+//! - The core knows each job's *estimate* (`walltime_ms`), never its true
+//!   run time; the driver reports `JobFinished`. Jobs running past their
+//!   estimate are fine: backfilling treats them as ending just after `now`.
+//! - Work time: a job works while `Running`, from its `JobRunning` event;
+//!   it does not work while its VMs boot or restore or while a checkpoint
+//!   is being saved. A checkpoint saves the work done when it *started*.
+//! - Saved progress ([`JobView::saved_progress_ms`]) is what the last
+//!   successful checkpoint saved; it never goes down. After a kill or a
+//!   node loss, work since then is lost; the driver measures how much
+//!   from real run times (the core cannot know).
+//! - Checkpoint and restore costs in [`Config`] are the core's estimates
+//!   (used for backfilling and for preempting best-effort jobs in time for
+//!   a reservation); the driver's real durations are what they are.
+//!
+//! # Policies and classes
+//!
+//! - [`Policy::Fcfs`]: strict queue order. [`Policy::Easy`]: the first job
+//!   that cannot start gets a reservation at the earliest time it fits;
+//!   later jobs start now only if they do not delay it. [`Policy::Conservative`]:
+//!   every waiting job gets a reservation; a job starts early only if it
+//!   delays no earlier one.
+//! - Queue order: higher `priority` first, then earlier submission, then
+//!   lower id. Reservation-class jobs come before all others.
+//! - [`Class::BestEffort`] jobs use only capacity no normal job can use at
+//!   the moment; when a normal or reservation job needs their nodes they
+//!   are preempted (checkpoint then requeue, or kill in
+//!   [`PreemptionMode::Kill`] or when not checkpointable) and resume later
+//!   on any free node.
+//! - [`Class::Reservation`] jobs start at their window's start (capacity
+//!   is kept for them; best-effort jobs in the way are checkpointed early
+//!   enough) and are killed at its end.
+//! - Periodic checkpoints: jobs that are checkpointable and have an
+//!   interval are checkpointed every `checkpoint_interval_ms` of work (in
+//!   checkpoint mode), so a node lost without notice costs at most that.
+//!
+//! # Placement and capacity accounting
+//!
+//! A job is `vms` identical VMs of `cores_per_vm` cores and
+//! `memory_mb_per_vm` MiB; several of them may share a node. Jobs without
+//! requirements or rank are placed best-fit through a free-capacity index
+//! (cost independent of the number of nodes); jobs with requirements or
+//! rank evaluate them on each node with free capacity. A job never spans
+//! own and borrowed nodes. Backfilling reasons about cores and memory
+//! summed over a pool (a time profile); a VM's fit on a node is checked at
+//! placement, so with mixed node sizes a job the profile admits may still
+//! wait for fragmented capacity. On identical nodes with one-core VMs (the
+//! simulator's SWF model) the profile is exact.
+//!
+//! A job that cannot be placed is not an error: it waits with a
+//! [`WaitReason`] ([`Scheduler::job_state`]).
+
+mod action;
+mod config;
+mod event;
+#[cfg(test)]
+mod harness;
+mod hash;
+mod index;
+mod model;
+mod profile;
+mod sched;
+mod types;
+mod view;
+
+pub use action::{Action, LoanEnd, StopMode};
+pub use config::{
+    BrokerConfig, Config, CostModel, DomainConfig, Policy, PreemptionMode, ReclaimPolicy,
+};
+pub use event::{Event, Rejected};
+pub use model::{Class, JobSpec, NodeSpec};
+pub use sched::Scheduler;
+pub use types::{DomainId, JobId, NodeId, Time};
+pub use vgrid_expr::{AttrValue, Expr};
+pub use view::{DomainView, JobState, JobView, NodeStatus, NodeView, Outcome, WaitReason};

@@ -1,0 +1,130 @@
+//! Events the driver feeds in, and why the core may refuse one.
+
+use crate::model::{JobSpec, NodeSpec};
+use crate::types::{DomainId, JobId, NodeId};
+
+/// Something that happened. Pass it with the time it happened to
+/// [`crate::Scheduler::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A node joins its domain, or comes back after `NodeDown`/`NodeLost`.
+    NodeUp(NodeSpec),
+    /// A node will leave (announced): its jobs are preempted (checkpointed
+    /// when possible) and requeued; nothing new is placed there.
+    NodeDown {
+        /// The node.
+        node: NodeId,
+    },
+    /// A node is gone without notice: its jobs are requeued from their last
+    /// checkpoint; work since then is lost.
+    NodeLost {
+        /// The node.
+        node: NodeId,
+    },
+    /// A new job.
+    Submit(JobSpec),
+    /// The user cancels a job; a running job is killed.
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Keep a waiting job from starting until `Release`.
+    Hold {
+        /// The job.
+        job: JobId,
+    },
+    /// Let a held job compete again.
+    Release {
+        /// The job.
+        job: JobId,
+    },
+    /// After a `Start` action: all of the job's VMs booted (or were
+    /// restored) and the job's work starts now.
+    JobRunning {
+        /// The job.
+        job: JobId,
+    },
+    /// The job ended by itself.
+    JobFinished {
+        /// The job.
+        job: JobId,
+        /// Its exit status (0 = success); recorded, not interpreted.
+        exit_status: i32,
+    },
+    /// A checkpoint asked for by a `Checkpoint` or `Preempt` action is done.
+    CheckpointFinished {
+        /// The job.
+        job: JobId,
+        /// Whether the checkpoint was saved. A failed checkpoint keeps the
+        /// previous one; after a preemption the job is requeued either way.
+        ok: bool,
+    },
+    /// After a `Lend` action: the borrower's VM on the node is up; the node
+    /// now serves the borrowing domain.
+    LoanReady {
+        /// The node.
+        node: NodeId,
+    },
+    /// After a `Reclaim` action: the borrower's VM on the node halted; the
+    /// node is back with its owner.
+    LoanReturned {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// Why the core refused an event. A refused event changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// The event names a job the core does not know (or has forgotten).
+    #[error("{0} is not known")]
+    UnknownJob(JobId),
+    /// The event names a node the core does not know.
+    #[error("{0} is not known")]
+    UnknownNode(NodeId),
+    /// A domain id outside the configured domains.
+    #[error("{0} is not configured")]
+    UnknownDomain(DomainId),
+    /// A job id was submitted twice.
+    #[error("{0} was already submitted")]
+    DuplicateJob(JobId),
+    /// `NodeUp` for a node that is up.
+    #[error("{0} is already up")]
+    NodeAlreadyUp(NodeId),
+    /// The job spec is not valid.
+    #[error("{job}: {why}")]
+    InvalidJob {
+        /// The job.
+        job: JobId,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The node spec is not valid.
+    #[error("{node}: {why}")]
+    InvalidNode {
+        /// The node.
+        node: NodeId,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The event does not apply to the job in its current state (for
+    /// example `JobRunning` for a job that was never started, or a late
+    /// report about a job that was already requeued). Drivers may log it.
+    #[error("{job}: {event} does not apply while it is {state}")]
+    WrongState {
+        /// The job.
+        job: JobId,
+        /// The event's name.
+        event: &'static str,
+        /// The job's state's name.
+        state: &'static str,
+    },
+    /// A loan event for a node that has no loan in that phase.
+    #[error("{node}: {event} does not apply to its loan state")]
+    WrongLoanState {
+        /// The node.
+        node: NodeId,
+        /// The event's name.
+        event: &'static str,
+    },
+}

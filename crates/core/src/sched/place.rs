@@ -1,0 +1,470 @@
+//! Placement: finding nodes for a job, taking and giving back capacity,
+//! and making room by preempting best-effort jobs.
+
+use std::cmp::Reverse;
+
+use crate::action::Action;
+use crate::config::PreemptionMode;
+use crate::index::slots;
+use crate::types::{JobId, Time};
+use crate::view::{NodeStatus, WaitReason};
+
+use super::Scheduler;
+use super::state::{LoanPhase, NodeAttrs, PoolKind, St};
+
+/// Which free capacity a placement looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Capacity of best-effort jobs counts as free (they will be preempted).
+    Normal,
+    /// Only capacity that is free right now.
+    BestEffort,
+}
+
+impl Scheduler {
+    /// Change a node's usage through `f`, keeping its pool's indexes and
+    /// totals in step.
+    pub(super) fn update_node(&mut self, ix: u32, f: impl FnOnce(&mut super::state::Node)) {
+        let n = &self.nodes[ix as usize];
+        let in_pool = n.in_pool;
+        let (d, kind) = (usize::from(n.serving.0), n.pool);
+        if in_pool {
+            let (fc, fm) = n.free_normal();
+            let (nk, bk) = (n.normal_key, n.be_key);
+            let pool = self.domains[d].pool_mut(kind);
+            pool.free_c -= i64::from(fc);
+            pool.free_m -= fm as i64;
+            if let Some(k) = nk {
+                pool.normal.remove(k, ix);
+            }
+            if let Some(k) = bk {
+                pool.be.remove(k, ix);
+            }
+        }
+        let n = &mut self.nodes[ix as usize];
+        f(n);
+        if in_pool {
+            self.index_node(ix);
+        }
+    }
+
+    /// Add a node (already marked `in_pool`) to its pool's indexes and totals.
+    fn index_node(&mut self, ix: u32) {
+        let n = &mut self.nodes[ix as usize];
+        let (fc, fm) = n.free_normal();
+        let (pc, pm) = n.free_physical();
+        n.normal_key = (fc > 0).then_some((n.be_jobs > 0, fc, fm));
+        n.be_key = (pc > 0).then_some((false, pc, pm));
+        let (nk, bk) = (n.normal_key, n.be_key);
+        let pool = self.domains[usize::from(n.serving.0)].pool_mut(n.pool);
+        pool.free_c += i64::from(fc);
+        pool.free_m += fm as i64;
+        if let Some(k) = nk {
+            pool.normal.insert(k, ix);
+        }
+        if let Some(k) = bk {
+            pool.be.insert(k, ix);
+        }
+    }
+
+    /// The node starts counting in the pool of the domain it serves.
+    pub(super) fn join_pool(&mut self, ix: u32) {
+        let n = &mut self.nodes[ix as usize];
+        if n.in_pool {
+            return;
+        }
+        n.in_pool = true;
+        let (cores, mem) = (n.spec.cores, n.spec.memory_mb);
+        let d = usize::from(n.serving.0);
+        let dom = &mut self.domains[d];
+        let pool = dom.pool_mut(n.pool);
+        pool.nodes += 1;
+        pool.total_c += u64::from(cores);
+        pool.total_m += mem;
+        *pool.kinds.entry((cores, mem)).or_default() += 1;
+        dom.nodes_version += 1;
+        dom.dirty = true;
+        self.index_node(ix);
+    }
+
+    /// The node stops counting in its pool (its jobs, if any, stay on it
+    /// until they are moved off).
+    pub(super) fn leave_pool(&mut self, ix: u32) {
+        let n = &self.nodes[ix as usize];
+        if !n.in_pool {
+            return;
+        }
+        let n = &mut self.nodes[ix as usize];
+        let (fc, fm) = n.free_normal();
+        let (nk, bk) = (n.normal_key.take(), n.be_key.take());
+        n.in_pool = false;
+        let (cores, mem) = (n.spec.cores, n.spec.memory_mb);
+        let dom = &mut self.domains[usize::from(n.serving.0)];
+        dom.nodes_version += 1;
+        dom.dirty = true;
+        let pool = dom.pool_mut(n.pool);
+        pool.free_c -= i64::from(fc);
+        pool.free_m -= fm as i64;
+        if let Some(k) = nk {
+            pool.normal.remove(k, ix);
+        }
+        if let Some(k) = bk {
+            pool.be.remove(k, ix);
+        }
+        pool.nodes -= 1;
+        pool.total_c -= u64::from(cores);
+        pool.total_m -= mem;
+        if let Some(c) = pool.kinds.get_mut(&(cores, mem)) {
+            *c -= 1;
+            if *c == 0 {
+                pool.kinds.remove(&(cores, mem));
+            }
+        }
+    }
+
+    /// Find nodes for all of a job's VMs in one pool, into
+    /// `scratch.placement`. Jobs without requirements or rank take the fast
+    /// path (best fit over the free-capacity index); others evaluate their
+    /// expressions on every node with free capacity.
+    pub(super) fn find_placement(
+        &mut self,
+        d: usize,
+        kind: PoolKind,
+        id: JobId,
+        view: View,
+    ) -> bool {
+        let Some(j) = self.jobs.get(&id) else {
+            return false;
+        };
+        let (c, m, want) = (
+            j.spec.cores_per_vm,
+            j.spec.memory_mb_per_vm,
+            u64::from(j.spec.vms),
+        );
+        let pool = self.domains[d].pool(kind);
+        let index = match view {
+            View::Normal => &pool.normal,
+            View::BestEffort => &pool.be,
+        };
+        let out = &mut self.scratch.placement;
+        out.clear();
+        if j.spec.requirements.is_none() && j.spec.rank.is_none() {
+            if index.count_slots(c, m, want) < want {
+                return false;
+            }
+            let mut left = want;
+            for (&(_, fc, fm), set) in index.iter() {
+                let s = slots(fc, fm, c, m);
+                if s == 0 {
+                    continue;
+                }
+                for &node in set {
+                    let k = s.min(left);
+                    out.push((node, k as u32));
+                    left -= k;
+                    if left == 0 {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
+        let domain_name = &self.cfg.domains[d].name;
+        let cands = &mut self.scratch.candidates;
+        cands.clear();
+        let mut total = 0u64;
+        for (&(_, fc, fm), set) in index.iter() {
+            let s = slots(fc, fm, c, m);
+            if s == 0 {
+                continue;
+            }
+            for &node in set {
+                let attrs = NodeAttrs {
+                    node: &self.nodes[node as usize],
+                    domain_name,
+                    free_cores: fc,
+                    free_mem: fm,
+                };
+                if j.spec
+                    .requirements
+                    .as_ref()
+                    .is_some_and(|r| !r.matches(&attrs))
+                {
+                    continue;
+                }
+                let rank = j.spec.rank.as_ref().map_or(0.0, |r| r.rank(&attrs));
+                cands.push((rank, node, s as u32));
+                total += s;
+            }
+        }
+        if total < want {
+            return false;
+        }
+        // Highest rank first; ties keep index order (best fit, then node).
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut left = want;
+        for &(_, node, s) in cands.iter() {
+            let k = u64::from(s).min(left);
+            out.push((node, k as u32));
+            left -= k;
+            if left == 0 {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Whether the job could ever run on the domain's current nodes; caches
+    /// the answer until the node set changes. `Some(reason)` if not.
+    pub(super) fn infeasible(&mut self, d: usize, id: JobId) -> Option<WaitReason> {
+        let version = self.domains[d].nodes_version;
+        let j = self.jobs.get(&id)?;
+        if let Some((v, r)) = j.feasible
+            && v == version
+        {
+            return r;
+        }
+        let (c, m, want) = (
+            j.spec.cores_per_vm,
+            j.spec.memory_mb_per_vm,
+            u64::from(j.spec.vms),
+        );
+        let reservation = j.window().is_some();
+        let mut reason = Some(WaitReason::Requirements);
+        if let Some(req) = &j.spec.requirements {
+            let domain_name = &self.cfg.domains[d].name;
+            let mut per_pool = [0u64; 2];
+            for n in &self.nodes {
+                if !n.in_pool || usize::from(n.serving.0) != d {
+                    continue;
+                }
+                let attrs = NodeAttrs {
+                    node: n,
+                    domain_name,
+                    free_cores: n.spec.cores,
+                    free_mem: n.spec.memory_mb,
+                };
+                let s = slots(n.spec.cores, n.spec.memory_mb, c, m);
+                if s > 0 && req.matches(&attrs) {
+                    per_pool[n.pool as usize] += s;
+                }
+            }
+            if per_pool.iter().any(|&s| s > 0) {
+                reason = Some(WaitReason::TooLarge);
+            }
+            if per_pool[0] >= want || (!reservation && per_pool[1] >= want) {
+                reason = None;
+            }
+        } else {
+            for kind in super::state::POOLS {
+                if reservation && kind == PoolKind::Borrowed {
+                    continue;
+                }
+                let s: u64 = self.domains[d]
+                    .pool(kind)
+                    .kinds
+                    .iter()
+                    .map(|(&(nc, nm), &count)| slots(nc, nm, c, m) * u64::from(count))
+                    .sum();
+                if s > 0 && reason == Some(WaitReason::Requirements) {
+                    reason = Some(WaitReason::TooLarge);
+                }
+                if s >= want {
+                    reason = None;
+                }
+            }
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.feasible = Some((version, reason));
+        }
+        reason
+    }
+
+    /// Take the capacity in `scratch.placement` for the job, preempt
+    /// best-effort jobs in the way (normal view), and start it if its nodes
+    /// are free (else it waits in `Vacating`).
+    pub(super) fn place(&mut self, now: Time, d: usize, kind: PoolKind, id: JobId) {
+        let placement = std::mem::take(&mut self.scratch.placement);
+        let Some(j) = self.jobs.get(&id) else {
+            self.scratch.placement = placement;
+            return;
+        };
+        let be = j.is_best_effort();
+        let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
+        self.dequeue(id);
+        for &(ix, k) in &placement {
+            self.update_node(ix, |n| {
+                if be {
+                    n.be_c += k * c;
+                    n.be_m = n.be_m.saturating_add(u64::from(k) * m);
+                    n.be_jobs += 1;
+                } else {
+                    n.used_c += k * c;
+                    n.used_m = n.used_m.saturating_add(u64::from(k) * m);
+                }
+                n.jobs.push((id, k));
+            });
+        }
+        let end = self.expected_end_from(now, id, true);
+        let cost = self.cfg.checkpoint_cost.cost_ms(m);
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.placement.clear();
+        j.placement.extend_from_slice(&placement);
+        j.pool = kind;
+        j.expected_end = end;
+        j.st = St::Vacating;
+        j.not_before = j.window().map_or(Time::ZERO, |(start, _)| start);
+        self.scratch.placement = placement;
+        let dom = &mut self.domains[d];
+        if be {
+            *dom.be_costs.entry(cost).or_default() += 1;
+        } else {
+            dom.pool_mut(kind).running.insert((end, id));
+            for i in 0..self.scratch.placement.len() {
+                let ix = self.scratch.placement[i].0;
+                self.make_room(now, ix);
+            }
+        }
+        if !self.try_start(now, id) {
+            self.domains[d].vacating.push(id);
+        }
+    }
+
+    /// Preempt best-effort jobs on a node until what normal jobs hold there
+    /// fits physically (counting jobs already on their way out).
+    fn make_room(&mut self, now: Time, ix: u32) {
+        loop {
+            let n = &self.nodes[ix as usize];
+            let (mut c, mut m) = (n.used_c + n.be_c, n.used_m.saturating_add(n.be_m));
+            let mut victim: Option<(i32, Reverse<Time>, Reverse<JobId>)> = None;
+            for &(jid, k) in &n.jobs {
+                let Some(j) = self.jobs.get(&jid) else {
+                    continue;
+                };
+                if !j.is_best_effort() {
+                    continue;
+                }
+                if j.st == St::Preempting {
+                    c -= k * j.spec.cores_per_vm;
+                    m = m.saturating_sub(u64::from(k) * j.spec.memory_mb_per_vm);
+                    continue;
+                }
+                let key = (
+                    j.spec.priority,
+                    Reverse(j.run_since.unwrap_or(Time::MAX)),
+                    Reverse(jid),
+                );
+                if victim.is_none_or(|v| key < v) {
+                    victim = Some(key);
+                }
+            }
+            if c <= n.spec.cores && m <= n.spec.memory_mb {
+                return;
+            }
+            let Some((_, _, Reverse(jid))) = victim else {
+                return;
+            };
+            let mode = self.stop_mode(jid);
+            self.stop_job(now, jid, mode);
+        }
+    }
+
+    /// Issue `Start` if the job's nodes are physically free and its time
+    /// has come. Returns whether it started.
+    pub(super) fn try_start(&mut self, now: Time, id: JobId) -> bool {
+        let Some(j) = self.jobs.get(&id) else {
+            return false;
+        };
+        if j.st != St::Vacating || now < j.not_before {
+            return false;
+        }
+        if j.placement
+            .iter()
+            .any(|&(ix, _)| self.nodes[ix as usize].overcommitted())
+        {
+            return false;
+        }
+        let placement = j
+            .placement
+            .iter()
+            .map(|&(ix, k)| (self.nodes[ix as usize].spec.id, k))
+            .collect();
+        let resume = j.has_ckpt && self.cfg.preemption == PreemptionMode::Checkpoint;
+        let end = self.expected_end_from(now, id, true);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.st = St::Starting;
+        }
+        self.set_expected_end(id, end);
+        self.actions.push_back(Action::Start {
+            job: id,
+            placement,
+            resume,
+        });
+        true
+    }
+
+    /// Give back everything a job holds on nodes.
+    pub(super) fn release(&mut self, _now: Time, id: JobId) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let placement = std::mem::take(&mut j.placement);
+        let be = j.is_best_effort();
+        let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
+        let (d, kind, end) = (usize::from(j.spec.domain.0), j.pool, j.expected_end);
+        let was_vacating = j.st == St::Vacating;
+        for &(ix, k) in &placement {
+            self.update_node(ix, |n| {
+                if be {
+                    n.be_c -= k * c;
+                    n.be_m = n.be_m.saturating_sub(u64::from(k) * m);
+                    n.be_jobs -= 1;
+                } else {
+                    n.used_c -= k * c;
+                    n.used_m = n.used_m.saturating_sub(u64::from(k) * m);
+                }
+                if let Some(p) = n.jobs.iter().position(|&(jid, _)| jid == id) {
+                    n.jobs.swap_remove(p);
+                }
+            });
+        }
+        let dom = &mut self.domains[d];
+        dom.dirty = true;
+        if be {
+            let cost = self.cfg.checkpoint_cost.cost_ms(m);
+            if let Some(n) = dom.be_costs.get_mut(&cost) {
+                *n -= 1;
+                if *n == 0 {
+                    dom.be_costs.remove(&cost);
+                }
+            }
+        } else {
+            dom.pool_mut(kind).running.remove(&(end, id));
+        }
+        if was_vacating && let Some(p) = dom.vacating.iter().position(|&v| v == id) {
+            dom.vacating.swap_remove(p);
+        }
+        for &(ix, _) in &placement {
+            self.node_emptied(ix);
+        }
+    }
+
+    /// Finish draining or reclaiming a node once its last job has left.
+    fn node_emptied(&mut self, ix: u32) {
+        let n = &self.nodes[ix as usize];
+        if !n.is_empty() {
+            return;
+        }
+        if n.status == NodeStatus::Draining {
+            self.set_down(ix);
+            return;
+        }
+        if let Some(loan) = n.loan
+            && let LoanPhase::Draining(why) = loan.phase
+        {
+            self.finish_loan_drain(ix, why);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The scheduler's internal records of jobs, nodes, pools and domains.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use vgrid_expr::{Attributes, Value};
+
+use crate::index::{FreeIndex, Key};
+use crate::model::{Class, JobSpec, NodeSpec};
+use crate::types::{DomainId, JobId, Time};
+use crate::view::{NodeStatus, Outcome, WaitReason};
+
+/// Queue order: higher priority first, then earlier submission, then id.
+pub(crate) type QKey = (Reverse<i32>, Time, JobId);
+
+/// Own nodes, or nodes borrowed from another domain. A job never spans both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum PoolKind {
+    Own = 0,
+    Borrowed = 1,
+}
+
+pub(crate) const POOLS: [PoolKind; 2] = [PoolKind::Own, PoolKind::Borrowed];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum St {
+    /// In a queue (or held).
+    Queued,
+    /// Placed (capacity taken) but `Start` not issued yet: waiting for
+    /// preempted best-effort jobs to leave, or for a reservation's window.
+    Vacating,
+    Starting,
+    Running,
+    Checkpointing,
+    Preempting,
+    Done(Outcome),
+}
+
+impl St {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            St::Queued => "pending",
+            St::Vacating => "pending",
+            St::Starting => "starting",
+            St::Running => "running",
+            St::Checkpointing => "checkpointing",
+            St::Preempting => "preempting",
+            St::Done(_) => "done",
+        }
+    }
+
+    /// Holding capacity on nodes.
+    pub(crate) fn is_placed(self) -> bool {
+        matches!(
+            self,
+            St::Vacating | St::Starting | St::Running | St::Checkpointing | St::Preempting
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub spec: JobSpec,
+    pub submitted: Time,
+    pub st: St,
+    pub held: bool,
+    pub reason: WaitReason,
+    /// The domain pass generation in which `reason` was set.
+    pub reason_gen: u64,
+    /// The domain pass generation at submission (or requeue).
+    pub queued_gen: u64,
+    /// Work saved by the last successful checkpoint (ms of run time).
+    pub progress: u64,
+    pub has_ckpt: bool,
+    pub preemptions: u32,
+    /// `(node index, VMs)` while placed.
+    pub placement: Vec<(u32, u32)>,
+    pub pool: PoolKind,
+    /// When the current run's work started (`JobRunning`).
+    pub run_since: Option<Time>,
+    /// Saved progress at the start of the current run.
+    pub run_base: u64,
+    /// Time paused by checkpoints during the current run.
+    pub paused: u64,
+    /// When the checkpoint in progress started, and the work it captures.
+    pub ckpt_at: Option<Time>,
+    pub ckpt_work: u64,
+    pub expected_end: Time,
+    pub next_ckpt: Option<Time>,
+    /// A placed reservation does not start before this.
+    pub not_before: Time,
+    /// Cached feasibility: `(domain node-set version, Some(reason) if the
+    /// job can never run on the current node set)`.
+    pub feasible: Option<(u64, Option<WaitReason>)>,
+}
+
+impl Job {
+    pub(crate) fn qkey(&self) -> QKey {
+        (Reverse(self.spec.priority), self.submitted, self.spec.id)
+    }
+
+    pub(crate) fn is_best_effort(&self) -> bool {
+        self.spec.class == Class::BestEffort
+    }
+
+    pub(crate) fn window(&self) -> Option<(Time, Time)> {
+        match self.spec.class {
+            Class::Reservation { start, end } => Some((start, end)),
+            _ => None,
+        }
+    }
+
+    /// Work done in the current run up to `now` (paused time excluded).
+    pub(crate) fn work_at(&self, now: Time) -> u64 {
+        match self.run_since {
+            Some(since) => {
+                let until = self.ckpt_at.unwrap_or(now).min(now);
+                self.run_base + until.since(since).saturating_sub(self.paused)
+            }
+            None => self.progress,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // Brokers are being written; this is their state.
+pub(crate) enum LoanPhase {
+    /// `Lend` issued; waiting for `LoanReady`.
+    Booting,
+    /// Serving the borrower.
+    Active,
+    /// Ending: waiting for the borrower's jobs to leave.
+    Draining(crate::action::LoanEnd),
+    /// `Reclaim` issued; waiting for `LoanReturned`.
+    Halting,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // Brokers are being written; this is their state.
+pub(crate) struct Loan {
+    pub borrower: DomainId,
+    pub since: Time,
+    pub phase: LoanPhase,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub spec: NodeSpec,
+    pub status: NodeStatus,
+    /// The domain whose pool it is in (its owner unless lent).
+    pub serving: DomainId,
+    pub pool: PoolKind,
+    /// Capacity taken by normal and reservation jobs.
+    pub used_c: u32,
+    pub used_m: u64,
+    /// Capacity taken by best-effort jobs.
+    pub be_c: u32,
+    pub be_m: u64,
+    pub jobs: Vec<(JobId, u32)>,
+    pub be_jobs: u32,
+    /// Whether it counts in its pool's indexes and totals.
+    pub in_pool: bool,
+    pub normal_key: Option<Key>,
+    pub be_key: Option<Key>,
+    pub loan: Option<Loan>,
+}
+
+impl Node {
+    /// Free capacity for normal jobs (best-effort usage counts as free).
+    pub(crate) fn free_normal(&self) -> (u32, u64) {
+        (
+            self.spec.cores.saturating_sub(self.used_c),
+            self.spec.memory_mb.saturating_sub(self.used_m),
+        )
+    }
+
+    /// Capacity free right now, for best-effort jobs.
+    pub(crate) fn free_physical(&self) -> (u32, u64) {
+        (
+            self.spec.cores.saturating_sub(self.used_c + self.be_c),
+            self.spec
+                .memory_mb
+                .saturating_sub(self.used_m.saturating_add(self.be_m)),
+        )
+    }
+
+    pub(crate) fn overcommitted(&self) -> bool {
+        self.used_c + self.be_c > self.spec.cores
+            || self.used_m.saturating_add(self.be_m) > self.spec.memory_mb
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+/// A node as expressions see it.
+pub(crate) struct NodeAttrs<'a> {
+    pub node: &'a Node,
+    pub domain_name: &'a str,
+    pub free_cores: u32,
+    pub free_mem: u64,
+}
+
+impl Attributes for NodeAttrs<'_> {
+    fn get(&self, name: &str) -> Option<Value<'_>> {
+        Some(match name {
+            "cores" => Value::Int(i64::from(self.node.spec.cores)),
+            "memory_mb" => Value::Int(i64::try_from(self.node.spec.memory_mb).unwrap_or(i64::MAX)),
+            "free_cores" => Value::Int(i64::from(self.free_cores)),
+            "free_memory_mb" => Value::Int(i64::try_from(self.free_mem).unwrap_or(i64::MAX)),
+            "name" => Value::Str(&self.node.spec.name),
+            "domain" => Value::Str(self.domain_name),
+            "borrowed" => Value::Bool(self.node.pool == PoolKind::Borrowed),
+            other => return self.node.spec.attrs.get(other).map(|v| v.as_value()),
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Pool {
+    /// Nodes by free capacity for normal jobs.
+    pub normal: FreeIndex,
+    /// Nodes by physically free capacity, for best-effort jobs.
+    pub be: FreeIndex,
+    /// Free cores/MiB for normal jobs, summed over the pool's nodes.
+    pub free_c: i64,
+    pub free_m: i64,
+    pub total_c: u64,
+    pub total_m: u64,
+    pub nodes: u32,
+    /// Node shapes `(cores, memory)` and how many nodes have each.
+    pub kinds: BTreeMap<(u32, u64), u32>,
+    /// Placed normal and reservation jobs by expected end.
+    pub running: BTreeSet<(Time, JobId)>,
+}
+
+#[derive(Debug, Default, Clone)]
+#[allow(dead_code)] // Brokers are being written; this is their state.
+pub(crate) struct BrokerState {
+    /// When gradual reclamation may take its next node.
+    pub gradual_next: Option<Time>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Domain {
+    pub pools: [Pool; 2],
+    /// Waiting normal jobs (not held).
+    pub queue: BTreeSet<QKey>,
+    /// Waiting best-effort jobs (not held).
+    pub be_queue: BTreeSet<QKey>,
+    /// Reservation jobs not placed yet, by window start.
+    pub reservations: BTreeSet<(Time, JobId)>,
+    /// Jobs placed but not started (see [`St::Vacating`]).
+    pub vacating: Vec<JobId>,
+    /// Checkpoint costs of best-effort jobs on the domain's nodes (for the
+    /// lead time before a reservation): cost -> count.
+    pub be_costs: BTreeMap<u64, u32>,
+    pub held: u32,
+    pub dirty: bool,
+    /// Bumped when the domain's node set changes (feasibility caches).
+    pub nodes_version: u64,
+    pub pass_gen: u64,
+    /// Own nodes up (|P|), own nodes lent (|L|), nodes borrowed (|V|).
+    pub own_up: u32,
+    pub lent: u32,
+    pub borrowed: u32,
+    pub loans_made: u64,
+    #[allow(dead_code)]
+    pub broker: BrokerState,
+    /// When the next reservation must be prepared (placed ahead of its
+    /// start so best-effort jobs can be checkpointed in time).
+    pub prep_wakeup: Option<Time>,
+}
+
+impl Domain {
+    pub(crate) fn pool(&self, kind: PoolKind) -> &Pool {
+        &self.pools[kind as usize]
+    }
+
+    pub(crate) fn pool_mut(&mut self, kind: PoolKind) -> &mut Pool {
+        &mut self.pools[kind as usize]
+    }
+
+    /// The longest checkpoint among best-effort jobs here.
+    pub(crate) fn be_lead(&self) -> u64 {
+        self.be_costs.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// Time-driven work, ordered by when it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(dead_code)] // Lease and gradual timers come with the brokers.
+pub(crate) enum Timer {
+    Checkpoint(JobId),
+    WindowStart(JobId),
+    WindowEnd(JobId),
+    Broker(DomainId),
+    LeaseEnd(crate::types::NodeId),
+    Gradual(DomainId),
+}

@@ -1,0 +1,179 @@
+//! Read-only views the core answers queries with.
+
+use crate::model::Class;
+use crate::types::{DomainId, JobId, NodeId, Time};
+
+/// Why a job is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitReason {
+    /// Jobs ahead of it in the queue go first (FCFS order, or starting it
+    /// would delay an earlier job's reservation).
+    Priority,
+    /// It is next (or could be backfilled) but not enough capacity is free.
+    Resources,
+    /// No node of the domain satisfies its requirements or holds one VM.
+    Requirements,
+    /// Its domain, even empty, has too little capacity for all its VMs.
+    TooLarge,
+    /// A reservation whose window has not opened.
+    Reservation,
+    /// Held by the user or an administrator.
+    Held,
+    /// A best-effort job: no idle capacity for it now.
+    BestEffortNoIdle,
+    /// Placed: waiting for preempted jobs to leave its nodes (or, for a
+    /// reservation, for its window to open).
+    Vacating,
+    /// Not yet considered by a scheduling pass.
+    New,
+}
+
+/// How a finished job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Outcome {
+    /// It ended by itself.
+    Finished {
+        /// Its exit status.
+        exit_status: i32,
+    },
+    /// It was cancelled.
+    Cancelled,
+    /// A reservation killed at the end of its window.
+    WindowEnded,
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum JobState {
+    /// In the queue (or held), with the reason it waits.
+    Pending {
+        /// Why it waits.
+        reason: WaitReason,
+    },
+    /// `Start` was issued; waiting for `JobRunning`.
+    Starting,
+    /// Running.
+    Running,
+    /// Running, with a periodic checkpoint in progress.
+    Checkpointing,
+    /// Being checkpointed (or drained) to leave its nodes; then requeued.
+    Preempting,
+    /// Done for good.
+    Done {
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
+
+impl JobState {
+    /// A short lowercase name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Pending { .. } => "pending",
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Checkpointing => "checkpointing",
+            JobState::Preempting => "preempting",
+            JobState::Done { .. } => "done",
+        }
+    }
+}
+
+/// Everything the core knows about one job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobView {
+    /// The job.
+    pub id: JobId,
+    /// Its domain.
+    pub domain: DomainId,
+    /// Its class.
+    pub class: Class,
+    /// Its state (with the wait reason when pending).
+    pub state: JobState,
+    /// When it was submitted.
+    pub submitted: Time,
+    /// Work saved by its last successful checkpoint, in ms of run time.
+    /// It never goes down.
+    pub saved_progress_ms: u64,
+    /// Whether a checkpoint exists to resume from.
+    pub has_checkpoint: bool,
+    /// How many times it was taken off its nodes (preempted, drained, node
+    /// lost, node reclaimed).
+    pub preemptions: u32,
+    /// `(node, VMs)` while placed.
+    pub nodes: Vec<(NodeId, u32)>,
+    /// When its current run started (the `JobRunning` event), if running.
+    pub running_since: Option<Time>,
+    /// The core's estimate of when it ends, if placed.
+    pub expected_end: Option<Time>,
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    /// Serving its current domain.
+    Up,
+    /// Leaving (announced): jobs are being preempted off it.
+    Draining,
+    /// Down or lost.
+    Down,
+    /// Being lent: the borrower's VM is booting on it.
+    Lending,
+    /// Being reclaimed: waiting for the borrower's jobs to leave, or for
+    /// the borrower's VM to halt.
+    Reclaiming,
+}
+
+/// A node as the core sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeView {
+    /// The node.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The domain that owns it.
+    pub owner: DomainId,
+    /// The domain it serves now (differs from `owner` while lent).
+    pub serving: DomainId,
+    /// Its state.
+    pub status: NodeStatus,
+    /// Total cores.
+    pub cores: u32,
+    /// Total memory in MiB.
+    pub memory_mb: u64,
+    /// Cores used by normal and reservation jobs.
+    pub used_cores: u32,
+    /// Cores used by best-effort jobs.
+    pub best_effort_cores: u32,
+    /// Memory used by all jobs, in MiB.
+    pub used_memory_mb: u64,
+    /// Jobs with VMs here: `(job, VMs)`.
+    pub jobs: Vec<(JobId, u32)>,
+}
+
+/// A domain's counters, for brokers, plots and dashboards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DomainView {
+    /// Nodes the domain owns and that are up (|P|), including lent ones.
+    pub own_nodes: u32,
+    /// Own nodes lent to other domains (|L|), including loans in progress.
+    pub lent: u32,
+    /// Nodes borrowed from other domains and serving here (|V|).
+    pub borrowed: u32,
+    /// Demand d: nodes required by the waiting (normal and reservation) jobs.
+    pub demand_nodes: u64,
+    /// Jobs waiting in the queue (any class, held included).
+    pub queued_jobs: u32,
+    /// Jobs placed (starting, running, checkpointing, preempting).
+    pub running_jobs: u32,
+    /// Cores in use on the nodes serving the domain.
+    pub busy_cores: u64,
+    /// Cores of the nodes serving the domain.
+    pub total_cores: u64,
+    /// Loans made by this domain so far (count of `Lend` actions).
+    pub loans_made: u64,
+}
