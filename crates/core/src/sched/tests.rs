@@ -1,7 +1,10 @@
 //! Hand-checked scenarios for each policy and feature.
 
 use crate::harness::Harness;
-use crate::{Action, Config, Event, JobId, JobSpec, JobState, Policy, Time, WaitReason};
+use crate::{
+    Action, Config, Event, JobId, JobSpec, JobState, Policy, PreemptionMode, StopMode, Time,
+    WaitReason,
+};
 
 fn job(id: u64, vms: u32, walltime: u64) -> JobSpec {
     JobSpec::simple(JobId(id), vms, walltime)
@@ -221,4 +224,254 @@ fn events_that_do_not_apply_are_refused() {
     let mut bad = job(3, 1, 10);
     bad.domain = crate::DomainId(7);
     assert!(s.handle(Time(0), Event::Submit(bad)).is_err());
+}
+
+fn be_job(id: u64, vms: u32, walltime: u64) -> JobSpec {
+    let mut j = job(id, vms, walltime);
+    j.class = crate::Class::BestEffort;
+    j.checkpointable = true;
+    j
+}
+
+fn ckpt_harness(mode: PreemptionMode, nodes: u32) -> Harness {
+    let mut cfg = Config::with_policy(Policy::Easy);
+    cfg.preemption = mode;
+    cfg.checkpoint_cost = crate::CostModel {
+        fixed_ms: 10,
+        ms_per_gb: 0,
+    };
+    cfg.restore_cost = crate::CostModel {
+        fixed_ms: 5,
+        ms_per_gb: 0,
+    };
+    let mut h = Harness::new(cfg);
+    h.costs.checkpoint_ms = 10;
+    h.costs.restore_ms = 5;
+    h.nodes(0, nodes, 1, 0);
+    h
+}
+
+#[test]
+fn best_effort_is_checkpointed_for_a_normal_job_and_resumes_later() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, be_job(1, 2, 1000), 1000);
+    h.submit(100, job(2, 1, 100), 100);
+    h.run(100);
+    let x = h.actions_for(1);
+    assert_eq!(
+        x.iter().map(|(t, a)| (*t, a.clone())).collect::<Vec<_>>()[..3],
+        [
+            (
+                0,
+                Action::Start {
+                    job: JobId(1),
+                    placement: vec![(crate::NodeId(0), 1), (crate::NodeId(1), 1)],
+                    resume: false
+                }
+            ),
+            (
+                100,
+                Action::Preempt {
+                    job: JobId(1),
+                    mode: StopMode::Checkpoint
+                }
+            ),
+            (
+                210,
+                Action::Start {
+                    job: JobId(1),
+                    placement: vec![(crate::NodeId(0), 1), (crate::NodeId(1), 1)],
+                    resume: true
+                }
+            ),
+        ]
+    );
+    // The normal job waits for the checkpoint to finish, not longer.
+    assert_eq!(h.start_of(2), 110);
+    // 100 ms of work were saved; 900 remain after a 5 ms restore.
+    assert_eq!(h.end_of(1), 210 + 5 + 900);
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!(v.preemptions, 1);
+    assert_eq!(v.saved_progress_ms, 100);
+    assert!(h.lost.get(&JobId(1)).is_none());
+}
+
+#[test]
+fn best_effort_is_killed_in_kill_mode_and_restarts_from_zero() {
+    let mut h = ckpt_harness(PreemptionMode::Kill, 2);
+    h.submit(0, be_job(1, 2, 1000), 1000);
+    h.submit(100, job(2, 1, 100), 100);
+    h.run(100);
+    assert!(h.actions_for(1).contains(&(
+        100,
+        Action::Preempt {
+            job: JobId(1),
+            mode: StopMode::Kill
+        }
+    )));
+    assert_eq!(h.start_of(2), 100, "a kill frees the node at once");
+    assert_eq!(h.start_of(1), 200);
+    assert_eq!(h.end_of(1), 1200);
+    assert_eq!(h.lost[&JobId(1)], vec![100]);
+    assert_eq!(h.s.job(JobId(1)).unwrap().saved_progress_ms, 0);
+}
+
+#[test]
+fn best_effort_waits_while_normal_jobs_use_the_nodes() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, job(1, 2, 100), 100);
+    h.submit(0, be_job(2, 1, 50), 50);
+    h.run_to(10);
+    assert_eq!(reason(&h, 2), Some(WaitReason::BestEffortNoIdle));
+    h.run(100);
+    assert_eq!(h.start_of(2), 100);
+}
+
+#[test]
+fn periodic_checkpoints_bound_the_work_lost_to_a_node_failure() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    let mut j = job(1, 1, 350);
+    j.checkpointable = true;
+    j.checkpoint_interval_ms = Some(100);
+    h.submit(0, j, 350);
+    h.at(
+        250,
+        Event::NodeLost {
+            node: crate::NodeId(0),
+        },
+    );
+    h.run(100);
+    let ckpts: Vec<u64> = h
+        .actions_for(1)
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Checkpoint { .. }))
+        .map(|(t, _)| *t)
+        .collect();
+    // Work 0-100, checkpoint 100-110, work to 210, checkpoint 210-220.
+    assert_eq!(&ckpts[..2], &[100, 210]);
+    assert!(
+        h.actions_for(1)
+            .contains(&(250, Action::Requeue { job: JobId(1) }))
+    );
+    // At 250 the job had worked 230 ms; the checkpoint at 210 saved 200.
+    assert_eq!(h.lost[&JobId(1)], vec![30]);
+    assert_eq!(h.start_of(1), 250, "resumes at once on the other node");
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!(v.preemptions, 1);
+    assert!(v.saved_progress_ms >= 200);
+    // 150 ms left after a 5 ms restore, plus one more checkpoint at 100 ms.
+    assert_eq!(h.end_of(1), 250 + 5 + 150 + 10);
+}
+
+#[test]
+fn announced_node_down_checkpoints_and_moves_the_job() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    let mut j = job(1, 1, 300);
+    j.checkpointable = true;
+    h.submit(0, j, 300);
+    h.at(
+        100,
+        Event::NodeDown {
+            node: crate::NodeId(0),
+        },
+    );
+    h.run(100);
+    assert!(h.actions_for(1).contains(&(
+        100,
+        Action::Preempt {
+            job: JobId(1),
+            mode: StopMode::Checkpoint
+        }
+    )));
+    assert!(h.actions_for(1).contains(&(
+        110,
+        Action::Start {
+            job: JobId(1),
+            placement: vec![(crate::NodeId(1), 1)],
+            resume: true
+        }
+    )));
+    assert_eq!(h.end_of(1), 110 + 5 + 200);
+    assert_eq!(
+        h.s.node(crate::NodeId(0)).unwrap().status,
+        crate::NodeStatus::Down
+    );
+    assert!(h.lost.get(&JobId(1)).is_none());
+}
+
+#[test]
+fn a_failed_preemption_checkpoint_keeps_the_previous_progress() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 1);
+    h.submit(0, be_job(1, 1, 500), 500);
+    h.submit(100, job(2, 1, 50), 50);
+    h.fail_next_checkpoint(JobId(1));
+    h.run(100);
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!(v.preemptions, 1);
+    assert_eq!(h.lost[&JobId(1)], vec![100]);
+    assert_eq!(h.start_of(1), 160);
+    assert!(h.actions_for(1).contains(&(
+        160,
+        Action::Start {
+            job: JobId(1),
+            placement: vec![(crate::NodeId(0), 1)],
+            resume: false
+        }
+    )));
+    assert_eq!(h.end_of(1), 660);
+}
+
+fn reservation(id: u64, vms: u32, start: u64, end: u64) -> JobSpec {
+    let mut j = job(id, vms, end - start);
+    j.class = crate::Class::Reservation {
+        start: Time(start),
+        end: Time(end),
+    };
+    j
+}
+
+#[test]
+fn reservation_window_keeps_capacity_and_ends_with_a_kill() {
+    let mut h = harness(Policy::Easy, 2);
+    h.submit(0, reservation(1, 2, 100, 200), 500);
+    h.submit(0, job(2, 2, 1000), 1000); // would overlap the window: waits
+    h.submit(0, job(3, 1, 50), 50); // ends before the window: backfills
+    h.submit(0, job(4, 1, 150), 150); // would hold a node at 100: no
+    h.run_to(50);
+    assert_eq!(reason(&h, 1), Some(WaitReason::Reservation));
+    h.run(100);
+    assert_eq!(h.start_of(1), 100);
+    assert!(
+        h.actions_for(1)
+            .contains(&(200, Action::Kill { job: JobId(1) }))
+    );
+    assert_eq!(
+        h.s.job_state(JobId(1)),
+        Some(JobState::Done {
+            outcome: crate::Outcome::WindowEnded
+        })
+    );
+    assert_eq!(h.start_of(3), 0);
+    // Job 4 would have held a node at 100; after the window, job 2 (ahead
+    // of it in the queue) takes both nodes.
+    assert_eq!(h.start_of(2), 200);
+    assert_eq!(h.start_of(4), 1200);
+}
+
+#[test]
+fn best_effort_leaves_a_reservation_s_nodes_in_time() {
+    // The best-effort job holds both nodes; the reservation needs one at
+    // 100. Checkpointing takes 10 ms, so it is preempted at 90.
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, be_job(1, 2, 1000), 1000);
+    h.submit(0, reservation(2, 1, 100, 200), 1000);
+    h.run(100);
+    assert!(h.actions_for(1).contains(&(
+        90,
+        Action::Preempt {
+            job: JobId(1),
+            mode: StopMode::Checkpoint
+        }
+    )));
+    assert_eq!(h.start_of(2), 100);
 }
