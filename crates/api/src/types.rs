@@ -210,12 +210,11 @@ pub enum AgentAction {
         job: u64,
         attempt: u32,
         spec: Box<JobSpec>,
+        /// How many of the job's VMs run on this node.
+        vms: u32,
         restore: Option<CheckpointRef>,
-        /// Where to put periodic checkpoints of this job.
+        /// Where to put checkpoints of this job (one subdirectory each).
         checkpoint_dir: String,
-        /// Output offset to resume the log at (the length recorded with the
-        /// checkpoint), 0 for a fresh start.
-        log_offset: u64,
     },
     /// Take a checkpoint; with `stop`, stop the VMs afterwards (preemption).
     Checkpoint {
@@ -238,6 +237,9 @@ pub struct CheckpointRef {
     pub seq: u64,
     pub location: String,
     pub work_ms: i64,
+    /// Output length at the checkpoint: the resumed job's output goes on
+    /// from there.
+    pub log_offset: u64,
 }
 
 /// One action with its per-node sequence number.
@@ -285,6 +287,15 @@ pub enum AgentEvent {
         /// The VMs were stopped after it (preemption).
         stopped: bool,
     },
+    /// A checkpoint could not be taken; the previous one stays valid. With
+    /// `stopped`, the VMs were stopped anyway (preemption).
+    CheckpointFailed {
+        job: u64,
+        attempt: u32,
+        seq: u64,
+        reason: String,
+        stopped: bool,
+    },
     /// Outputs are being copied back.
     StagingOut {
         job: u64,
@@ -323,6 +334,7 @@ impl AgentEvent {
             AgentEvent::Booting { job, attempt }
             | AgentEvent::Running { job, attempt }
             | AgentEvent::Checkpointed { job, attempt, .. }
+            | AgentEvent::CheckpointFailed { job, attempt, .. }
             | AgentEvent::StagingOut { job, attempt }
             | AgentEvent::Exited { job, attempt, .. }
             | AgentEvent::Failed { job, attempt, .. }

@@ -1,0 +1,153 @@
+//! The live controller of vgrid.
+//!
+//! One thread (the *actor*) owns all state: the scheduling core, the jobs,
+//! the nodes and the database. Transports (the HTTP API) reach it through a
+//! [`ControllerHandle`], which implements [`vgrid_api::Backend`]: each
+//! [`vgrid_api::Command`] goes over a channel to the actor.
+//!
+//! # The actor's loop
+//!
+//! 1. Take every command waiting in the channel (at least one, or none when
+//!    a timer is due).
+//! 2. Apply them to memory and to the core, collecting database changes.
+//! 3. Run a scheduling pass when anything changed or the core asked to be
+//!    woken, and turn its actions into agent actions and job transitions.
+//! 4. Write all changes of the round in one transaction (group commit: one
+//!    fsync for the whole batch).
+//! 5. Only then answer the commands and hand actions to agents.
+//!
+//! **Invariant: nothing is acknowledged before it is durable.** A reply, an
+//! agent action or a token becomes visible only after the transaction that
+//! recorded it committed. A crash loses only unacknowledged work.
+//!
+//! **Invariant: the core's state is a function of the scheduler log.** Every
+//! input given to the core is logged in the same transaction as its effects;
+//! after a restart, replaying the log into a fresh core gives back the same
+//! state (the core is deterministic), and running VMs are reattached when
+//! their agents register again.
+
+mod actor;
+mod handle;
+mod output;
+mod schedlog;
+#[cfg(test)]
+mod tests;
+mod views;
+
+use std::path::PathBuf;
+
+pub use handle::ControllerHandle;
+use vgrid_core::Policy;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database, job output and checkpoints live.
+    pub data_dir: PathBuf,
+    /// Agents poll at least this often; it is their heartbeat.
+    pub heartbeat_ms: u64,
+    /// A node whose agent was silent this long is lost: its jobs resume
+    /// elsewhere from their last checkpoint.
+    pub lost_after_ms: u64,
+    /// The backfilling policy of the core.
+    pub policy: Policy,
+    /// Where checkpoints go; every agent must reach it (the embedded server
+    /// and agents on one machine share the data directory).
+    pub checkpoint_root: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults for a data directory: 2 s heartbeat, lost after 10 s, EASY.
+    pub fn new(data_dir: PathBuf) -> Config {
+        Config {
+            data_dir,
+            heartbeat_ms: 2_000,
+            lost_after_ms: 10_000,
+            policy: Policy::Easy,
+            checkpoint_root: None,
+        }
+    }
+
+    pub(crate) fn checkpoint_root(&self) -> PathBuf {
+        self.checkpoint_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("checkpoints"))
+    }
+}
+
+/// Why the controller could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot use the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the database failed")]
+    Store(#[from] vgrid_store::StoreError),
+    #[error("the scheduler log is damaged at entry {seq}: {why}")]
+    SchedulerLog { seq: u64, why: String },
+    #[error("cannot write the admin token to {path}")]
+    AdminToken {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running controller: its handle and its thread.
+pub struct Controller {
+    handle: ControllerHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), ControllerError>>>,
+}
+
+impl Controller {
+    /// Opens the database under `config.data_dir`, rebuilds the state, and
+    /// starts the actor thread. Creates the admin user on first start and
+    /// writes its token to `admin.token` (mode 0600) in the data directory.
+    pub fn start(config: Config) -> Result<Controller, ControllerError> {
+        let (handle, actor) = actor::Actor::open(config)?;
+        let thread = std::thread::Builder::new()
+            .name("vgrid-controller".into())
+            .spawn(move || actor.run())
+            .map_err(|source| ControllerError::DataDir {
+                path: PathBuf::from("<thread>"),
+                source,
+            })?;
+        Ok(Controller {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for transports; cheap to clone.
+    pub fn handle(&self) -> ControllerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the actor after the round in progress and waits for it.
+    pub fn stop(mut self) -> Result<(), ControllerError> {
+        self.handle.stop();
+        self.join()
+    }
+
+    /// Waits for the actor to end (it ends on [`Controller::stop`] or when a
+    /// database write fails, which it returns).
+    pub fn join(&mut self) -> Result<(), ControllerError> {
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.handle.stop();
+        let _ = self.join();
+    }
+}
+
+/// The name of the admin token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";

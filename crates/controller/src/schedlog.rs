@@ -1,0 +1,188 @@
+//! The inputs of the scheduling core, as written to the scheduler log.
+//!
+//! The core is deterministic: the same inputs at the same times give the
+//! same state. The controller writes every input to the log in the same
+//! transaction as the changes it caused, and after a restart replays the log
+//! into a fresh core to get back exactly the state it had.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vgrid_core::{AttrValue, Class, DomainId, JobId, NodeId, NodeSpec, Time};
+use vgrid_jobfile::{JobClass, JobSpec};
+
+/// One input of the core. Job specs are not repeated here: a job's request
+/// never changes and is in the jobs table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "in", rename_all = "kebab-case")]
+pub(crate) enum SchedInput {
+    Submit {
+        job: u64,
+    },
+    Cancel {
+        job: u64,
+    },
+    Hold {
+        job: u64,
+    },
+    Release {
+        job: u64,
+    },
+    NodeUp {
+        node: LoggedNode,
+    },
+    NodeLost {
+        node: u32,
+    },
+    Running {
+        job: u64,
+    },
+    Finished {
+        job: u64,
+        exit_status: i32,
+    },
+    Checkpointed {
+        job: u64,
+        ok: bool,
+    },
+    /// A scheduling pass (which also does the time-driven work due).
+    Schedule,
+}
+
+/// A node as announced to the core.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LoggedNode {
+    pub id: u32,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl LoggedNode {
+    pub(crate) fn to_core(&self) -> NodeSpec {
+        let mut spec = NodeSpec::new(NodeId(self.id), DomainId(0), self.cpus, self.memory_mb);
+        spec.name = self.name.clone();
+        for (k, v) in &self.labels {
+            spec.attrs.insert(k.clone(), label_value(v));
+        }
+        spec
+    }
+}
+
+/// Labels are strings on the wire; numbers and booleans become typed
+/// attributes so that `gpus >= 1` or `ssd` work in expressions.
+fn label_value(v: &str) -> AttrValue {
+    if let Ok(i) = v.parse::<i64>() {
+        AttrValue::Int(i)
+    } else if let Ok(f) = v.parse::<f64>() {
+        AttrValue::Float(f)
+    } else if v == "true" || v == "false" {
+        AttrValue::Bool(v == "true")
+    } else {
+        AttrValue::Str(v.to_string())
+    }
+}
+
+/// The estimate the core uses for backfilling when a job gives no walltime.
+pub(crate) const DEFAULT_WALLTIME_MS: u64 = 3_600_000;
+
+/// The core's view of a job request.
+pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobSpec {
+    let class = match spec.class {
+        JobClass::Normal => Class::Normal,
+        JobClass::BestEffort => Class::BestEffort,
+        JobClass::Reservation {
+            start_unix_s,
+            end_unix_s,
+        } => Class::Reservation {
+            start: Time::from_secs(start_unix_s.max(0) as u64),
+            end: Time::from_secs(end_unix_s.max(0) as u64),
+        },
+    };
+    vgrid_core::JobSpec {
+        id: JobId(id),
+        user: owner.to_string(),
+        domain: DomainId(0),
+        class,
+        priority: spec.priority,
+        vms: spec.vms,
+        cores_per_vm: spec.cpus,
+        memory_mb_per_vm: spec.memory_mb,
+        walltime_ms: spec
+            .walltime_s
+            .map_or(DEFAULT_WALLTIME_MS, |s| s.saturating_mul(1000)),
+        // Validated when the job file was read; a failure here would only
+        // mean the expression language changed, and then no requirement is
+        // safer than refusing a stored job.
+        requirements: spec
+            .requirements
+            .as_deref()
+            .and_then(|e| vgrid_expr::Expr::parse(e).ok()),
+        rank: spec
+            .rank
+            .as_deref()
+            .and_then(|e| vgrid_expr::Expr::parse(e).ok()),
+        // QEMU cannot save a VM with a 9p mount: such jobs restart instead.
+        checkpointable: spec.mounts.is_empty(),
+        checkpoint_interval_ms: spec.checkpoint_interval_s.map(|s| s.saturating_mul(1000)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_round_trip_through_json() {
+        let inputs = vec![
+            SchedInput::Submit { job: 1 },
+            SchedInput::NodeUp {
+                node: LoggedNode {
+                    id: 3,
+                    name: "n3".into(),
+                    cpus: 4,
+                    memory_mb: 8192,
+                    labels: BTreeMap::from([("gpus".into(), "2".into())]),
+                },
+            },
+            SchedInput::Finished {
+                job: 1,
+                exit_status: 3,
+            },
+            SchedInput::Schedule,
+        ];
+        for input in inputs {
+            let text = serde_json::to_string(&input).expect("serializes");
+            let back: SchedInput = serde_json::from_str(&text).expect("parses");
+            assert_eq!(back, input);
+        }
+    }
+
+    #[test]
+    fn labels_become_typed_attributes() {
+        assert_eq!(label_value("2"), AttrValue::Int(2));
+        assert_eq!(label_value("1.5"), AttrValue::Float(1.5));
+        assert_eq!(label_value("true"), AttrValue::Bool(true));
+        assert_eq!(label_value("x86_64"), AttrValue::Str("x86_64".into()));
+    }
+
+    #[test]
+    fn job_requests_map_to_the_core() {
+        let spec = vgrid_jobfile::parse(
+            "j.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/true\"]\ncpus = 2\nmemory_mb = 512\nvms = 3\nclass = \"best-effort\"\ncheckpoint_interval_s = 30\nrequirements = \"cores >= 2\"\n",
+        )
+        .expect("valid");
+        let core = core_job(7, "alice", &spec);
+        assert_eq!(core.id, JobId(7));
+        assert_eq!(
+            (core.vms, core.cores_per_vm, core.memory_mb_per_vm),
+            (3, 2, 512)
+        );
+        assert_eq!(core.class, Class::BestEffort);
+        assert_eq!(core.checkpoint_interval_ms, Some(30_000));
+        assert_eq!(core.walltime_ms, DEFAULT_WALLTIME_MS);
+        assert!(core.requirements.is_some() && core.checkpointable);
+    }
+}

@@ -1,0 +1,587 @@
+//! The controller through its HTTP API, with a scripted agent standing in
+//! for a node (the end-to-end tests with real agents and QEMU live with the
+//! `vgrid` binary).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vgrid_api::types::{
+    ActionEnvelope, AgentAction, AgentEvent, AgentReport, RegisterNode, Role, RunningJob,
+};
+use vgrid_api::{Client, ClientError};
+use vgrid_jobfile::JobState;
+
+use crate::{ADMIN_TOKEN_FILE, Config, Controller};
+
+struct Harness {
+    controller: Option<Controller>,
+    url: String,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    admin: Client,
+}
+
+impl Harness {
+    async fn start(dir: &Path, lost_after_ms: u64) -> Harness {
+        let mut cfg = Config::new(dir.to_path_buf());
+        cfg.heartbeat_ms = 100;
+        cfg.lost_after_ms = lost_after_ms;
+        let controller = Controller::start(cfg).expect("controller starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(vgrid_api::server::serve(
+            listener,
+            Arc::new(controller.handle()),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let token = std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE)).expect("admin token");
+        let admin = Client::new(&url, token.trim()).expect("client");
+        Harness {
+            controller: Some(controller),
+            url,
+            stop_server: Some(stop),
+            admin,
+        }
+    }
+
+    async fn user(&self, name: &str, role: Role) -> Client {
+        let added = self.admin.add_user(name, role).await.expect("user added");
+        Client::new(&self.url, &added.token).expect("client")
+    }
+
+    /// Stops the server and the controller as a crash would leave them:
+    /// nothing is flushed beyond what was acknowledged.
+    fn stop(&mut self) {
+        if let Some(s) = self.stop_server.take() {
+            let _ = s.send(());
+        }
+        if let Some(c) = self.controller.take() {
+            c.stop().expect("controller stops cleanly");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A scripted node agent.
+struct FakeAgent {
+    client: Client,
+    name: String,
+    after: u64,
+}
+
+impl FakeAgent {
+    async fn register(
+        client: Client,
+        name: &str,
+        cpus: u32,
+        running: Vec<RunningJob>,
+    ) -> FakeAgent {
+        client
+            .register(&RegisterNode {
+                name: name.into(),
+                cpus,
+                memory_mb: 4096,
+                labels: Default::default(),
+                running,
+            })
+            .await
+            .expect("registered");
+        FakeAgent {
+            client,
+            name: name.into(),
+            after: 0,
+        }
+    }
+
+    /// Polls until an action arrives (the poll is also the heartbeat).
+    async fn next_action(&mut self) -> AgentAction {
+        for _ in 0..200 {
+            let actions: Vec<ActionEnvelope> = self
+                .client
+                .actions(&self.name, self.after, 200)
+                .await
+                .expect("poll");
+            if let Some(a) = actions.into_iter().next() {
+                self.after = a.seq;
+                return a.action;
+            }
+        }
+        panic!("no action for {} after 200 polls", self.name);
+    }
+
+    async fn report(&self, event: AgentEvent) {
+        self.client
+            .report(&AgentReport {
+                node: self.name.clone(),
+                events: vec![event],
+            })
+            .await
+            .expect("report");
+    }
+}
+
+const JOB: &str =
+    "image = \"tiny\"\ncommand = [\"/bin/echo\", \"hi\"]\ncpus = 2\nmemory_mb = 512\n";
+
+async fn wait_state(client: &Client, id: u64, state: JobState) {
+    for _ in 0..400 {
+        if client.job(id).await.expect("show").job.state == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let now = client.job(id).await.expect("show");
+    panic!("job {id} never became {state}: {:?}", now.job);
+}
+
+fn api_status(e: ClientError) -> u16 {
+    e.status()
+        .unwrap_or_else(|| panic!("expected an API error, got {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_is_private_and_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
+        .expect("token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        h.admin
+            .jobs(true)
+            .await
+            .expect("admin lists all")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_and_control_only_their_own_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let bob = h.user("bob", Role::User).await;
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+
+    assert_eq!(alice.jobs(false).await.expect("ps").len(), 1);
+    assert!(bob.jobs(false).await.expect("ps").is_empty());
+    assert_eq!(api_status(bob.job(id).await.expect_err("hidden")), 404);
+    assert_eq!(
+        api_status(bob.control(id, "cancel").await.expect_err("hidden")),
+        404
+    );
+    assert_eq!(
+        api_status(bob.control(id, "hold").await.expect_err("hidden")),
+        404
+    );
+    assert_eq!(
+        api_status(bob.output(id, 0).await.expect_err("hidden")),
+        404
+    );
+    assert_eq!(
+        api_status(bob.jobs(true).await.expect_err("not admin")),
+        403
+    );
+    assert_eq!(
+        api_status(
+            alice
+                .add_user("eve", Role::Admin)
+                .await
+                .expect_err("not admin")
+        ),
+        403
+    );
+    // Bob's attempts changed nothing.
+    assert_eq!(
+        alice.job(id).await.expect("show").job.state,
+        JobState::Pending
+    );
+    // The admin sees and controls everything.
+    assert_eq!(h.admin.jobs(true).await.expect("all").len(), 1);
+    let held = h.admin.control(id, "hold").await.expect("admin holds");
+    assert_eq!(held.state, JobState::Held);
+    let released = alice.control(id, "release").await.expect("owner releases");
+    assert_eq!(released.state, JobState::Pending);
+    let cancelled = alice.control(id, "cancel").await.expect("owner cancels");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        api_status(alice.control(id, "cancel").await.expect_err("ended")),
+        409
+    );
+    let states: Vec<JobState> = alice
+        .job(id)
+        .await
+        .expect("show")
+        .history
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Pending,
+            JobState::Held,
+            JobState::Pending,
+            JobState::Cancelled
+        ]
+    );
+    // Duplicate and malformed user names are refused.
+    assert_eq!(
+        api_status(
+            h.admin
+                .add_user("alice", Role::User)
+                .await
+                .expect_err("dup")
+        ),
+        409
+    );
+    assert_eq!(
+        api_status(
+            h.admin
+                .add_user("Bad Name", Role::User)
+                .await
+                .expect_err("bad")
+        ),
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    // No node yet: the job waits, and says why.
+    let pending = alice.job(id).await.expect("show").job;
+    assert_eq!(pending.state, JobState::Pending);
+    assert!(pending.reason.contains("no node up"), "{}", pending.reason);
+
+    let mut agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
+    let AgentAction::Start {
+        job,
+        attempt,
+        spec,
+        vms,
+        restore,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected a start");
+    };
+    assert_eq!((job, attempt, vms, restore), (id, 1, 1, None));
+    assert_eq!(spec.command, vec!["/bin/echo", "hi"]);
+    wait_state(&alice, id, JobState::Staging).await;
+    agent.report(AgentEvent::Booting { job: id, attempt }).await;
+    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    wait_state(&alice, id, JobState::Running).await;
+    let nodes = alice.nodes().await.expect("nodes");
+    assert_eq!((nodes[0].free_cpus, nodes[0].jobs.clone()), (2, vec![id]));
+
+    agent
+        .client
+        .write_output(id, "n1", attempt, 0, b"hi\n".to_vec())
+        .await
+        .expect("output");
+    // A stale attempt may not write.
+    let stale = agent
+        .client
+        .write_output(id, "n1", attempt + 1, 0, b"x".to_vec())
+        .await;
+    assert_eq!(api_status(stale.expect_err("stale")), 409);
+    let waiter = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.wait(id, 30_000).await })
+    };
+    agent
+        .report(AgentEvent::Exited {
+            job: id,
+            attempt,
+            exit_code: 3,
+        })
+        .await;
+    let waited = waiter.await.expect("join").expect("wait");
+    assert!(waited.ended);
+    assert_eq!(
+        (waited.job.state, waited.job.exit_code),
+        (JobState::Failed, Some(3))
+    );
+    let out = alice.output(id, 0).await.expect("output");
+    assert_eq!((out.data.as_slice(), out.complete), (&b"hi\n"[..], true));
+    let states: Vec<JobState> = alice
+        .job(id)
+        .await
+        .expect("show")
+        .history
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Pending,
+            JobState::Staging,
+            JobState::Booting,
+            JobState::Running,
+            JobState::Failed
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let be = alice
+        .submit(
+            "be.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nclass = \"best-effort\"\n",
+            false,
+        )
+        .await
+        .expect("best-effort submitted");
+    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
+        panic!("expected a start");
+    };
+    agent.report(AgentEvent::Running { job: be, attempt }).await;
+    wait_state(&alice, be, JobState::Running).await;
+
+    let normal = alice
+        .submit("n.toml", JOB, false)
+        .await
+        .expect("normal submitted");
+    let AgentAction::Checkpoint {
+        job,
+        seq,
+        stop: true,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected a preemption checkpoint");
+    };
+    assert_eq!((job, seq), (be, 1));
+    wait_state(&alice, be, JobState::Checkpointing).await;
+    agent
+        .report(AgentEvent::Checkpointed {
+            job: be,
+            attempt,
+            seq,
+            location: "/ckpt/1".into(),
+            work_ms: 5_000,
+            log_offset: 42,
+            stopped: true,
+        })
+        .await;
+    let AgentAction::Start {
+        job, attempt: a2, ..
+    } = agent.next_action().await
+    else {
+        panic!("expected the normal job to start");
+    };
+    assert_eq!(job, normal);
+    let be_now = alice.job(be).await.expect("show");
+    assert_eq!(be_now.job.state, JobState::Preempted);
+    assert_eq!(be_now.checkpoints.len(), 1);
+    agent
+        .report(AgentEvent::Running {
+            job: normal,
+            attempt: a2,
+        })
+        .await;
+    agent
+        .report(AgentEvent::Exited {
+            job: normal,
+            attempt: a2,
+            exit_code: 0,
+        })
+        .await;
+    // The node is idle again: the best-effort job resumes from its checkpoint.
+    let AgentAction::Start {
+        job,
+        attempt: a3,
+        restore,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected the best-effort job to resume");
+    };
+    assert_eq!(job, be);
+    assert_eq!(a3, attempt + 1);
+    let restore = restore.expect("resumes from a checkpoint");
+    assert_eq!(
+        (restore.seq, restore.location.as_str(), restore.log_offset),
+        (1, "/ckpt/1", 42)
+    );
+    assert_eq!(
+        alice.job(normal).await.expect("show").job.state,
+        JobState::Done
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 600).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let id = alice
+        .submit(
+            "be.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nclass = \"best-effort\"\ncheckpoint_interval_s = 1\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let AgentAction::Start { attempt, .. } = n1.next_action().await else {
+        panic!("expected a start");
+    };
+    n1.report(AgentEvent::Running { job: id, attempt }).await;
+    // A periodic checkpoint after one second of work.
+    let AgentAction::Checkpoint {
+        seq, stop: false, ..
+    } = n1.next_action().await
+    else {
+        panic!("expected a periodic checkpoint");
+    };
+    n1.report(AgentEvent::Checkpointed {
+        job: id,
+        attempt,
+        seq,
+        location: "/ckpt/a".into(),
+        work_ms: 1_000,
+        log_offset: 7,
+        stopped: false,
+    })
+    .await;
+    wait_state(&alice, id, JobState::Running).await;
+    // n1 goes silent (SIGKILLed); a second node comes up.
+    drop(n1);
+    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let AgentAction::Start { job, restore, .. } = n2.next_action().await else {
+        panic!("expected the job to start on n2");
+    };
+    assert_eq!(job, id);
+    let restore = restore.expect("resumes from its checkpoint");
+    assert_eq!(
+        (restore.location.as_str(), restore.log_offset),
+        ("/ckpt/a", 7)
+    );
+    let nodes = alice.nodes().await.expect("nodes");
+    let n1_state = nodes
+        .iter()
+        .find(|n| n.name == "n1")
+        .map(|n| n.state.clone());
+    assert_eq!(n1_state.as_deref(), Some("lost"));
+    let history = alice.job(id).await.expect("show").history;
+    assert!(
+        history
+            .iter()
+            .any(|e| e.state == JobState::Preempted && e.reason.contains("node was lost")),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice_token, agent_token, running_id, ids) = {
+        let mut h = Harness::start(dir.path(), 10_000).await;
+        let alice_added = h.admin.add_user("alice", Role::User).await.expect("alice");
+        let agent_added = h.admin.add_user("agent", Role::Agent).await.expect("agent");
+        let alice = Client::new(&h.url, &alice_added.token).expect("client");
+        let agent_client = Client::new(&h.url, &agent_added.token).expect("client");
+        let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+        let first = alice.submit("a.toml", JOB, false).await.expect("submitted");
+        let AgentAction::Start { attempt, .. } = agent.next_action().await else {
+            panic!("expected a start");
+        };
+        agent
+            .report(AgentEvent::Running {
+                job: first,
+                attempt,
+            })
+            .await;
+        wait_state(&alice, first, JobState::Running).await;
+        // Many concurrent submissions, all acknowledged.
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let alice = alice.clone();
+            tasks.push(tokio::spawn(async move {
+                alice.submit("b.toml", JOB, false).await
+            }));
+        }
+        let mut ids = vec![first];
+        for t in tasks {
+            ids.push(t.await.expect("join").expect("acknowledged"));
+        }
+        h.stop();
+        (alice_added.token, agent_added.token, first, ids)
+    };
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = Client::new(&h.url, &alice_token).expect("tokens survive a restart");
+    let mut listed: Vec<u64> = alice
+        .jobs(false)
+        .await
+        .expect("ps")
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    listed.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "every acknowledged job is still there");
+    assert_eq!(
+        alice.job(running_id).await.expect("show").job.state,
+        JobState::Running
+    );
+    // The agent comes back still running the job: it is reattached, not
+    // restarted (no new start for it), and the next job waits for room.
+    let agent_client = Client::new(&h.url, &agent_token).expect("client");
+    let mut agent = FakeAgent::register(
+        agent_client,
+        "n1",
+        2,
+        vec![RunningJob {
+            job: running_id,
+            attempt: 1,
+        }],
+    )
+    .await;
+    agent
+        .report(AgentEvent::Exited {
+            job: running_id,
+            attempt: 1,
+            exit_code: 0,
+        })
+        .await;
+    wait_state(&alice, running_id, JobState::Done).await;
+    let AgentAction::Start { job, attempt, .. } = agent.next_action().await else {
+        panic!("expected the next job to start");
+    };
+    assert_ne!(job, running_id, "the reattached job was not started again");
+    assert_eq!(attempt, 1);
+    let history = alice.job(running_id).await.expect("show").history;
+    let starts = history
+        .iter()
+        .filter(|e| e.state == JobState::Staging)
+        .count();
+    assert_eq!(starts, 1, "started exactly once: {history:?}");
+}
