@@ -133,6 +133,11 @@ impl Profile {
         i
     }
 
+    /// Free cores and memory at the profile's first instant (`now`).
+    pub(crate) fn free_now(&self) -> (i64, i64) {
+        self.steps.first().map_or((0, 0), |s| (s.cores, s.mem))
+    }
+
     /// The first instant after `t` where the profile changes, if any.
     pub(crate) fn next_change_after(&self, t: Time) -> Option<Time> {
         let i = self.steps.partition_point(|s| s.at <= t);

@@ -284,11 +284,21 @@ impl Scheduler {
 
         let mut cursor = None;
         let mut blocked = false;
+        let mut depth = 0u32;
+        let max_depth = self.cfg.conservative_depth.unwrap_or(u32::MAX);
         while let Some(key) = self.next_in_queue(d, cursor, false) {
             cursor = Some(key);
             let id = key.2;
-            if policy == Policy::Easy && blocked && self.nothing_free(d) {
+            // Once nothing is free now, no later job can start in this
+            // pass, whatever reservations it would get.
+            if blocked && profiles.iter().all(|p| p.free_now().0 <= 0) {
                 break;
+            }
+            if policy == Policy::Conservative && blocked {
+                depth += 1;
+                if depth > max_depth {
+                    break;
+                }
             }
             if let Some(r) = self.infeasible(d, id) {
                 self.set_reason(id, r, pass_no);
@@ -362,10 +372,6 @@ impl Scheduler {
         }
         self.scratch.profiles = profiles;
         self.scratch.releases = releases;
-    }
-
-    fn nothing_free(&self, d: usize) -> bool {
-        POOLS.iter().all(|&k| self.domains[d].pool(k).free_c <= 0)
     }
 
     /// Best-effort jobs take whatever is physically free, in queue order.
