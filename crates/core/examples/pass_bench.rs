@@ -11,7 +11,7 @@
 //!   and one pass follows (the steady state of a loaded system).
 //!
 //! `conservative/1000` gives reservations to the first 1,000 waiting jobs
-//! only (`Config::conservative_depth`).
+//! only (`Scheduler::set_conservative_depth`).
 //!
 //! Each measurement is the median over `--reps` fresh schedulers (the
 //! setup is not timed). Jobs are seeded pseudo-random: 1-64 VMs of one
@@ -87,9 +87,8 @@ fn job(rng: &mut Rng, id: u64) -> JobSpec {
 }
 
 fn setup(o: &Opts, policy: Policy, depth: Option<u32>, seed: u64) -> Scheduler {
-    let mut cfg = Config::with_policy(policy);
-    cfg.conservative_depth = depth;
-    let mut s = Scheduler::new(cfg);
+    let mut s = Scheduler::new(Config::with_policy(policy));
+    s.set_conservative_depth(depth);
     for n in 0..o.nodes {
         s.handle(
             Time::ZERO,

@@ -119,12 +119,6 @@ pub struct Config {
     /// Keep finished jobs queryable until [`crate::Scheduler::forget`];
     /// the simulator turns this off to bound memory.
     pub keep_finished_jobs: bool,
-    /// Conservative backfilling gives a reservation to at most this many
-    /// waiting jobs per pass (like Slurm's `bf_max_job_test`); jobs beyond
-    /// wait with reason `Priority` and cannot start in that pass. `None`
-    /// means every job (exact, but a pass costs O(queue x profile): about
-    /// 4 s for 50,000 waiting jobs, see `examples/pass_bench.rs`).
-    pub conservative_depth: Option<u32>,
 }
 
 impl Default for Config {
@@ -139,7 +133,6 @@ impl Default for Config {
                 broker: None,
             }],
             keep_finished_jobs: true,
-            conservative_depth: None,
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct Scheduler {
     timers: BTreeSet<(Time, Timer)>,
     /// Reused buffers, so passes do not allocate.
     scratch: Scratch,
+    conservative_depth: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -67,7 +68,18 @@ impl Scheduler {
             actions: VecDeque::new(),
             timers,
             scratch: Scratch::default(),
+            conservative_depth: None,
         }
+    }
+
+    /// Limit conservative backfilling to reservations for the first `depth`
+    /// waiting jobs per pass (like Slurm's `bf_max_job_test`); jobs beyond
+    /// wait with reason `Priority` and cannot start in that pass. `None`
+    /// (the default) means every job: exact, but a pass costs
+    /// O(queue x profile), seconds for 50,000 waiting jobs (see
+    /// `examples/pass_bench.rs`).
+    pub fn set_conservative_depth(&mut self, depth: Option<u32>) {
+        self.conservative_depth = depth;
     }
 
     /// The configuration.

@@ -285,7 +285,7 @@ impl Scheduler {
         let mut cursor = None;
         let mut blocked = false;
         let mut depth = 0u32;
-        let max_depth = self.cfg.conservative_depth.unwrap_or(u32::MAX);
+        let max_depth = self.conservative_depth.unwrap_or(u32::MAX);
         while let Some(key) = self.next_in_queue(d, cursor, false) {
             cursor = Some(key);
             let id = key.2;
