@@ -111,6 +111,14 @@ impl Harness {
         }
     }
 
+    /// Nodes in another domain.
+    pub(crate) fn nodes_in(&mut self, domain: u16, first: u32, count: u32, cores: u32) {
+        for i in first..first + count {
+            let spec = NodeSpec::new(NodeId(i), crate::DomainId(domain), cores, 0);
+            self.push(Time::ZERO, Lane::Arrival, Event::NodeUp(spec), None);
+        }
+    }
+
     /// An event at a given time (from the "outside world").
     pub(crate) fn at(&mut self, t: u64, ev: Event) {
         self.push(Time(t), Lane::Arrival, ev, None);

@@ -400,6 +400,9 @@ impl Scheduler {
             d.held += 1;
             return;
         }
+        if !j.is_best_effort() {
+            d.demand_vms += u64::from(j.spec.vms);
+        }
         match j.spec.class {
             Class::Normal => {
                 d.queue.insert(j.qkey());
@@ -422,6 +425,9 @@ impl Scheduler {
         if j.held {
             d.held = d.held.saturating_sub(1);
             return;
+        }
+        if !j.is_best_effort() {
+            d.demand_vms = d.demand_vms.saturating_sub(u64::from(j.spec.vms));
         }
         match j.spec.class {
             Class::Normal => {

@@ -123,7 +123,6 @@ impl Job {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // Brokers are being written; this is their state.
 pub(crate) enum LoanPhase {
     /// `Lend` issued; waiting for `LoanReady`.
     Booting,
@@ -136,10 +135,8 @@ pub(crate) enum LoanPhase {
 }
 
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // Brokers are being written; this is their state.
 pub(crate) struct Loan {
     pub borrower: DomainId,
-    pub since: Time,
     pub phase: LoanPhase,
 }
 
@@ -236,7 +233,6 @@ pub(crate) struct Pool {
 }
 
 #[derive(Debug, Default, Clone)]
-#[allow(dead_code)] // Brokers are being written; this is their state.
 pub(crate) struct BrokerState {
     /// When gradual reclamation may take its next node.
     pub gradual_next: Option<Time>,
@@ -257,6 +253,8 @@ pub(crate) struct Domain {
     /// lead time before a reservation): cost -> count.
     pub be_costs: BTreeMap<u64, u32>,
     pub held: u32,
+    /// Broker demand d: VMs of waiting normal and reservation jobs.
+    pub demand_vms: u64,
     pub dirty: bool,
     /// Bumped when the domain's node set changes (feasibility caches).
     pub nodes_version: u64,
@@ -266,7 +264,6 @@ pub(crate) struct Domain {
     pub lent: u32,
     pub borrowed: u32,
     pub loans_made: u64,
-    #[allow(dead_code)]
     pub broker: BrokerState,
     /// When the next reservation must be prepared (placed ahead of its
     /// start so best-effort jobs can be checkpointed in time).
@@ -290,7 +287,6 @@ impl Domain {
 
 /// Time-driven work, ordered by when it is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[allow(dead_code)] // Lease and gradual timers come with the brokers.
 pub(crate) enum Timer {
     Checkpoint(JobId),
     WindowStart(JobId),

@@ -475,3 +475,149 @@ fn best_effort_leaves_a_reservation_s_nodes_in_time() {
     )));
     assert_eq!(h.start_of(2), 100);
 }
+
+// ----- brokers -----
+
+fn two_domains(reclaim: crate::ReclaimPolicy) -> Harness {
+    let broker = crate::BrokerConfig {
+        interval_ms: 100,
+        lend_fraction: 0.5,
+        lend: true,
+        borrow: true,
+        reclaim,
+    };
+    let mut cfg = Config::with_policy(Policy::Easy);
+    cfg.domains = vec![
+        crate::DomainConfig {
+            name: "a".into(),
+            broker: Some(broker.clone()),
+        },
+        crate::DomainConfig {
+            name: "b".into(),
+            broker: Some(broker),
+        },
+    ];
+    let mut h = Harness::new(cfg);
+    h.costs.loan_boot_ms = 10;
+    h.costs.loan_halt_ms = 5;
+    h.nodes_in(0, 0, 2, 1); // a: nodes 0, 1
+    h.nodes_in(1, 2, 4, 1); // b: nodes 2..5
+    // a is overloaded: job 1 fills it, jobs 2 and 3 wait (d = 4, n = 2).
+    h.submit(0, job(1, 2, 1000), 1000);
+    h.submit(0, job(2, 2, 300), 300);
+    h.submit(0, job(3, 2, 300), 300);
+    h
+}
+
+fn in_domain(mut j: JobSpec, d: u16) -> JobSpec {
+    j.domain = crate::DomainId(d);
+    j
+}
+
+fn loans(h: &Harness) -> Vec<(u64, Action)> {
+    h.log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Lend { .. } | Action::Reclaim { .. }))
+        .map(|(t, a)| (t.0, a.clone()))
+        .collect()
+}
+
+fn lend(node: u32) -> Action {
+    Action::Lend {
+        node: crate::NodeId(node),
+        from: crate::DomainId(1),
+        to: crate::DomainId(0),
+    }
+}
+
+fn reclaim(node: u32, why: crate::LoanEnd) -> Action {
+    Action::Reclaim {
+        node: crate::NodeId(node),
+        owner: crate::DomainId(1),
+        borrower: crate::DomainId(0),
+        why,
+    }
+}
+
+#[test]
+fn broker_borrows_half_the_idle_nodes_and_returns_them_when_done() {
+    let mut h = two_domains(crate::ReclaimPolicy::Immediate);
+    h.run_to(1000);
+    // At 100: a needs 2, b (idle, 4 nodes) lends min(4/2, 2) = 2.
+    // Job 2 runs on the borrowed pair from 110 (after their boot), job 3
+    // follows at 410. At 800 a needs nothing and returns the idle pair.
+    assert_eq!(h.start_of(2), 110);
+    assert_eq!(
+        h.s.job(JobId(2)).map(|v| v.nodes).unwrap_or_default(),
+        Vec::new(),
+        "done jobs hold no nodes"
+    );
+    assert_eq!(h.start_of(3), 410);
+    assert_eq!(
+        loans(&h),
+        vec![
+            (100, lend(5)),
+            (100, lend(4)),
+            (800, reclaim(4, crate::LoanEnd::Returned)),
+            (800, reclaim(5, crate::LoanEnd::Returned)),
+        ]
+    );
+    let a = h.s.domain(crate::DomainId(0)).unwrap();
+    let b = h.s.domain(crate::DomainId(1)).unwrap();
+    assert_eq!((a.borrowed, b.lent, b.loans_made), (0, 0, 2));
+    assert_eq!(
+        h.s.node(crate::NodeId(5)).unwrap().serving,
+        crate::DomainId(1)
+    );
+}
+
+#[test]
+fn immediate_reclaim_preempts_the_borrower() {
+    let mut h = two_domains(crate::ReclaimPolicy::Immediate);
+    // b needs its nodes back: a 4-VM job at 150 (d = 4 > 4 - 2 lent).
+    h.submit(150, in_domain(job(4, 4, 100), 1), 100);
+    h.run_to(700);
+    assert!(h.actions_for(2).contains(&(
+        200,
+        Action::Preempt {
+            job: JobId(2),
+            mode: StopMode::Kill
+        }
+    )));
+    let l = loans(&h);
+    assert!(l.contains(&(200, reclaim(5, crate::LoanEnd::Reclaimed))));
+    assert!(l.contains(&(200, reclaim(4, crate::LoanEnd::Reclaimed))));
+    assert_eq!(h.start_of(4), 205, "after the borrower's VMs halted");
+    assert_eq!(h.s.job(JobId(2)).unwrap().preemptions, 1);
+    assert_eq!(h.lost[&JobId(2)], vec![90]);
+}
+
+#[test]
+fn lease_reclaim_ends_loans_after_the_period() {
+    let mut h = two_domains(crate::ReclaimPolicy::Lease { period_ms: 250 });
+    h.run_to(500);
+    let l = loans(&h);
+    assert!(l.contains(&(350, reclaim(5, crate::LoanEnd::LeaseExpired))));
+    assert!(l.contains(&(350, reclaim(4, crate::LoanEnd::LeaseExpired))));
+    assert!(h.actions_for(2).contains(&(
+        350,
+        Action::Preempt {
+            job: JobId(2),
+            mode: StopMode::Kill
+        }
+    )));
+}
+
+#[test]
+fn gradual_reclaim_takes_one_node_per_period() {
+    let mut h = two_domains(crate::ReclaimPolicy::Gradual { every_ms: 50 });
+    h.submit(150, in_domain(job(4, 4, 100), 1), 100);
+    h.run_to(400);
+    let reclaims: Vec<u64> = loans(&h)
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Reclaim { .. }))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(reclaims, vec![200, 250]);
+    assert_eq!(h.start_of(4), 255);
+}
