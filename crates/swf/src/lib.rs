@@ -113,12 +113,14 @@ pub fn is_gzip(data: &[u8]) -> bool {
 /// Parses a trace held in memory, plain or gzipped (detected by the magic
 /// bytes). `file` names the source in error messages.
 pub fn parse(data: &[u8], file: &str, mode: Mode) -> Result<Trace, SwfError> {
-    if is_gzip(data) {
-        let plain = gunzip(data, file)?;
-        Ok(parse::parse_bytes(&plain, file, mode)?)
-    } else {
-        Ok(parse::parse_bytes(data, file, mode)?)
+    if !is_gzip(data) {
+        return Ok(parse::parse_bytes(data, file, mode)?);
     }
+    if data.len() < PIPELINE_MIN {
+        let plain = gunzip(data, file)?;
+        return Ok(parse::parse_bytes(&plain, file, mode)?);
+    }
+    parse_gzip_pipelined(data, file, mode)
 }
 
 /// Reads and parses a trace file, plain or gzipped.
@@ -130,22 +132,32 @@ pub fn read_path(path: &Path, mode: Mode) -> Result<Trace, SwfError> {
     parse(&data, &path.display().to_string(), mode)
 }
 
-/// Decompresses gzip data (all members, as `zcat` does).
-fn gunzip(data: &[u8], file: &str) -> Result<Vec<u8>, SwfError> {
-    use std::io::Read;
-    // The gzip trailer holds the uncompressed size modulo 2^32; use it as a
-    // capacity hint, bounded so that a lying trailer cannot make us reserve
-    // much more than deflate can expand to (about 1032:1).
-    let hint = data
+/// Compressed inputs from this size on are inflated on a second thread
+/// while the first parses (below it, a thread costs more than it saves).
+const PIPELINE_MIN: usize = 256 * 1024;
+
+/// Size of the pieces handed from the inflating thread to the parser.
+const CHUNK: usize = 1 << 20;
+
+/// The uncompressed size the gzip trailer announces (modulo 2^32), bounded
+/// so that a lying trailer cannot make us reserve much more than deflate
+/// can expand to (about 1032:1).
+fn size_hint(data: &[u8]) -> usize {
+    let announced = data
         .len()
         .checked_sub(4)
         .and_then(|at| data.get(at..))
         .and_then(|t| <[u8; 4]>::try_from(t).ok())
         .map_or(0, |t| u32::from_le_bytes(t) as usize);
-    let cap = hint
+    announced
         .min(data.len().saturating_mul(1032))
-        .min(u32::MAX as usize);
-    let mut out = Vec::with_capacity(cap);
+        .min(u32::MAX as usize)
+}
+
+/// Decompresses gzip data (all members, as `zcat` does).
+fn gunzip(data: &[u8], file: &str) -> Result<Vec<u8>, SwfError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(size_hint(data));
     flate2::read::MultiGzDecoder::new(data)
         .read_to_end(&mut out)
         .map_err(|source| SwfError::Gzip {
@@ -153,6 +165,98 @@ fn gunzip(data: &[u8], file: &str) -> Result<Vec<u8>, SwfError> {
             source,
         })?;
     Ok(out)
+}
+
+/// Fills `buf` from `r` as far as possible; returns the bytes read (fewer
+/// than `buf.len()` only at the end of the data).
+fn fill(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Inflates on a second thread and parses whole lines on this one. Gives
+/// the same result as inflating everything first: a corrupt gzip stream is
+/// reported as such even when a malformed line comes before the
+/// corruption.
+fn parse_gzip_pipelined(data: &[u8], file: &str, mode: Mode) -> Result<Trace, SwfError> {
+    use std::sync::mpsc;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(4);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let inflater = scope.spawn(move || -> std::io::Result<()> {
+            let mut dec = flate2::read::MultiGzDecoder::new(data);
+            loop {
+                let mut buf = empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+                let n = fill(&mut dec, &mut buf)?;
+                let eof = n < buf.len();
+                if n > 0 && full_tx.send((buf, n)).is_err() {
+                    return Ok(());
+                }
+                if eof {
+                    return Ok(());
+                }
+            }
+        });
+        let mut parser = parse::Parser::new(file, mode, size_hint(data));
+        let mut carry: Vec<u8> = Vec::new();
+        let mut line_error = None;
+        while let Ok((buf, n)) = full_rx.recv() {
+            let chunk = &buf[..n];
+            if line_error.is_none() {
+                let res = match chunk.iter().rposition(|&b| b == b'\n') {
+                    None => {
+                        carry.extend_from_slice(chunk);
+                        Ok(())
+                    }
+                    Some(last) => {
+                        let res = if carry.is_empty() {
+                            parser.feed(&chunk[..=last])
+                        } else {
+                            // Finish the line cut at the end of the last piece.
+                            let first = chunk.iter().position(|&b| b == b'\n').unwrap_or(last);
+                            carry.extend_from_slice(&chunk[..=first]);
+                            let r = parser.feed(&carry);
+                            carry.clear();
+                            r.and_then(|()| parser.feed(&chunk[first + 1..=last]))
+                        };
+                        carry.extend_from_slice(&chunk[last + 1..]);
+                        res
+                    }
+                };
+                // After a line error, keep draining: a corrupt stream
+                // further on is reported in preference, as when inflating
+                // first.
+                if let Err(e) = res {
+                    line_error = Some(e);
+                }
+            }
+            // The inflater may have finished already; then the buffer is
+            // simply dropped.
+            let _ = empty_tx.send(buf);
+        }
+        let inflated = inflater
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the inflating thread panicked")));
+        if let Err(source) = inflated {
+            return Err(SwfError::Gzip {
+                file: file.to_string(),
+                source,
+            });
+        }
+        if let Some(e) = line_error {
+            return Err(e.into());
+        }
+        parser.feed(&carry)?;
+        Ok(parser.finish())
+    })
 }
 
 #[cfg(test)]
@@ -181,6 +285,85 @@ mod tests {
             zipped.as_ref().map(|t| t.records.clone())
         );
         assert_eq!(zipped.and_then(|t| t.header.max_procs), Some(8));
+    }
+
+    /// A trace big enough for the pipelined path, with lines cut across
+    /// pieces, comments, CRLF and a last line without newline.
+    fn big_trace(lines: usize) -> String {
+        let mut text = String::from("; MaxProcs: 64\r\n");
+        for i in 0..lines {
+            text.push_str(&format!(
+                "{i:>8} {:>9} -1 {:>7} {:>4} {}.25 -1 -1 {:>7} -1 1 {} -1 -1 -1 -1 -1 -1\r\n",
+                i * 7,
+                i % 5000,
+                1 + i % 64,
+                i % 99,
+                i % 9000 + 1,
+                i % 17
+            ));
+            if i % 1000 == 0 {
+                text.push_str(";  a comment\n\n");
+            }
+        }
+        text.push_str("999999 1 -1 1 1 -1 -1 -1 -1 -1 1 1 -1 -1 -1 -1 -1 -1");
+        text
+    }
+
+    #[test]
+    fn pipelined_gzip_gives_the_same_trace() {
+        let text = big_trace(60_000);
+        let zipped = gz(text.as_bytes());
+        assert!(zipped.len() >= PIPELINE_MIN, "test input too small");
+        assert!(text.len() > 3 * CHUNK, "test input too small");
+        let plain = parse(text.as_bytes(), "b.swf", Mode::Strict);
+        let piped = parse(&zipped, "b.swf", Mode::Strict);
+        assert!(plain.is_ok() && piped.is_ok());
+        let (Ok(plain), Ok(piped)) = (plain, piped) else {
+            return;
+        };
+        assert_eq!(plain.records.len(), 60_001);
+        assert_eq!(plain.records, piped.records);
+        assert_eq!(plain.lines, piped.lines);
+        assert_eq!(plain.header, piped.header);
+    }
+
+    #[test]
+    fn pipelined_errors_match_the_plain_path() {
+        let mut text = big_trace(60_000);
+        // A malformed line far into the file (after several pieces).
+        let at = text.len() * 3 / 4;
+        let nl = at + text[at..].find('\n').unwrap_or(0);
+        text.insert_str(nl + 1, "1 2 3 oops\n");
+        let zipped = gz(text.as_bytes());
+        let plain = parse(text.as_bytes(), "e.swf", Mode::Strict)
+            .err()
+            .map(|e| e.to_string());
+        let piped = parse(&zipped, "e.swf", Mode::Strict)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            plain
+                .as_deref()
+                .is_some_and(|e| e.contains("field 4 (run time)")),
+            "{plain:?}"
+        );
+        assert_eq!(plain, piped);
+        // Lenient: the same single skipped line.
+        let plain = parse(text.as_bytes(), "e.swf", Mode::Lenient).ok();
+        let piped = parse(&zipped, "e.swf", Mode::Lenient).ok();
+        assert_eq!(plain.as_ref().map(|t| t.skipped.count), Some(1));
+        assert_eq!(plain.map(|t| t.skipped), piped.map(|t| t.skipped));
+        // A corrupt stream after the malformed line is reported as corrupt.
+        let mut broken = zipped.clone();
+        let len = broken.len();
+        broken.truncate(len - 2000);
+        let err = parse(&broken, "e.swf", Mode::Strict)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("e.swf: gzip data is corrupt or truncated")
+        );
     }
 
     #[test]

@@ -132,47 +132,81 @@ fn is_space(b: u8) -> bool {
 
 /// Parses a whole trace held in memory. `file` is used in error messages.
 pub fn parse_bytes(data: &[u8], file: &str, mode: Mode) -> Result<Trace, LineError> {
-    // Real traces average 80-95 bytes per job line.
-    let mut records = Vec::with_capacity(data.len() / 80 + 1);
-    let mut header = Header::default();
-    let mut skipped = Skipped::default();
-    let mut line_no: u64 = 0;
-    let mut pos = 0;
-    while pos < data.len() {
-        line_no += 1;
-        let (outcome, next) = parse_line_at(data, pos, line_no, &mut header);
-        pos = next;
-        match outcome {
-            Ok(Some(r)) => records.push(r),
-            Ok(None) => {}
-            Err((field, problem)) => {
-                let err = LineError {
-                    location: Location {
-                        file: file.to_string(),
-                        line: line_no,
-                        field,
-                    },
-                    problem,
-                };
-                match mode {
-                    Mode::Strict => return Err(err),
-                    Mode::Lenient => {
-                        skipped.count += 1;
-                        if skipped.examples.len() < SKIPPED_EXAMPLES {
-                            skipped.examples.push(err);
+    let mut p = Parser::new(file, mode, data.len());
+    p.feed(data)?;
+    Ok(p.finish())
+}
+
+/// A parser fed with whole lines, piece by piece (so that decompression can
+/// run on another thread while earlier pieces are parsed).
+pub struct Parser<'f> {
+    file: &'f str,
+    mode: Mode,
+    header: Header,
+    records: Vec<Record>,
+    skipped: Skipped,
+    line_no: u64,
+}
+
+impl<'f> Parser<'f> {
+    /// A parser expecting about `size_hint` bytes in total.
+    pub fn new(file: &'f str, mode: Mode, size_hint: usize) -> Parser<'f> {
+        Parser {
+            file,
+            mode,
+            header: Header::default(),
+            // Real traces average 80-95 bytes per job line.
+            records: Vec::with_capacity(size_hint / 80 + 1),
+            skipped: Skipped::default(),
+            line_no: 0,
+        }
+    }
+
+    /// Parses `data`, which must hold whole lines: every line in it ends
+    /// with `\n`, except the last line of the file.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), LineError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            self.line_no += 1;
+            let (outcome, next) = parse_line_at(data, pos, self.line_no, &mut self.header);
+            pos = next;
+            match outcome {
+                Ok(Some(r)) => self.records.push(r),
+                Ok(None) => {}
+                Err((field, problem)) => {
+                    let err = LineError {
+                        location: Location {
+                            file: self.file.to_string(),
+                            line: self.line_no,
+                            field,
+                        },
+                        problem,
+                    };
+                    match self.mode {
+                        Mode::Strict => return Err(err),
+                        Mode::Lenient => {
+                            self.skipped.count += 1;
+                            if self.skipped.examples.len() < SKIPPED_EXAMPLES {
+                                self.skipped.examples.push(err);
+                            }
                         }
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok(Trace {
-        file: file.to_string(),
-        header,
-        records,
-        skipped,
-        lines: line_no,
-    })
+
+    /// The trace parsed so far.
+    pub fn finish(self) -> Trace {
+        Trace {
+            file: self.file.to_string(),
+            header: self.header,
+            records: self.records,
+            skipped: self.skipped,
+            lines: self.line_no,
+        }
+    }
 }
 
 type LineResult = Result<Option<Record>, (Option<u8>, LineProblem)>;
