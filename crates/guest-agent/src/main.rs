@@ -1,7 +1,181 @@
-//! The guest agent: runs inside the VM, runs the job's command and reports
-//! its output and exit status to the host.
+//! The guest agent: PID 1 of the stock vgrid guest.
+//!
+//! It mounts the basic file systems, loads the kernel modules listed by the
+//! image builder, reads the job context from fw_cfg, prepares the guest
+//! (host name, scratch disk, network, user, data repositories, staged
+//! inputs), runs the command while streaming its output to the host over
+//! the `org.vgrid.out` virtio-serial port, stages outputs out, and powers
+//! the VM off. The protocol is `vgrid-guest-proto`.
+//!
+//! It never exits (PID 1 exiting panics the kernel): every path, including
+//! errors and panics, ends in a power-off.
+
+mod report;
+mod run;
+mod setup;
+mod staging;
+mod sys;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vgrid_guest_proto::{
+    CTL_PORT, FW_CFG_CONTEXT_PATH, GuestMessage, JobContext, OUT_PORT, PROTOCOL_VERSION,
+};
+
+use report::{Reporter, console};
+use run::Control;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn main() {
-    eprintln!("vgrid-guest-agent: runs inside a vgrid guest");
-    std::process::exit(2);
+    if std::process::id() != 1 {
+        let arg = std::env::args().nth(1).unwrap_or_default();
+        if arg == "--version" {
+            println!("vgrid-guest-agent {VERSION} (protocol {PROTOCOL_VERSION})");
+            return;
+        }
+        eprintln!(
+            "vgrid-guest-agent {VERSION}: this is the init of a vgrid guest; it runs as PID 1 \
+             inside a VM built by `vgrid image build`, not on a host"
+        );
+        std::process::exit(2);
+    }
+    // SAFETY: still single-threaded here. The kernel starts init with no
+    // PATH, and the agent runs busybox tools (ip, udhcpc) by name.
+    unsafe { std::env::set_var("PATH", run::DEFAULT_PATH) };
+    std::panic::set_hook(Box::new(|info| console(&format!("panic: {info}"))));
+    let reporter = Arc::new(Reporter::console_only());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| boot(&reporter)));
+    if outcome.is_err() {
+        reporter.error("the guest agent panicked (see the console log)");
+    }
+    shutdown()
+}
+
+/// Everything from the first mount to the end of the job.
+fn boot(reporter: &Arc<Reporter>) {
+    if let Err(e) = setup::base_filesystems() {
+        console(&format!("cannot mount the basic file systems: {e}"));
+        return;
+    }
+    setup::load_modules(reporter);
+    match report::find_port(OUT_PORT, Duration::from_secs(5)) {
+        Some(path) => match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => reporter.attach(file),
+            Err(e) => console(&format!("cannot open {}: {e}", path.display())),
+        },
+        None => console(&format!(
+            "no virtio-serial port named {OUT_PORT}: output goes to the console only"
+        )),
+    }
+    reporter.send(&GuestMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        agent_version: VERSION.to_string(),
+    });
+    let control = Arc::new(Control::default());
+    if let Some(path) = report::find_port(CTL_PORT, Duration::from_secs(1)) {
+        let (c, r) = (Arc::clone(&control), Arc::clone(reporter));
+        std::thread::spawn(move || run::listen_control(&path, c, r));
+    } else {
+        reporter.log(&format!(
+            "no virtio-serial port named {CTL_PORT}: the host cannot stop the job gracefully"
+        ));
+    }
+
+    let ctx = match read_context() {
+        Ok(ctx) => ctx,
+        Err(msg) => {
+            reporter.error(&msg);
+            return;
+        }
+    };
+    if let Err(msg) = job(&ctx, &control, reporter) {
+        reporter.error(&msg);
+    }
+}
+
+fn read_context() -> Result<JobContext, String> {
+    let bytes = std::fs::read(FW_CFG_CONTEXT_PATH).map_err(|e| {
+        format!(
+            "no job context at {FW_CFG_CONTEXT_PATH} ({e}): this VM was booted without \
+             `-fw_cfg name={},file=context.json`; nothing to run, powering off",
+            vgrid_guest_proto::FW_CFG_CONTEXT_NAME
+        )
+    })?;
+    JobContext::from_json(&bytes).map_err(|e| e.to_string())
+}
+
+/// Sets the job up, runs it and stages its outputs out.
+fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Result<(), String> {
+    setup::hostname(&ctx.hostname).map_err(|e| format!("set the host name: {e}"))?;
+    setup::scratch_disk(reporter)?;
+    if ctx.network {
+        if let Err(e) = setup::network(reporter) {
+            reporter.error(&format!("network: {e}"));
+        }
+    }
+    if let Some(user) = &ctx.user {
+        setup::user(user)?;
+    }
+    let workdir = setup::workdir(ctx)?;
+    setup::data_repositories(&ctx.mounts, reporter)?;
+    let owner = ctx.user.as_ref().map(|u| staging::Owner {
+        uid: u.effective_uid(),
+        gid: u.effective_gid(),
+    });
+    if let Some(stage) = &ctx.staging {
+        staging::stage_in(stage, Path::new(&workdir), owner, reporter)?;
+    }
+    if control.stop_requested() {
+        return Err("stopped by the host before the command started".into());
+    }
+    run::run_command(ctx, &workdir, control, reporter);
+    if let Some(stage) = &ctx.staging {
+        staging::stage_out(stage, Path::new(&workdir), reporter)?;
+    }
+    Ok(())
+}
+
+/// Ends every process, flushes and unmounts the disks, and powers off.
+fn shutdown() -> ! {
+    let _ = sys::kill(-1, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = sys::kill(-1, libc::SIGKILL);
+    while let Ok(Some(w)) = sys::wait_any(true) {
+        if matches!(w, sys::Waited::NoChildren) {
+            break;
+        }
+    }
+    sys::sync();
+    unmount_all();
+    sys::sync();
+    console("powering off");
+    let err = sys::power_off();
+    console(&format!("power-off refused: {err}; halting"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Unmounts the job's file systems (9p shares, the scratch disk), deepest
+/// first, so the disk is clean when the VM stops.
+fn unmount_all() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let keep = [
+        "/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp",
+    ];
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| !keep.contains(t))
+        .collect();
+    targets.reverse();
+    for t in targets {
+        if sys::umount(Path::new(t), 0).is_err() {
+            let _ = sys::umount(Path::new(t), libc::MNT_DETACH);
+        }
+    }
 }

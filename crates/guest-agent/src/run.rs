@@ -1,0 +1,282 @@
+//! Running the command: spawn it as the job's user, stream its output as
+//! frames, reap it (and, as PID 1, every orphan), and obey the host's
+//! control messages (graceful stop, ping).
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage, JobContext};
+
+use crate::report::Reporter;
+use crate::sys;
+
+/// The `PATH` the command starts with (unless the context sets one).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long output readers may lag behind the command's exit before the
+/// processes still holding its pipes are killed.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// State shared between the main thread and the control listener.
+#[derive(Default)]
+pub struct Control {
+    /// The running command's process group, if any.
+    running: Mutex<Option<i32>>,
+    stop_requested: AtomicBool,
+}
+
+impl Control {
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// A graceful stop: SIGTERM now, SIGKILL after `grace`.
+    pub fn request_stop(self: &Arc<Self>, grace: Duration, reporter: &Reporter) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let Some(pgid) = self.running.lock().ok().and_then(|g| *g) else {
+            reporter.log("stop requested before the command started: it will not run");
+            return;
+        };
+        reporter.log(&format!(
+            "stop requested: SIGTERM to the command, SIGKILL after {} s",
+            grace.as_secs()
+        ));
+        let _ = sys::kill(-pgid, libc::SIGTERM);
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            if me.running.lock().ok().and_then(|g| *g) == Some(pgid) {
+                let _ = sys::kill(-pgid, libc::SIGKILL);
+            }
+        });
+    }
+
+    fn set_running(&self, pgid: Option<i32>) {
+        if let Ok(mut g) = self.running.lock() {
+            *g = pgid;
+        }
+    }
+}
+
+/// Reads host messages from the control port forever. The host connects
+/// only when it has something to say: while it is away, reads return 0 and
+/// the listener polls again a little later.
+pub fn listen_control(port: &Path, control: Arc<Control>, reporter: Arc<Reporter>) {
+    let mut file = match OpenOptions::new().read(true).write(true).open(port) {
+        Ok(f) => f,
+        Err(e) => {
+            reporter.log(&format!(
+                "cannot open the control port {}: {e}",
+                port.display()
+            ));
+            return;
+        }
+    };
+    let mut decoder = FrameDecoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(200)),
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => match HostMessage::from_frame(&frame) {
+                            Ok(HostMessage::Stop { grace_secs }) => control.request_stop(
+                                Duration::from_secs(u64::from(grace_secs)),
+                                &reporter,
+                            ),
+                            Ok(HostMessage::Ping { id }) => {
+                                reporter.send(&GuestMessage::Pong { id });
+                            }
+                            Err(e) => reporter.log(&format!("control port: {e}")),
+                        },
+                        Ok(None) => break,
+                        Err(e) => reporter.log(&format!("control port: {e}")),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                reporter.log(&format!("control port: {e}"));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Runs the command to its end and returns how it ended. A command that
+/// cannot be executed is reported and ends with code 127.
+pub fn run_command(
+    ctx: &JobContext,
+    workdir: &str,
+    control: &Arc<Control>,
+    reporter: &Arc<Reporter>,
+) -> ExitStatus {
+    let mut cmd = Command::new(&ctx.argv[0]);
+    cmd.args(&ctx.argv[1..])
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("HOSTNAME", &ctx.hostname)
+        .env("SHELL", "/bin/sh")
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    match &ctx.user {
+        Some(user) => {
+            cmd.env("HOME", user.home())
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name)
+                .uid(user.effective_uid())
+                .gid(user.effective_gid());
+        }
+        None => {
+            cmd.env("HOME", "/root")
+                .env("USER", "root")
+                .env("LOGNAME", "root");
+        }
+    }
+    cmd.envs(&ctx.env);
+
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            reporter.error(&format!("cannot execute `{}`: {e}", ctx.argv[0]));
+            let status = ExitStatus {
+                code: Some(127),
+                signal: None,
+            };
+            reporter.send(&GuestMessage::Exited(status));
+            return status;
+        }
+    };
+    let pid = child.id() as i32;
+    control.set_running(Some(pid));
+    reporter.send(&GuestMessage::Started { pid: pid as u32 });
+    reporter.log(&format!(
+        "command started as pid {pid} at {:.3} s after boot",
+        sys::uptime().unwrap_or(0.0)
+    ));
+    if control.stop_requested() {
+        let _ = sys::kill(-pid, libc::SIGKILL);
+    }
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(spawn_pump(out, true, Arc::clone(reporter), done_tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(spawn_pump(
+            err,
+            false,
+            Arc::clone(reporter),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+
+    let status = wait_for(pid, reporter);
+    control.set_running(None);
+
+    // Output still buffered in the pipes is read before the exit status is
+    // sent. Processes the command left behind that keep its pipes open are
+    // killed after a short drain.
+    let mut finished = 0;
+    while finished < readers.len() {
+        match done_rx.recv_timeout(OUTPUT_DRAIN) {
+            Ok(()) => finished += 1,
+            Err(_) => {
+                reporter
+                    .log("processes left behind by the command hold its output open: killing them");
+                let _ = sys::kill(-1, libc::SIGKILL);
+                break;
+            }
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    reporter.send(&GuestMessage::Exited(status));
+    reporter.log(&format!(
+        "command exited: {}",
+        match (status.code, status.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "unknown".into(),
+        }
+    ));
+    status
+}
+
+fn spawn_pump(
+    mut src: impl Read + Send + 'static,
+    stdout: bool,
+    reporter: Arc<Reporter>,
+    done: mpsc::Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = buf[..n].to_vec();
+                    reporter.send(&if stdout {
+                        GuestMessage::Stdout(chunk)
+                    } else {
+                        GuestMessage::Stderr(chunk)
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = done.send(());
+    })
+}
+
+/// Waits for `pid`, reaping any other child on the way (PID 1 inherits
+/// every orphan).
+fn wait_for(pid: i32, reporter: &Reporter) -> ExitStatus {
+    loop {
+        match sys::wait_any(false) {
+            Ok(Some(sys::Waited::Exited { pid: p, code })) if p == pid => {
+                return ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                };
+            }
+            Ok(Some(sys::Waited::Signaled { pid: p, signal })) if p == pid => {
+                return ExitStatus {
+                    code: None,
+                    signal: Some(signal),
+                };
+            }
+            Ok(Some(sys::Waited::NoChildren)) => {
+                reporter.error("the command vanished without an exit status");
+                return ExitStatus {
+                    code: None,
+                    signal: None,
+                };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                reporter.error(&format!("waitpid: {e}"));
+                return ExitStatus {
+                    code: None,
+                    signal: None,
+                };
+            }
+        }
+    }
+}

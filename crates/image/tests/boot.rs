@@ -1,0 +1,544 @@
+//! Boots the stock image with real QEMU (TCG here, 256 MB) and the guest
+//! agent, using hand-written QEMU arguments (the product's launcher lives in
+//! `vgrid-vm`), and checks what arrives through the `org.vgrid.out` port.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vgrid_guest_proto::{
+    ExitStatus, FW_CFG_CONTEXT_NAME, GuestMessage, HostMessage, JobContext, Mount, StagingPhase,
+    User,
+};
+use vgrid_testkit::{
+    QemuTools, StockImage, exit_of, read_messages, stderr_of, stdout_of, temp_dir, wait_for,
+};
+
+/// Far above a TCG boot (a few seconds): only a guard against hanging.
+const LIMIT: Duration = Duration::from_secs(300);
+
+struct Share {
+    tag: &'static str,
+    host: PathBuf,
+    readonly: bool,
+}
+
+#[derive(Default)]
+struct Options {
+    shares: Vec<Share>,
+    network: bool,
+    overlay_size: Option<&'static str>,
+    /// Sent on the control port once the command has started.
+    stop_after_start: Option<u32>,
+}
+
+struct Finished {
+    messages: Vec<GuestMessage>,
+    console: String,
+    /// From spawning QEMU to the `Started` frame appearing in agent.out.
+    to_command: Option<Duration>,
+}
+
+impl Finished {
+    fn exit(&self) -> ExitStatus {
+        exit_of(&self.messages).unwrap_or_else(|| {
+            panic!(
+                "no exit status; messages: {:?}\nconsole:\n{}",
+                self.messages, self.console
+            )
+        })
+    }
+    fn errors(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                GuestMessage::AgentError { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn setup() -> Option<(QemuTools, StockImage)> {
+    let qemu = vgrid_testkit::require_qemu()?;
+    let image = vgrid_testkit::stock_image()?;
+    Some((qemu, image))
+}
+
+fn kill_on_drop(child: &mut Option<Child>) {
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Boots the image with `ctx` (none: no fw_cfg entry) and waits for QEMU
+/// to exit (the agent powers off).
+fn boot(qemu: &QemuTools, stock: &StockImage, ctx: Option<&JobContext>, opts: Options) -> Finished {
+    let dir = temp_dir();
+    let d = dir.path();
+    let img = &stock.image;
+    let overlay = d.join("overlay.qcow2");
+    let mut create = Command::new(&qemu.qemu_img);
+    create
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(img.disk())
+        .arg(&overlay);
+    if let Some(size) = opts.overlay_size {
+        create.arg(size);
+    }
+    assert!(create.status().expect("run qemu-img").success());
+
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        "q35,accel=tcg".into(),
+        "-m".into(),
+        "256".into(),
+        "-smp".into(),
+        "1".into(),
+        "-nodefaults".into(),
+        "-no-reboot".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        format!("file:{}", d.join("console.log").display()),
+        "-kernel".into(),
+        img.kernel()
+            .expect("stock image has a kernel")
+            .display()
+            .to_string(),
+        "-initrd".into(),
+        img.initrd()
+            .expect("stock image has an initrd")
+            .display()
+            .to_string(),
+        "-append".into(),
+        img.kernel_cmdline()
+            .expect("stock image has a command line")
+            .into(),
+        "-drive".into(),
+        format!("file={},if=virtio,format=qcow2", overlay.display()),
+        "-device".into(),
+        "virtio-rng-pci".into(),
+        "-device".into(),
+        "virtio-serial-pci".into(),
+        "-chardev".into(),
+        format!("file,id=vgout,path={}", d.join("agent.out").display()),
+        "-device".into(),
+        "virtserialport,chardev=vgout,name=org.vgrid.out".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=vgctl,path={},server=on,wait=off",
+            d.join("ctl.sock").display()
+        ),
+        "-device".into(),
+        "virtserialport,chardev=vgctl,name=org.vgrid.ctl".into(),
+    ];
+    if let Some(ctx) = ctx {
+        let path = d.join("context.json");
+        std::fs::write(&path, ctx.to_json().expect("valid context")).unwrap();
+        args.push("-fw_cfg".into());
+        args.push(format!(
+            "name={FW_CFG_CONTEXT_NAME},file={}",
+            path.display()
+        ));
+    }
+    for (i, share) in opts.shares.iter().enumerate() {
+        let ro = if share.readonly { ",readonly=on" } else { "" };
+        args.push("-fsdev".into());
+        args.push(format!(
+            "local,id=fs{i},path={},security_model=none{ro}",
+            share.host.display()
+        ));
+        args.push("-device".into());
+        args.push(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={}", share.tag));
+    }
+    let mut passt = None;
+    if opts.network {
+        let sock = d.join("passt.sock");
+        // passt drops root privileges to `nobody` before binding its socket,
+        // which could not reach this private directory: keep our own user.
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+        let mut child = Command::new(&qemu.passt)
+            .args(["--foreground", "--runas", &uid.to_string(), "--socket"])
+            .arg(&sock)
+            .arg("--log-file")
+            .arg(d.join("passt.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start passt");
+        let ready = wait_for("passt's socket", LIMIT, || {
+            sock.exists() || child.try_wait().ok().flatten().is_some()
+        });
+        if !sock.exists() || ready.is_err() {
+            let log = std::fs::read_to_string(d.join("passt.log")).unwrap_or_default();
+            let _ = child.kill();
+            panic!("passt did not start: {ready:?}\n{log}");
+        }
+        passt = Some(child);
+        args.push("-netdev".into());
+        args.push(format!(
+            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+            sock.display()
+        ));
+        args.push("-device".into());
+        args.push("virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56".into());
+    }
+
+    let started = Instant::now();
+    let mut vm = Some(
+        Command::new(&qemu.qemu_system)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qemu"),
+    );
+    let agent_out = d.join("agent.out");
+    let mut to_command = None;
+    let mut stop_pending = opts.stop_after_start;
+    let mut exited = None;
+    while started.elapsed() < LIMIT {
+        if let Some(status) = vm.as_mut().and_then(|c| c.try_wait().expect("wait qemu")) {
+            exited = Some(status);
+            break;
+        }
+        if to_command.is_none() {
+            let msgs = read_messages(&agent_out);
+            if msgs
+                .iter()
+                .any(|m| matches!(m, GuestMessage::Started { .. }))
+            {
+                to_command = Some(started.elapsed());
+            }
+        }
+        if to_command.is_some()
+            && let Some(grace_secs) = stop_pending.take()
+        {
+            let mut ctl = UnixStream::connect(d.join("ctl.sock")).expect("connect ctl.sock");
+            ctl.write_all(&HostMessage::Stop { grace_secs }.encode())
+                .expect("send stop");
+            // Keep the connection open until the guest powers off.
+            std::mem::forget(ctl);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let console = std::fs::read_to_string(d.join("console.log")).unwrap_or_default();
+    if exited.is_none() {
+        kill_on_drop(&mut vm);
+        kill_on_drop(&mut passt);
+        panic!("the guest did not power off within {LIMIT:?}; console:\n{console}");
+    }
+    kill_on_drop(&mut passt);
+    let mut stderr = String::new();
+    if let Some(mut c) = vm.take()
+        && let Some(mut e) = c.stderr.take()
+    {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "qemu failed: {exited:?}\n{stderr}\nconsole:\n{console}"
+    );
+    Finished {
+        messages: read_messages(&agent_out),
+        console,
+        to_command,
+    }
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[test]
+fn command_output_and_exit_status_arrive_through_the_port() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(
+        sh("echo hello from $(hostname); echo to stderr >&2"),
+        "vm-one",
+    );
+    ctx.network = false;
+    let run = boot(&qemu, &image, Some(&ctx), Options::default());
+    assert_eq!(stdout_of(&run.messages), "hello from vm-one\n");
+    assert_eq!(stderr_of(&run.messages), "to stderr\n");
+    assert_eq!(
+        run.exit(),
+        ExitStatus {
+            code: Some(0),
+            signal: None
+        }
+    );
+    assert!(run.errors().is_empty(), "agent errors: {:?}", run.errors());
+    // The protocol's order: Hello first, Started before output, Exited last
+    // of the command's messages.
+    assert!(matches!(
+        run.messages[0],
+        GuestMessage::Hello { protocol: 1, .. }
+    ));
+    let pos = |f: &dyn Fn(&GuestMessage) -> bool| run.messages.iter().position(f).unwrap();
+    let started = pos(&|m| matches!(m, GuestMessage::Started { .. }));
+    let first_out = pos(&|m| matches!(m, GuestMessage::Stdout(_)));
+    let exited = pos(&|m| matches!(m, GuestMessage::Exited(_)));
+    assert!(started < first_out && first_out < exited);
+    eprintln!(
+        "measured: QEMU start to command running: {:.2} s (TCG, 256 MB, 1 vCPU)",
+        run.to_command.expect("Started seen").as_secs_f64()
+    );
+}
+
+#[test]
+fn a_failing_command_reports_its_non_zero_status() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(sh("echo partial; exit 3"), "vm-fail");
+    ctx.network = false;
+    let run = boot(&qemu, &image, Some(&ctx), Options::default());
+    assert_eq!(stdout_of(&run.messages), "partial\n");
+    assert_eq!(
+        run.exit(),
+        ExitStatus {
+            code: Some(3),
+            signal: None
+        }
+    );
+}
+
+#[test]
+fn a_command_that_does_not_exist_ends_with_127_and_an_agent_error() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(vec!["/no/such/program".into()], "vm-missing");
+    ctx.network = false;
+    let run = boot(&qemu, &image, Some(&ctx), Options::default());
+    assert_eq!(run.exit().code, Some(127));
+    let errors = run.errors();
+    assert!(
+        errors.iter().any(|e| e.contains("/no/such/program")),
+        "errors: {errors:?}"
+    );
+}
+
+#[test]
+fn the_command_runs_as_the_given_user_with_its_environment() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(
+        sh(
+            "echo uid=$(id -u) user=$(id -un) gid=$(id -g) pwd=$(pwd) home=$HOME foo=$FOO greeting=\"$GREETING\"; touch mine && stat -c %u mine",
+        ),
+        "vm-user",
+    );
+    ctx.network = false;
+    ctx.user = Some(User {
+        name: "alice".into(),
+        uid: Some(1234),
+        gid: None,
+    });
+    ctx.env.insert("FOO".into(), "bar".into());
+    ctx.env
+        .insert("GREETING".into(), "hello world; $(not run)".into());
+    let run = boot(&qemu, &image, Some(&ctx), Options::default());
+    assert_eq!(
+        stdout_of(&run.messages),
+        "uid=1234 user=alice gid=1234 pwd=/work/home/alice home=/work/home/alice foo=bar greeting=hello world; $(not run)\n1234\n"
+    );
+    assert_eq!(run.exit().code, Some(0));
+}
+
+#[test]
+fn the_scratch_disk_grows_to_the_overlay_size() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(sh("df -k /work | tail -n 1"), "vm-disk");
+    ctx.network = false;
+    let opts = Options {
+        overlay_size: Some("3G"),
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    let out = stdout_of(&run.messages);
+    let total_kib: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected df output {out:?}"));
+    // 3 GiB minus ext4's own metadata; the base disk is 1 GiB.
+    assert!(total_kib > 2_900_000, "/work has {total_kib} KiB: {out}");
+}
+
+#[test]
+fn a_9p_data_repository_is_readable_in_the_guest() {
+    let Some((qemu, image)) = setup() else { return };
+    let data = temp_dir();
+    std::fs::create_dir_all(data.path().join("sub")).unwrap();
+    std::fs::write(data.path().join("sub/records.txt"), "42 records\n").unwrap();
+    let mut ctx = JobContext::new(
+        sh(
+            "cat /data/sub/records.txt; touch /data/new 2>/dev/null && echo writable || echo read-only",
+        ),
+        "vm-9p",
+    );
+    ctx.network = false;
+    ctx.mounts.push(Mount {
+        tag: "data0".into(),
+        guest_path: "/data".into(),
+        readonly: true,
+    });
+    let opts = Options {
+        shares: vec![Share {
+            tag: "data0",
+            host: data.path().to_path_buf(),
+            readonly: true,
+        }],
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert_eq!(stdout_of(&run.messages), "42 records\nread-only\n");
+    assert!(!data.path().join("new").exists());
+    assert_eq!(run.exit().code, Some(0));
+}
+
+#[test]
+fn staged_inputs_come_in_and_outputs_go_out() {
+    let Some((qemu, image)) = setup() else { return };
+    let stage = temp_dir();
+    std::fs::create_dir_all(stage.path().join("in")).unwrap();
+    std::fs::write(stage.path().join("in/numbers.txt"), "1\n2\n3\n").unwrap();
+    let mut ctx = JobContext::new(
+        sh(
+            "mount | grep -c ' type 9p ' ; mkdir -p results && awk '{s+=$1} END {print s}' in/numbers.txt > results/sum.txt",
+        ),
+        "vm-stage",
+    );
+    ctx.network = false;
+    ctx.user = Some(User {
+        name: "bob".into(),
+        uid: None,
+        gid: None,
+    });
+    ctx.staging = Some(vgrid_guest_proto::Staging {
+        tag: "stage".into(),
+        inputs: vec!["in".into()],
+        outputs: vec!["results".into()],
+    });
+    let opts = Options {
+        shares: vec![Share {
+            tag: "stage",
+            host: stage.path().to_path_buf(),
+            readonly: false,
+        }],
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert_eq!(run.exit().code, Some(0), "errors: {:?}", run.errors());
+    // While the command ran no 9p share was mounted (so the VM could have
+    // been checkpointed).
+    assert_eq!(stdout_of(&run.messages), "0\n");
+    assert_eq!(
+        std::fs::read_to_string(stage.path().join("results/sum.txt")).unwrap(),
+        "6\n"
+    );
+    let staged: Vec<(StagingPhase, String)> = run
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            GuestMessage::Staging { phase, path, .. } => Some((*phase, path.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        staged,
+        vec![
+            (StagingPhase::In, "in".to_string()),
+            (StagingPhase::Out, "results".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_graceful_stop_terminates_the_command_and_powers_off() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(
+        sh("trap 'echo got TERM; exit 7' TERM; echo running; while true; do sleep 1; done"),
+        "vm-stop",
+    );
+    ctx.network = false;
+    let opts = Options {
+        stop_after_start: Some(30),
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert_eq!(stdout_of(&run.messages), "running\ngot TERM\n");
+    assert_eq!(
+        run.exit(),
+        ExitStatus {
+            code: Some(7),
+            signal: None
+        }
+    );
+}
+
+#[test]
+fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let Some((qemu, image)) = setup() else { return };
+    let mut ctx = JobContext::new(
+        sh("trap '' TERM; echo stubborn; while true; do sleep 1; done"),
+        "vm-kill",
+    );
+    ctx.network = false;
+    let opts = Options {
+        stop_after_start: Some(1),
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert_eq!(
+        run.exit(),
+        ExitStatus {
+            code: None,
+            signal: Some(9)
+        }
+    );
+}
+
+#[test]
+fn the_network_comes_up_with_dhcp_from_passt() {
+    let Some((qemu, image)) = setup() else { return };
+    let ctx = JobContext::new(
+        sh(
+            "ip -4 -o addr show | grep -v ' lo ' | wc -l; ip -4 route | grep -c '^default'; grep -c nameserver /etc/resolv.conf",
+        ),
+        "vm-net",
+    );
+    let opts = Options {
+        network: true,
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert!(run.errors().is_empty(), "agent errors: {:?}", run.errors());
+    let out = stdout_of(&run.messages);
+    let counts: Vec<u32> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(counts.len(), 3, "unexpected output {out:?}");
+    assert_eq!(counts[0], 1, "one IPv4 address on the NIC: {out:?}");
+    assert_eq!(counts[1], 1, "a default route: {out:?}");
+    assert!(counts[2] >= 1, "a DNS server from DHCP: {out:?}");
+}
+
+#[test]
+fn without_a_context_the_agent_says_so_and_powers_off() {
+    let Some((qemu, image)) = setup() else { return };
+    let run = boot(&qemu, &image, None, Options::default());
+    assert!(exit_of(&run.messages).is_none());
+    let errors = run.errors();
+    assert!(
+        errors.iter().any(|e| e.contains("no job context")),
+        "errors: {errors:?}"
+    );
+    assert!(
+        run.console.contains("no job context"),
+        "console:\n{}",
+        run.console
+    );
+}
