@@ -1,9 +1,14 @@
 //! The `vgrid` command. Each subcommand lives in its own module; this file
 //! only parses the command line and dispatches.
 
+mod connect;
 mod data_dir;
 mod image_cmd;
+mod jobs_cmd;
+mod nodes_cmd;
+mod serve_cmd;
 mod sim_cmd;
+mod users_cmd;
 mod vm_cmd;
 
 use std::process::ExitCode;
@@ -28,6 +33,37 @@ enum Command {
     /// Node-local VM commands (for administrators and tests).
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
+    /// Run the embedded server: controller, HTTP API and a local node agent.
+    Serve(serve_cmd::ServeArgs),
+    /// Submit a job file; prints the job id.
+    Submit(jobs_cmd::SubmitArgs),
+    /// List jobs.
+    Ps(jobs_cmd::PsArgs),
+    /// Show a job and its state history.
+    Show(jobs_cmd::ShowArgs),
+    /// Print a job's output.
+    Logs(jobs_cmd::LogsArgs),
+    /// Wait for a job to end; exits with its exit status.
+    Wait(jobs_cmd::IdArgs),
+    /// Cancel a job.
+    Cancel(jobs_cmd::IdArgs),
+    /// Keep a waiting job from starting.
+    Hold(jobs_cmd::IdArgs),
+    /// Let a held job start.
+    Release(jobs_cmd::IdArgs),
+    /// Pause a running job's VMs.
+    Suspend(jobs_cmd::IdArgs),
+    /// Continue a suspended job.
+    Resume(jobs_cmd::IdArgs),
+    /// Take a checkpoint of a running job now.
+    Checkpoint(jobs_cmd::IdArgs),
+    /// Move a running job to another node.
+    Migrate(jobs_cmd::MigrateArgs),
+    /// List nodes.
+    Nodes(nodes_cmd::NodesArgs),
+    /// Manage users (admin).
+    #[command(subcommand)]
+    Users(users_cmd::UsersCmd),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +79,21 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Vm(cmd) => vm_cmd::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Submit(args) => jobs_cmd::submit(args),
+        Command::Ps(args) => jobs_cmd::ps(args),
+        Command::Show(args) => jobs_cmd::show(args),
+        Command::Logs(args) => jobs_cmd::logs(args),
+        Command::Wait(args) => jobs_cmd::wait(args),
+        Command::Cancel(args) => jobs_cmd::control("cancel", args),
+        Command::Hold(args) => jobs_cmd::control("hold", args),
+        Command::Release(args) => jobs_cmd::control("release", args),
+        Command::Suspend(args) => jobs_cmd::control("suspend", args),
+        Command::Resume(args) => jobs_cmd::control("resume", args),
+        Command::Checkpoint(args) => jobs_cmd::control("checkpoint", args),
+        Command::Migrate(args) => jobs_cmd::migrate(args),
+        Command::Nodes(args) => nodes_cmd::run(args),
+        Command::Users(cmd) => users_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

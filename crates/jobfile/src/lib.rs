@@ -43,3 +43,52 @@ pub fn read(path: &Path) -> Result<JobSpec, JobFileError> {
 pub fn parse(file: &str, source: &str) -> Result<JobSpec, JobFileError> {
     raw::parse(file, source)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn examples() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    }
+
+    fn toml_files(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("examples directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_example_job_file_is_valid() {
+        let files = toml_files(&examples());
+        assert!(files.len() >= 4, "examples missing: {files:?}");
+        for f in files {
+            if let Err(e) = super::read(&f) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_bad_example_is_refused_where_its_comment_says() {
+        let expected = [
+            ("bad-expression.toml", 4, "requirements"),
+            ("escape.toml", 7, "outputs[0].to"),
+            ("impossible.toml", 6, "end"),
+            ("unknown-field.toml", 4, "memory"),
+            ("wrong-type.toml", 4, "cpus"),
+        ];
+        let files = toml_files(&examples().join("bad"));
+        assert_eq!(files.len(), expected.len());
+        for (file, (name, line, field)) in files.iter().zip(expected) {
+            assert!(file.ends_with(name), "{}", file.display());
+            let err = super::read(file).expect_err("refused");
+            let d = err.diagnostic().expect("diagnostic");
+            assert_eq!((d.line, d.field.as_deref()), (line, Some(field)), "{d}");
+        }
+    }
+}

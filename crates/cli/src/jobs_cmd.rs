@@ -1,0 +1,253 @@
+//! Job commands: `submit`, `ps`, `show`, `logs`, `wait`, `cancel`, `hold`,
+//! `release`, `suspend`, `resume`, `checkpoint`, `migrate`. Each is a client
+//! of the controller's API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use vgrid_api::types::{JobDetail, JobView};
+
+use crate::connect::{block_on, client, format_time};
+
+/// Submit a job file; prints the new job's id.
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The job file (TOML; see docs/jobs.md).
+    file: PathBuf,
+    /// Keep the job held until `vgrid release`.
+    #[arg(long)]
+    hold: bool,
+}
+
+/// List jobs.
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// Every user's jobs (admin).
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Show a job with its state history.
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// The job id.
+    id: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Print a job's output (stdout and stderr of its command).
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The job id.
+    id: u64,
+    /// Keep printing as output arrives, until the job ends.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+/// A command on one job.
+#[derive(clap::Args)]
+pub struct IdArgs {
+    /// The job id.
+    id: u64,
+}
+
+/// Move a running job to another node.
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The job id.
+    id: u64,
+    /// The node to move to (the scheduler picks one when absent).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let source = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read job file {}", args.file.display()))?;
+    let name = args.file.display().to_string();
+    // Refuse a bad file here already: the same check runs on the server,
+    // but this one works without a server and costs nothing.
+    vgrid_jobfile::parse(&name, &source)?;
+    let c = client()?;
+    let id = block_on(c.submit(&name, &source, args.hold))??;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    let jobs = block_on(c.jobs(args.all))??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  REASON",
+        "ID", "NAME", "OWNER", "STATE", "NODE", "CLASS", "CPUS", "MEM_MB"
+    )?;
+    for j in &jobs {
+        writeln!(
+            out,
+            "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  {}",
+            j.id,
+            clip(&j.name, 16),
+            clip(&j.owner, 10),
+            j.state.as_str(),
+            clip(j.node.as_deref().unwrap_or("-"), 10),
+            j.class,
+            j.cpus * j.vms,
+            j.memory_mb * u64::from(j.vms),
+            j.reason
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('~');
+        t
+    }
+}
+
+pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    let detail = block_on(c.job(args.id))??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_detail(&detail)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_detail(d: &JobDetail) -> anyhow::Result<()> {
+    let j = &d.job;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "job {}  {}", j.id, j.name)?;
+    writeln!(out, "  owner:     {}", j.owner)?;
+    writeln!(out, "  state:     {} ({})", j.state, j.reason)?;
+    writeln!(out, "  node:      {}", j.node.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "  request:   {} VM(s) x {} CPU, {} MiB, image {}, class {}, mode {}",
+        j.vms,
+        j.cpus,
+        j.memory_mb,
+        j.image,
+        j.class,
+        d.spec.mode.name()
+    )?;
+    writeln!(out, "  command:   {}", d.spec.command.join(" "))?;
+    if let Some(code) = j.exit_code {
+        writeln!(out, "  exit code: {code}")?;
+    }
+    writeln!(out, "  history:")?;
+    for h in &d.history {
+        writeln!(
+            out,
+            "    {}  {:<13} {:<10} {}",
+            format_time(h.unix_ms),
+            h.state.as_str(),
+            h.node.as_deref().unwrap_or("-"),
+            h.reason
+        )?;
+    }
+    if !d.checkpoints.is_empty() {
+        writeln!(out, "  checkpoints:")?;
+        for c in &d.checkpoints {
+            writeln!(
+                out,
+                "    #{:<3} {}  on {:<10} after {:.1} s of work  {}",
+                c.seq,
+                format_time(c.unix_ms),
+                c.node,
+                c.work_ms as f64 / 1000.0,
+                c.location
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    block_on(async move {
+        let mut offset = 0;
+        let mut out = std::io::stdout();
+        loop {
+            let slice = c.output(args.id, offset).await?;
+            if slice.next_offset < offset {
+                // The job resumed from a checkpoint taken before output we
+                // already printed: that part will come again.
+                eprintln!(
+                    "vgrid: job {} resumed from a checkpoint; output continues from byte {}",
+                    args.id, slice.next_offset
+                );
+            }
+            out.write_all(&slice.data)?;
+            out.flush()?;
+            let got = !slice.data.is_empty();
+            offset = slice.next_offset;
+            if !args.follow || slice.complete {
+                return Ok::<_, anyhow::Error>(ExitCode::SUCCESS);
+            }
+            if !got {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    })?
+}
+
+pub fn wait(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    let job = block_on(async move {
+        loop {
+            let w = c.wait(args.id, 30_000).await?;
+            if w.ended {
+                return Ok::<JobView, anyhow::Error>(w.job);
+            }
+        }
+    })??;
+    eprintln!("job {}: {} ({})", job.id, job.state, job.reason);
+    Ok(exit_code_of(&job))
+}
+
+/// The job's exit status as ours; 1 when it ended without one (failed to
+/// run, cancelled).
+fn exit_code_of(job: &JobView) -> ExitCode {
+    match job.exit_code {
+        Some(code) => ExitCode::from((code & 0xff) as u8),
+        None if job.state == vgrid_jobfile::JobState::Done => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// `cancel`, `hold`, `release`, `suspend`, `resume`, `checkpoint`.
+pub fn control(verb: &str, args: IdArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    let job = block_on(c.control(args.id, verb))??;
+    println!("job {}: {} ({})", job.id, job.state, job.reason);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let c = client()?;
+    let job = block_on(c.migrate(args.id, args.to))??;
+    println!("job {}: {} ({})", job.id, job.state, job.reason);
+    Ok(ExitCode::SUCCESS)
+}

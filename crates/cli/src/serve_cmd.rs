@@ -1,0 +1,92 @@
+//! `vgrid serve`: the embedded server (controller, API and a local node
+//! agent in one process, state under the data directory).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::connect::URL_FILE;
+
+/// Run the controller, its HTTP API and a local node agent.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL is written to
+    /// `$VGRID_DATA_DIR/url`).
+    #[arg(long, default_value = "127.0.0.1:7777")]
+    listen: SocketAddr,
+    /// CPUs the local node offers to VMs (default: all).
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Memory the local node offers to VMs, in MiB (default: 3/4 of RAM).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Do not run a local node agent (nodes come from `vgrid agent`).
+    #[arg(long)]
+    no_agent: bool,
+    /// How often agents must check in, in milliseconds.
+    #[arg(long, default_value_t = 2_000, hide = true)]
+    heartbeat_ms: u64,
+    /// Silence after which a node counts as lost, in milliseconds.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    lost_after_ms: u64,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = crate::data_dir::data_dir()?;
+    let mut cfg = vgrid_controller::Config::new(data_dir.clone());
+    cfg.heartbeat_ms = args.heartbeat_ms.max(10);
+    cfg.lost_after_ms = args.lost_after_ms.max(cfg.heartbeat_ms * 2);
+    let controller = vgrid_controller::Controller::start(cfg)
+        .with_context(|| format!("cannot start the controller in {}", data_dir.display()))?;
+    let handle = controller.handle();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
+        write_file(&data_dir.join(URL_FILE), &url)?;
+        eprintln!("vgrid: serving {url} (state in {})", data_dir.display());
+        if !args.no_agent {
+            let _ = (args.cpus, args.memory_mb);
+            eprintln!("vgrid: the local node agent is not built yet; start none");
+        }
+        vgrid_api::server::serve(listener, Arc::new(handle), shutdown_signal())
+            .await
+            .context("the HTTP server failed")
+    });
+    let stopped = controller.stop();
+    served?;
+    stopped.context("the controller failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{text}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,135 @@
+//! The controller through the `vgrid` binary: `serve`, `users add`,
+//! `submit`, `ps`, `show`, `hold`, `cancel`, across a SIGKILL of the server.
+//! No VM is started here; the real-QEMU runs are in `jobs_in_vms.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn vgrid() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vgrid"))
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// `vgrid serve` on a free port, without a local agent.
+fn serve(data: &Path) -> Child {
+    let _ = std::fs::remove_file(data.join("url"));
+    let child = vgrid()
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-agent"])
+        .env("VGRID_DATA_DIR", data)
+        .env_remove("VGRID_URL")
+        .env_remove("VGRID_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vgrid serve starts");
+    // Wait for the URL file: that is when the server listens.
+    for _ in 0..600 {
+        if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://")) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("vgrid serve did not write its URL");
+}
+
+/// Runs a client command as the holder of `token` (the admin's when None).
+fn run(data: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = vgrid();
+    cmd.args(args)
+        .env("VGRID_DATA_DIR", data)
+        .env_remove("VGRID_URL")
+        .env_remove("VGRID_TOKEN");
+    if let Some(t) = token {
+        cmd.env("VGRID_TOKEN", t);
+    }
+    cmd.output().expect("vgrid runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn failed(out: Output) -> String {
+    assert!(!out.status.success(), "should have failed");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn submit_list_hide_hold_and_survive_a_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let mut server = serve(data);
+
+    let alice = ok(run(data, None, &["users", "add", "alice"]));
+    let bob = ok(run(data, None, &["users", "add", "bob"]));
+    assert!(alice.starts_with("vgt_") && alice != bob);
+
+    let hello = examples().join("hello.toml");
+    let hello = hello.to_str().expect("utf-8 path");
+    let id = ok(run(data, Some(&alice), &["submit", hello]));
+    let id_num: u64 = id.parse().expect("submit prints the job id");
+
+    let ps: serde_json::Value =
+        serde_json::from_str(&ok(run(data, Some(&alice), &["ps", "--json"]))).expect("json");
+    assert_eq!(ps.as_array().map(Vec::len), Some(1));
+    assert_eq!(ps[0]["id"], id_num);
+    assert_eq!(ps[0]["state"], "pending");
+    assert_eq!(ps[0]["owner"], "alice");
+
+    // Bob sees nothing of it and cannot touch it.
+    let bob_ps: serde_json::Value =
+        serde_json::from_str(&ok(run(data, Some(&bob), &["ps", "--json"]))).expect("json");
+    assert_eq!(bob_ps.as_array().map(Vec::len), Some(0));
+    assert!(failed(run(data, Some(&bob), &["show", &id])).contains("does not exist"));
+    assert!(failed(run(data, Some(&bob), &["cancel", &id])).contains("does not exist"));
+    assert!(failed(run(data, Some(&bob), &["ps", "--all"])).contains("admin"));
+
+    // A malformed file is refused with file, line, column, field and why.
+    let bad = examples().join("bad/wrong-type.toml");
+    let err = failed(run(
+        data,
+        Some(&alice),
+        &["submit", bad.to_str().expect("utf-8")],
+    ));
+    assert!(err.contains("wrong-type.toml:4:8: field `cpus`"), "{err}");
+    assert!(err.contains("expected an integer"), "{err}");
+
+    assert!(ok(run(data, Some(&alice), &["hold", &id])).contains("held"));
+
+    // SIGKILL: nothing acknowledged may be lost.
+    server.kill().expect("kill");
+    let _ = server.wait();
+    let mut server = serve(data);
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(run(data, Some(&alice), &["show", &id, "--json"]))).expect("json");
+    assert_eq!(shown["job"]["state"], "held");
+    let states: Vec<&str> = shown["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["state"].as_str())
+        .collect();
+    assert_eq!(states, ["pending", "held"]);
+    let text = ok(run(data, Some(&alice), &["show", &id]));
+    assert!(
+        text.contains("history:") && text.contains("held by alice"),
+        "{text}"
+    );
+    assert!(ok(run(data, Some(&alice), &["cancel", &id])).contains("cancelled"));
+    // `wait` exits with a failure status for a cancelled job.
+    let waited = run(data, Some(&alice), &["wait", &id]);
+    assert_eq!(waited.status.code(), Some(1));
+    let nodes = ok(run(data, None, &["nodes", "--json"]));
+    assert_eq!(nodes, "[]");
+    server.kill().expect("kill");
+    let _ = server.wait();
+}
