@@ -14,22 +14,41 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// A `vgrid serve` process, SIGKILLed and reaped when dropped.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) {
+        // `Child::kill` sends SIGKILL: the server gets no chance to clean up.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `vgrid serve` on a free port, without a local agent.
-fn serve(data: &Path) -> Child {
+fn serve(data: &Path) -> Server {
     let _ = std::fs::remove_file(data.join("url"));
-    let child = vgrid()
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-agent"])
-        .env("VGRID_DATA_DIR", data)
-        .env_remove("VGRID_URL")
-        .env_remove("VGRID_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vgrid serve starts");
+    let server = Server(
+        vgrid()
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-agent"])
+            .env("VGRID_DATA_DIR", data)
+            .env_remove("VGRID_URL")
+            .env_remove("VGRID_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vgrid serve starts"),
+    );
     // Wait for the URL file: that is when the server listens.
     for _ in 0..600 {
         if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://")) {
-            return child;
+            return server;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -106,9 +125,8 @@ fn submit_list_hide_hold_and_survive_a_sigkill() {
     assert!(ok(run(data, Some(&alice), &["hold", &id])).contains("held"));
 
     // SIGKILL: nothing acknowledged may be lost.
-    server.kill().expect("kill");
-    let _ = server.wait();
-    let mut server = serve(data);
+    server.kill();
+    let server = serve(data);
     let shown: serde_json::Value =
         serde_json::from_str(&ok(run(data, Some(&alice), &["show", &id, "--json"]))).expect("json");
     assert_eq!(shown["job"]["state"], "held");
@@ -130,6 +148,5 @@ fn submit_list_hide_hold_and_survive_a_sigkill() {
     assert_eq!(waited.status.code(), Some(1));
     let nodes = ok(run(data, None, &["nodes", "--json"]));
     assert_eq!(nodes, "[]");
-    server.kill().expect("kill");
-    let _ = server.wait();
+    drop(server);
 }
