@@ -21,7 +21,16 @@
 //! -chardev socket,id=vgctl,path=DIR/ctl.sock,server=on,wait=off
 //! -device virtserialport,chardev=vgctl,name=org.vgrid.ctl
 //! -drive file=OVERLAY.qcow2,if=virtio,format=qcow2     (the guest's /dev/vda)
+//! -device virtio-rng-pci                               (entropy at boot)
+//! -no-reboot                                           (with panic=-1: a guest panic exits QEMU)
 //! ```
+//!
+//! The stock image's kernel command line is in its manifest
+//! (`kernel_cmdline`, today `console=ttyS0 quiet panic=-1`). Data
+//! repositories and the staging share are virtio-9p devices
+//! (`-fsdev local,id=fsN,path=HOSTDIR,security_model=none[,readonly=on]
+//! -device virtio-9p-pci,fsdev=fsN,mount_tag=TAG`) named by their tag in the
+//! context. `docs/images.md` has the whole boot sequence.
 //!
 //! Output reaches `agent.out` through QEMU itself, so it is kept even when
 //! no vgrid process is alive; the host reads that file incrementally with a
