@@ -61,7 +61,7 @@ fn boot(reporter: &Arc<Reporter>) {
         console(&format!("cannot mount the basic file systems: {e}"));
         return;
     }
-    setup::load_modules(reporter);
+    setup::load_modules(setup::MODULE_LIST, reporter);
     match report::find_port(OUT_PORT, Duration::from_secs(5)) {
         Some(path) => match OpenOptions::new().write(true).open(&path) {
             Ok(file) => reporter.attach(file),

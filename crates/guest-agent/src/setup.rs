@@ -13,8 +13,11 @@ use vgrid_guest_proto::{JobContext, Mount, SCRATCH_DIR, User};
 use crate::report::Reporter;
 use crate::sys;
 
-/// The list of modules to load, in order, written by the image builder.
+/// The modules to load at boot, in order, written by the image builder.
 pub const MODULE_LIST: &str = "/etc/vgrid/modules";
+
+/// The modules to load before the first virtio-9p mount.
+pub const MODULE_LIST_9P: &str = "/etc/vgrid/modules-9p";
 
 /// The DHCP client hook shipped in the image.
 pub const UDHCPC_SCRIPT: &str = "/etc/vgrid/udhcpc.script";
@@ -71,13 +74,13 @@ pub fn base_filesystems() -> io::Result<()> {
     Ok(())
 }
 
-/// Loads the modules listed in [`MODULE_LIST`]; failures are logged, not
-/// fatal (a module for absent hardware may refuse to load).
-pub fn load_modules(reporter: &Reporter) {
-    let list = match fs::read_to_string(MODULE_LIST) {
+/// Loads the modules listed in `list_path`, in order; failures are logged,
+/// not fatal (a module for absent hardware may refuse to load).
+pub fn load_modules(list_path: &str, reporter: &Reporter) {
+    let list = match fs::read_to_string(list_path) {
         Ok(list) => list,
         Err(e) => {
-            reporter.log(&format!("no module list {MODULE_LIST}: {e}"));
+            reporter.log(&format!("no module list {list_path}: {e}"));
             return;
         }
     };
@@ -314,8 +317,10 @@ pub fn workdir(ctx: &JobContext) -> Result<String, String> {
     Ok(dir)
 }
 
-/// Mounts one virtio-9p share.
-pub fn mount_9p(tag: &str, dir: &Path, readonly: bool) -> Result<(), String> {
+/// Mounts one virtio-9p share (loading the 9p modules the first time).
+pub fn mount_9p(tag: &str, dir: &Path, readonly: bool, reporter: &Reporter) -> Result<(), String> {
+    static NINEP_LOADED: std::sync::Once = std::sync::Once::new();
+    NINEP_LOADED.call_once(|| load_modules(MODULE_LIST_9P, reporter));
     fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let flags = if readonly { libc::MS_RDONLY } else { 0 };
     sys::mount(tag, dir, "9p", flags, NINEP_OPTIONS)
@@ -325,7 +330,7 @@ pub fn mount_9p(tag: &str, dir: &Path, readonly: bool) -> Result<(), String> {
 /// Mounts the job's data repositories.
 pub fn data_repositories(mounts: &[Mount], reporter: &Reporter) -> Result<(), String> {
     for m in mounts {
-        mount_9p(&m.tag, Path::new(&m.guest_path), m.readonly)?;
+        mount_9p(&m.tag, Path::new(&m.guest_path), m.readonly, reporter)?;
         let mode = if m.readonly {
             "read-only"
         } else {

@@ -33,7 +33,7 @@ pub fn stage_in(
         return Ok(());
     }
     let share = Path::new(STAGE_DIR);
-    setup::mount_9p(&staging.tag, share, true)?;
+    setup::mount_9p(&staging.tag, share, true, reporter)?;
     let result = (|| {
         for rel in &staging.inputs {
             let bytes = copy_tree(&share.join(rel), &workdir.join(rel), owner)
@@ -57,7 +57,7 @@ pub fn stage_out(staging: &Staging, workdir: &Path, reporter: &Reporter) -> Resu
         return Ok(());
     }
     let share = Path::new(STAGE_DIR);
-    setup::mount_9p(&staging.tag, share, false)?;
+    setup::mount_9p(&staging.tag, share, false, reporter)?;
     let mut failures = Vec::new();
     for rel in &staging.outputs {
         match copy_tree(&workdir.join(rel), &share.join(rel), None) {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cpio::CpioWriter;
 use crate::deb::{self, Package};
 use crate::error::ImageError;
-use crate::modules::{ModuleIndex, STOCK_MODULES};
+use crate::modules::{BOOT_MODULES, ModuleIndex, NINEP_MODULES};
 use crate::name::validate_name;
 use crate::store::{
     FileEntry, Image, ImageKind, ImageStore, MANIFEST_FORMAT, Manifest, hash_file, now_unix,
@@ -23,7 +23,7 @@ use crate::tools::{self, MKFS_EXT4, QEMU_IMG};
 
 /// Bump when the initramfs layout or the build steps change, so that
 /// existing images are rebuilt.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 
 /// The kernel command line of the stock guest. `quiet` keeps the serial
 /// console (slow under TCG) short; `panic=-1` reboots at once on a kernel
@@ -95,6 +95,7 @@ struct Inputs<'a> {
     packages: &'a [Package],
     agent_blake3: String,
     modules: &'a [&'a str],
+    modules_9p: &'a [&'a str],
     kernel_cmdline: &'a str,
     disk_recipe: &'a str,
 }
@@ -173,7 +174,8 @@ impl ImageStore {
             recipe: RECIPE_VERSION,
             packages: &packages,
             agent_blake3: blake3::hash(&agent).to_hex().to_string(),
-            modules: STOCK_MODULES,
+            modules: BOOT_MODULES,
+            modules_9p: NINEP_MODULES,
             kernel_cmdline: KERNEL_CMDLINE,
             disk_recipe: DISK_RECIPE,
         };
@@ -297,11 +299,14 @@ impl ImageStore {
 
         progress("resolving kernel modules");
         let index = ModuleIndex::scan(&modules_dir)?;
-        let order = index.resolve(STOCK_MODULES)?;
+        let boot = index.resolve(BOOT_MODULES)?;
+        let ninep = index.resolve_after(NINEP_MODULES, &boot)?;
         progress(&format!(
-            "{} of {} kernel modules needed",
-            order.len(),
-            index.len()
+            "{} of {} kernel modules needed ({} at boot, {} for 9p)",
+            boot.len() + ninep.len(),
+            index.len(),
+            boot.len(),
+            ninep.len()
         ));
 
         progress("writing the initramfs");
@@ -345,34 +350,42 @@ impl ImageStore {
             cpio.symlink(applet, "/bin/busybox").map_err(wr)?;
         }
         let mut made_dirs = std::collections::BTreeSet::new();
-        let mut list = String::new();
-        for module in &order {
-            let rel = Path::new("lib/modules")
-                .join(&kernel_version)
-                .join(&module.path);
-            let rel_str = rel.to_string_lossy().into_owned();
-            for anc in rel
-                .ancestors()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                let a = anc.to_string_lossy().into_owned();
-                if !a.is_empty() && a != "lib" && a != "lib/modules" && made_dirs.insert(a.clone())
+        for (list_path, group) in [
+            ("etc/vgrid/modules", &boot),
+            ("etc/vgrid/modules-9p", &ninep),
+        ] {
+            let mut list = String::new();
+            for module in group.iter() {
+                let rel = Path::new("lib/modules")
+                    .join(&kernel_version)
+                    .join(&module.path);
+                let rel_str = rel.to_string_lossy().into_owned();
+                for anc in rel
+                    .ancestors()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
                 {
-                    cpio.dir(&a, 0o755).map_err(wr)?;
+                    let a = anc.to_string_lossy().into_owned();
+                    if !a.is_empty()
+                        && a != "lib"
+                        && a != "lib/modules"
+                        && made_dirs.insert(a.clone())
+                    {
+                        cpio.dir(&a, 0o755).map_err(wr)?;
+                    }
                 }
+                let src = modules_dir.join(&module.path);
+                let bytes = fs::read(&src).map_err(ImageError::io(&src))?;
+                cpio.file(&rel_str, 0o644, &bytes).map_err(wr)?;
+                list.push('/');
+                list.push_str(&rel_str);
+                list.push('\n');
             }
-            let src = modules_dir.join(&module.path);
-            let bytes = fs::read(&src).map_err(ImageError::io(&src))?;
-            cpio.file(&rel_str, 0o644, &bytes).map_err(wr)?;
-            list.push('/');
-            list.push_str(&rel_str);
-            list.push('\n');
+            cpio.file(list_path, 0o644, list.as_bytes()).map_err(wr)?;
         }
-        cpio.file("etc/vgrid/modules", 0o644, list.as_bytes())
-            .map_err(wr)?;
+        let module_count = boot.len() + ninep.len();
         cpio.file("etc/vgrid/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes())
             .map_err(wr)?;
         cpio.file(
@@ -403,7 +416,7 @@ impl ImageStore {
         progress(&format!(
             "initramfs {} ({} modules, {} busybox applets)",
             deb::human(initrd.len() as u64),
-            order.len(),
+            module_count,
             applets.len()
         ));
 
