@@ -409,6 +409,14 @@ mod tests {
     }
 
     #[test]
+    fn a_later_group_leaves_out_what_is_already_loaded() {
+        let idx = sample();
+        let first = idx.resolve(&["fscache"]).unwrap();
+        let second = names(&idx.resolve_after(&["9p"], &first).unwrap());
+        assert_eq!(second, ["9pnet", "9p"]);
+    }
+
+    #[test]
     fn a_missing_module_names_who_needs_it() {
         let mut idx = sample();
         idx.insert(module("needy", &["ghost"], &[], &[]));
