@@ -34,8 +34,10 @@ struct Run {
     base: u64,
     paused: u64,
     checkpoint_started: Option<Time>,
-    /// Checkpoint outcomes to report, in order (`true` if not listed).
+    /// Make the next checkpoint fail.
     fail_next_checkpoint: bool,
+    /// A `Preempt { Checkpoint }` is in progress: the VMs stop when it ends.
+    preempting: bool,
 }
 
 impl Run {
@@ -60,8 +62,6 @@ enum Lane {
 /// A driver event waiting for its time, dropped if `guard`'s job generation
 /// moved on (the job left its nodes since).
 type Pending = BTreeMap<(Time, Lane, u64), (Event, Option<(JobId, u64)>)>;
-/// A check run after every step.
-pub(crate) type Check = Box<dyn FnMut(&Scheduler, Time)>;
 
 pub(crate) struct Harness {
     pub s: Scheduler,
@@ -77,8 +77,9 @@ pub(crate) struct Harness {
     pub finished: HashMap<JobId, Time>,
     /// Work lost per job to kills and node losses, one entry per loss.
     pub lost: HashMap<JobId, Vec<u64>>,
-    /// Called after every scheduling pass (for property checks).
-    pub checks: Vec<Check>,
+    /// VMs the fake cluster is running: job -> (node, VMs, cores/VM, MiB/VM).
+    pub occupancy: HashMap<JobId, Vec<(NodeId, u32, u32, u64)>>,
+    shapes: HashMap<JobId, (u32, u64)>,
 }
 
 impl Harness {
@@ -94,7 +95,8 @@ impl Harness {
             started: HashMap::new(),
             finished: HashMap::new(),
             lost: HashMap::new(),
-            checks: Vec::new(),
+            occupancy: HashMap::new(),
+            shapes: HashMap::new(),
         }
     }
 
@@ -126,6 +128,8 @@ impl Harness {
 
     /// Submit `spec` at `t`; the job really needs `work` ms of run time.
     pub(crate) fn submit(&mut self, t: u64, spec: JobSpec, work: u64) {
+        self.shapes
+            .insert(spec.id, (spec.cores_per_vm, spec.memory_mb_per_vm));
         self.runs.insert(
             spec.id,
             Run {
@@ -176,9 +180,6 @@ impl Harness {
         while let Some(a) = self.s.poll_action() {
             self.log.push((now, a.clone()));
             self.carry_out(a);
-        }
-        for check in &mut self.checks {
-            check(&self.s, now);
         }
         true
     }
@@ -235,6 +236,7 @@ impl Harness {
             }
             Event::JobFinished { job, .. } => {
                 self.finished.insert(*job, now);
+                self.occupancy.remove(job);
                 if let Some(r) = self.runs.get_mut(job) {
                     r.generation += 1;
                 }
@@ -246,6 +248,10 @@ impl Harness {
                     }
                     if let Some(at) = r.checkpoint_started.take() {
                         r.paused += now.since(at);
+                    }
+                    if std::mem::take(&mut r.preempting) {
+                        r.running_since = None;
+                        self.occupancy.remove(job);
                     }
                 }
             }
@@ -273,16 +279,27 @@ impl Harness {
             }
             r.running_since = None;
             r.checkpoint_started = None;
+            r.preempting = false;
             r.generation += 1;
         }
+        self.occupancy.remove(&job);
     }
 
     fn carry_out(&mut self, a: Action) {
         let now = self.now;
         let c = self.costs;
         match a {
-            Action::Start { job, resume, .. } => {
+            Action::Start {
+                job,
+                resume,
+                ref placement,
+            } => {
                 self.started.insert(job, now);
+                let (cores, mem) = self.shapes.get(&job).copied().unwrap_or((1, 0));
+                self.occupancy.insert(
+                    job,
+                    placement.iter().map(|&(n, k)| (n, k, cores, mem)).collect(),
+                );
                 if let Some(r) = self.runs.get_mut(&job) {
                     r.generation += 1;
                     r.base = if resume { r.saved } else { 0 };
@@ -333,6 +350,7 @@ impl Harness {
                             r.checkpoint_started = Some(now);
                         }
                         ok = !std::mem::take(&mut r.fail_next_checkpoint);
+                        r.preempting = true;
                         r.generation += 1;
                         let g = r.generation;
                         self.push(
@@ -360,7 +378,9 @@ impl Harness {
                     if let Some(r) = self.runs.get_mut(&job) {
                         r.generation += 1;
                         r.running_since = None;
+                        r.preempting = false;
                     }
+                    self.occupancy.remove(&job);
                 } else {
                     self.stop(job, false);
                 }

@@ -109,6 +109,10 @@ pub struct JobView {
     pub running_since: Option<Time>,
     /// The core's estimate of when it ends, if placed.
     pub expected_end: Option<Time>,
+    /// If waiting: the start backfilling reserved for it in the last pass
+    /// (EASY's first waiting job; every job under conservative). It holds
+    /// if run-time estimates hold and no higher-priority job arrives.
+    pub planned_start: Option<Time>,
 }
 
 /// Where a node is in its life.

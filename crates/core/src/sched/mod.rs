@@ -3,6 +3,8 @@
 mod broker;
 mod pass;
 mod place;
+#[cfg(test)]
+mod props;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,9 @@ pub struct Scheduler {
     /// Reused buffers, so passes do not allocate.
     scratch: Scratch,
     conservative_depth: Option<u32>,
+    /// Tests compare the fast EASY/FCFS paths with the general one.
+    #[cfg(test)]
+    pub(crate) force_profile: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +74,8 @@ impl Scheduler {
             timers,
             scratch: Scratch::default(),
             conservative_depth: None,
+            #[cfg(test)]
+            force_profile: false,
         }
     }
 
@@ -129,10 +136,12 @@ impl Scheduler {
             self.timers.pop_first();
             self.fire(now, at, timer);
         }
-        for d in 0..self.domains.len() {
-            if self.domains[d].prep_wakeup.is_some_and(|t| t <= now) {
-                self.domains[d].prep_wakeup = None;
-                self.domains[d].dirty = true;
+        for dom in &mut self.domains {
+            for wake in [&mut dom.prep_wakeup, &mut dom.plan_wakeup] {
+                if wake.is_some_and(|t| t <= now) {
+                    *wake = None;
+                    dom.dirty = true;
+                }
             }
         }
     }
@@ -146,7 +155,12 @@ impl Scheduler {
     /// [`Scheduler::handle_timeout`]) called even if no event arrives.
     pub fn next_wakeup(&self) -> Option<Time> {
         let timer = self.timers.first().map(|&(t, _)| t);
-        let prep = self.domains.iter().filter_map(|d| d.prep_wakeup).min();
+        let prep = self
+            .domains
+            .iter()
+            .flat_map(|d| [d.prep_wakeup, d.plan_wakeup])
+            .flatten()
+            .min();
         match (timer, prep) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -194,6 +208,7 @@ impl Scheduler {
                 None
             },
             expected_end: j.st.is_placed().then_some(j.expected_end),
+            planned_start: self.planned_start(j),
         })
     }
 
@@ -288,6 +303,16 @@ impl Scheduler {
             .sum()
     }
 
+    /// The start a waiting job was given by the last pass, if any.
+    fn planned_start(&self, j: &Job) -> Option<Time> {
+        let d = &self.domains[usize::from(j.spec.domain.0)];
+        let current = j.reason_gen == d.pass_gen && j.reason_gen >= j.queued_gen;
+        (j.st == St::Queued && !j.held && current)
+            .then_some(j.planned)
+            .flatten()
+            .map(|(t, _)| t)
+    }
+
     fn state_of(&self, j: &Job) -> JobState {
         match j.st {
             St::Queued | St::Vacating => {
@@ -297,10 +322,16 @@ impl Scheduler {
                     WaitReason::Vacating
                 } else {
                     let d = &self.domains[usize::from(j.spec.domain.0)];
-                    if j.reason_gen == d.pass_gen && j.reason_gen > j.queued_gen {
-                        j.reason
-                    } else if j.queued_gen == d.pass_gen {
+                    if d.dirty && j.queued_gen == d.pass_gen {
+                        // Queued since the last pass (a job requeued during
+                        // a pass leaves the domain clean).
                         WaitReason::New
+                    } else if j.reason_gen == d.pass_gen && j.reason_gen >= j.queued_gen {
+                        j.reason
+                    } else if let Some(r) = self.feasibility(usize::from(j.spec.domain.0), j) {
+                        // Not looked at by the last pass, but it could not
+                        // run anyway.
+                        r
                     } else if j.is_best_effort() {
                         WaitReason::BestEffortNoIdle
                     } else if j.window().is_some() {
@@ -359,6 +390,7 @@ impl Scheduler {
             st: St::Queued,
             held: false,
             reason: WaitReason::New,
+            planned: None,
             reason_gen: 0,
             queued_gen: dom.pass_gen,
             progress: 0,
@@ -395,6 +427,7 @@ impl Scheduler {
         let d = &mut self.domains[usize::from(j.spec.domain.0)];
         j.st = St::Queued;
         j.queued_gen = d.pass_gen;
+        j.planned = None;
         d.dirty = true;
         if j.held {
             d.held += 1;

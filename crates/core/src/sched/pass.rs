@@ -36,8 +36,11 @@ impl Scheduler {
 
         self.reservations_pass(now, d, pass_no);
 
+        self.domains[d].plan_wakeup = None;
         let dom = &self.domains[d];
         let simple = dom.reservations.is_empty() && dom.pool(PoolKind::Borrowed).nodes == 0;
+        #[cfg(test)]
+        let simple = simple && !self.force_profile;
         match self.cfg.policy {
             Policy::Fcfs if simple => self.fcfs_pass(now, d, pass_no),
             Policy::Easy if simple => self.easy_pass(now, d, pass_no),
@@ -58,8 +61,19 @@ impl Scheduler {
     }
 
     fn set_reason(&mut self, id: JobId, reason: WaitReason, pass_no: u64) {
+        self.set_reason_planned(id, reason, None, pass_no);
+    }
+
+    fn set_reason_planned(
+        &mut self,
+        id: JobId,
+        reason: WaitReason,
+        planned: Option<(Time, PoolKind)>,
+        pass_no: u64,
+    ) {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.reason = reason;
+            j.planned = planned;
             j.reason_gen = pass_no;
         }
     }
@@ -201,8 +215,10 @@ impl Scheduler {
                 {
                     continue;
                 }
-                shadow = Some(self.shadow(now, d, need_c, need_m));
-                self.set_reason(id, WaitReason::Resources, pass_no);
+                let sh = self.shadow(now, d, need_c, need_m);
+                shadow = Some(sh);
+                let planned = (sh.at != Time::MAX).then_some((sh.at, PoolKind::Own));
+                self.set_reason_planned(id, WaitReason::Resources, planned, pass_no);
                 continue;
             };
             if need_c > free_c || need_m > free_m {
@@ -231,24 +247,29 @@ impl Scheduler {
 
     /// When the head job (needing `need_c`/`need_m`) can start, given the
     /// expected ends of placed jobs; jobs past their estimate are taken to
-    /// end just after `now`.
+    /// end just after `now`. Releases at the same instant count together.
+    /// If the head fits in total now but not on the nodes (fragmented),
+    /// the earliest candidate is the next release.
     fn shadow(&self, now: Time, d: usize, need_c: i64, need_m: i64) -> Shadow {
         let pool = self.domains[d].pool(PoolKind::Own);
         let (mut c, mut m) = (pool.free_c, pool.free_m);
+        let mut found: Option<Time> = None;
         for &(end, jid) in &pool.running {
+            let at = end.max(now.plus(1));
+            if let Some(t) = found
+                && at > t
+            {
+                break;
+            }
             let (jc, jm) = self.job_need(jid);
             c += jc;
             m += jm;
-            if c >= need_c && m >= need_m {
-                return Shadow {
-                    at: end.max(now.plus(1)),
-                    extra_c: c - need_c,
-                    extra_m: m - need_m,
-                };
+            if found.is_none() && c >= need_c && m >= need_m {
+                found = Some(at);
             }
         }
         Shadow {
-            at: Time::MAX,
+            at: found.unwrap_or(Time::MAX),
             extra_c: c - need_c,
             extra_m: m - need_m,
         }
@@ -270,28 +291,71 @@ impl Scheduler {
             let (fc, fm) = (pool.free_c, pool.free_m);
             profiles[kind as usize].build(now, fc, fm, &mut releases);
         }
-        // Reservations not yet placed keep their window's capacity.
-        for &(start, id) in &self.domains[d].reservations {
+        // Reservations not yet placed keep their window's capacity (unless
+        // they can never run here).
+        let mut windows = std::mem::take(&mut self.scratch.ids);
+        windows.clear();
+        windows.extend(self.domains[d].reservations.iter().map(|&(_, id)| id));
+        for &id in &windows {
+            if self.infeasible(d, id).is_some() {
+                continue;
+            }
             let Some(j) = self.jobs.get(&id) else {
                 continue;
             };
-            if let Some((_, end)) = j.window() {
-                let from = start.max(now);
-                let (c, m) = (j.spec.total_cores() as i64, j.spec.total_memory_mb() as i64);
-                profiles[PoolKind::Own as usize].reserve(from, end.since(from), c, m);
+            let Some((start, end)) = j.window() else {
+                continue;
+            };
+            let from = start.max(now);
+            let (c, m) = (j.spec.total_cores() as i64, j.spec.total_memory_mb() as i64);
+            profiles[PoolKind::Own as usize].reserve(from, end.since(from), c, m);
+        }
+        self.scratch.ids = windows;
+
+        // Jobs whose reservation is due now: their capacity shows as taken
+        // in the profile until they are looked at.
+        let mut due_now = 0u32;
+        if policy == Policy::Conservative {
+            // Reservations from earlier passes stay in the profile while
+            // each job is placed again, so a job only ever moves earlier
+            // (compression): nobody can take the slot it was promised.
+            let mut cursor = None;
+            while let Some(key) = self.next_in_queue(d, cursor, false) {
+                cursor = Some(key);
+                let id = key.2;
+                let Some((t, kind)) = self.jobs.get(&id).and_then(|j| j.planned) else {
+                    continue;
+                };
+                if let Some(r) = self.infeasible(d, id) {
+                    self.set_reason(id, r, pass_no);
+                    continue;
+                }
+                if t <= now {
+                    due_now += 1;
+                }
+                if self.domains[d].pool(kind).nodes == 0 {
+                    self.set_reason_planned(id, WaitReason::Priority, None, pass_no);
+                    continue;
+                }
+                let (c, m) = self.job_need(id);
+                let dur = self.duration(now, id);
+                profiles[kind as usize].reserve(t.max(now), dur, c, m);
             }
         }
 
         let mut cursor = None;
         let mut blocked = false;
         let mut depth = 0u32;
+        // A conservative reservation must start on time even if no event
+        // happens then (a job ending early moved it, for example).
+        let mut next_planned: Option<Time> = None;
         let max_depth = self.conservative_depth.unwrap_or(u32::MAX);
         while let Some(key) = self.next_in_queue(d, cursor, false) {
             cursor = Some(key);
             let id = key.2;
             // Once nothing is free now, no later job can start in this
             // pass, whatever reservations it would get.
-            if blocked && profiles.iter().all(|p| p.free_now().0 <= 0) {
+            if blocked && due_now == 0 && profiles.iter().all(|p| p.free_now().0 <= 0) {
                 break;
             }
             if policy == Policy::Conservative && blocked {
@@ -306,6 +370,15 @@ impl Scheduler {
             }
             let (c, m) = self.job_need(id);
             let dur = self.duration(now, id);
+            if policy == Policy::Conservative
+                && let Some((t, kind)) = self.jobs.get(&id).and_then(|j| j.planned)
+            {
+                // Take its own reservation out before looking again.
+                profiles[kind as usize].reserve(t.max(now), dur, -c, -m);
+                if t <= now {
+                    due_now -= 1;
+                }
+            }
             let may_start = match policy {
                 Policy::Fcfs | Policy::Conservative => !blocked || policy == Policy::Conservative,
                 Policy::Easy => true,
@@ -352,7 +425,7 @@ impl Scheduler {
                 _ => {
                     // The head (EASY) or every job (conservative) gets the
                     // earliest reservation that fits in the profile.
-                    reserve_earliest(
+                    let planned = reserve_earliest(
                         &mut profiles,
                         now,
                         dur,
@@ -366,12 +439,19 @@ impl Scheduler {
                     } else {
                         WaitReason::Priority
                     };
-                    self.set_reason(id, reason, pass_no);
+                    if policy == Policy::Conservative
+                        && let Some((t, _)) = planned
+                        && t > now
+                    {
+                        next_planned = Some(next_planned.map_or(t, |n: Time| n.min(t)));
+                    }
+                    self.set_reason_planned(id, reason, planned, pass_no);
                 }
             }
         }
         self.scratch.profiles = profiles;
         self.scratch.releases = releases;
+        self.domains[d].plan_wakeup = next_planned;
     }
 
     /// Best-effort jobs take whatever is physically free, in queue order.
@@ -415,7 +495,7 @@ fn reserve_earliest(
     m: i64,
     placement_failed: bool,
     pools: &[super::state::Pool; 2],
-) {
+) -> Option<(Time, PoolKind)> {
     let mut best: Option<(Time, usize)> = None;
     for kind in POOLS {
         let k = kind as usize;
@@ -436,7 +516,7 @@ fn reserve_earliest(
             best = Some((t, k));
         }
     }
-    if let Some((t, k)) = best {
-        profiles[k].reserve(t, dur, c, m);
-    }
+    let (t, k) = best?;
+    profiles[k].reserve(t, dur, c, m);
+    Some((t, POOLS[k]))
 }

@@ -219,8 +219,17 @@ impl Scheduler {
     pub(super) fn infeasible(&mut self, d: usize, id: JobId) -> Option<WaitReason> {
         let version = self.domains[d].nodes_version;
         let j = self.jobs.get(&id)?;
+        let reason = self.feasibility(d, j);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.feasible = Some((version, reason));
+        }
+        reason
+    }
+
+    /// Like [`Scheduler::infeasible`], without updating the cache.
+    pub(super) fn feasibility(&self, d: usize, j: &super::state::Job) -> Option<WaitReason> {
         if let Some((v, r)) = j.feasible
-            && v == version
+            && v == self.domains[d].nodes_version
         {
             return r;
         }
@@ -273,9 +282,6 @@ impl Scheduler {
                     reason = None;
                 }
             }
-        }
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.feasible = Some((version, reason));
         }
         reason
     }

@@ -65,6 +65,10 @@ pub(crate) struct Job {
     pub st: St,
     pub held: bool,
     pub reason: WaitReason,
+    /// The start backfilling reserved for it, and in which pool (EASY's
+    /// head job in the pass that set `reason`; under conservative every
+    /// job, kept from pass to pass so that it only moves earlier).
+    pub planned: Option<(Time, PoolKind)>,
     /// The domain pass generation in which `reason` was set.
     pub reason_gen: u64,
     /// The domain pass generation at submission (or requeue).
@@ -268,6 +272,8 @@ pub(crate) struct Domain {
     /// When the next reservation must be prepared (placed ahead of its
     /// start so best-effort jobs can be checkpointed in time).
     pub prep_wakeup: Option<Time>,
+    /// The earliest conservative reservation after the last pass.
+    pub plan_wakeup: Option<Time>,
 }
 
 impl Domain {
