@@ -62,7 +62,7 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                     progress: &progress,
                 },
             )?;
-            println!("{}", outcome.image.dir.display());
+            print_out(&format!("{}\n", outcome.image.dir.display()));
         }
         ImageCmd::Import {
             name,
@@ -70,7 +70,7 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             with_agent,
         } => {
             let image = store.import(&name, &file, with_agent, &progress)?;
-            println!("{}", image.dir.display());
+            print_out(&format!("{}\n", image.dir.display()));
         }
         ImageCmd::Ls { json } => {
             let entries = store.list()?;
@@ -91,10 +91,10 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                         Err(why) => serde_json::json!({"name": e.name, "error": why}),
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&items)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&items)?));
             } else {
-                println!(
-                    "{:<20} {:<9} {:>10} {:<6} DETAIL",
+                let mut table = format!(
+                    "{:<20} {:<9} {:>10} {:<6} DETAIL\n",
                     "NAME", "KIND", "SIZE", "AGENT"
                 );
                 for e in &entries {
@@ -113,20 +113,23 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                                     img.manifest.source.clone().unwrap_or_default()
                                 }
                             };
-                            println!(
-                                "{:<20} {:<9} {:>10} {:<6} {detail}",
+                            table += &format!(
+                                "{:<20} {:<9} {:>10} {:<6} {detail}\n",
                                 e.name,
                                 kind,
                                 vgrid_image::deb::human(img.size()),
                                 if img.has_agent() { "yes" } else { "no" },
                             );
                         }
-                        Err(why) => println!(
-                            "{:<20} {:<9} {:>10} {:<6} {why}",
-                            e.name, "broken", "-", "-"
-                        ),
+                        Err(why) => {
+                            table += &format!(
+                                "{:<20} {:<9} {:>10} {:<6} {why}\n",
+                                e.name, "broken", "-", "-"
+                            )
+                        }
                     }
                 }
+                print_out(&table);
             }
         }
         ImageCmd::Rm { name } => {
@@ -135,4 +138,11 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`vgrid image ls | head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

@@ -34,12 +34,10 @@ pub enum ImageError {
         status: String,
         stderr: String,
     },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message (not a `source`), so that
+    /// `to_string()` alone names both the file and the reason.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: {why}")]
     BadFile { path: PathBuf, why: String },
     #[error("Debian package `{package}`: {why}")]
@@ -61,6 +59,6 @@ pub enum ImageError {
 impl ImageError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io { path, source }
+        move |cause| ImageError::Io { path, cause }
     }
 }
