@@ -422,7 +422,7 @@ fn staged_inputs_come_in_and_outputs_go_out() {
     ctx.staging = Some(vgrid_guest_proto::Staging {
         tag: "stage".into(),
         inputs: vec!["in".into()],
-        outputs: vec!["results".into()],
+        outputs: vec!["missing.txt".into(), "results".into()],
     });
     let opts = Options {
         shares: vec![Share {
@@ -434,6 +434,11 @@ fn staged_inputs_come_in_and_outputs_go_out() {
     };
     let run = boot(&qemu, &image, Some(&ctx), opts);
     assert_eq!(run.exit().code, Some(0), "errors: {:?}", run.errors());
+    // An output the command did not produce is reported; the others are
+    // still staged out.
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "errors: {errors:?}");
+    assert!(errors[0].contains("missing.txt"), "errors: {errors:?}");
     // While the command ran no 9p share was mounted (so the VM could have
     // been checkpointed).
     assert_eq!(stdout_of(&run.messages), "0\n");
@@ -504,14 +509,26 @@ fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
 }
 
 #[test]
-fn the_network_comes_up_with_dhcp_from_passt() {
+fn the_network_comes_up_with_dhcp_and_reaches_the_host_through_passt() {
     let Some((qemu, image)) = setup() else { return };
-    let ctx = JobContext::new(
-        sh(
-            "ip -4 -o addr show | grep -v ' lo ' | wc -l; ip -4 route | grep -c '^default'; grep -c nameserver /etc/resolv.conf",
-        ),
-        "vm-net",
+    // A one-shot HTTP server on the host's loopback; passt maps the guest's
+    // gateway address to the host.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = conn.read(&mut request);
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nhello, guest!\n")
+            .unwrap();
+    });
+    let script = format!(
+        "ip -4 -o addr show | grep -v ' lo ' | wc -l; ip -4 route | grep -c '^default'; \
+         grep -c nameserver /etc/resolv.conf; \
+         gw=$(ip -4 route | awk '/^default/ {{print $3}}'); wget -q -O - http://$gw:{port}/"
     );
+    let ctx = JobContext::new(sh(&script), "vm-net");
     let opts = Options {
         network: true,
         ..Options::default()
@@ -519,11 +536,13 @@ fn the_network_comes_up_with_dhcp_from_passt() {
     let run = boot(&qemu, &image, Some(&ctx), opts);
     assert!(run.errors().is_empty(), "agent errors: {:?}", run.errors());
     let out = stdout_of(&run.messages);
-    let counts: Vec<u32> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    assert_eq!(counts.len(), 3, "unexpected output {out:?}");
-    assert_eq!(counts[0], 1, "one IPv4 address on the NIC: {out:?}");
-    assert_eq!(counts[1], 1, "a default route: {out:?}");
-    assert!(counts[2] >= 1, "a DNS server from DHCP: {out:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "unexpected output {out:?}");
+    assert_eq!(lines[0].trim(), "1", "one IPv4 address on the NIC: {out:?}");
+    assert_eq!(lines[1].trim(), "1", "a default route: {out:?}");
+    assert_ne!(lines[2].trim(), "0", "a DNS server from DHCP: {out:?}");
+    assert_eq!(lines[3], "hello, guest!", "the host answered: {out:?}");
+    server.join().unwrap();
 }
 
 #[test]
