@@ -1,15 +1,491 @@
 //! `vgrid sim`: replay a trace through the scheduling core.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use vgrid_core::{BrokerConfig, CostModel, Policy, PreemptionMode, ReclaimPolicy};
+use vgrid_sim::config::{CheckpointJobs, DomainInput, Failures, SimConfig, Trade};
+use vgrid_sim::synthetic::{SyntheticSpec, generate};
+use vgrid_swf::{MachineSource, Mode, Workload};
+
+const CONVENTIONS: &str = "\
+Conventions (Standard Workload Format, see docs/sim.md):
+  - every SWF processor is a node with one core; a job needs `processors` one-core VMs;
+  - processors = field 8 (requested) if > 0, else field 5 (allocated);
+  - estimate = field 9 (requested time) if > 0, else the run time; the
+    scheduler only sees the estimate, the simulator runs the real run time;
+  - jobs with run time < 0, submit time < 0, processors < 1 or processors
+    greater than the machine are dropped and counted;
+  - arrivals are ordered by submit time, then job number; at equal times
+    completions are processed before arrivals;
+  - machine size: --procs, else the header's MaxProcs, else MaxNodes, else
+    the largest job (with a warning);
+  - gzip is detected by its magic bytes; a malformed line is an error naming
+    file, line and field, unless --lenient (skipped, counted, reported);
+  - wait = first start - submit; bounded slowdown = max(1, (end - submit) /
+    max(run, 10 s)), i.e. max(1, (wait + run) / max(run, 10 s)) without
+    preemption; percentiles are nearest-rank;
+  - with two traces, each is shifted so that its first job arrives at 0.";
 
 /// Replay a Standard Workload Format trace through the scheduling core.
 #[derive(clap::Args)]
+#[command(after_long_help = CONVENTIONS)]
 pub struct SimArgs {
-    /// The trace file (.swf or .swf.gz).
+    /// The trace file (.swf, or gzipped .swf.gz).
+    #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
+    trace: Option<PathBuf>,
+    /// Processors of the machine (overrides the trace header).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    procs: Option<u32>,
+    /// Scheduling policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Easy)]
+    policy: PolicyArg,
+    /// Print one JSON object instead of the readable summary.
     #[arg(long)]
-    trace: std::path::PathBuf,
+    json: bool,
+    /// Write one CSV line per job:
+    /// job_id,submit_s,start_s,end_s,procs,wait_s,preemptions,domain.
+    #[arg(long, value_name = "FILE.csv")]
+    jobs_out: Option<PathBuf>,
+    /// Write PNG and SVG charts (demand, utilization, completion time,
+    /// borrowed nodes) into this directory.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// Skip malformed trace lines (counted and reported) instead of failing.
+    #[arg(long)]
+    lenient: bool,
+    /// Hours between two samples of the time series (default: about 2000
+    /// samples over the trace).
+    #[arg(long, value_name = "H", value_parser = positive)]
+    sample_interval_h: Option<f64>,
+    #[command(flatten)]
+    model: Box<ModelArgs>,
+    #[command(flatten)]
+    domains: Box<TradeArgs>,
+    #[command(flatten)]
+    synth: Box<SyntheticArgs>,
+}
+
+/// Best-effort jobs, preemption, checkpoints and failures.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Best-effort jobs, checkpoints and failures")]
+struct ModelArgs {
+    /// Share of jobs (chosen with --seed) that run as best-effort: only on
+    /// idle capacity, preempted when normal jobs need the nodes.
+    #[arg(long, value_name = "0..1", default_value_t = 0.0, value_parser = share)]
+    best_effort: f64,
+    /// What preemption (and the loss of a lent node) does to a job: `kill`
+    /// (it restarts from zero, its work is lost) or `checkpoint` (it resumes
+    /// later from its checkpoint).
+    #[arg(long, value_enum, default_value_t = PreemptionArg::Checkpoint)]
+    preemption: PreemptionArg,
+    /// Periodic checkpoint interval in seconds of work (checkpoint mode).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval_s: Option<u64>,
+    /// Which jobs take periodic checkpoints.
+    #[arg(long, value_enum, default_value_t = CheckpointJobsArg::BestEffort)]
+    checkpoint_jobs: CheckpointJobsArg,
+    /// Checkpoint cost: fixed seconds per checkpoint.
+    #[arg(long, value_name = "S", default_value_t = 2.0, value_parser = non_negative)]
+    checkpoint_fixed_s: f64,
+    /// Checkpoint cost: seconds per GiB of a VM's memory.
+    #[arg(long, value_name = "S", default_value_t = 8.0, value_parser = non_negative)]
+    checkpoint_s_per_gb: f64,
+    /// Restore cost: fixed seconds per restore.
+    #[arg(long, value_name = "S", default_value_t = 2.0, value_parser = non_negative)]
+    restore_fixed_s: f64,
+    /// Restore cost: seconds per GiB of a VM's memory.
+    #[arg(long, value_name = "S", default_value_t = 8.0, value_parser = non_negative)]
+    restore_s_per_gb: f64,
+    /// Memory of one VM (processor) in MiB when the trace gives none
+    /// (fields 7 and 10); used for checkpoint and restore costs.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    mem_mb: u64,
+
+    /// Inject node failures (no notice): mean time between failures of one
+    /// node, in hours.
+    #[arg(long, value_name = "H", value_parser = positive)]
+    mtbf_h: Option<f64>,
+    /// Hours from a node's failure to its return.
+    #[arg(long, value_name = "H", default_value_t = 1.0, value_parser = non_negative)]
+    repair_h: f64,
+    /// Seed of every random choice (best-effort jobs, failures, synthetic
+    /// workload).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// A second domain and machine trading.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Two domains and trading (VioCluster)")]
+struct TradeArgs {
+    /// A second trace: a second domain with its own nodes and queue.
+    #[arg(long, value_name = "FILE")]
+    trace2: Option<PathBuf>,
+    /// Processors of the second domain's machine.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    procs2: Option<u32>,
+    /// Domain names, comma-separated (default: from the file names).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    names: Vec<String>,
+    /// Let the domains lend and borrow idle nodes (VioCluster brokers).
+    #[arg(long, requires = "trace2")]
+    trade: bool,
+    /// How a lender gets its nodes back.
+    #[arg(long, value_enum, default_value_t = ReclaimArg::Immediate)]
+    reclaim: ReclaimArg,
+    /// Loan length in hours for `--reclaim lease`.
+    #[arg(long, value_name = "H", default_value_t = 6.0, value_parser = positive)]
+    lease_h: f64,
+    /// Minutes between two reclaimed nodes for `--reclaim gradual`.
+    #[arg(long, value_name = "MIN", default_value_t = 5.0, value_parser = positive)]
+    gradual_min: f64,
+    /// Minutes between two broker evaluations (VioCluster: hourly).
+    #[arg(long, value_name = "MIN", default_value_t = 60.0, value_parser = positive)]
+    broker_interval_min: f64,
+    /// At most this share of a domain's idle nodes is lent.
+    #[arg(long, value_name = "0..1", default_value_t = 0.5, value_parser = share)]
+    lend_fraction: f64,
+    /// Seconds to boot the borrower's VM on a lent node (VioCluster: 40).
+    #[arg(long, value_name = "S", default_value_t = 40.0, value_parser = non_negative)]
+    boot_s: f64,
+    /// Seconds to halt it when the node goes back (VioCluster: 16).
+    #[arg(long, value_name = "S", default_value_t = 16.0, value_parser = non_negative)]
+    halt_s: f64,
+    /// With --trade, do not also run the same workloads without trading
+    /// (the comparison in the summary, JSON `baseline` and plots).
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+/// A synthetic workload instead of a trace.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Synthetic workload")]
+struct SyntheticArgs {
+    /// Instead of a trace, generate this many jobs (needs --procs).
+    #[arg(long, value_name = "JOBS", conflicts_with = "trace")]
+    synthetic: Option<u64>,
+    /// Offered load of the synthetic workload.
+    #[arg(long, default_value_t = 0.85, value_parser = positive)]
+    load: f64,
+    /// Also write the synthetic workload as an SWF file.
+    #[arg(long, value_name = "FILE.swf")]
+    synthetic_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PolicyArg {
+    Fcfs,
+    Easy,
+    Conservative,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PreemptionArg {
+    Kill,
+    Checkpoint,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckpointJobsArg {
+    BestEffort,
+    All,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReclaimArg {
+    Immediate,
+    Lease,
+    Gradual,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} is not a finite number"))
+    }
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is negative"))
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not positive"))
+    }
+}
+
+/// Seconds (or hours, minutes: pass the factor) as whole milliseconds.
+fn ms(value: f64, ms_per_unit: f64) -> u64 {
+    let v = (value * ms_per_unit).round();
+    if v <= 0.0 {
+        0
+    } else if v >= 1e18 {
+        1_000_000_000_000_000_000
+    } else {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let v = v as u64;
+        v
+    }
+}
+
+/// A short domain name from a trace file name: `CTC-SP2-1996-3.1-cln.swf.gz`
+/// gives `CTC`.
+fn name_from_path(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file.split(['-', '.', '_']).next().unwrap_or("");
+    if stem.is_empty() {
+        file
+    } else {
+        stem.to_string()
+    }
+}
+
+/// Reads a trace and applies the conventions, printing warnings on stderr.
+fn load(path: &Path, procs: Option<u32>, lenient: bool) -> anyhow::Result<Workload> {
+    let mode = if lenient { Mode::Lenient } else { Mode::Strict };
+    let trace = vgrid_swf::read_path(path, mode)?;
+    if trace.skipped.count > 0 {
+        eprintln!(
+            "vgrid sim: warning: {}: skipped {} malformed lines (--lenient); the first:",
+            path.display(),
+            trace.skipped.count
+        );
+        for e in &trace.skipped.examples {
+            eprintln!("  {e}");
+        }
+    }
+    let w = Workload::from_trace(&trace, procs)?;
+    if w.machine_source == MachineSource::LargestJob {
+        eprintln!(
+            "vgrid sim: warning: {}: no --procs and no MaxProcs/MaxNodes header; using the largest job's {} processors as the machine size",
+            path.display(),
+            w.machine_procs
+        );
+    }
+    Ok(w)
+}
+
+/// Shifts the jobs so that the first arrives at time 0.
+fn shift_to_zero(w: &mut Workload) {
+    if let Some(first) = w.jobs.first().map(|j| j.submit_s) {
+        for j in &mut w.jobs {
+            j.submit_s -= first;
+        }
+    }
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("vgrid sim is not built yet (trace {})", args.trace.display())
+    let t_read = Instant::now();
+    let (m, t, y) = (&*args.model, &*args.domains, &*args.synth);
+    let mut domains = Vec::new();
+    if let Some(n) = y.synthetic {
+        let Some(procs) = args.procs else {
+            bail!("--synthetic needs --procs");
+        };
+        let w = generate(&SyntheticSpec {
+            jobs: n,
+            procs,
+            load: y.load,
+            seed: m.seed,
+        });
+        if let Some(out) = &y.synthetic_out {
+            let f = std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            vgrid_swf::write_swf(std::io::BufWriter::new(f), &w.jobs, procs)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        domains.push(DomainInput {
+            name: "synthetic".into(),
+            workload: w,
+        });
+    } else if let Some(path) = &args.trace {
+        let w = load(path, args.procs, args.lenient)?;
+        domains.push(DomainInput {
+            name: name_from_path(path),
+            workload: w,
+        });
+    }
+    if let Some(path) = &t.trace2 {
+        let w = load(path, t.procs2, args.lenient)?;
+        domains.push(DomainInput {
+            name: name_from_path(path),
+            workload: w,
+        });
+        for d in &mut domains {
+            shift_to_zero(&mut d.workload);
+        }
+    }
+    for (d, name) in domains.iter_mut().zip(&t.names) {
+        d.name.clone_from(name);
+    }
+    let read_wall_s = t_read.elapsed().as_secs_f64();
+
+    let cost = |fixed: f64, per_gb: f64| CostModel {
+        fixed_ms: ms(fixed, 1000.0),
+        ms_per_gb: ms(per_gb, 1000.0),
+    };
+    let reclaim = match t.reclaim {
+        ReclaimArg::Immediate => ReclaimPolicy::Immediate,
+        ReclaimArg::Lease => ReclaimPolicy::Lease {
+            period_ms: ms(t.lease_h, 3_600_000.0),
+        },
+        ReclaimArg::Gradual => ReclaimPolicy::Gradual {
+            every_ms: ms(t.gradual_min, 60_000.0).max(1),
+        },
+    };
+    let cfg = SimConfig {
+        policy: match args.policy {
+            PolicyArg::Fcfs => Policy::Fcfs,
+            PolicyArg::Easy => Policy::Easy,
+            PolicyArg::Conservative => Policy::Conservative,
+        },
+        preemption: match m.preemption {
+            PreemptionArg::Kill => PreemptionMode::Kill,
+            PreemptionArg::Checkpoint => PreemptionMode::Checkpoint,
+        },
+        best_effort_share: m.best_effort,
+        checkpoint_interval_ms: m.checkpoint_interval_s.map(|s| s.saturating_mul(1000)),
+        checkpoint_jobs: match m.checkpoint_jobs {
+            CheckpointJobsArg::BestEffort => CheckpointJobs::BestEffort,
+            CheckpointJobsArg::All => CheckpointJobs::All,
+        },
+        checkpoint_cost: cost(m.checkpoint_fixed_s, m.checkpoint_s_per_gb),
+        restore_cost: cost(m.restore_fixed_s, m.restore_s_per_gb),
+        default_mem_mb: m.mem_mb.max(1),
+        failures: m.mtbf_h.map(|h| Failures {
+            mtbf_ms: h * 3_600_000.0,
+            repair_ms: ms(m.repair_h, 3_600_000.0),
+        }),
+        trade: t.trade.then(|| Trade {
+            broker: BrokerConfig {
+                interval_ms: ms(t.broker_interval_min, 60_000.0).max(1),
+                lend_fraction: t.lend_fraction,
+                lend: true,
+                borrow: true,
+                reclaim,
+            },
+            boot_ms: ms(t.boot_s, 1000.0),
+            halt_ms: ms(t.halt_s, 1000.0),
+        }),
+        seed: m.seed,
+        sample_interval_ms: args.sample_interval_h.map(|h| ms(h, 3_600_000.0).max(1)),
+    };
+
+    let result = vgrid_sim::driver::run(&domains, &cfg)?;
+    let summaries = vgrid_sim::report::summaries(&result);
+    let baseline = if cfg.trade.is_some() && !t.no_baseline {
+        let base_cfg = SimConfig {
+            trade: None,
+            ..cfg.clone()
+        };
+        let r = vgrid_sim::driver::run(&domains, &base_cfg)?;
+        let s = vgrid_sim::report::summaries(&r);
+        Some((r, s))
+    } else {
+        None
+    };
+    if result.rejected > 0 {
+        eprintln!(
+            "vgrid sim: warning: the core refused {} events (a driver/core mismatch); the first:",
+            result.rejected
+        );
+        for e in &result.rejected_examples {
+            eprintln!("  {e}");
+        }
+    }
+    if let Some(path) = &args.jobs_out {
+        let f = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        vgrid_sim::report::write_jobs_csv(std::io::BufWriter::new(f), &result)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        let written =
+            vgrid_sim::report::write_plots(dir, &result, baseline.as_ref().map(|(r, _)| r))?;
+        eprintln!(
+            "vgrid sim: wrote {} charts (PNG and SVG) to {}",
+            written.len(),
+            dir.display()
+        );
+    }
+    if args.json {
+        let mut v =
+            vgrid_sim::report::json(&result, &summaries, baseline.as_ref().map(|(r, s)| (r, s)));
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("read_wall_s".into(), serde_json::json!(read_wall_s));
+            obj.insert(
+                "policy".into(),
+                serde_json::json!(match cfg.policy {
+                    Policy::Fcfs => "fcfs",
+                    Policy::Easy => "easy",
+                    Policy::Conservative => "conservative",
+                }),
+            );
+        }
+        println!("{v}");
+    } else {
+        print!(
+            "{}",
+            vgrid_sim::report::text(&result, &summaries, baseline.as_ref().map(|(_, s)| s))
+        );
+        println!("read the trace(s) in {read_wall_s:.3} s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_names_from_trace_files() {
+        assert_eq!(
+            name_from_path(Path::new("/x/CTC-SP2-1996-3.1-cln.swf.gz")),
+            "CTC"
+        );
+        assert_eq!(name_from_path(Path::new("lublin_256.swf")), "lublin");
+        assert_eq!(name_from_path(Path::new("plain")), "plain");
+    }
+
+    #[test]
+    fn unit_conversions_round_and_clamp() {
+        assert_eq!(ms(1.5, 1000.0), 1500);
+        assert_eq!(ms(-1.0, 1000.0), 0);
+        assert_eq!(ms(1e30, 1000.0), 1_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn shares_are_checked() {
+        assert!(share("0.5").is_ok());
+        assert!(share("1.5").is_err());
+        assert!(share("nan").is_err());
+        assert!(positive("0").is_err());
+        assert!(non_negative("-1").is_err());
+    }
 }
