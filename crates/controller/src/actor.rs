@@ -32,6 +32,13 @@ use crate::{ADMIN_TOKEN_FILE, Config, ControllerError};
 /// Most commands taken into one round (one transaction).
 const MAX_BATCH: usize = 4096;
 
+/// Least time between two scheduling passes while commands keep coming. A
+/// pass looks at the whole queue, so under a stream of submissions passes
+/// are coalesced; an idle controller schedules a new job at once. When
+/// passes get slow (a long queue), the gap grows to twice the last pass's
+/// duration, so that scheduling takes at most a third of the actor's time.
+const MIN_PASS_INTERVAL_MS: u64 = 20;
+
 /// What the controller must remember about a job attempt across restarts;
 /// stored as JSON in the job's `runtime` column.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -94,6 +101,8 @@ pub(crate) struct Actor {
     new_tokens: Vec<(vgrid_store::TokenHash, Principal)>,
     touched_nodes: HashSet<String>,
     sched_dirty: bool,
+    last_pass_ms: u64,
+    pass_gap_ms: u64,
 }
 
 fn wall_clock_ms() -> u64 {
@@ -236,6 +245,8 @@ impl Actor {
             new_tokens: Vec::new(),
             touched_nodes: HashSet::new(),
             sched_dirty: true,
+            last_pass_ms: 0,
+            pass_gap_ms: MIN_PASS_INTERVAL_MS,
         };
         Ok((handle, actor))
     }
@@ -290,6 +301,9 @@ impl Actor {
         let mut next = now + (self.cfg.lost_after_ms / 4).max(50);
         if let Some(t) = self.sched.next_wakeup() {
             next = next.min(t.as_ms());
+        }
+        if self.sched_dirty {
+            next = next.min(self.last_pass_ms + self.pass_gap_ms);
         }
         Duration::from_millis(next.saturating_sub(now))
     }
@@ -374,11 +388,16 @@ impl Actor {
             .sched
             .next_wakeup()
             .is_some_and(|t| t.as_ms() <= self.now);
-        if !self.sched_dirty && !due {
+        let coalesce = self.now < self.last_pass_ms + self.pass_gap_ms;
+        if !due && (!self.sched_dirty || coalesce) {
             return;
         }
         self.sched_dirty = false;
+        self.last_pass_ms = self.now;
+        let started = std::time::Instant::now();
         self.sched.schedule(Time(self.now));
+        let took_ms = started.elapsed().as_millis() as u64;
+        self.pass_gap_ms = MIN_PASS_INTERVAL_MS.max(2 * took_ms);
         self.log(&SchedInput::Schedule);
         while let Some(action) = self.sched.poll_action() {
             self.carry_out(action);

@@ -266,10 +266,19 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
     let alice = h.user("alice", Role::User).await;
     let agent_client = h.user("node-agent", Role::Agent).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
-    // No node yet: the job waits, and says why.
-    let pending = alice.job(id).await.expect("show").job;
-    assert_eq!(pending.state, JobState::Pending);
-    assert!(pending.reason.contains("no node up"), "{}", pending.reason);
+    // No node yet: the job waits, and says why (once a scheduling pass has
+    // looked at it; passes are coalesced under load).
+    let mut reason = String::new();
+    for _ in 0..400 {
+        let pending = alice.job(id).await.expect("show").job;
+        assert_eq!(pending.state, JobState::Pending);
+        reason = pending.reason;
+        if reason.contains("no node up") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reason.contains("no node up"), "{reason}");
 
     let mut agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
     let AgentAction::Start {
