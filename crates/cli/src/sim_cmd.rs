@@ -154,6 +154,10 @@ struct TradeArgs {
     /// Seconds to halt it when the node goes back (VioCluster: 16).
     #[arg(long, value_name = "S", default_value_t = 16.0, value_parser = non_negative)]
     halt_s: f64,
+    /// Jobs on borrowed nodes run this much slower (they run in VMs;
+    /// VioCluster measured 0.15 for HPL).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = non_negative)]
+    borrowed_slowdown: f64,
     /// With --trade, do not also run the same workloads without trading
     /// (the comparison in the summary, JSON `baseline` and plots).
     #[arg(long)]
@@ -392,6 +396,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             },
             boot_ms: ms(t.boot_s, 1000.0),
             halt_ms: ms(t.halt_s, 1000.0),
+            borrowed_slowdown_permille: ms(t.borrowed_slowdown, 1000.0),
         }),
         seed: m.seed,
         sample_interval_ms: args.sample_interval_h.map(|h| ms(h, 3_600_000.0).max(1)),

@@ -44,6 +44,9 @@ pub struct Trade {
     pub boot_ms: u64,
     /// Time to halt it when the node goes back.
     pub halt_ms: u64,
+    /// Jobs on borrowed nodes run in VMs and are this much slower, per
+    /// mille (VioCluster measured 15% for HPL: 150).
+    pub borrowed_slowdown_permille: u64,
 }
 
 /// Everything about a run except the workloads.

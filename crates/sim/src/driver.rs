@@ -131,15 +131,25 @@ struct SimJob {
     mem_mb: u64,
     /// The user's estimate, for the job spec built at arrival.
     estimate: Ms,
+    /// Extra wall time per unit of work on the current nodes, per mille
+    /// (0 on own nodes; `--borrowed-slowdown` on borrowed ones).
+    slow: u64,
 }
 
 impl SimJob {
     fn work_at(&self, now: Ms) -> u64 {
         if self.working {
-            self.work + now.saturating_sub(self.mark)
+            let wall = now.saturating_sub(self.mark);
+            self.work + wall * 1000 / (1000 + self.slow)
         } else {
             self.work
         }
+    }
+
+    /// Wall time until the job has done `run` of work, from now on.
+    fn wall_to_finish(&self, run: Ms) -> Ms {
+        let left = run.saturating_sub(self.work);
+        (left * (1000 + self.slow)).div_ceil(1000)
     }
     fn pause(&mut self, now: Ms) {
         self.work = self.work_at(now);
@@ -277,6 +287,7 @@ pub fn run(domains: &[DomainInput], cfg: &SimConfig) -> Result<SimResult, SimErr
             op_since: 0,
             mem_mb: mem_of(j),
             estimate: secs(j.estimate_s),
+            slow: 0,
         });
     }
     if jobs.len() > u32::MAX as usize {
@@ -543,7 +554,7 @@ impl Driver<'_> {
                     Phase::Checkpointing => {
                         j.phase = Phase::Running;
                         j.resume(now);
-                        let remaining = self.records[job as usize].run.saturating_sub(j.work);
+                        let remaining = j.wall_to_finish(self.records[job as usize].run);
                         let epoch = j.generation;
                         self.push(now + remaining, Kind::JobFinish { job, epoch });
                     }
@@ -571,7 +582,7 @@ impl Driver<'_> {
                 }
                 j.phase = Phase::Running;
                 j.resume(now);
-                let remaining = self.records[job as usize].run.saturating_sub(j.work);
+                let remaining = j.wall_to_finish(self.records[job as usize].run);
                 let epoch = j.generation;
                 let rec = &mut self.records[job as usize];
                 if rec.first_start.is_none() {
@@ -626,10 +637,29 @@ impl Driver<'_> {
     fn on_action(&mut self, action: Action) {
         let now = self.now;
         match action {
-            Action::Start { job, resume, .. } => {
+            Action::Start {
+                job,
+                resume,
+                placement,
+            } => {
                 let job = Self::job_index(job);
                 let d = self.domain_of(job);
                 let p = self.procs_of(job);
+                // A job never spans own and borrowed nodes: its first node
+                // tells which it runs on.
+                let borrowed = placement.first().is_some_and(|&(n, _)| {
+                    self.node_specs
+                        .get(n.0 as usize)
+                        .is_some_and(|spec| usize::from(spec.domain.0) != d)
+                });
+                self.jobs[job as usize].slow = if borrowed {
+                    self.cfg
+                        .trade
+                        .as_ref()
+                        .map_or(0, |t| t.borrowed_slowdown_permille)
+                } else {
+                    0
+                };
                 self.gauges[d].demand = self.gauges[d].demand.saturating_sub(p);
                 self.gauges[d].busy += p;
                 let restore = self.cfg.restore_cost;
@@ -1074,6 +1104,7 @@ mod tests {
                 },
                 boot_ms: 40_000,
                 halt_ms: 16_000,
+                borrowed_slowdown_permille: 0,
             }),
             ..SimConfig::default()
         };
@@ -1096,6 +1127,25 @@ mod tests {
         // A never lends all its nodes, and its own job is not delayed.
         assert!(with.samples.iter().all(|s| s.domains[0].lent < 8));
         assert_eq!(with.jobs[0].end, without.jobs[0].end);
+
+        // On borrowed nodes (VMs) jobs may run slower: 15% makes a 4 h job
+        // take 4.6 h there, and exactly 4 h on own nodes.
+        let mut slow = trade.clone();
+        if let Some(t) = slow.trade.as_mut() {
+            t.borrowed_slowdown_permille = 150;
+        }
+        let Ok(slow) = run(&domains, &slow) else {
+            unreachable!("run failed")
+        };
+        let mut durations: Vec<u64> = slow
+            .jobs
+            .iter()
+            .filter(|j| j.domain == 1)
+            .filter_map(|j| Some(j.end? - j.first_start?))
+            .collect();
+        durations.sort_unstable();
+        durations.dedup();
+        assert_eq!(durations, vec![14_400_000, 16_560_000]);
         assert!(with.jobs.iter().all(|j| j.end.is_some()));
     }
 }

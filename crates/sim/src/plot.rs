@@ -168,22 +168,26 @@ fn render<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> R
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&|x| format_tick(*x))
+        .y_label_formatter(&|y| format_tick(*y))
         .draw()
         .map_err(|e| e.to_string())?;
     for line in &chart.lines {
         let color = COLORS[line.color % COLORS.len()];
-        let style = color.stroke_width(if line.dashed { 1 } else { 2 });
-        let points = line.points.iter().copied();
-        let series = if line.dashed {
-            // A lighter, thinner line stands for the baseline run.
-            ctx.draw_series(LineSeries::new(points, color.mix(0.55).stroke_width(1)))
+        // One-pixel lines: plotters' bitmap backend draws wider near-vertical
+        // segments past their ends. The baseline run is a lighter shade.
+        let style = if line.dashed {
+            color.mix(0.45).stroke_width(1)
         } else {
-            ctx.draw_series(LineSeries::new(points, style))
+            color.stroke_width(1)
         };
-        series
+        let points = line.points.iter().copied();
+        ctx.draw_series(LineSeries::new(points, style))
             .map_err(|e| e.to_string())?
             .label(line.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], style.stroke_width(3))
+            });
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -193,6 +197,18 @@ fn render<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> R
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Tick labels without useless decimals: 100, 2.5, 0.25.
+fn format_tick(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +249,15 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         assert!(svg.contains("<svg") && svg.contains("time (days)"));
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(format_tick(100.0), "100");
+        assert_eq!(format_tick(-20.0), "-20");
+        assert_eq!(format_tick(2.5), "2.5");
+        assert_eq!(format_tick(0.25), "0.25");
+        assert_eq!(format_tick(12.345), "12.3");
     }
 
     #[test]
