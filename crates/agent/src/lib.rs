@@ -1,0 +1,541 @@
+//! The node agent of vgrid.
+//!
+//! It registers its node with the controller, long-polls for actions (each
+//! poll is also its heartbeat), runs every job attempt (a [`Unit`]) in its
+//! own task through a [`VmDriver`], and reports the unit's events and output
+//! back. The agent keeps no state the controller needs: after a restart it
+//! lists the units its driver still has and registers with them, so the
+//! controller reattaches instead of restarting them.
+//!
+//! A unit's output goes to the controller at job offsets: a unit restored
+//! from a checkpoint starts writing at the output length recorded with that
+//! checkpoint, which cuts off what the lost run printed after it. The base
+//! offset of each unit is kept in a small file under the agent's state
+//! directory so that a restarted agent sends at the right place.
+
+mod driver;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, RegisterNode, RunningJob};
+use vgrid_api::{Client, ClientError};
+
+pub use driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The controller's base URL.
+    pub controller: String,
+    /// A token with the agent (or admin) role.
+    pub token: String,
+    /// The node's name, unique among the controller's nodes.
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub labels: BTreeMap<String, String>,
+    /// Where the agent keeps the output offsets of its units.
+    pub state_dir: PathBuf,
+    /// How often a running unit's status and output are looked at.
+    pub watch_interval: Duration,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bad controller URL or token")]
+    Client(#[from] ClientError),
+    #[error("cannot use the state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+enum Control {
+    Checkpoint { seq: u64, stop: bool },
+    Kill,
+    Suspend,
+    Resume,
+}
+
+struct Shared<D> {
+    cfg: AgentConfig,
+    client: Client,
+    driver: Arc<D>,
+    units: Mutex<HashMap<Unit, mpsc::UnboundedSender<Control>>>,
+    /// Bumped at every successful registration; reports refused because
+    /// the node was not registered wait for the next one.
+    epoch: watch::Sender<u64>,
+    /// Closed when [`run`] ends or is dropped: unit tasks end with it, as
+    /// they would with the agent's process (their VMs live on).
+    alive: watch::Receiver<()>,
+}
+
+/// Runs the agent until `shutdown` completes. Units keep running when the
+/// agent stops: a new agent on the same state reattaches to them.
+pub async fn run<D: VmDriver>(
+    cfg: AgentConfig,
+    driver: Arc<D>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let units_dir = cfg.state_dir.join("units");
+    std::fs::create_dir_all(&units_dir).map_err(|source| AgentError::StateDir {
+        path: units_dir.clone(),
+        source,
+    })?;
+    let client = Client::new(&cfg.controller, &cfg.token)?;
+    let (epoch, _) = watch::channel(0);
+    let (_alive, alive_rx) = watch::channel(());
+    let shared = Arc::new(Shared {
+        cfg,
+        client,
+        driver,
+        units: Mutex::new(HashMap::new()),
+        epoch,
+        alive: alive_rx,
+    });
+    tokio::select! {
+        () = shutdown => Ok(()),
+        () = main_loop(shared.clone()) => Ok(()),
+    }
+}
+
+async fn main_loop<D: VmDriver>(shared: Arc<Shared<D>>) {
+    loop {
+        let Some(heartbeat_ms) = register(&shared).await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut after = 0;
+        loop {
+            match shared
+                .client
+                .actions(&shared.cfg.name, after, heartbeat_ms)
+                .await
+            {
+                Ok(actions) => {
+                    for a in actions {
+                        after = a.seq;
+                        dispatch(&shared, a.action).await;
+                    }
+                }
+                Err(e) if e.status() == Some(409) => {
+                    tracing::info!("the controller does not know this node now; registering again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot poll the controller; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Registers with every unit the driver or a task has; returns the
+/// heartbeat period.
+async fn register<D: VmDriver>(shared: &Arc<Shared<D>>) -> Option<u64> {
+    let mut units = match shared.driver.units().await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the units on this node");
+            Vec::new()
+        }
+    };
+    if let Ok(tasks) = shared.units.lock() {
+        units.extend(tasks.keys().copied());
+    }
+    units.sort();
+    units.dedup();
+    // Units found on disk without a task (the agent restarted): watch them
+    // again.
+    for unit in &units {
+        let has_task = shared
+            .units
+            .lock()
+            .map(|t| t.contains_key(unit))
+            .unwrap_or(true);
+        if !has_task {
+            tracing::info!(
+                job = unit.job,
+                attempt = unit.attempt,
+                "reattaching to a unit"
+            );
+            spawn_unit(shared, *unit, None, PathBuf::new());
+        }
+    }
+    let req = RegisterNode {
+        name: shared.cfg.name.clone(),
+        cpus: shared.cfg.cpus,
+        memory_mb: shared.cfg.memory_mb,
+        labels: shared.cfg.labels.clone(),
+        running: units
+            .iter()
+            .map(|u| RunningJob {
+                job: u.job,
+                attempt: u.attempt,
+            })
+            .collect(),
+    };
+    match shared.client.register(&req).await {
+        Ok(resp) => {
+            shared.epoch.send_modify(|e| *e += 1);
+            tracing::info!(node = %shared.cfg.name, "registered with the controller");
+            Some(resp.heartbeat_ms.max(10))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register with the controller; retrying");
+            None
+        }
+    }
+}
+
+async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
+    let (unit, control) = match action {
+        AgentAction::Start {
+            job,
+            attempt,
+            spec,
+            vms,
+            restore,
+            checkpoint_dir,
+        } => {
+            let unit = Unit { job, attempt };
+            let known = shared
+                .units
+                .lock()
+                .map(|t| t.contains_key(&unit))
+                .unwrap_or(true);
+            if known {
+                return; // Sent again after a reconnect; already running.
+            }
+            let base = restore.as_ref().map_or(0, |c| c.log_offset);
+            let state = UnitState {
+                base_offset: base,
+                checkpoint_dir: PathBuf::from(checkpoint_dir),
+            };
+            if let Err(e) = state.save(&shared.cfg.state_dir, unit) {
+                tracing::error!(error = %e, "cannot record a unit's state");
+            }
+            let req = StartRequest {
+                unit,
+                spec: *spec,
+                vms,
+                restore,
+            };
+            spawn_unit(shared, unit, Some(req), state.checkpoint_dir);
+            return;
+        }
+        AgentAction::Checkpoint {
+            job,
+            attempt,
+            seq,
+            stop,
+        } => (Unit { job, attempt }, Control::Checkpoint { seq, stop }),
+        AgentAction::Kill { job, attempt } => (Unit { job, attempt }, Control::Kill),
+        AgentAction::Suspend { job, attempt } => (Unit { job, attempt }, Control::Suspend),
+        AgentAction::Resume { job, attempt } => (Unit { job, attempt }, Control::Resume),
+    };
+    let sender = shared.units.lock().ok().and_then(|t| t.get(&unit).cloned());
+    match sender {
+        Some(tx) => {
+            let _ = tx.send(control);
+        }
+        None if matches!(control, Control::Kill) => {
+            // A leftover the controller no longer wants.
+            let _ = shared.driver.kill(unit).await;
+            let _ = shared.driver.remove(unit).await;
+            UnitState::forget(&shared.cfg.state_dir, unit);
+        }
+        None => tracing::warn!(
+            job = unit.job,
+            attempt = unit.attempt,
+            "action for an unknown unit"
+        ),
+    }
+}
+
+/// What the agent remembers of a unit across its own restarts.
+struct UnitState {
+    base_offset: u64,
+    checkpoint_dir: PathBuf,
+}
+
+impl UnitState {
+    fn path(state_dir: &Path, unit: Unit) -> PathBuf {
+        state_dir
+            .join("units")
+            .join(format!("{}.{}", unit.job, unit.attempt))
+    }
+
+    fn save(&self, state_dir: &Path, unit: Unit) -> std::io::Result<()> {
+        let path = Self::path(state_dir, unit);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            format!("{}\n{}\n", self.base_offset, self.checkpoint_dir.display()),
+        )?;
+        std::fs::rename(tmp, path)
+    }
+
+    fn load(state_dir: &Path, unit: Unit) -> Option<UnitState> {
+        let text = std::fs::read_to_string(Self::path(state_dir, unit)).ok()?;
+        let mut lines = text.lines();
+        let base_offset = lines.next()?.parse().ok()?;
+        let checkpoint_dir = PathBuf::from(lines.next()?);
+        Some(UnitState {
+            base_offset,
+            checkpoint_dir,
+        })
+    }
+
+    fn forget(state_dir: &Path, unit: Unit) {
+        let _ = std::fs::remove_file(Self::path(state_dir, unit));
+    }
+}
+
+fn spawn_unit<D: VmDriver>(
+    shared: &Arc<Shared<D>>,
+    unit: Unit,
+    start: Option<StartRequest>,
+    checkpoint_dir: PathBuf,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut t) = shared.units.lock() {
+        t.insert(unit, tx);
+    }
+    let shared = shared.clone();
+    let mut alive = shared.alive.clone();
+    tokio::spawn(async move {
+        let (base, dir) = match UnitState::load(&shared.cfg.state_dir, unit) {
+            Some(s) => (s.base_offset, s.checkpoint_dir),
+            None => (0, checkpoint_dir),
+        };
+        let mut task = UnitTask {
+            shared: shared.clone(),
+            unit,
+            base,
+            sent: 0,
+            checkpoint_dir: dir,
+        };
+        tokio::select! {
+            () = task.run(start, rx) => {}
+            // The agent is gone: stop watching, leave the VMs and the
+            // unit's state for the next agent.
+            _ = alive.changed() => return,
+        }
+        if let Ok(mut t) = shared.units.lock() {
+            t.remove(&unit);
+        }
+        UnitState::forget(&shared.cfg.state_dir, unit);
+    });
+}
+
+/// Runs one unit from start (or reattach) to its end.
+struct UnitTask<D> {
+    shared: Arc<Shared<D>>,
+    unit: Unit,
+    /// Job output offset of the unit's first byte.
+    base: u64,
+    /// Unit output bytes already written to the controller.
+    sent: u64,
+    checkpoint_dir: PathBuf,
+}
+
+impl<D: VmDriver> UnitTask<D> {
+    async fn run(&mut self, start: Option<StartRequest>, mut rx: mpsc::UnboundedReceiver<Control>) {
+        let (job, attempt) = (self.unit.job, self.unit.attempt);
+        let driver = self.shared.driver.clone();
+        if let Some(req) = start {
+            self.report(AgentEvent::Booting { job, attempt }).await;
+            if let Err(e) = driver.start(req).await {
+                self.report(AgentEvent::Failed {
+                    job,
+                    attempt,
+                    reason: format!("cannot start the VMs: {e}"),
+                })
+                .await;
+                let _ = driver.remove(self.unit).await;
+                return;
+            }
+            self.report(AgentEvent::Running { job, attempt }).await;
+        }
+        loop {
+            self.send_output(None).await;
+            match driver.status(self.unit).await {
+                Ok(UnitStatus::Running) => {}
+                Ok(UnitStatus::Exited(exit_code)) => {
+                    self.send_output(None).await;
+                    self.report(AgentEvent::Exited {
+                        job,
+                        attempt,
+                        exit_code,
+                    })
+                    .await;
+                    let _ = driver.remove(self.unit).await;
+                    return;
+                }
+                Ok(UnitStatus::Failed(reason)) | Err(DriverError(reason)) => {
+                    self.send_output(None).await;
+                    self.report(AgentEvent::Failed {
+                        job,
+                        attempt,
+                        reason,
+                    })
+                    .await;
+                    let _ = driver.remove(self.unit).await;
+                    return;
+                }
+            }
+            let control = tokio::select! {
+                c = rx.recv() => c,
+                () = tokio::time::sleep(self.shared.cfg.watch_interval) => continue,
+            };
+            let Some(control) = control else { return };
+            if self.control(control).await {
+                return;
+            }
+        }
+    }
+
+    /// Carries out a control message; true when the unit has ended.
+    async fn control(&mut self, control: Control) -> bool {
+        let (job, attempt) = (self.unit.job, self.unit.attempt);
+        let driver = self.shared.driver.clone();
+        match control {
+            Control::Checkpoint { seq, stop } => {
+                let dir = self.checkpoint_dir.join(seq.to_string());
+                match driver.checkpoint(self.unit, dir, stop).await {
+                    Ok(saved) => {
+                        // Output up to the pause belongs to the checkpoint.
+                        self.send_output(Some(saved.output_bytes)).await;
+                        self.report(AgentEvent::Checkpointed {
+                            job,
+                            attempt,
+                            seq,
+                            location: saved.location,
+                            work_ms: saved.work_ms,
+                            log_offset: self.base + saved.output_bytes,
+                            stopped: stop,
+                        })
+                        .await;
+                    }
+                    Err(e) => {
+                        self.report(AgentEvent::CheckpointFailed {
+                            job,
+                            attempt,
+                            seq,
+                            reason: e.0,
+                            stopped: stop,
+                        })
+                        .await;
+                        if stop {
+                            let _ = driver.kill(self.unit).await;
+                        }
+                    }
+                }
+                if stop {
+                    let _ = driver.remove(self.unit).await;
+                }
+                stop
+            }
+            Control::Kill => {
+                let _ = driver.kill(self.unit).await;
+                let _ = driver.remove(self.unit).await;
+                self.report(AgentEvent::Stopped { job, attempt }).await;
+                true
+            }
+            Control::Suspend => {
+                match driver.pause(self.unit).await {
+                    Ok(()) => self.report(AgentEvent::Suspended { job, attempt }).await,
+                    Err(e) => tracing::warn!(error = %e, job, "cannot suspend"),
+                }
+                false
+            }
+            Control::Resume => {
+                match driver.resume(self.unit).await {
+                    Ok(()) => self.report(AgentEvent::Resumed { job, attempt }).await,
+                    Err(e) => tracing::warn!(error = %e, job, "cannot resume"),
+                }
+                false
+            }
+        }
+    }
+
+    /// Sends new output (up to `limit` bytes of the unit's stream, when
+    /// given) to the controller.
+    async fn send_output(&mut self, limit: Option<u64>) {
+        let Ok(mut data) = self.shared.driver.output(self.unit, self.sent).await else {
+            return;
+        };
+        if let Some(limit) = limit {
+            data.truncate(limit.saturating_sub(self.sent) as usize);
+        }
+        if data.is_empty() {
+            return;
+        }
+        let len = data.len() as u64;
+        let offset = self.base + self.sent;
+        for _ in 0..3 {
+            match self
+                .shared
+                .client
+                .write_output(
+                    self.unit.job,
+                    &self.shared.cfg.name,
+                    self.unit.attempt,
+                    offset,
+                    data.clone(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.sent += len;
+                    return;
+                }
+                Err(e) if e.status() == Some(409) => self.wait_for_registration().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send output; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Reports an event; retries until the controller has it, waiting for
+    /// a new registration when it does not know the node.
+    async fn report(&self, event: AgentEvent) {
+        let report = AgentReport {
+            node: self.shared.cfg.name.clone(),
+            events: vec![event],
+        };
+        loop {
+            match self.shared.client.report(&report).await {
+                Ok(()) => return,
+                Err(e) if e.status() == Some(409) => self.wait_for_registration().await,
+                Err(e) if e.status().is_some() => {
+                    tracing::error!(error = %e, "the controller refused a report");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot report; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn wait_for_registration(&self) {
+        let mut rx = self.shared.epoch.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

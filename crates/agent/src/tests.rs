@@ -1,0 +1,381 @@
+//! The agent with a real controller over HTTP and a scripted driver whose
+//! "VM" counts to `COUNT_TO`, one line per tick. Checkpoints save the
+//! counter; a restore continues from it. (The same flows on real QEMU run in
+//! the `vgrid` binary's tests.)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vgrid_api::Client;
+use vgrid_api::types::Role;
+use vgrid_jobfile::JobState;
+
+use super::*;
+
+const TICK: Duration = Duration::from_millis(15);
+
+#[derive(Default)]
+struct Vm {
+    count: u64,
+    to: u64,
+    output: Vec<u8>,
+    paused: bool,
+    stopped: bool,
+    exited: bool,
+}
+
+#[derive(Default)]
+struct CountingDriver {
+    vms: Mutex<HashMap<Unit, Arc<Mutex<Vm>>>>,
+}
+
+impl CountingDriver {
+    fn vm(&self, unit: Unit) -> Result<Arc<Mutex<Vm>>, DriverError> {
+        self.vms
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&unit).cloned())
+            .ok_or_else(|| DriverError(format!("no unit {unit:?}")))
+    }
+}
+
+fn lock(vm: &Mutex<Vm>) -> std::sync::MutexGuard<'_, Vm> {
+    vm.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl VmDriver for CountingDriver {
+    async fn start(&self, req: StartRequest) -> Result<(), DriverError> {
+        let to = req
+            .spec
+            .env
+            .get("COUNT_TO")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let count = match &req.restore {
+            Some(c) => std::fs::read_to_string(PathBuf::from(&c.location).join("counter"))
+                .map_err(|e| DriverError(format!("restore: {e}")))?
+                .trim()
+                .parse()
+                .map_err(|_| DriverError("bad counter".into()))?,
+            None => 0,
+        };
+        let vm = Arc::new(Mutex::new(Vm {
+            count,
+            to,
+            ..Vm::default()
+        }));
+        if let Ok(mut m) = self.vms.lock() {
+            m.insert(req.unit, vm.clone());
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK).await;
+                let mut v = lock(&vm);
+                if v.stopped || v.exited {
+                    return;
+                }
+                if v.paused {
+                    continue;
+                }
+                if v.count >= v.to {
+                    v.exited = true;
+                    return;
+                }
+                v.count += 1;
+                let line = format!("{}\n", v.count);
+                v.output.extend_from_slice(line.as_bytes());
+            }
+        });
+        Ok(())
+    }
+
+    async fn units(&self) -> Result<Vec<Unit>, DriverError> {
+        Ok(self
+            .vms
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn status(&self, unit: Unit) -> Result<UnitStatus, DriverError> {
+        let vm = self.vm(unit)?;
+        let v = lock(&vm);
+        Ok(if v.exited {
+            UnitStatus::Exited(0)
+        } else if v.stopped {
+            UnitStatus::Failed("stopped".into())
+        } else {
+            UnitStatus::Running
+        })
+    }
+
+    async fn output(&self, unit: Unit, from: u64) -> Result<Vec<u8>, DriverError> {
+        let vm = self.vm(unit)?;
+        let v = lock(&vm);
+        Ok(v.output.get(from as usize..).unwrap_or_default().to_vec())
+    }
+
+    async fn checkpoint(
+        &self,
+        unit: Unit,
+        dir: PathBuf,
+        stop: bool,
+    ) -> Result<SavedCheckpoint, DriverError> {
+        let vm = self.vm(unit)?;
+        let mut v = lock(&vm);
+        std::fs::create_dir_all(&dir).map_err(|e| DriverError(e.to_string()))?;
+        std::fs::write(dir.join("counter"), v.count.to_string())
+            .map_err(|e| DriverError(e.to_string()))?;
+        if stop {
+            v.stopped = true;
+        }
+        Ok(SavedCheckpoint {
+            location: dir.display().to_string(),
+            work_ms: (v.count as u128 * TICK.as_millis()) as i64,
+            output_bytes: v.output.len() as u64,
+        })
+    }
+
+    async fn pause(&self, unit: Unit) -> Result<(), DriverError> {
+        let vm = self.vm(unit)?;
+        lock(&vm).paused = true;
+        Ok(())
+    }
+
+    async fn resume(&self, unit: Unit) -> Result<(), DriverError> {
+        let vm = self.vm(unit)?;
+        lock(&vm).paused = false;
+        Ok(())
+    }
+
+    async fn kill(&self, unit: Unit) -> Result<(), DriverError> {
+        let vm = self.vm(unit)?;
+        lock(&vm).stopped = true;
+        Ok(())
+    }
+
+    async fn remove(&self, unit: Unit) -> Result<(), DriverError> {
+        if let Ok(mut m) = self.vms.lock() {
+            m.remove(&unit);
+        }
+        Ok(())
+    }
+}
+
+struct Cluster {
+    _controller: vgrid_controller::Controller,
+    url: String,
+    admin: Client,
+}
+
+async fn cluster(dir: &std::path::Path) -> Cluster {
+    let mut cfg = vgrid_controller::Config::new(dir.join("controller"));
+    cfg.heartbeat_ms = 100;
+    cfg.lost_after_ms = 2_000;
+    let controller = vgrid_controller::Controller::start(cfg).expect("controller");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(vgrid_api::server::serve(
+        listener,
+        Arc::new(controller.handle()),
+        std::future::pending(),
+    ));
+    let token = std::fs::read_to_string(
+        dir.join("controller")
+            .join(vgrid_controller::ADMIN_TOKEN_FILE),
+    )
+    .expect("admin token");
+    let admin = Client::new(&url, token.trim()).expect("client");
+    Cluster {
+        _controller: controller,
+        url,
+        admin,
+    }
+}
+
+fn start_agent(
+    c: &Cluster,
+    dir: &std::path::Path,
+    token: &str,
+    name: &str,
+    driver: Arc<CountingDriver>,
+) {
+    let cfg = AgentConfig {
+        controller: c.url.clone(),
+        token: token.to_string(),
+        name: name.to_string(),
+        cpus: 2,
+        memory_mb: 4096,
+        labels: BTreeMap::new(),
+        state_dir: dir.join(name),
+        watch_interval: Duration::from_millis(20),
+    };
+    tokio::spawn(async move { run(cfg, driver, std::future::pending()).await });
+}
+
+async fn wait_ended(client: &Client, id: u64) -> vgrid_api::types::JobView {
+    loop {
+        let w = client.wait(id, 10_000).await.expect("wait");
+        if w.ended {
+            return w.job;
+        }
+    }
+}
+
+async fn output(client: &Client, id: u64) -> String {
+    String::from_utf8(client.output(id, 0).await.expect("output").data).expect("utf-8")
+}
+
+fn counting(to: u64) -> String {
+    (1..=to).map(|i| format!("{i}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_through_the_agent_and_its_output_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(dir.path()).await;
+    let agent = c
+        .admin
+        .add_user("agent", Role::Agent)
+        .await
+        .expect("agent user");
+    start_agent(
+        &c,
+        dir.path(),
+        &agent.token,
+        "n1",
+        Arc::new(CountingDriver::default()),
+    );
+    let id = c
+        .admin
+        .submit(
+            "count.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\nenv = { COUNT_TO = \"12\" }\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let job = wait_ended(&c.admin, id).await;
+    assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
+    assert_eq!(output(&c.admin, id).await, counting(12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_best_effort_job_resumes_with_output_identical_to_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(dir.path()).await;
+    let agent = c
+        .admin
+        .add_user("agent", Role::Agent)
+        .await
+        .expect("agent user");
+    start_agent(
+        &c,
+        dir.path(),
+        &agent.token,
+        "n1",
+        Arc::new(CountingDriver::default()),
+    );
+    let be = c
+        .admin
+        .submit(
+            "be.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nclass = \"best-effort\"\nenv = { COUNT_TO = \"60\" }\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    // Let it print for a while, then a normal job takes the node.
+    loop {
+        let printed = output(&c.admin, be).await;
+        if printed.lines().count() >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let normal = c
+        .admin
+        .submit(
+            "n.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nenv = { COUNT_TO = \"3\" }\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let n = wait_ended(&c.admin, normal).await;
+    assert_eq!(n.state, JobState::Done);
+    let b = wait_ended(&c.admin, be).await;
+    assert_eq!(b.state, JobState::Done);
+    assert_eq!(output(&c.admin, be).await, counting(60));
+    let detail = c.admin.job(be).await.expect("show");
+    assert!(!detail.checkpoints.is_empty(), "it was checkpointed");
+    let states: Vec<JobState> = detail.history.iter().map(|h| h.state).collect();
+    assert!(states.contains(&JobState::Preempted), "{states:?}");
+    let runs = states.iter().filter(|s| **s == JobState::Running).count();
+    assert!(runs >= 2, "it ran, was preempted and ran again: {states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(dir.path()).await;
+    let agent = c
+        .admin
+        .add_user("agent", Role::Agent)
+        .await
+        .expect("agent user");
+    // n1 runs the job; it is stopped (its task aborted) mid-run.
+    let driver1 = Arc::new(CountingDriver::default());
+    let cfg = AgentConfig {
+        controller: c.url.clone(),
+        token: agent.token.clone(),
+        name: "n1".into(),
+        cpus: 2,
+        memory_mb: 4096,
+        labels: BTreeMap::new(),
+        state_dir: dir.path().join("n1"),
+        watch_interval: Duration::from_millis(20),
+    };
+    let n1 = tokio::spawn(run(cfg, driver1.clone(), std::future::pending()));
+    let id = c
+        .admin
+        .submit(
+            "be.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nclass = \"best-effort\"\ncheckpoint_interval_s = 1\nenv = { COUNT_TO = \"150\" }\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    loop {
+        if !c.admin.job(id).await.expect("show").checkpoints.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node dies without notice: its agent stops and its VM with it.
+    n1.abort();
+    for unit in driver1.units().await.expect("units") {
+        let _ = driver1.kill(unit).await;
+    }
+    start_agent(
+        &c,
+        dir.path(),
+        &agent.token,
+        "n2",
+        Arc::new(CountingDriver::default()),
+    );
+    let job = wait_ended(&c.admin, id).await;
+    assert_eq!(job.state, JobState::Done);
+    assert_eq!(job.node.as_deref(), Some("n2"));
+    // Resumed from the checkpoint: the output is still one clean count.
+    assert_eq!(output(&c.admin, id).await, counting(150));
+    let history = c.admin.job(id).await.expect("show").history;
+    assert!(
+        history.iter().any(|h| h.reason.contains("node was lost")),
+        "{history:?}"
+    );
+}
