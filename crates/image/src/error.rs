@@ -37,7 +37,10 @@ pub enum ImageError {
     /// The I/O error is part of the message (not a `source`), so that
     /// `to_string()` alone names both the file and the reason.
     #[error("{}: {cause}", path.display())]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{path}: {why}")]
     BadFile { path: PathBuf, why: String },
     #[error("Debian package `{package}`: {why}")]

@@ -6,8 +6,10 @@
 //! `$VGRID_DATA_DIR/images/<name>/` holds `manifest.json` ([`Manifest`]:
 //! kind, files with BLAKE3 checksums, the hash of the build inputs, created
 //! time) and the image's files:
-//! - a **stock** image ([`ImageStore::build_stock`]): `vmlinuz`,
-//!   `initrd.img` (the guest's root file system, with the vgrid guest agent
+//! - a **stock** image ([`ImageStore::build_stock`]): `vmlinux` (the
+//!   Debian kernel, uncompressed so that QEMU boots it through its PVH entry
+//!   without the slow self-decompression; `vmlinuz` for kernels without
+//!   one), `initrd.img` (the guest's root file system, with the vgrid guest agent
 //!   as `/init`) and `disk.qcow2` (an empty ext4 scratch disk, mounted by
 //!   the agent at `/work`);
 //! - an **imported** image ([`ImageStore::import`]): the user's disk as a
@@ -26,6 +28,7 @@
 pub mod cpio;
 pub mod deb;
 mod error;
+pub mod kernel;
 pub mod modules;
 mod name;
 mod stock;

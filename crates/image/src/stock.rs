@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::cpio::CpioWriter;
 use crate::deb::{self, Package};
 use crate::error::ImageError;
+use crate::kernel;
 use crate::modules::{BOOT_MODULES, ModuleIndex, NINEP_MODULES};
 use crate::name::validate_name;
 use crate::store::{
@@ -23,7 +24,7 @@ use crate::tools::{self, MKFS_EXT4, QEMU_IMG};
 
 /// Bump when the initramfs layout or the build steps change, so that
 /// existing images are rebuilt.
-pub const RECIPE_VERSION: u32 = 2;
+pub const RECIPE_VERSION: u32 = 3;
 
 /// The kernel command line of the stock guest. `quiet` keeps the serial
 /// console (slow under TCG) short; `panic=-1` reboots at once on a kernel
@@ -247,7 +248,7 @@ impl ImageStore {
                 inputs: Some(inputs_json),
                 disk_recipe_hash: Some(disk_recipe_hash),
                 files: parts.files,
-                kernel: Some("vmlinuz".into()),
+                kernel: Some(parts.kernel_file.into()),
                 initrd: Some("initrd.img".into()),
                 kernel_cmdline: Some(KERNEL_CMDLINE.into()),
                 kernel_version: Some(parts.kernel_version),
@@ -257,7 +258,7 @@ impl ImageStore {
                 has_agent: true,
                 source: None,
             };
-            self.install(name, &work, &manifest, keep_disk)?;
+            self.install(name, &work, &manifest, parts.kernel_file, keep_disk)?;
             Ok(manifest)
         });
         let _ = fs::remove_dir_all(&work);
@@ -273,8 +274,9 @@ impl ImageStore {
         })
     }
 
-    /// Unpacks the packages and writes vmlinuz, initrd.img and (unless
-    /// kept) disk.qcow2 into `work`.
+    /// Unpacks the packages and writes the kernel (`vmlinux`, or `vmlinuz`
+    /// when it cannot be booted uncompressed), initrd.img and (unless kept)
+    /// disk.qcow2 into `work`.
     fn assemble(
         &self,
         name: &str,
@@ -411,8 +413,31 @@ impl ImageStore {
         let mut files = Vec::new();
         let initrd_path = work.join("initrd.img");
         write_synced(&initrd_path, &initrd)?;
-        let vmlinuz_path = work.join("vmlinuz");
-        fs::copy(&vmlinuz_src, &vmlinuz_path).map_err(ImageError::io(&vmlinuz_src))?;
+        let bz = fs::read(&vmlinuz_src).map_err(ImageError::io(&vmlinuz_src))?;
+        let (kernel_file, kernel_bytes) = match kernel::bzimage_payload(&bz) {
+            Ok(payload) => {
+                let elf = kernel::decompress(payload, work)?;
+                if kernel::has_pvh_entry(&elf) {
+                    progress(&format!(
+                        "kernel: uncompressed ELF with a PVH entry ({})",
+                        deb::human(elf.len() as u64)
+                    ));
+                    ("vmlinux", elf)
+                } else {
+                    progress(
+                        "kernel: no PVH entry; booting the compressed bzImage (slower under TCG)",
+                    );
+                    ("vmlinuz", bz)
+                }
+            }
+            Err(why) => {
+                progress(&format!("kernel: {why}; booting the bzImage as it is"));
+                ("vmlinuz", bz)
+            }
+        };
+        let kernel_path = work.join(kernel_file);
+        write_synced(&kernel_path, &kernel_bytes)?;
+        drop(kernel_bytes);
         progress(&format!(
             "initramfs {} ({} modules, {} busybox applets)",
             deb::human(initrd.len() as u64),
@@ -429,7 +454,7 @@ impl ImageStore {
         }
         fs::remove_dir_all(&root).map_err(ImageError::io(&root))?;
 
-        for (file, path) in [("vmlinuz", &vmlinuz_path), ("initrd.img", &initrd_path)] {
+        for (file, path) in [(kernel_file, &kernel_path), ("initrd.img", &initrd_path)] {
             let (size, blake3) = hash_file(path)?;
             files.push(FileEntry {
                 name: file.into(),
@@ -451,6 +476,7 @@ impl ImageStore {
         Ok(Parts {
             files,
             kernel_version,
+            kernel_file,
         })
     }
 
@@ -460,6 +486,7 @@ impl ImageStore {
         name: &str,
         work: &Path,
         manifest: &Manifest,
+        kernel_file: &str,
         keep_disk: bool,
     ) -> Result<(), ImageError> {
         let dir = self.image_dir(name);
@@ -471,7 +498,13 @@ impl ImageStore {
         // initramfs in memory, and its overlay keeps pointing at the same
         // disk file when the disk is kept.
         let _ = fs::remove_file(dir.join("manifest.json"));
-        let mut names = vec!["vmlinuz", "initrd.img"];
+        // A kernel in the other format is left over from an older recipe.
+        for old in ["vmlinux", "vmlinuz"] {
+            if old != kernel_file {
+                let _ = fs::remove_file(dir.join(old));
+            }
+        }
+        let mut names = vec![kernel_file, "initrd.img"];
         if !keep_disk {
             names.push("disk.qcow2");
         }
@@ -486,6 +519,8 @@ impl ImageStore {
 struct Parts {
     files: Vec<FileEntry>,
     kernel_version: String,
+    /// `vmlinux` or `vmlinuz`.
+    kernel_file: &'static str,
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {

@@ -22,6 +22,10 @@
 //! - [`wait_for`]: polls a condition until a (generous) deadline, so a
 //!   broken guest fails the test instead of hanging it.
 //! - [`read_messages`]: decodes an `agent.out` file.
+//! - [`handboot`]: boots the stock image with hand-written QEMU arguments
+//!   (the image's own tests; the product's launcher is `vgrid-vm`).
+
+pub mod handboot;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
