@@ -1,0 +1,245 @@
+//! What the host provides: the QEMU, qemu-img and passt programs, the
+//! unprivileged user VMs run as, and QEMU's machine type.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Result, VmError};
+
+/// The host programs the runtime uses.
+#[derive(Debug, Clone)]
+pub struct HostTools {
+    pub qemu: PathBuf,
+    pub qemu_img: PathBuf,
+    /// `None` when passt is missing; only VMs with networking need it.
+    pub passt: Option<PathBuf>,
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
+}
+
+impl HostTools {
+    /// Finds the programs: the given QEMU path when set, else
+    /// `qemu-system-x86_64` in `PATH`; `qemu-img` and `passt` in `PATH`.
+    pub fn discover(qemu_override: Option<&Path>) -> Result<HostTools> {
+        let qemu = match qemu_override {
+            Some(p) if p.is_file() => p.to_path_buf(),
+            Some(_) => {
+                return Err(VmError::ToolMissing {
+                    tool: "qemu-system-x86_64",
+                    install: "apt-get install qemu-system-x86",
+                });
+            }
+            None => find_in_path("qemu-system-x86_64").ok_or(VmError::ToolMissing {
+                tool: "qemu-system-x86_64",
+                install: "apt-get install qemu-system-x86",
+            })?,
+        };
+        let qemu_img = find_in_path("qemu-img").ok_or(VmError::ToolMissing {
+            tool: "qemu-img",
+            install: "apt-get install qemu-utils",
+        })?;
+        Ok(HostTools {
+            qemu,
+            qemu_img,
+            passt: find_in_path("passt"),
+        })
+    }
+
+    /// passt, or the error telling how to install it.
+    pub fn passt(&self) -> Result<&Path> {
+        self.passt.as_deref().ok_or(VmError::ToolMissing {
+            tool: "passt",
+            install: "apt-get install passt",
+        })
+    }
+
+    /// Runs a tool to completion; a non-zero exit becomes [`VmError::Tool`]
+    /// carrying its standard error.
+    pub fn run(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Result<String> {
+        let out = Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| VmError::io("run", program, e))?;
+        if !out.status.success() {
+            return Err(VmError::Tool {
+                tool: program.display().to_string(),
+                detail: format!(
+                    "{} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The versioned name of the `q35` machine (e.g. `pc-q35-7.2`), so a
+    /// restored VM gets exactly the machine it was saved on.
+    pub fn q35_machine(&self) -> Result<String> {
+        let text = self.run(&self.qemu, &["-machine".as_ref(), "help".as_ref()])?;
+        Ok(parse_q35_alias(&text).unwrap_or_else(|| "q35".to_string()))
+    }
+
+    /// `qemu-system-x86_64 --version`, first line.
+    pub fn qemu_version_line(&self) -> Result<String> {
+        let text = self.run(&self.qemu, &["--version".as_ref()])?;
+        Ok(text.lines().next().unwrap_or_default().trim().to_string())
+    }
+}
+
+fn parse_q35_alias(help: &str) -> Option<String> {
+    help.lines().find_map(|line| {
+        let line = line.trim();
+        let rest = line.strip_prefix("q35")?;
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let start = rest.find("(alias of ")? + "(alias of ".len();
+        let end = rest[start..].find(')')? + start;
+        Some(rest[start..end].to_string())
+    })
+}
+
+/// Who QEMU and passt run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// vgrid is not root: everything runs as the invoking user.
+    CurrentUser,
+    /// vgrid is root: QEMU drops to this user before the guest runs
+    /// (`-runas`), passt runs as it (`--runas`).
+    User { name: String, uid: u32, gid: u32 },
+}
+
+impl RunAs {
+    /// The default unprivileged user.
+    pub const DEFAULT_USER: &'static str = "vgrid-vm";
+
+    /// As root, looks `user` up and creates it (a system user without home
+    /// or shell) when missing; otherwise [`RunAs::CurrentUser`].
+    pub fn for_this_process(user: &str) -> Result<RunAs> {
+        if !rustix::process::geteuid().is_root() {
+            return Ok(RunAs::CurrentUser);
+        }
+        if let Some((uid, gid)) = lookup_user(user)? {
+            return Ok(RunAs::User {
+                name: user.to_string(),
+                uid,
+                gid,
+            });
+        }
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .output()
+            .map_err(|e| VmError::VmUser {
+                user: user.to_string(),
+                reason: format!(
+                    "it does not exist and `useradd` could not be run ({e}); create it with `useradd --system --user-group {user}`"
+                ),
+            })?;
+        // Another vgrid may have created it at the same moment (exit 9).
+        if !out.status.success() && out.status.code() != Some(9) {
+            return Err(VmError::VmUser {
+                user: user.to_string(),
+                reason: format!(
+                    "it does not exist and `useradd` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        match lookup_user(user)? {
+            Some((uid, gid)) => Ok(RunAs::User {
+                name: user.to_string(),
+                uid,
+                gid,
+            }),
+            None => Err(VmError::VmUser {
+                user: user.to_string(),
+                reason: "useradd succeeded but the user is not in /etc/passwd".into(),
+            }),
+        }
+    }
+
+    /// The user's name, `None` for the invoking user.
+    pub fn name(&self) -> Option<String> {
+        match self {
+            RunAs::User { name, .. } => Some(name.clone()),
+            RunAs::CurrentUser => None,
+        }
+    }
+
+    /// Gives `path` to the VM user (a no-op for [`RunAs::CurrentUser`]).
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        if let RunAs::User { uid, gid, .. } = self {
+            std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
+                .map_err(|e| VmError::io("chown", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `(uid, gid)` of `user` from `/etc/passwd`.
+fn lookup_user(user: &str) -> Result<Option<(u32, u32)>> {
+    let text = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| VmError::io("read", "/etc/passwd", e))?;
+    Ok(parse_passwd(&text, user))
+}
+
+fn parse_passwd(text: &str, user: &str) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q35_alias_is_found() {
+        let help = "Supported machines are:\n\
+            microvm              microvm (i386)\n\
+            pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n\
+            q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n\
+            pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n";
+        assert_eq!(parse_q35_alias(help).as_deref(), Some("pc-q35-7.2"));
+        assert_eq!(parse_q35_alias("q35x  (alias of nope)"), None);
+    }
+
+    #[test]
+    fn passwd_lines_are_parsed() {
+        let text =
+            "root:x:0:0:root:/root:/bin/bash\nvgrid-vm:x:999:995::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(parse_passwd(text, "vgrid-vm"), Some((999, 995)));
+        assert_eq!(parse_passwd(text, "vgrid"), None);
+        assert_eq!(parse_passwd("broken", "broken"), None);
+    }
+
+    #[test]
+    fn a_missing_qemu_says_how_to_install_it() {
+        let err = HostTools::discover(Some(Path::new("/nonexistent/qemu"))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install qemu-system-x86"), "{msg}");
+    }
+}

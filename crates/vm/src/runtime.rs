@@ -1,0 +1,1198 @@
+//! The node-local VM runtime: start, inspect, pause, resume, stop, kill,
+//! wait, remove. Checkpoint, restore and migration live in their own
+//! modules but are methods of the same [`Runtime`].
+//!
+//! Nothing essential lives in memory: every VM is described by its
+//! directory (record, pid files, sockets, output), so a new `Runtime` (a
+//! restarted vgrid, or the next CLI invocation) finds running VMs and
+//! carries on with them. Dropping a `Runtime` never stops a VM.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, Staging, User};
+use vgrid_qmp::{Qmp, RunState};
+
+use crate::accel::{self, Accel, AccelChoice};
+use crate::error::{Result, VmError};
+use crate::fsutil;
+use crate::host::{HostTools, RunAs};
+use crate::images::ImageSource;
+use crate::layout::{VmDir, check_vm_name, hostname_for};
+use crate::output::{OutputReader, read_report};
+use crate::passt;
+use crate::process::{self, Sig};
+use crate::qemu::{self, LaunchMode};
+use crate::record::{
+    ImageKind, Intent, MountRecord, PortMap, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix,
+};
+
+/// How the runtime is set up on this node.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `$VGRID_DATA_DIR`: VMs live in `vms/` below it.
+    pub data_dir: PathBuf,
+    /// The QEMU binary; `qemu-system-x86_64` from `PATH` when `None`.
+    pub qemu: Option<PathBuf>,
+    /// Force an accelerator instead of probing.
+    pub accel: Option<Accel>,
+    /// The unprivileged user QEMU and passt run as when vgrid is root.
+    pub vm_user: String,
+    /// Host directories that `--mount` and staging inputs may come from.
+    pub mount_roots: Vec<PathBuf>,
+    /// How long `start` waits for the command to start (TCG boots slowly).
+    pub start_timeout: Duration,
+    /// How long one QMP command may take.
+    pub qmp_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        RuntimeConfig {
+            mount_roots: vec![data_dir.join("repos")],
+            data_dir,
+            qemu: None,
+            accel: None,
+            vm_user: RunAs::DEFAULT_USER.to_string(),
+            start_timeout: Duration::from_secs(600),
+            qmp_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// [`RuntimeConfig::new`] with overrides from the environment:
+    /// `VGRID_QEMU`, `VGRID_ACCEL` (`kvm`|`tcg`), `VGRID_VM_USER`,
+    /// `VGRID_MOUNT_ROOTS` (colon-separated directories).
+    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self> {
+        let mut cfg = Self::new(data_dir);
+        if let Some(q) = std::env::var_os("VGRID_QEMU").filter(|v| !v.is_empty()) {
+            cfg.qemu = Some(PathBuf::from(q));
+        }
+        if let Ok(a) = std::env::var("VGRID_ACCEL")
+            && !a.is_empty()
+        {
+            cfg.accel = Some(Accel::parse(&a).ok_or_else(|| {
+                VmError::bad_spec("VGRID_ACCEL", a.clone(), "expected `kvm` or `tcg`")
+            })?);
+        }
+        if let Ok(u) = std::env::var("VGRID_VM_USER")
+            && !u.is_empty()
+        {
+            cfg.vm_user = u;
+        }
+        if let Some(roots) = std::env::var_os("VGRID_MOUNT_ROOTS").filter(|v| !v.is_empty()) {
+            cfg.mount_roots = std::env::split_paths(&roots).collect();
+        }
+        Ok(cfg)
+    }
+}
+
+/// A `--mount HOSTDIR:GUESTDIR[:ro]` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub host: PathBuf,
+    pub guest: String,
+    pub readonly: bool,
+}
+
+impl MountSpec {
+    /// Parses `HOSTDIR:GUESTDIR[:ro]`.
+    pub fn parse(s: &str) -> Result<MountSpec> {
+        let bad = |why: &str| VmError::bad_spec("--mount", s, why);
+        let mut parts = s.split(':');
+        let host = parts.next().filter(|h| !h.is_empty());
+        let guest = parts.next().filter(|g| !g.is_empty());
+        let (Some(host), Some(guest)) = (host, guest) else {
+            return Err(bad("expected HOSTDIR:GUESTDIR[:ro]"));
+        };
+        let readonly = match parts.next() {
+            None => false,
+            Some("ro") => true,
+            Some("rw") => false,
+            Some(_) => return Err(bad("the third field may only be `ro` or `rw`")),
+        };
+        if parts.next().is_some() {
+            return Err(bad("expected HOSTDIR:GUESTDIR[:ro]"));
+        }
+        Ok(MountSpec {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            readonly,
+        })
+    }
+}
+
+/// Files copied into the VM before the command and out after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagingSpec {
+    /// Host files (inside the mount roots) copied into the working
+    /// directory under their file names.
+    pub inputs: Vec<PathBuf>,
+    /// Paths relative to the working directory copied back into the VM's
+    /// `stage/` directory.
+    pub outputs: Vec<String>,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub image: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    /// Disk size in GiB; the image's size when `None`.
+    pub disk_gb: Option<u64>,
+    pub mounts: Vec<MountSpec>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub publish: Vec<PortMap>,
+    pub network: bool,
+    /// The command and its arguments (empty for images without the agent).
+    pub command: Vec<String>,
+    pub staging: Option<StagingSpec>,
+}
+
+impl VmSpec {
+    pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
+        VmSpec {
+            name: name.into(),
+            image: image.into(),
+            cpus: 1,
+            memory_mb: 256,
+            disk_gb: None,
+            mounts: Vec::new(),
+            env: BTreeMap::new(),
+            user: None,
+            workdir: None,
+            publish: Vec::new(),
+            network: true,
+            command,
+            staging: None,
+        }
+    }
+}
+
+/// The state of a VM as seen now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum VmState {
+    /// QEMU runs; the agent has not started the command yet.
+    Starting,
+    Running,
+    Paused,
+    /// QEMU waits for a migration stream (restore or live migration).
+    Incoming,
+    /// The command ended with this status.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// The guest powered off (images without the agent).
+    PoweredOff,
+    /// Stopped or killed by vgrid.
+    Stopped,
+    /// Stopped after a checkpoint.
+    Saved,
+    /// The agent could not set up or run the job.
+    Failed {
+        message: String,
+    },
+    /// QEMU died, or the guest hit an internal error.
+    Crashed {
+        console_tail: String,
+    },
+    /// Another vgrid is operating on the VM right now.
+    Busy,
+}
+
+impl VmState {
+    /// A short word for listings.
+    pub fn word(&self) -> String {
+        match self {
+            VmState::Starting => "starting".into(),
+            VmState::Running => "running".into(),
+            VmState::Paused => "paused".into(),
+            VmState::Incoming => "incoming".into(),
+            VmState::Exited { code, signal } => match (code, signal) {
+                (Some(c), _) => format!("exited({c})"),
+                (None, Some(s)) => format!("killed(signal {s})"),
+                _ => "exited".into(),
+            },
+            VmState::PoweredOff => "powered-off".into(),
+            VmState::Stopped => "stopped".into(),
+            VmState::Saved => "saved".into(),
+            VmState::Failed { .. } => "failed".into(),
+            VmState::Crashed { .. } => "crashed".into(),
+            VmState::Busy => "busy".into(),
+        }
+    }
+
+    /// Whether QEMU is (meant to be) alive in this state.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            VmState::Starting
+                | VmState::Running
+                | VmState::Paused
+                | VmState::Incoming
+                | VmState::Busy
+        )
+    }
+
+    /// The exit status, when the command exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        match self {
+            VmState::Exited { code, signal } => Some(ExitStatus {
+                code: *code,
+                signal: *signal,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One VM as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub id: String,
+    #[serde(flatten)]
+    pub state: VmState,
+    pub image: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub accel: Accel,
+    pub accel_reason: String,
+    pub pid: Option<i32>,
+    pub created_unix: u64,
+    pub dir: PathBuf,
+    pub last_checkpoint: Option<PathBuf>,
+    /// Why the VM cannot be checkpointed, if it cannot.
+    pub checkpoint_blocker: Option<String>,
+    pub publish: Vec<PortMap>,
+}
+
+/// An exclusive hold on one VM directory (an advisory file lock), so two
+/// vgrid processes never drive the same QEMU at once.
+pub(crate) struct VmLock {
+    _file: File,
+}
+
+impl VmLock {
+    pub(crate) fn try_acquire(dir: &VmDir) -> Result<Option<VmLock>> {
+        let path = dir.lock();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| VmError::io("open", &path, e))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(VmLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(VmError::io("lock", &path, e.into())),
+        }
+    }
+
+    pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock> {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            if let Some(lock) = Self::try_acquire(dir)? {
+                return Ok(lock);
+            }
+            if Instant::now() > deadline {
+                return Err(VmError::Timeout {
+                    what: format!("another vgrid to finish with VM `{name}`"),
+                    after: Duration::from_secs(1800),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The runtime of one node.
+pub struct Runtime {
+    pub(crate) cfg: RuntimeConfig,
+    pub(crate) tools: HostTools,
+    pub(crate) images: Arc<dyn ImageSource>,
+    pub(crate) run_as: RunAs,
+    /// QEMU and passt processes this runtime started, reaped when they exit
+    /// (processes started by an earlier vgrid were reparented and are not
+    /// ours to reap).
+    children: Mutex<Vec<Child>>,
+    accel: OnceLock<AccelChoice>,
+}
+
+impl Runtime {
+    /// Opens the runtime: finds the host programs and, as root, the VM user.
+    pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime> {
+        let tools = HostTools::discover(cfg.qemu.as_deref())?;
+        let run_as = RunAs::for_this_process(&cfg.vm_user)?;
+        fsutil::create_dir_mode(&cfg.data_dir.join("vms"), 0o755)?;
+        Ok(Runtime {
+            cfg,
+            tools,
+            images,
+            run_as,
+            children: Mutex::new(Vec::new()),
+            accel: OnceLock::new(),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    pub fn tools(&self) -> &HostTools {
+        &self.tools
+    }
+
+    pub fn run_as(&self) -> &RunAs {
+        &self.run_as
+    }
+
+    pub(crate) fn vm_dir(&self, name: &str) -> VmDir {
+        VmDir::new(self.cfg.data_dir.join("vms").join(name))
+    }
+
+    /// The directory of an existing VM.
+    pub(crate) fn existing(&self, name: &str) -> Result<VmDir> {
+        check_vm_name(name).map_err(|_| VmError::NotFound(name.to_string()))?;
+        let dir = self.vm_dir(name);
+        if !dir.record().exists() {
+            return Err(VmError::NotFound(name.to_string()));
+        }
+        Ok(dir)
+    }
+
+    /// KVM or TCG for this node (probed once, then cached).
+    pub fn accel(&self) -> AccelChoice {
+        self.accel
+            .get_or_init(|| match self.cfg.accel {
+                Some(a) => AccelChoice {
+                    accel: a,
+                    reason: "chosen by configuration (VGRID_ACCEL)".into(),
+                },
+                None => accel::choose(
+                    &self.tools,
+                    &accel::default_cache_path(&self.cfg.data_dir),
+                    self.images.probe_kernel().as_deref(),
+                ),
+            })
+            .clone()
+    }
+
+    pub(crate) fn adopt(&self, child: Child) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        children.push(child);
+    }
+
+    fn reap(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+
+    /// The pid of the VM's QEMU when it is alive.
+    pub(crate) fn qemu_pid(&self, dir: &VmDir) -> Option<i32> {
+        self.reap();
+        process::read_pid(&dir.qemu_pid()).filter(|pid| process::alive(*pid, &dir.qmp()))
+    }
+
+    pub(crate) fn passt_pid(&self, dir: &VmDir) -> Option<i32> {
+        process::read_pid(&dir.passt_pid()).filter(|pid| process::alive(*pid, &dir.passt_sock()))
+    }
+
+    pub(crate) async fn connect(&self, dir: &VmDir, name: &str) -> Result<Qmp> {
+        Qmp::connect(dir.qmp(), self.cfg.qmp_timeout)
+            .await
+            .map_err(|e| VmError::qmp(name, e))
+    }
+
+    /// Validates the request, creates the VM's directory, disk, context and
+    /// record, and starts passt and QEMU. Returns once the command has
+    /// started (images with the agent) or QEMU runs (images without).
+    pub async fn start(&self, spec: VmSpec) -> Result<VmInfo> {
+        check_vm_name(&spec.name)?;
+        if spec.cpus == 0 || spec.cpus > 255 {
+            return Err(VmError::bad_spec(
+                "--cpus",
+                spec.cpus.to_string(),
+                "use 1 to 255",
+            ));
+        }
+        if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
+            return Err(VmError::bad_spec(
+                "--memory-mb",
+                spec.memory_mb.to_string(),
+                "use 64 to 1048576",
+            ));
+        }
+        let image = self.images.boot_image(&spec.image)?;
+        if image.agent && spec.command.is_empty() {
+            return Err(VmError::bad_spec(
+                "command",
+                "",
+                format!("image `{}` runs a command: give it after `--`", image.name),
+            ));
+        }
+        if !image.agent && !spec.command.is_empty() {
+            return Err(VmError::bad_spec(
+                "command",
+                spec.command.join(" "),
+                format!(
+                    "image `{}` has no guest agent, so it cannot run a command; the job is the VM's lifetime",
+                    image.name
+                ),
+            ));
+        }
+        if !image.agent && (!spec.mounts.is_empty() || spec.staging.is_some()) {
+            return Err(VmError::bad_spec(
+                "--mount",
+                "",
+                format!(
+                    "image `{}` has no guest agent to mount data repositories or stage files",
+                    image.name
+                ),
+            ));
+        }
+        let dir = self.vm_dir(&spec.name);
+        dir.check_socket_paths()?;
+
+        let mut mounts = Vec::new();
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
+            if !host.is_dir() {
+                return Err(VmError::bad_spec(
+                    "--mount",
+                    m.host.display().to_string(),
+                    "not a directory",
+                ));
+            }
+            mounts.push(MountRecord {
+                tag: format!("data{i}"),
+                host_path: host,
+                guest_path: m.guest.clone(),
+                readonly: m.readonly,
+            });
+        }
+        let mut staged_inputs = Vec::new();
+        if let Some(st) = &spec.staging {
+            for input in &st.inputs {
+                let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
+                let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned())
+                else {
+                    return Err(VmError::bad_spec(
+                        "staging input",
+                        input.display().to_string(),
+                        "has no file name",
+                    ));
+                };
+                staged_inputs.push((host, file_name));
+            }
+        }
+
+        let context = if image.agent {
+            let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
+            ctx.env = spec.env.clone();
+            ctx.user = spec.user.as_ref().map(|u| User {
+                name: u.clone(),
+                uid: None,
+                gid: None,
+            });
+            ctx.workdir = spec.workdir.clone();
+            ctx.network = spec.network;
+            ctx.mounts = mounts
+                .iter()
+                .map(|m| Mount {
+                    tag: m.tag.clone(),
+                    guest_path: m.guest_path.clone(),
+                    readonly: m.readonly,
+                })
+                .collect();
+            if let Some(st) = &spec.staging {
+                ctx.staging = Some(Staging {
+                    tag: "stage".into(),
+                    inputs: staged_inputs.iter().map(|(_, n)| n.clone()).collect(),
+                    outputs: st.outputs.clone(),
+                });
+            }
+            ctx.validate()
+                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
+            Some(ctx)
+        } else {
+            None
+        };
+
+        let accel = self.accel();
+        let machine = self.tools.q35_machine()?;
+        let qemu_version = self.tools.qemu_version_line()?;
+        let base_bytes = self.virtual_size(&image.disk)?;
+        let disk_bytes = match spec.disk_gb {
+            None => base_bytes,
+            Some(g) => {
+                let want = g
+                    .checked_mul(1 << 30)
+                    .ok_or_else(|| VmError::bad_spec("--disk-gb", g.to_string(), "too large"))?;
+                if want < base_bytes {
+                    return Err(VmError::bad_spec(
+                        "--disk-gb",
+                        g.to_string(),
+                        format!("smaller than the image's disk ({base_bytes} bytes)"),
+                    ));
+                }
+                want
+            }
+        };
+
+        fs::create_dir_all(self.cfg.data_dir.join("vms"))
+            .map_err(|e| VmError::io("create directory", self.cfg.data_dir.join("vms"), e))?;
+        match fs::create_dir(dir.root()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(VmError::Exists(spec.name.clone()));
+            }
+            Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
+        }
+        let prepared = self
+            .prepare_dir(
+                &dir,
+                &spec,
+                image,
+                context,
+                mounts,
+                staged_inputs,
+                accel,
+                machine,
+                qemu_version,
+                disk_bytes,
+            )
+            .await;
+        let rec = match prepared {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = fs::remove_dir_all(dir.root());
+                return Err(e);
+            }
+        };
+        self.boot(&dir, &rec, LaunchMode::default()).await?;
+        self.wait_started(&dir, &rec).await?;
+        self.inspect(&spec.name).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_dir(
+        &self,
+        dir: &VmDir,
+        spec: &VmSpec,
+        image: crate::record::BootImage,
+        context: Option<JobContext>,
+        mounts: Vec<MountRecord>,
+        staged_inputs: Vec<(PathBuf, String)>,
+        accel: AccelChoice,
+        machine: String,
+        qemu_version: String,
+        disk_bytes: u64,
+    ) -> Result<VmRecord> {
+        fsutil::create_dir_mode(dir.root(), 0o700)?;
+        let top = dir.disk_layer(0);
+        self.create_overlay(&top, disk_bytes)?;
+        if let Some(ctx) = &context {
+            let json = ctx
+                .to_json()
+                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
+            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
+        }
+        let staging_tag = if spec.staging.is_some() {
+            let stage = dir.stage();
+            fsutil::create_dir_mode(&stage, 0o700)?;
+            for (host, name) in &staged_inputs {
+                fsutil::copy_hashed(host, &stage.join(name))?;
+                self.run_as.chown(&stage.join(name))?;
+            }
+            self.run_as.chown(&stage)?;
+            Some("stage".to_string())
+        } else {
+            None
+        };
+        let id = new_vm_id(&spec.name);
+        let rec = VmRecord {
+            format: RECORD_FORMAT,
+            mac: mac_for(&id),
+            id,
+            name: spec.name.clone(),
+            created_unix: now_unix(),
+            disks: vec![image.disk.clone(), top.clone()],
+            image,
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            disk_bytes,
+            cpu_model: accel.accel.default_cpu_model().to_string(),
+            accel: accel.accel,
+            accel_reason: accel.reason,
+            machine,
+            mounts,
+            staging_tag,
+            publish: spec.publish.clone(),
+            network: spec.network,
+            context,
+            checkpointed_layers: 0,
+            last_checkpoint: None,
+            restored_from: None,
+            run_as: match &self.run_as {
+                RunAs::User { name, .. } => Some(name.clone()),
+                RunAs::CurrentUser => None,
+            },
+            qemu_version,
+            intent: Intent::Run,
+        };
+        rec.save(&dir.record())?;
+        self.give_to_vm_user(dir)?;
+        Ok(rec)
+    }
+
+    /// The VM directory and the files QEMU writes belong to the VM user.
+    pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<()> {
+        for p in [dir.console(), dir.agent_out()] {
+            if !p.exists() {
+                File::create(&p).map_err(|e| VmError::io("create", &p, e))?;
+            }
+        }
+        let entries = fs::read_dir(dir.root()).map_err(|e| VmError::io("read", dir.root(), e))?;
+        for entry in entries.flatten() {
+            self.run_as.chown(&entry.path())?;
+        }
+        self.run_as.chown(dir.root())
+    }
+
+    /// Starts passt (when networked) and QEMU for a prepared directory.
+    pub(crate) async fn boot(&self, dir: &VmDir, rec: &VmRecord, mode: LaunchMode) -> Result<Qmp> {
+        if rec.network {
+            let child = passt::spawn(&self.tools, dir, &rec.publish, &self.run_as)?;
+            self.adopt(child);
+        }
+        match qemu::launch(&self.tools, rec, dir, &self.run_as, mode).await {
+            Ok(launched) => {
+                self.adopt(launched.child);
+                Ok(launched.qmp)
+            }
+            Err(e) => {
+                self.kill_passt(dir);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn kill_passt(&self, dir: &VmDir) {
+        if let Some(pid) = self.passt_pid(dir) {
+            process::signal(pid, Sig::TERM);
+        }
+    }
+
+    /// Waits for the agent's `Started` (or QEMU running, without agent).
+    async fn wait_started(&self, dir: &VmDir, rec: &VmRecord) -> Result<()> {
+        if !rec.image.agent {
+            return Ok(());
+        }
+        let mut reader = OutputReader::new(dir.agent_out());
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        loop {
+            reader.drain()?;
+            let report = reader.report();
+            if report.started {
+                return Ok(());
+            }
+            if let Some(message) = report.errors.first() {
+                return Err(VmError::Agent {
+                    name: rec.name.clone(),
+                    message: message.clone(),
+                });
+            }
+            if self.qemu_pid(dir).is_none() {
+                // One last read: the agent may have written just before
+                // powering off.
+                reader.drain()?;
+                if reader.report().started {
+                    return Ok(());
+                }
+                if let Some(message) = reader.report().errors.first() {
+                    return Err(VmError::Agent {
+                        name: rec.name.clone(),
+                        message: message.clone(),
+                    });
+                }
+                self.kill_passt(dir);
+                return Err(VmError::Crashed {
+                    name: rec.name.clone(),
+                    console_tail: self.crash_detail(dir),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(VmError::Timeout {
+                    what: format!(
+                        "the command of VM `{}` to start (it keeps booting; see `vgrid vm console {}`)",
+                        rec.name, rec.name
+                    ),
+                    after: self.cfg.start_timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn crash_detail(&self, dir: &VmDir) -> String {
+        let console = fsutil::tail_lines(&dir.console(), 20);
+        let qemu = fsutil::tail_lines(&dir.qemu_log(), 5);
+        match (console.is_empty(), qemu.is_empty()) {
+            (_, true) => console,
+            (true, false) => format!("(QEMU) {qemu}"),
+            (false, false) => format!("{console}\n(QEMU) {qemu}"),
+        }
+    }
+
+    pub(crate) fn virtual_size(&self, disk: &Path) -> Result<u64> {
+        let out = self.tools.run(
+            &self.tools.qemu_img,
+            &[
+                "info".as_ref(),
+                "--output=json".as_ref(),
+                "-U".as_ref(),
+                disk.as_os_str(),
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| VmError::Tool {
+            tool: "qemu-img info".into(),
+            detail: format!("unreadable answer for {}: {e}", disk.display()),
+        })?;
+        v.get("virtual-size")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| VmError::Tool {
+                tool: "qemu-img info".into(),
+                detail: format!("no virtual size for {}", disk.display()),
+            })
+    }
+
+    /// Creates an empty qcow2 layer; its backing is given to QEMU
+    /// explicitly, never read from the file.
+    pub(crate) fn create_overlay(&self, path: &Path, bytes: u64) -> Result<()> {
+        self.tools.run(
+            &self.tools.qemu_img,
+            &[
+                "create".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "qcow2".as_ref(),
+                path.as_os_str(),
+                bytes.to_string().as_ref(),
+            ],
+        )?;
+        self.run_as.chown(path)?;
+        let perm = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        fs::set_permissions(path, perm).map_err(|e| VmError::io("chmod", path, e))
+    }
+
+    /// Names of all VMs on this node.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let vms = self.cfg.data_dir.join("vms");
+        let mut names = Vec::new();
+        let entries = match fs::read_dir(&vms) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(VmError::io("read", &vms, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_vm_name(&name).is_ok() && entry.path().join("vm.json").exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every VM with its current state.
+    pub async fn list(&self) -> Result<Vec<VmInfo>> {
+        let mut out = Vec::new();
+        for name in self.names()? {
+            match self.inspect(&name).await {
+                Ok(info) => out.push(info),
+                Err(VmError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn record(&self, name: &str) -> Result<VmRecord> {
+        let dir = self.existing(name)?;
+        VmRecord::load(&dir.record())
+    }
+
+    /// The VM's current state, read from QEMU, its pid and the agent output.
+    /// Tidies up after a finished VM (stops a leftover passt, ends a QEMU
+    /// whose guest powered off).
+    pub async fn inspect(&self, name: &str) -> Result<VmInfo> {
+        let dir = self.existing(name)?;
+        let Some(lock) = VmLock::try_acquire(&dir)? else {
+            let rec = VmRecord::load(&dir.record())?;
+            let pid = self.qemu_pid(&dir);
+            return Ok(self.info(&dir, &rec, VmState::Busy, pid));
+        };
+        let state = self.state_locked(&dir, name).await?;
+        drop(lock);
+        let rec = VmRecord::load(&dir.record())?;
+        let pid = self.qemu_pid(&dir);
+        Ok(self.info(&dir, &rec, state, pid))
+    }
+
+    pub(crate) async fn state_locked(&self, dir: &VmDir, name: &str) -> Result<VmState> {
+        let mut rec = VmRecord::load(&dir.record())?;
+        let report = if rec.image.agent {
+            read_report(&dir.agent_out())?
+        } else {
+            Default::default()
+        };
+        if self.qemu_pid(dir).is_some() {
+            let qmp = match Qmp::connect(dir.qmp(), Duration::from_secs(10)).await {
+                Ok(q) => q,
+                // It exited between the two checks, or hangs: decide below
+                // from liveness again.
+                Err(_) if self.qemu_pid(dir).is_none() => {
+                    return Ok(self.dead_state(dir, &rec, &report));
+                }
+                Err(e) => return Err(VmError::qmp(name, e)),
+            };
+            let status = qmp
+                .query_status()
+                .await
+                .map_err(|e| VmError::qmp(name, e))?;
+            return Ok(match status.status {
+                RunState::Running => {
+                    if let Some(s) = report.exit {
+                        VmState::Exited {
+                            code: s.code,
+                            signal: s.signal,
+                        }
+                    } else if rec.image.agent && !report.started {
+                        VmState::Starting
+                    } else {
+                        VmState::Running
+                    }
+                }
+                RunState::InMigrate => VmState::Incoming,
+                RunState::Shutdown => {
+                    // The guest powered off and QEMU was told to stay
+                    // (`-no-shutdown`): that is the end of the job.
+                    rec.intent = Intent::GuestOff;
+                    rec.save(&dir.record())?;
+                    let _ = qmp.quit().await;
+                    self.wait_gone(dir, Duration::from_secs(30)).await;
+                    self.kill_passt(dir);
+                    match report.exit {
+                        Some(s) => VmState::Exited {
+                            code: s.code,
+                            signal: s.signal,
+                        },
+                        None => VmState::PoweredOff,
+                    }
+                }
+                RunState::GuestPanicked | RunState::InternalError | RunState::IoError => {
+                    VmState::Crashed {
+                        console_tail: format!(
+                            "QEMU reports `{}`\n{}",
+                            status.status.name(),
+                            self.crash_detail(dir)
+                        ),
+                    }
+                }
+                _ => VmState::Paused,
+            });
+        }
+        self.kill_passt(dir);
+        Ok(self.dead_state(dir, &rec, &report))
+    }
+
+    fn dead_state(
+        &self,
+        dir: &VmDir,
+        rec: &VmRecord,
+        report: &crate::output::AgentReport,
+    ) -> VmState {
+        if let Some(s) = report.exit {
+            return VmState::Exited {
+                code: s.code,
+                signal: s.signal,
+            };
+        }
+        match rec.intent {
+            Intent::Stop | Intent::Kill => VmState::Stopped,
+            Intent::Saved => VmState::Saved,
+            Intent::GuestOff => VmState::PoweredOff,
+            Intent::Run | Intent::Pause => match report.errors.first() {
+                Some(message) => VmState::Failed {
+                    message: message.clone(),
+                },
+                None => VmState::Crashed {
+                    console_tail: self.crash_detail(dir),
+                },
+            },
+        }
+    }
+
+    fn info(&self, dir: &VmDir, rec: &VmRecord, state: VmState, pid: Option<i32>) -> VmInfo {
+        VmInfo {
+            name: rec.name.clone(),
+            id: rec.id.clone(),
+            state,
+            image: rec.image.name.clone(),
+            cpus: rec.cpus,
+            memory_mb: rec.memory_mb,
+            accel: rec.accel,
+            accel_reason: rec.accel_reason.clone(),
+            pid,
+            created_unix: rec.created_unix,
+            dir: dir.root().to_path_buf(),
+            last_checkpoint: rec.last_checkpoint.clone(),
+            checkpoint_blocker: rec.checkpoint_blocker(),
+            publish: rec.publish.clone(),
+        }
+    }
+
+    pub(crate) async fn wait_gone(&self, dir: &VmDir, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.qemu_pid(dir).is_none() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.qemu_pid(dir).is_none()
+    }
+
+    /// Pauses the VM's vCPUs.
+    pub async fn pause(&self, name: &str) -> Result<VmInfo> {
+        self.set_running(name, false).await
+    }
+
+    /// Resumes a paused VM.
+    pub async fn resume(&self, name: &str) -> Result<VmInfo> {
+        self.set_running(name, true).await
+    }
+
+    async fn set_running(&self, name: &str, run: bool) -> Result<VmInfo> {
+        let dir = self.existing(name)?;
+        {
+            let _lock = VmLock::acquire(&dir, name).await?;
+            let state = self.state_locked(&dir, name).await?;
+            let ok = matches!(
+                state,
+                VmState::Running | VmState::Starting | VmState::Paused
+            );
+            if !ok {
+                return Err(VmError::WrongState {
+                    name: name.to_string(),
+                    state: state.word(),
+                    action: if run { "resume it" } else { "pause it" }.into(),
+                });
+            }
+            let qmp = self.connect(&dir, name).await?;
+            if run {
+                qmp.cont().await.map_err(|e| VmError::qmp(name, e))?;
+            } else {
+                qmp.stop().await.map_err(|e| VmError::qmp(name, e))?;
+            }
+            let mut rec = VmRecord::load(&dir.record())?;
+            rec.intent = if run { Intent::Run } else { Intent::Pause };
+            rec.save(&dir.record())?;
+        }
+        self.inspect(name).await
+    }
+
+    /// Stops the VM gracefully: the agent stops the command (SIGTERM, then
+    /// SIGKILL after `grace`) and powers off; without the agent, the ACPI
+    /// power button. After `grace` plus a margin QEMU is ended by force.
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<VmInfo> {
+        let dir = self.existing(name)?;
+        {
+            let _lock = VmLock::acquire(&dir, name).await?;
+            let mut rec = VmRecord::load(&dir.record())?;
+            if self.qemu_pid(&dir).is_some() {
+                rec.intent = Intent::Stop;
+                rec.save(&dir.record())?;
+                let qmp = self.connect(&dir, name).await?;
+                let status = qmp
+                    .query_status()
+                    .await
+                    .map_err(|e| VmError::qmp(name, e))?;
+                if matches!(status.status, RunState::Paused) {
+                    // A paused guest cannot act on the request.
+                    let _ = qmp.cont().await;
+                }
+                let asked = if rec.image.agent {
+                    self.send_control(
+                        &dir,
+                        &HostMessage::Stop {
+                            grace_secs: grace.as_secs().min(u32::MAX as u64) as u32,
+                        },
+                    )
+                    .await
+                    .is_ok()
+                } else {
+                    qmp.system_powerdown().await.is_ok()
+                };
+                // Leave QMP free while waiting; QEMU exits on power-off.
+                drop(qmp);
+                let margin = Duration::from_secs(if asked { 30 } else { 0 });
+                if !self.wait_gone(&dir, grace + margin).await {
+                    if let Ok(qmp) = self.connect(&dir, name).await {
+                        let _ = qmp.quit().await;
+                    }
+                    if !self.wait_gone(&dir, Duration::from_secs(10)).await
+                        && let Some(pid) = self.qemu_pid(&dir)
+                    {
+                        process::signal(pid, Sig::KILL);
+                        self.wait_gone(&dir, Duration::from_secs(10)).await;
+                    }
+                }
+            }
+            self.kill_passt(&dir);
+        }
+        self.inspect(name).await
+    }
+
+    /// Ends QEMU at once (SIGKILL).
+    pub async fn kill(&self, name: &str) -> Result<VmInfo> {
+        let dir = self.existing(name)?;
+        {
+            // A kill must work even while another vgrid is stuck on the VM,
+            // so it does not wait for the lock.
+            let mut rec = VmRecord::load(&dir.record())?;
+            if let Some(pid) = self.qemu_pid(&dir) {
+                rec.intent = Intent::Kill;
+                rec.save(&dir.record())?;
+                process::signal(pid, Sig::KILL);
+                self.wait_gone(&dir, Duration::from_secs(30)).await;
+            }
+            self.kill_passt(&dir);
+        }
+        self.inspect(name).await
+    }
+
+    /// Deletes a VM that is not running, with its directory.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let dir = self.existing(name)?;
+        let _lock = VmLock::acquire(&dir, name).await?;
+        if self.qemu_pid(&dir).is_some() {
+            return Err(VmError::WrongState {
+                name: name.to_string(),
+                state: "running".into(),
+                action: "remove it (stop or kill it first)".into(),
+            });
+        }
+        self.kill_passt(&dir);
+        fs::remove_dir_all(dir.root()).map_err(|e| VmError::io("remove", dir.root(), e))
+    }
+
+    /// Waits until the VM is no longer live and returns its final state.
+    pub async fn wait(&self, name: &str) -> Result<VmInfo> {
+        loop {
+            let info = self.inspect(name).await?;
+            if !info.state.is_live() {
+                return Ok(info);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A reader of the command's output frames.
+    pub fn output(&self, name: &str) -> Result<OutputReader> {
+        let dir = self.existing(name)?;
+        Ok(OutputReader::new(dir.agent_out()))
+    }
+
+    /// The serial console log's path.
+    pub fn console_path(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.existing(name)?.console())
+    }
+
+    /// The staging directory (outputs land there after the command).
+    pub fn stage_dir(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.existing(name)?.stage())
+    }
+
+    /// Sends one message to the agent's control port.
+    pub(crate) async fn send_control(&self, dir: &VmDir, msg: &HostMessage) -> Result<()> {
+        let path = dir.ctl();
+        let mut sock = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        .map_err(|_| VmError::Timeout {
+            what: format!("connecting to {}", path.display()),
+            after: Duration::from_secs(10),
+        })?
+        .map_err(|e| VmError::io("connect", &path, e))?;
+        sock.write_all(&msg.encode())
+            .await
+            .map_err(|e| VmError::io("write", &path, e))?;
+        sock.flush()
+            .await
+            .map_err(|e| VmError::io("write", &path, e))?;
+        // Give QEMU a moment to move the bytes to the guest before the
+        // connection closes (it reads the socket asynchronously).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    }
+
+    /// True when the VM's image boots with the stock kernel.
+    pub fn is_stock(rec: &VmRecord) -> bool {
+        rec.image.kind == ImageKind::Stock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_specs_parse() {
+        let m = MountSpec::parse("data/genome:/data:ro").unwrap();
+        assert_eq!(m.host, PathBuf::from("data/genome"));
+        assert_eq!(m.guest, "/data");
+        assert!(m.readonly);
+        assert!(!MountSpec::parse("/srv:/mnt").unwrap().readonly);
+        for bad in ["/srv", ":/mnt", "/srv:", "/a:/b:rx", "/a:/b:ro:x"] {
+            let err = MountSpec::parse(bad).unwrap_err();
+            assert!(err.to_string().starts_with("--mount"), "{err}");
+        }
+    }
+
+    #[test]
+    fn state_words() {
+        assert_eq!(
+            VmState::Exited {
+                code: Some(3),
+                signal: None
+            }
+            .word(),
+            "exited(3)"
+        );
+        assert!(VmState::Busy.is_live());
+        assert!(!VmState::Saved.is_live());
+        let json = serde_json::to_value(VmState::Exited {
+            code: Some(0),
+            signal: None,
+        })
+        .unwrap();
+        assert_eq!(json["state"], "exited");
+    }
+}
