@@ -1,20 +1,32 @@
 //! Free-capacity index of a pool of nodes.
 //!
-//! Nodes are grouped by their free capacity, so that placing a job without
-//! requirements costs O(distinct free shapes + VMs placed) instead of a scan
-//! over all nodes. On a cluster of identical one-core nodes there are one or
-//! two distinct shapes, whatever the number of nodes.
+//! Nodes are grouped by their free capacity ("shape"), so that placing a
+//! job without requirements costs O(distinct shapes + VMs placed) instead
+//! of a scan over all nodes. On a cluster of identical one-core nodes there
+//! are one or two distinct shapes, whatever the number of nodes. Within a
+//! shape, nodes sit in an unordered bag with a position table, so moving a
+//! node between shapes is O(1); the order inside a bag depends only on the
+//! history of events, so decisions stay deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// `(has best-effort jobs, free cores, free memory MiB)`. Nodes without
 /// best-effort jobs sort first, so normal jobs preempt as little as
 /// possible; then smallest free capacity first (best fit).
 pub(crate) type Key = (bool, u32, u64);
 
+const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
+
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FreeIndex {
-    map: BTreeMap<Key, BTreeSet<u32>>,
+    /// Shape -> bag number.
+    keys: BTreeMap<Key, u32>,
+    bags: Vec<Vec<u32>>,
+    /// The shape of each bag.
+    bag_keys: Vec<Key>,
+    spare: Vec<u32>,
+    /// Node index -> (bag, position in bag), or `ABSENT`.
+    pos: Vec<(u32, u32)>,
 }
 
 /// How many VMs of `cores` cores and `mem` MiB fit in a node with this
@@ -32,30 +44,75 @@ pub(crate) fn slots(free_cores: u32, free_mem: u64, cores: u32, mem: u64) -> u64
 
 impl FreeIndex {
     pub(crate) fn insert(&mut self, key: Key, node: u32) {
-        self.map.entry(key).or_default().insert(node);
+        let n = node as usize;
+        if self.pos.len() <= n {
+            self.pos.resize(n + 1, ABSENT);
+        }
+        if self.pos[n] != ABSENT {
+            self.remove(node);
+        }
+        let bag = match self.keys.get(&key) {
+            Some(&b) => b,
+            None => {
+                let b = match self.spare.pop() {
+                    Some(b) => b,
+                    None => {
+                        self.bags.push(Vec::new());
+                        self.bag_keys.push(key);
+                        (self.bags.len() - 1) as u32
+                    }
+                };
+                self.bag_keys[b as usize] = key;
+                self.keys.insert(key, b);
+                b
+            }
+        };
+        let nodes = &mut self.bags[bag as usize];
+        self.pos[n] = (bag, nodes.len() as u32);
+        nodes.push(node);
     }
 
-    pub(crate) fn remove(&mut self, key: Key, node: u32) {
-        if let Some(set) = self.map.get_mut(&key) {
-            set.remove(&node);
-            if set.is_empty() {
-                self.map.remove(&key);
-            }
+    /// Take a node out of the index (wherever it is); `key` must be its
+    /// current shape.
+    pub(crate) fn remove_at(&mut self, key: Key, node: u32) {
+        let _ = key;
+        self.remove(node);
+    }
+
+    fn remove(&mut self, node: u32) {
+        let Some(&(bag, at)) = self.pos.get(node as usize) else {
+            return;
+        };
+        if bag == u32::MAX {
+            return;
+        }
+        let nodes = &mut self.bags[bag as usize];
+        nodes.swap_remove(at as usize);
+        if let Some(&moved) = nodes.get(at as usize) {
+            self.pos[moved as usize] = (bag, at);
+        }
+        self.pos[node as usize] = ABSENT;
+        if nodes.is_empty() {
+            self.keys.remove(&self.bag_keys[bag as usize]);
+            self.spare.push(bag);
         }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &BTreeSet<u32>)> {
-        self.map.iter()
+    /// Shapes in order, each with its nodes.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &[u32])> {
+        self.keys
+            .iter()
+            .map(|(k, &b)| (k, self.bags[b as usize].as_slice()))
     }
 
     /// Total VM slots of shape `(cores, mem)`, stopping once `enough` is
     /// reached.
     pub(crate) fn count_slots(&self, cores: u32, mem: u64, enough: u64) -> u64 {
         let mut total = 0u64;
-        for (&(_, fc, fm), set) in &self.map {
+        for (&(_, fc, fm), nodes) in self.iter() {
             let s = slots(fc, fm, cores, mem);
             if s > 0 {
-                total = total.saturating_add(s.saturating_mul(set.len() as u64));
+                total = total.saturating_add(s.saturating_mul(nodes.len() as u64));
                 if total >= enough {
                     return total;
                 }
@@ -65,7 +122,15 @@ impl FreeIndex {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.keys.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.keys.clear();
+        self.bags.clear();
+        self.bag_keys.clear();
+        self.spare.clear();
+        self.pos.clear();
     }
 }
 
@@ -91,8 +156,37 @@ mod tests {
         assert_eq!(ix.count_slots(1, 0, u64::MAX), 14);
         assert_eq!(ix.count_slots(2, 0, u64::MAX), 2);
         assert_eq!(ix.count_slots(1, 0, 3), 10); // stops early
-        ix.remove((true, 4, 0), 10);
+        ix.remove_at((true, 4, 0), 10);
         assert_eq!(ix.count_slots(2, 0, u64::MAX), 0);
         assert_eq!(ix.iter().count(), 1);
+    }
+
+    #[test]
+    fn removal_keeps_positions_consistent() {
+        let mut ix = FreeIndex::default();
+        for n in 0..5 {
+            ix.insert((false, 2, 0), n);
+        }
+        ix.remove_at((false, 2, 0), 1);
+        ix.remove_at((false, 2, 0), 4);
+        ix.insert((false, 1, 0), 4);
+        let mut left: Vec<u32> = ix
+            .iter()
+            .next()
+            .map(|(_, n)| n.to_vec())
+            .unwrap_or_default();
+        left.sort_unstable();
+        assert_eq!(left, vec![4]);
+        let mut two: Vec<u32> = ix
+            .iter()
+            .nth(1)
+            .map(|(_, n)| n.to_vec())
+            .unwrap_or_default();
+        two.sort_unstable();
+        assert_eq!(two, vec![0, 2, 3]);
+        for n in [0, 2, 3, 4] {
+            ix.remove_at((false, 0, 0), n);
+        }
+        assert!(ix.is_empty());
     }
 }

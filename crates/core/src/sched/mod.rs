@@ -20,7 +20,7 @@ use crate::profile::Profile;
 use crate::types::{DomainId, JobId, NodeId, Time};
 use crate::view::{DomainView, JobState, JobView, NodeStatus, NodeView, Outcome, WaitReason};
 
-use state::{Domain, Job, Node, PoolKind, St, Timer};
+use state::{Domain, Job, Node, PoolKind, QEntry, St, Timer};
 
 /// The scheduling core. See the crate documentation for how to drive it.
 #[derive(Debug, Clone)]
@@ -231,9 +231,9 @@ impl Scheduler {
         let Some(d) = self.domains.get(usize::from(domain.0)) else {
             return Vec::new();
         };
-        let res = d.reservations.iter().map(|&(_, id)| id);
-        let normal = d.queue.iter().map(|k| k.2);
-        let be = d.be_queue.iter().map(|k| k.2);
+        let res = d.reservations.keys().map(|&(_, id)| id);
+        let normal = d.queue.keys().map(|k| k.2);
+        let be = d.be_queue.keys().map(|k| k.2);
         res.chain(normal).chain(be).collect()
     }
 
@@ -303,14 +303,38 @@ impl Scheduler {
             .sum()
     }
 
+    /// A waiting job's queue entry.
+    pub(super) fn entry(&self, j: &Job) -> Option<&QEntry> {
+        if j.st != St::Queued || j.held {
+            return None;
+        }
+        let d = &self.domains[usize::from(j.spec.domain.0)];
+        match j.spec.class {
+            Class::Normal => d.queue.get(&j.qkey()),
+            Class::BestEffort => d.be_queue.get(&j.qkey()),
+            Class::Reservation { start, .. } => d.reservations.get(&(start, j.spec.id)),
+        }
+    }
+
+    pub(super) fn entry_mut(&mut self, id: JobId) -> Option<&mut QEntry> {
+        let j = self.jobs.get(&id)?;
+        if j.st != St::Queued || j.held {
+            return None;
+        }
+        let d = &mut self.domains[usize::from(j.spec.domain.0)];
+        match j.spec.class {
+            Class::Normal => d.queue.get_mut(&j.qkey()),
+            Class::BestEffort => d.be_queue.get_mut(&j.qkey()),
+            Class::Reservation { start, .. } => d.reservations.get_mut(&(start, id)),
+        }
+    }
+
     /// The start a waiting job was given by the last pass, if any.
     fn planned_start(&self, j: &Job) -> Option<Time> {
         let d = &self.domains[usize::from(j.spec.domain.0)];
-        let current = j.reason_gen == d.pass_gen && j.reason_gen >= j.queued_gen;
-        (j.st == St::Queued && !j.held && current)
-            .then_some(j.planned)
-            .flatten()
-            .map(|(t, _)| t)
+        let e = self.entry(j)?;
+        let current = e.reason_gen == d.pass_gen && e.reason_gen >= e.queued_gen;
+        current.then_some(e.planned).flatten().map(|(t, _)| t)
     }
 
     fn state_of(&self, j: &Job) -> JobState {
@@ -322,12 +346,15 @@ impl Scheduler {
                     WaitReason::Vacating
                 } else {
                     let d = &self.domains[usize::from(j.spec.domain.0)];
-                    if d.dirty && j.queued_gen == d.pass_gen {
+                    let e = self.entry(j);
+                    if d.dirty && e.is_some_and(|e| e.queued_gen == d.pass_gen) {
                         // Queued since the last pass (a job requeued during
                         // a pass leaves the domain clean).
                         WaitReason::New
-                    } else if j.reason_gen == d.pass_gen && j.reason_gen >= j.queued_gen {
-                        j.reason
+                    } else if let Some(e) =
+                        e.filter(|e| e.reason_gen == d.pass_gen && e.reason_gen >= e.queued_gen)
+                    {
+                        e.reason
                     } else if let Some(r) = self.feasibility(usize::from(j.spec.domain.0), j) {
                         // Not looked at by the last pass, but it could not
                         // run anyway.
@@ -362,7 +389,7 @@ impl Scheduler {
     }
 
     fn submit(&mut self, now: Time, spec: JobSpec) -> Result<(), Rejected> {
-        let d = self.domain_ix(spec.domain)?;
+        self.domain_ix(spec.domain)?;
         if self.jobs.contains_key(&spec.id) {
             return Err(Rejected::DuplicateJob(spec.id));
         }
@@ -384,15 +411,10 @@ impl Scheduler {
                 return Err(invalid("its reservation window is already over"));
             }
         }
-        let dom = &mut self.domains[d];
         let job = Job {
             submitted: now,
             st: St::Queued,
             held: false,
-            reason: WaitReason::New,
-            planned: None,
-            reason_gen: 0,
-            queued_gen: dom.pass_gen,
             progress: 0,
             has_ckpt: false,
             preemptions: 0,
@@ -406,7 +428,6 @@ impl Scheduler {
             expected_end: Time::MAX,
             next_ckpt: None,
             not_before: Time::ZERO,
-            feasible: None,
             spec,
         };
         if let Some((start, end)) = job.window() {
@@ -419,32 +440,50 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Put a job (state `Queued`, not held) into its domain's queue.
+    /// Put a job into its domain's queue (or count it as held).
     fn enqueue(&mut self, id: JobId) {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
-        let d = &mut self.domains[usize::from(j.spec.domain.0)];
         j.st = St::Queued;
-        j.queued_gen = d.pass_gen;
-        j.planned = None;
+        let j = &self.jobs[&id];
+        let dur = self.remaining_ms(Time::ZERO, j, true);
+        let d = &mut self.domains[usize::from(j.spec.domain.0)];
         d.dirty = true;
         if j.held {
             d.held += 1;
             return;
         }
+        let s = &j.spec;
+        let entry = QEntry {
+            vms: s.vms,
+            cores: s.cores_per_vm,
+            mem: s.memory_mb_per_vm,
+            need_c: i64::try_from(s.total_cores()).unwrap_or(i64::MAX),
+            need_m: i64::try_from(s.total_memory_mb()).unwrap_or(i64::MAX),
+            dur,
+            simple: s.requirements.is_none() && s.rank.is_none(),
+            feas: None,
+            reason: WaitReason::New,
+            reason_gen: 0,
+            queued_gen: d.pass_gen,
+            planned: None,
+        };
         if !j.is_best_effort() {
-            d.demand_vms += u64::from(j.spec.vms);
+            d.demand_vms += u64::from(s.vms);
         }
-        match j.spec.class {
+        match s.class {
             Class::Normal => {
-                d.queue.insert(j.qkey());
+                d.queue.insert(j.qkey(), entry);
+                d.arrivals.push(j.qkey());
             }
             Class::BestEffort => {
-                d.be_queue.insert(j.qkey());
+                d.be_queue.insert(j.qkey(), entry);
+                let d = usize::from(s.domain.0);
+                self.set_best_effort_index(d, true);
             }
             Class::Reservation { start, .. } => {
-                d.reservations.insert((start, id));
+                d.reservations.insert((start, id), entry);
             }
         }
     }
@@ -464,7 +503,12 @@ impl Scheduler {
         }
         match j.spec.class {
             Class::Normal => {
-                d.queue.remove(&j.qkey());
+                let key = j.qkey();
+                d.queue.remove(&key);
+                if d.last_head.is_some_and(|(head, _)| head == key) {
+                    // The queue's head leaves: the next pass looks again.
+                    d.rescan = true;
+                }
             }
             Class::BestEffort => {
                 d.be_queue.remove(&j.qkey());
@@ -637,11 +681,12 @@ impl Scheduler {
         };
         let old = j.expected_end;
         j.expected_end = end;
-        if j.is_best_effort() || !j.st.is_placed() {
+        if j.is_best_effort() || !j.st.is_placed() || old == end {
             return;
         }
         // The job is indexed in the pool of the domain its nodes serve.
         if let Some(p) = self.serving_domain(id) {
+            self.domains[p.0].rescan = true;
             let pool = self.domains[p.0].pool_mut(p.1);
             if pool.running.remove(&(old, id)) {
                 pool.running.insert((end, id));

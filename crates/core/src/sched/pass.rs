@@ -1,5 +1,11 @@
 //! One scheduling pass over a domain: reservations, then the normal queue
 //! under the configured policy, then best-effort jobs on what is left.
+//!
+//! FCFS and EASY without reservations or borrowed nodes take a fast path:
+//! the queue is scanned through its entries (no lookups per job) with the
+//! classic shadow-time/extra-capacity form of EASY, and a pass caused only
+//! by new arrivals looks only at them. Everything else goes through the
+//! general time profile; a property test checks both give the same actions.
 
 use std::ops::Bound;
 
@@ -9,21 +15,43 @@ use crate::types::{JobId, Time};
 use crate::view::WaitReason;
 
 use super::Scheduler;
-use super::place::View;
-use super::state::{POOLS, PoolKind, QKey};
+use super::place::{View, shape_feasibility};
+use super::state::{Domain, POOLS, PoolKind, QKey, Shadow};
 
-/// The EASY head job's reservation in the fast path: when it can start,
-/// and the capacity left over at that time for jobs that run past it.
+/// What a queue scan found for the caller to act on.
 #[derive(Debug, Clone, Copy)]
-struct Shadow {
-    at: Time,
-    extra_c: i64,
-    extra_m: i64,
+enum Pick {
+    /// The job has requirements: check its feasibility the slow way.
+    SlowCheck,
+    /// The first waiting job fits in total: try to start it.
+    Start,
+    /// The first waiting job does not fit: it becomes the head.
+    Head,
+    /// A backfill candidate that passed the checks.
+    Backfill {
+        long: bool,
+        need_c: i64,
+        need_m: i64,
+    },
 }
 
 impl Scheduler {
     pub(super) fn pass(&mut self, now: Time, d: usize) {
-        self.domains[d].pass_gen += 1;
+        let simple = self.simple_path(d);
+        let dom = &self.domains[d];
+        // A pass caused only by arrivals behind a blocked head needs to look
+        // only at them: nothing that was refused before can fit now.
+        let arrivals_only = simple
+            && !dom.rescan
+            && !dom.head_fragmented
+            && matches!(self.cfg.policy, Policy::Fcfs | Policy::Easy)
+            && dom.last_head.is_some_and(|(head, sh)| {
+                (self.cfg.policy == Policy::Fcfs || sh.at > now)
+                    && dom.arrivals.iter().all(|&k| k > head)
+            });
+        if !arrivals_only {
+            self.domains[d].pass_gen += 1;
+        }
         let pass_no = self.domains[d].pass_gen;
 
         // Placed jobs whose nodes have emptied (or whose window opened).
@@ -36,15 +64,23 @@ impl Scheduler {
 
         self.reservations_pass(now, d, pass_no);
 
-        self.domains[d].plan_wakeup = None;
-        let dom = &self.domains[d];
-        let simple = dom.reservations.is_empty() && dom.pool(PoolKind::Borrowed).nodes == 0;
-        #[cfg(test)]
-        let simple = simple && !self.force_profile;
         match self.cfg.policy {
-            Policy::Fcfs if simple => self.fcfs_pass(now, d, pass_no),
-            Policy::Easy if simple => self.easy_pass(now, d, pass_no),
-            policy => self.profile_pass(now, d, pass_no, policy),
+            Policy::Fcfs if simple => {
+                if !arrivals_only {
+                    self.fcfs_pass(now, d, pass_no);
+                }
+            }
+            Policy::Easy if simple => {
+                if arrivals_only {
+                    self.easy_arrivals(now, d, pass_no);
+                } else {
+                    self.easy_pass(now, d, pass_no);
+                }
+            }
+            policy => {
+                self.domains[d].last_head = None;
+                self.profile_pass(now, d, pass_no, policy);
+            }
         }
 
         self.best_effort_pass(now, d, pass_no);
@@ -54,10 +90,24 @@ impl Scheduler {
         let lead = dom.be_lead();
         dom.prep_wakeup = dom
             .reservations
-            .iter()
+            .keys()
             .map(|&(start, _)| Time(start.0.saturating_sub(lead)))
             .find(|&t| t > now);
+        dom.arrivals.clear();
+        dom.rescan = false;
         dom.dirty = false;
+        if dom.be_queue.is_empty() && dom.be_costs.is_empty() {
+            self.set_best_effort_index(d, false);
+        }
+    }
+
+    /// Whether the fast FCFS/EASY paths apply to the domain.
+    fn simple_path(&self, d: usize) -> bool {
+        let dom = &self.domains[d];
+        let simple = dom.reservations.is_empty() && dom.pool(PoolKind::Borrowed).nodes == 0;
+        #[cfg(test)]
+        let simple = simple && !self.force_profile;
+        simple
     }
 
     fn set_reason(&mut self, id: JobId, reason: WaitReason, pass_no: u64) {
@@ -71,10 +121,8 @@ impl Scheduler {
         planned: Option<(Time, PoolKind)>,
         pass_no: u64,
     ) {
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.reason = reason;
-            j.planned = planned;
-            j.reason_gen = pass_no;
+        if let Some(e) = self.entry_mut(id) {
+            e.set(reason, planned, pass_no);
         }
     }
 
@@ -88,11 +136,11 @@ impl Scheduler {
             &dom.queue
         };
         match cursor {
-            None => q.first().copied(),
+            None => q.keys().next().copied(),
             Some(k) => q
                 .range((Bound::Excluded(k), Bound::Unbounded))
                 .next()
-                .copied(),
+                .map(|(k, _)| *k),
         }
     }
 
@@ -123,7 +171,10 @@ impl Scheduler {
 
     fn job_need(&self, id: JobId) -> (i64, i64) {
         self.jobs.get(&id).map_or((0, 0), |j| {
-            (j.spec.total_cores() as i64, j.spec.total_memory_mb() as i64)
+            (
+                i64::try_from(j.spec.total_cores()).unwrap_or(i64::MAX),
+                i64::try_from(j.spec.total_memory_mb()).unwrap_or(i64::MAX),
+            )
         })
     }
 
@@ -143,7 +194,7 @@ impl Scheduler {
         due.extend(
             self.domains[d]
                 .reservations
-                .iter()
+                .keys()
                 .take_while(|&&(start, _)| start.0.saturating_sub(lead) <= now.0)
                 .map(|&(_, id)| id),
         );
@@ -154,8 +205,11 @@ impl Scheduler {
             }
             if self
                 .try_place_now(now, d, id, Some(PoolKind::Own))
-                .is_none()
+                .is_some()
             {
+                // Capacity was taken outside the normal queue's view.
+                self.domains[d].rescan = true;
+            } else {
                 let open = self
                     .jobs
                     .get(&id)
@@ -172,77 +226,166 @@ impl Scheduler {
         self.scratch.ids = due;
     }
 
-    /// Strict queue order: start jobs until the first that does not fit.
-    fn fcfs_pass(&mut self, now: Time, d: usize, pass_no: u64) {
-        let mut cursor = None;
-        while let Some(key) = self.next_in_queue(d, cursor, false) {
-            cursor = Some(key);
-            let id = key.2;
-            if let Some(r) = self.infeasible(d, id) {
-                self.set_reason(id, r, pass_no);
-                continue;
+    /// Scan the normal queue from `from` for the next job that needs the
+    /// caller's attention, setting the reasons of the jobs it passes over.
+    /// With `shadow` the scan looks for backfill candidates; without, for
+    /// the first feasible job.
+    fn scan(
+        &mut self,
+        now: Time,
+        d: usize,
+        from: Bound<QKey>,
+        shadow: Option<Shadow>,
+        pass_no: u64,
+    ) -> Option<(QKey, Pick)> {
+        let dom: &mut Domain = &mut self.domains[d];
+        let version = dom.nodes_version;
+        let Domain { queue, pools, .. } = dom;
+        let free = (pools[0].free_c, pools[0].free_m);
+        for (k, e) in queue.range_mut((from, Bound::Unbounded)) {
+            if shadow.is_some() && free.0 <= 0 {
+                return None;
             }
-            if self.try_place_now(now, d, id, None).is_none() {
-                self.set_reason(id, WaitReason::Resources, pass_no);
-                break;
+            if let Some(pick) = judge(e, now, version, pools, free, shadow, pass_no) {
+                return Some((*k, pick));
             }
         }
+        None
+    }
+
+    /// [`Scheduler::scan`] for one queued job only.
+    fn judge_one(
+        &mut self,
+        now: Time,
+        d: usize,
+        key: QKey,
+        shadow: Option<Shadow>,
+        pass_no: u64,
+    ) -> Option<Pick> {
+        let dom: &mut Domain = &mut self.domains[d];
+        let version = dom.nodes_version;
+        let Domain { queue, pools, .. } = dom;
+        let free = (pools[0].free_c, pools[0].free_m);
+        let e = queue.get_mut(&key)?;
+        judge(e, now, version, pools, free, shadow, pass_no)
+    }
+
+    /// Strict queue order: start jobs until the first that does not fit.
+    fn fcfs_pass(&mut self, now: Time, d: usize, pass_no: u64) {
+        let mut from = Bound::Unbounded;
+        let mut head = None;
+        while let Some((key, pick)) = self.scan(now, d, from, None, pass_no) {
+            from = Bound::Excluded(key);
+            match pick {
+                Pick::SlowCheck => {
+                    let _ = self.infeasible(d, key.2);
+                    from = Bound::Included(key);
+                }
+                Pick::Start if self.try_place_now(now, d, key.2, None).is_some() => {}
+                _ => {
+                    self.set_reason(key.2, WaitReason::Resources, pass_no);
+                    let none = Shadow {
+                        at: Time::MAX,
+                        extra_c: 0,
+                        extra_m: 0,
+                    };
+                    head = Some((key, none));
+                    break;
+                }
+            }
+        }
+        self.domains[d].last_head = head;
     }
 
     /// EASY backfilling without reservations or borrowed nodes, in O(1)
     /// per queued job looked at (the classic shadow-time/extra-capacity
     /// form). The pass stops looking once no capacity is free.
     fn easy_pass(&mut self, now: Time, d: usize, pass_no: u64) {
-        let mut cursor = None;
-        let mut shadow: Option<Shadow> = None;
-        while let Some(key) = self.next_in_queue(d, cursor, false) {
-            cursor = Some(key);
+        self.domains[d].head_fragmented = false;
+        let mut from = Bound::Unbounded;
+        let mut head: Option<(QKey, Shadow)> = None;
+        while let Some((key, pick)) = self.scan(now, d, from, head.map(|h| h.1), pass_no) {
+            from = Bound::Excluded(key);
             let id = key.2;
-            let pool = self.domains[d].pool(PoolKind::Own);
-            let (free_c, free_m) = (pool.free_c, pool.free_m);
-            if shadow.is_some() && free_c <= 0 {
-                break;
-            }
-            if let Some(r) = self.infeasible(d, id) {
-                self.set_reason(id, r, pass_no);
-                continue;
-            }
-            let (need_c, need_m) = self.job_need(id);
-            let Some(sh) = shadow else {
-                if need_c <= free_c
-                    && need_m <= free_m
-                    && self.try_place_now(now, d, id, None).is_some()
-                {
-                    continue;
+            match pick {
+                Pick::SlowCheck => {
+                    let _ = self.infeasible(d, id);
+                    from = Bound::Included(key);
                 }
-                let sh = self.shadow(now, d, need_c, need_m);
-                shadow = Some(sh);
-                let planned = (sh.at != Time::MAX).then_some((sh.at, PoolKind::Own));
-                self.set_reason_planned(id, WaitReason::Resources, planned, pass_no);
-                continue;
-            };
-            if need_c > free_c || need_m > free_m {
-                self.set_reason(id, WaitReason::Resources, pass_no);
-                continue;
-            }
-            let end = now.plus(self.duration(now, id));
-            let long = end > sh.at;
-            if long && (need_c > sh.extra_c || need_m > sh.extra_m) {
-                self.set_reason(id, WaitReason::Priority, pass_no);
-                continue;
-            }
-            if self.try_place_now(now, d, id, None).is_some() {
-                if long {
-                    shadow = Some(Shadow {
-                        extra_c: sh.extra_c - need_c,
-                        extra_m: sh.extra_m - need_m,
-                        ..sh
-                    });
+                Pick::Start | Pick::Head => {
+                    if matches!(pick, Pick::Start) {
+                        if self.try_place_now(now, d, id, None).is_some() {
+                            continue;
+                        }
+                        self.domains[d].head_fragmented = true;
+                    }
+                    let (need_c, need_m) = self.job_need(id);
+                    let sh = self.shadow(now, d, need_c, need_m);
+                    head = Some((key, sh));
+                    let planned = (sh.at != Time::MAX).then_some((sh.at, PoolKind::Own));
+                    self.set_reason_planned(id, WaitReason::Resources, planned, pass_no);
                 }
-            } else {
-                self.set_reason(id, WaitReason::Resources, pass_no);
+                Pick::Backfill {
+                    long,
+                    need_c,
+                    need_m,
+                } => self.backfill(now, d, id, long, need_c, need_m, &mut head, pass_no),
             }
         }
+        self.domains[d].last_head = head;
+    }
+
+    /// Start a backfill candidate; a job running past the head's
+    /// reservation uses up extra capacity.
+    #[allow(clippy::too_many_arguments)]
+    fn backfill(
+        &mut self,
+        now: Time,
+        d: usize,
+        id: JobId,
+        long: bool,
+        need_c: i64,
+        need_m: i64,
+        head: &mut Option<(QKey, Shadow)>,
+        pass_no: u64,
+    ) {
+        if self.try_place_now(now, d, id, None).is_some() {
+            if long && let Some((_, sh)) = head.as_mut() {
+                sh.extra_c -= need_c;
+                sh.extra_m -= need_m;
+            }
+        } else {
+            self.set_reason(id, WaitReason::Resources, pass_no);
+        }
+    }
+
+    /// EASY when only new jobs behind the blocked head arrived: they are
+    /// backfill candidates against the head's unchanged reservation.
+    fn easy_arrivals(&mut self, now: Time, d: usize, pass_no: u64) {
+        let mut head = self.domains[d].last_head;
+        let mut arrivals = std::mem::take(&mut self.domains[d].arrivals);
+        arrivals.sort_unstable();
+        for &key in &arrivals {
+            if self.domains[d].pool(PoolKind::Own).free_c <= 0 {
+                break;
+            }
+            let mut pick = self.judge_one(now, d, key, head.map(|h| h.1), pass_no);
+            if let Some(Pick::SlowCheck) = pick {
+                let _ = self.infeasible(d, key.2);
+                pick = self.judge_one(now, d, key, head.map(|h| h.1), pass_no);
+            }
+            if let Some(Pick::Backfill {
+                long,
+                need_c,
+                need_m,
+            }) = pick
+            {
+                self.backfill(now, d, key.2, long, need_c, need_m, &mut head, pass_no);
+            }
+        }
+        arrivals.clear();
+        self.domains[d].arrivals = arrivals;
+        self.domains[d].last_head = head;
     }
 
     /// When the head job (needing `need_c`/`need_m`) can start, given the
@@ -295,7 +438,7 @@ impl Scheduler {
         // they can never run here).
         let mut windows = std::mem::take(&mut self.scratch.ids);
         windows.clear();
-        windows.extend(self.domains[d].reservations.iter().map(|&(_, id)| id));
+        windows.extend(self.domains[d].reservations.keys().map(|&(_, id)| id));
         for &id in &windows {
             if self.infeasible(d, id).is_some() {
                 continue;
@@ -307,7 +450,7 @@ impl Scheduler {
                 continue;
             };
             let from = start.max(now);
-            let (c, m) = (j.spec.total_cores() as i64, j.spec.total_memory_mb() as i64);
+            let (c, m) = self.job_need(id);
             profiles[PoolKind::Own as usize].reserve(from, end.since(from), c, m);
         }
         self.scratch.ids = windows;
@@ -323,19 +466,22 @@ impl Scheduler {
             while let Some(key) = self.next_in_queue(d, cursor, false) {
                 cursor = Some(key);
                 let id = key.2;
-                let Some((t, kind)) = self.jobs.get(&id).and_then(|j| j.planned) else {
+                let Some(e) = self.domains[d].queue.get(&key) else {
+                    continue;
+                };
+                let Some((t, kind)) = e.planned else {
                     continue;
                 };
                 if let Some(r) = self.infeasible(d, id) {
                     self.set_reason(id, r, pass_no);
                     continue;
                 }
+                if self.domains[d].pool(kind).nodes == 0 {
+                    self.set_reason(id, WaitReason::Priority, pass_no);
+                    continue;
+                }
                 if t <= now {
                     due_now += 1;
-                }
-                if self.domains[d].pool(kind).nodes == 0 {
-                    self.set_reason_planned(id, WaitReason::Priority, None, pass_no);
-                    continue;
                 }
                 let (c, m) = self.job_need(id);
                 let dur = self.duration(now, id);
@@ -346,10 +492,10 @@ impl Scheduler {
         let mut cursor = None;
         let mut blocked = false;
         let mut depth = 0u32;
+        let max_depth = self.conservative_depth.unwrap_or(u32::MAX);
         // A conservative reservation must start on time even if no event
         // happens then (a job ending early moved it, for example).
         let mut next_planned: Option<Time> = None;
-        let max_depth = self.conservative_depth.unwrap_or(u32::MAX);
         while let Some(key) = self.next_in_queue(d, cursor, false) {
             cursor = Some(key);
             let id = key.2;
@@ -371,7 +517,7 @@ impl Scheduler {
             let (c, m) = self.job_need(id);
             let dur = self.duration(now, id);
             if policy == Policy::Conservative
-                && let Some((t, kind)) = self.jobs.get(&id).and_then(|j| j.planned)
+                && let Some((t, kind)) = self.domains[d].queue.get(&key).and_then(|e| e.planned)
             {
                 // Take its own reservation out before looking again.
                 profiles[kind as usize].reserve(t.max(now), dur, -c, -m);
@@ -379,10 +525,7 @@ impl Scheduler {
                     due_now -= 1;
                 }
             }
-            let may_start = match policy {
-                Policy::Fcfs | Policy::Conservative => !blocked || policy == Policy::Conservative,
-                Policy::Easy => true,
-            };
+            let may_start = policy != Policy::Fcfs || !blocked;
             let mut placement_failed = false;
             if may_start {
                 for kind in POOLS {
@@ -397,11 +540,7 @@ impl Scheduler {
                     }
                     placement_failed = true;
                 }
-                if !self
-                    .jobs
-                    .get(&id)
-                    .is_some_and(|j| j.st == super::state::St::Queued)
-                {
+                if !self.domains[d].queue.contains_key(&key) {
                     continue;
                 }
             }
@@ -482,6 +621,50 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The per-job decision of a queue scan: `None` to pass over the job (its
+/// reason set), or what the caller must do with it.
+fn judge(
+    e: &mut super::state::QEntry,
+    now: Time,
+    version: u64,
+    pools: &[super::state::Pool; 2],
+    (free_c, free_m): (i64, i64),
+    shadow: Option<Shadow>,
+    pass_no: u64,
+) -> Option<Pick> {
+    let feas = match e.feas {
+        Some((v, r)) if v == version => r,
+        _ if !e.simple => return Some(Pick::SlowCheck),
+        _ => {
+            let r = shape_feasibility(pools, e.cores, e.mem, u64::from(e.vms), false);
+            e.feas = Some((version, r));
+            r
+        }
+    };
+    if let Some(r) = feas {
+        e.set(r, None, pass_no);
+        return None;
+    }
+    let Some(sh) = shadow else {
+        let fits = e.need_c <= free_c && e.need_m <= free_m;
+        return Some(if fits { Pick::Start } else { Pick::Head });
+    };
+    if e.need_c > free_c || e.need_m > free_m {
+        e.set(WaitReason::Resources, None, pass_no);
+        return None;
+    }
+    let long = now.plus(e.dur) > sh.at;
+    if long && (e.need_c > sh.extra_c || e.need_m > sh.extra_m) {
+        e.set(WaitReason::Priority, None, pass_no);
+        return None;
+    }
+    Some(Pick::Backfill {
+        long,
+        need_c: e.need_c,
+        need_m: e.need_m,
+    })
 }
 
 /// Reserve the earliest slot over both pools (own first on ties). If the

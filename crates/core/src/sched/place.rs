@@ -21,7 +21,67 @@ pub(crate) enum View {
     BestEffort,
 }
 
+/// Whether VMs of `cores`/`mem` could ever fill `want` slots in one of a
+/// domain's pools, judging by its node shapes alone.
+pub(crate) fn shape_feasibility(
+    pools: &[super::state::Pool; 2],
+    cores: u32,
+    mem: u64,
+    want: u64,
+    reservation: bool,
+) -> Option<WaitReason> {
+    let mut reason = Some(WaitReason::Requirements);
+    for kind in super::state::POOLS {
+        if reservation && kind == PoolKind::Borrowed {
+            continue;
+        }
+        let s: u64 = pools[kind as usize]
+            .kinds
+            .iter()
+            .map(|(&(nc, nm), &count)| slots(nc, nm, cores, mem) * u64::from(count))
+            .sum();
+        if s >= want {
+            return None;
+        }
+        if s > 0 {
+            reason = Some(WaitReason::TooLarge);
+        }
+    }
+    reason
+}
+
 impl Scheduler {
+    /// Start or stop keeping the best-effort index of a domain's pools:
+    /// it costs time on every placement, so it exists only while the
+    /// domain has best-effort jobs.
+    pub(super) fn set_best_effort_index(&mut self, d: usize, on: bool) {
+        if self.domains[d].be_active == on {
+            return;
+        }
+        self.domains[d].be_active = on;
+        for p in &mut self.domains[d].pools {
+            p.be.clear();
+        }
+        for ix in 0..self.nodes.len() {
+            let n = &mut self.nodes[ix];
+            if usize::from(n.serving.0) != d || !n.in_pool {
+                continue;
+            }
+            n.be_key = None;
+            if on {
+                let (pc, pm) = n.free_physical();
+                if pc > 0 {
+                    n.be_key = Some((false, pc, pm));
+                    let kind = n.pool;
+                    self.domains[d]
+                        .pool_mut(kind)
+                        .be
+                        .insert((false, pc, pm), ix as u32);
+                }
+            }
+        }
+    }
+
     /// Change a node's usage through `f`, keeping its pool's indexes and
     /// totals in step.
     pub(super) fn update_node(&mut self, ix: u32, f: impl FnOnce(&mut super::state::Node)) {
@@ -35,10 +95,10 @@ impl Scheduler {
             pool.free_c -= i64::from(fc);
             pool.free_m -= fm as i64;
             if let Some(k) = nk {
-                pool.normal.remove(k, ix);
+                pool.normal.remove_at(k, ix);
             }
             if let Some(k) = bk {
-                pool.be.remove(k, ix);
+                pool.be.remove_at(k, ix);
             }
         }
         let n = &mut self.nodes[ix as usize];
@@ -51,10 +111,11 @@ impl Scheduler {
     /// Add a node (already marked `in_pool`) to its pool's indexes and totals.
     fn index_node(&mut self, ix: u32) {
         let n = &mut self.nodes[ix as usize];
+        let be_active = self.domains[usize::from(n.serving.0)].be_active;
         let (fc, fm) = n.free_normal();
         let (pc, pm) = n.free_physical();
         n.normal_key = (fc > 0).then_some((n.be_jobs > 0, fc, fm));
-        n.be_key = (pc > 0).then_some((false, pc, pm));
+        n.be_key = (be_active && pc > 0).then_some((false, pc, pm));
         let (nk, bk) = (n.normal_key, n.be_key);
         let pool = self.domains[usize::from(n.serving.0)].pool_mut(n.pool);
         pool.free_c += i64::from(fc);
@@ -83,6 +144,7 @@ impl Scheduler {
         pool.total_m += mem;
         *pool.kinds.entry((cores, mem)).or_default() += 1;
         dom.nodes_version += 1;
+        dom.rescan = true;
         dom.dirty = true;
         self.index_node(ix);
     }
@@ -101,15 +163,16 @@ impl Scheduler {
         let (cores, mem) = (n.spec.cores, n.spec.memory_mb);
         let dom = &mut self.domains[usize::from(n.serving.0)];
         dom.nodes_version += 1;
+        dom.rescan = true;
         dom.dirty = true;
         let pool = dom.pool_mut(n.pool);
         pool.free_c -= i64::from(fc);
         pool.free_m -= fm as i64;
         if let Some(k) = nk {
-            pool.normal.remove(k, ix);
+            pool.normal.remove_at(k, ix);
         }
         if let Some(k) = bk {
-            pool.be.remove(k, ix);
+            pool.be.remove_at(k, ix);
         }
         pool.nodes -= 1;
         pool.total_c -= u64::from(cores);
@@ -158,7 +221,8 @@ impl Scheduler {
                 if s == 0 {
                     continue;
                 }
-                for &node in set {
+                // From the back of the bag: taking those nodes out is cheapest.
+                for &node in set.iter().rev() {
                     let k = s.min(left);
                     out.push((node, k as u32));
                     left -= k;
@@ -220,15 +284,15 @@ impl Scheduler {
         let version = self.domains[d].nodes_version;
         let j = self.jobs.get(&id)?;
         let reason = self.feasibility(d, j);
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.feasible = Some((version, reason));
+        if let Some(e) = self.entry_mut(id) {
+            e.feas = Some((version, reason));
         }
         reason
     }
 
     /// Like [`Scheduler::infeasible`], without updating the cache.
     pub(super) fn feasibility(&self, d: usize, j: &super::state::Job) -> Option<WaitReason> {
-        if let Some((v, r)) = j.feasible
+        if let Some((v, r)) = self.entry(j).and_then(|e| e.feas)
             && v == self.domains[d].nodes_version
         {
             return r;
@@ -265,23 +329,7 @@ impl Scheduler {
                 reason = None;
             }
         } else {
-            for kind in super::state::POOLS {
-                if reservation && kind == PoolKind::Borrowed {
-                    continue;
-                }
-                let s: u64 = self.domains[d]
-                    .pool(kind)
-                    .kinds
-                    .iter()
-                    .map(|(&(nc, nm), &count)| slots(nc, nm, c, m) * u64::from(count))
-                    .sum();
-                if s > 0 && reason == Some(WaitReason::Requirements) {
-                    reason = Some(WaitReason::TooLarge);
-                }
-                if s >= want {
-                    reason = None;
-                }
-            }
+            reason = shape_feasibility(&self.domains[d].pools, c, m, want, reservation);
         }
         reason
     }
@@ -438,6 +486,7 @@ impl Scheduler {
         }
         let dom = &mut self.domains[d];
         dom.dirty = true;
+        dom.rescan = true;
         if be {
             let cost = self.cfg.checkpoint_cost.cost_ms(m);
             if let Some(n) = dom.be_costs.get_mut(&cost) {

@@ -64,15 +64,6 @@ pub(crate) struct Job {
     pub submitted: Time,
     pub st: St,
     pub held: bool,
-    pub reason: WaitReason,
-    /// The start backfilling reserved for it, and in which pool (EASY's
-    /// head job in the pass that set `reason`; under conservative every
-    /// job, kept from pass to pass so that it only moves earlier).
-    pub planned: Option<(Time, PoolKind)>,
-    /// The domain pass generation in which `reason` was set.
-    pub reason_gen: u64,
-    /// The domain pass generation at submission (or requeue).
-    pub queued_gen: u64,
     /// Work saved by the last successful checkpoint (ms of run time).
     pub progress: u64,
     pub has_ckpt: bool,
@@ -93,9 +84,6 @@ pub(crate) struct Job {
     pub next_ckpt: Option<Time>,
     /// A placed reservation does not start before this.
     pub not_before: Time,
-    /// Cached feasibility: `(domain node-set version, Some(reason) if the
-    /// job can never run on the current node set)`.
-    pub feasible: Option<(u64, Option<WaitReason>)>,
 }
 
 impl Job {
@@ -124,6 +112,55 @@ impl Job {
             None => self.progress,
         }
     }
+}
+
+/// A waiting job's entry in its queue: what a pass needs to know about
+/// it, so that scanning the queue looks nothing up.
+#[derive(Debug, Clone)]
+pub(crate) struct QEntry {
+    pub vms: u32,
+    pub cores: u32,
+    pub mem: u64,
+    pub need_c: i64,
+    pub need_m: i64,
+    /// Estimated run time if it started now (a restore included).
+    pub dur: u64,
+    /// No requirements and no rank: the fast paths apply.
+    pub simple: bool,
+    /// Cached `(domain node-set version, Some(reason) if it can never run
+    /// on that node set)`.
+    pub feas: Option<(u64, Option<WaitReason>)>,
+    pub reason: WaitReason,
+    /// The domain pass generation in which `reason` was set.
+    pub reason_gen: u64,
+    /// The domain pass generation when it joined the queue.
+    pub queued_gen: u64,
+    /// The start backfilling reserved for it, and in which pool (EASY's
+    /// head job in the pass that set `reason`; under conservative every
+    /// job, kept from pass to pass so that it only moves earlier).
+    pub planned: Option<(Time, PoolKind)>,
+}
+
+impl QEntry {
+    pub(crate) fn set(
+        &mut self,
+        reason: WaitReason,
+        planned: Option<(Time, PoolKind)>,
+        pass_no: u64,
+    ) {
+        self.reason = reason;
+        self.planned = planned;
+        self.reason_gen = pass_no;
+    }
+}
+
+/// The EASY head job's reservation: when it can start, and the capacity
+/// left over at that time for jobs that run past it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shadow {
+    pub at: Time,
+    pub extra_c: i64,
+    pub extra_m: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,17 +283,32 @@ pub(crate) struct BrokerState {
 pub(crate) struct Domain {
     pub pools: [Pool; 2],
     /// Waiting normal jobs (not held).
-    pub queue: BTreeSet<QKey>,
+    pub queue: BTreeMap<QKey, QEntry>,
     /// Waiting best-effort jobs (not held).
-    pub be_queue: BTreeSet<QKey>,
+    pub be_queue: BTreeMap<QKey, QEntry>,
     /// Reservation jobs not placed yet, by window start.
-    pub reservations: BTreeSet<(Time, JobId)>,
+    pub reservations: BTreeMap<(Time, JobId), QEntry>,
+    /// Normal jobs queued since the last pass.
+    pub arrivals: Vec<QKey>,
+    /// Something other than arrivals changed since the last pass (capacity,
+    /// expected ends, the queue's head), so the next pass must look at the
+    /// whole queue.
+    pub rescan: bool,
+    /// The head job the last full FCFS/EASY pass stopped at, and (EASY) its
+    /// reservation; `None` if it started everything it could.
+    pub last_head: Option<(QKey, Shadow)>,
+    /// The last head fit in total but not on the nodes (fragmentation):
+    /// its reservation is a guess that a full pass may revise.
+    pub head_fragmented: bool,
     /// Jobs placed but not started (see [`St::Vacating`]).
     pub vacating: Vec<JobId>,
     /// Checkpoint costs of best-effort jobs on the domain's nodes (for the
     /// lead time before a reservation): cost -> count.
     pub be_costs: BTreeMap<u64, u32>,
     pub held: u32,
+    /// Whether the pools keep their best-effort index (see
+    /// `set_best_effort_index`).
+    pub be_active: bool,
     /// Broker demand d: VMs of waiting normal and reservation jobs.
     pub demand_vms: u64,
     pub dirty: bool,
