@@ -515,8 +515,11 @@ impl Driver<'_> {
         {
             self.acct[d].checkpoint_core_ms += u128::from(now.saturating_sub(j.op_since)) * p;
         }
-        let lost = j.work_at(now).saturating_sub(j.saved);
-        self.acct[d].wasted_core_ms += u128::from(lost) * p;
+        let lost = u128::from(j.work_at(now).saturating_sub(j.saved)) * p;
+        self.acct[d].wasted_core_ms += lost;
+        if self.records[job as usize].best_effort {
+            self.acct[d].wasted_best_effort_core_ms += lost;
+        }
         j.work = j.saved;
         j.working = false;
         j.generation = j.generation.wrapping_add(1);
@@ -666,7 +669,11 @@ impl Driver<'_> {
                 let j = &mut self.jobs[job as usize];
                 if !resume && j.saved > 0 {
                     // Starting over although work was saved: it is lost.
-                    self.acct[d].wasted_core_ms += u128::from(j.saved) * u128::from(p);
+                    let lost = u128::from(j.saved) * u128::from(p);
+                    self.acct[d].wasted_core_ms += lost;
+                    if self.records[job as usize].best_effort {
+                        self.acct[d].wasted_best_effort_core_ms += lost;
+                    }
                     j.saved = 0;
                 }
                 j.work = if resume { j.saved } else { 0 };
@@ -972,6 +979,10 @@ mod tests {
         let s = summaries(&r).total;
         assert_eq!(s.wasted_core_s, 100.0);
         assert_eq!(s.checkpoint_core_s, 0.0);
+        // 100 core-s thrown away, 200 core-s of useful best-effort work.
+        assert_eq!(s.best_effort_wasted_core_s, 100.0);
+        assert_eq!(s.best_effort_useful_core_s, 200.0);
+        assert!((s.best_effort_waste_share - 1.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

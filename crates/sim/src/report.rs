@@ -41,6 +41,7 @@ pub fn summaries(r: &SimResult) -> Summaries {
         .iter()
         .fold(Accounting::default(), |a, b| Accounting {
             wasted_core_ms: a.wasted_core_ms + b.wasted_core_ms,
+            wasted_best_effort_core_ms: a.wasted_best_effort_core_ms + b.wasted_best_effort_core_ms,
             checkpoint_core_ms: a.checkpoint_core_ms + b.checkpoint_core_ms,
             boot_core_ms: a.boot_core_ms + b.boot_core_ms,
             failures: a.failures + b.failures,
@@ -144,8 +145,16 @@ pub fn text(r: &SimResult, s: &Summaries, baseline: Option<&Summaries>) -> Strin
         if x.best_effort_jobs > 0 {
             let _ = writeln!(
                 out,
-                "  best-effort jobs {}, mean response {:.1} s",
-                x.best_effort_jobs, x.best_effort_mean_response_s
+                "  normal jobs: mean wait {:.1} s, mean response {:.1} s",
+                x.normal_mean_wait_s, x.normal_mean_response_s
+            );
+            let _ = writeln!(
+                out,
+                "  best-effort jobs {}: mean wait {:.1} s, mean response {:.1} s, {:.1}% of their CPU time wasted",
+                x.best_effort_jobs,
+                x.best_effort_mean_wait_s,
+                x.best_effort_mean_response_s,
+                x.best_effort_waste_share * 100.0
             );
         }
     };
