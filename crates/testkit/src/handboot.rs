@@ -117,7 +117,9 @@ pub fn boot(
         "-serial".into(),
         format!("file:{}", d.join("console.log").display()),
         "-kernel".into(),
-        img.kernel()
+        opts.kernel
+            .clone()
+            .or_else(|| img.kernel())
             .expect("stock image has a kernel")
             .display()
             .to_string(),
