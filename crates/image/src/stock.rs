@@ -416,7 +416,11 @@ impl ImageStore {
         let bz = fs::read(&vmlinuz_src).map_err(ImageError::io(&vmlinuz_src))?;
         let (kernel_file, kernel_bytes) = match kernel::bzimage_payload(&bz) {
             Ok(payload) => {
-                let elf = kernel::decompress(payload, work)?;
+                // A missing decompressor only costs boot time: fall back.
+                let elf = kernel::decompress(payload, work).unwrap_or_else(|e| {
+                    progress(&format!("kernel: cannot decompress it ({e})"));
+                    Vec::new()
+                });
                 if kernel::has_pvh_entry(&elf) {
                     progress(&format!(
                         "kernel: uncompressed ELF with a PVH entry ({})",
