@@ -51,20 +51,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("marker-arg");
         std::fs::write(&marker, b"").unwrap();
-        let mut child = Command::new("tail").arg("-f").arg(&marker).spawn().unwrap();
-        let pid = child.id() as i32;
-        assert!(alive(pid, &marker));
+        struct Guard(std::process::Child);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Guard(Command::new("tail").arg("-f").arg(&marker).spawn().unwrap());
+        let pid = child.0.id() as i32;
+        // The new program may take a moment to replace the forked image.
+        let mut seen = false;
+        for _ in 0..500 {
+            if alive(pid, &marker) {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(seen);
         assert!(!alive(pid, Path::new("/some/other/vm")));
         signal(pid, Signal::KILL);
         // Not yet reaped: a zombie does not count as alive.
-        for _ in 0..100 {
+        for _ in 0..500 {
             if !alive(pid, &marker) {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(!alive(pid, &marker));
-        let _ = child.wait();
+        drop(child);
 
         let pid_file = dir.path().join("x.pid");
         std::fs::write(&pid_file, "1234\n").unwrap();
