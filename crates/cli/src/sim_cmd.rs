@@ -115,6 +115,10 @@ struct ModelArgs {
     /// workload).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also run the same workload with `--preemption kill` and compare
+    /// (summary, JSON `baseline` and charts).
+    #[arg(long)]
+    compare_kill: bool,
 }
 
 /// A second domain and machine trading.
@@ -404,16 +408,37 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
 
     let result = vgrid_sim::driver::run(&domains, &cfg)?;
     let summaries = vgrid_sim::report::summaries(&result);
-    let baseline = if cfg.trade.is_some() && !t.no_baseline {
-        let base_cfg = SimConfig {
-            trade: None,
-            ..cfg.clone()
-        };
-        let r = vgrid_sim::driver::run(&domains, &base_cfg)?;
-        let s = vgrid_sim::report::summaries(&r);
-        Some((r, s))
+    let base_cfg = if m.compare_kill {
+        if cfg.preemption == PreemptionMode::Kill {
+            bail!(
+                "--compare-kill compares a checkpoint run with a kill run: leave --preemption at checkpoint"
+            );
+        }
+        Some((
+            SimConfig {
+                preemption: PreemptionMode::Kill,
+                ..cfg.clone()
+            },
+            vgrid_sim::report::CHECKPOINT_VS_KILL,
+        ))
+    } else if cfg.trade.is_some() && !t.no_baseline {
+        Some((
+            SimConfig {
+                trade: None,
+                ..cfg.clone()
+            },
+            vgrid_sim::report::TRADING,
+        ))
     } else {
         None
+    };
+    let baseline = match base_cfg {
+        Some((base_cfg, labels)) => {
+            let r = vgrid_sim::driver::run(&domains, &base_cfg)?;
+            let s = vgrid_sim::report::summaries(&r);
+            Some((r, s, labels))
+        }
+        None => None,
     };
     if result.rejected > 0 {
         eprintln!(
@@ -431,8 +456,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = &args.plots {
-        let written =
-            vgrid_sim::report::write_plots(dir, &result, baseline.as_ref().map(|(r, _)| r))?;
+        let written = vgrid_sim::report::write_plots(
+            dir,
+            &result,
+            baseline.as_ref().map(|(r, _, l)| (r, *l)),
+        )?;
         eprintln!(
             "vgrid sim: wrote {} charts (PNG and SVG) to {}",
             written.len(),
@@ -440,8 +468,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if args.json {
-        let mut v =
-            vgrid_sim::report::json(&result, &summaries, baseline.as_ref().map(|(r, s)| (r, s)));
+        let mut v = vgrid_sim::report::json(
+            &result,
+            &summaries,
+            baseline.as_ref().map(|(r, s, l)| (r, s, *l)),
+        );
         if let Some(obj) = v.as_object_mut() {
             obj.insert("read_wall_s".into(), serde_json::json!(read_wall_s));
             obj.insert(
@@ -457,7 +488,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!(
             "{}",
-            vgrid_sim::report::text(&result, &summaries, baseline.as_ref().map(|(_, s)| s))
+            vgrid_sim::report::text(
+                &result,
+                &summaries,
+                baseline.as_ref().map(|(_, s, l)| (s, *l))
+            )
         );
         println!("read the trace(s) in {read_wall_s:.3} s");
     }

@@ -11,6 +11,28 @@ use crate::metrics::{Accounting, JobRecord, Summary, ms_to_s, summarize};
 use crate::plot::{Chart, Line, PlotError, write_chart};
 use crate::series::completion_by_submit;
 
+/// How a run and its baseline (the same workloads with one thing changed)
+/// are named in the summary and the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Labels {
+    /// The run itself, e.g. "with trading".
+    pub run: &'static str,
+    /// The baseline, e.g. "without trading".
+    pub baseline: &'static str,
+}
+
+/// Trading against no trading.
+pub const TRADING: Labels = Labels {
+    run: "with trading",
+    baseline: "without trading",
+};
+
+/// Checkpoint against kill preemption.
+pub const CHECKPOINT_VS_KILL: Labels = Labels {
+    run: "checkpoint",
+    baseline: "kill",
+};
+
 /// The summary of each domain, and of all domains together.
 #[derive(Debug, Clone)]
 pub struct Summaries {
@@ -65,8 +87,12 @@ fn summary_object(s: &Summary) -> Map<String, Value> {
 
 /// The `--json` object of a run: the totals at the top level, one object
 /// per domain under `domains` (with its name and the loans it received),
-/// and the no-trading `baseline` when there is one.
-pub fn json(r: &SimResult, s: &Summaries, baseline: Option<(&SimResult, &Summaries)>) -> Value {
+/// and the `baseline` run (with its label) when there is one.
+pub fn json(
+    r: &SimResult,
+    s: &Summaries,
+    baseline: Option<(&SimResult, &Summaries, Labels)>,
+) -> Value {
     let mut top = summary_object(&s.total);
     top.insert("loans".into(), json!(s.loans));
     top.insert("failures".into(), json!(s.failures));
@@ -88,20 +114,29 @@ pub fn json(r: &SimResult, s: &Summaries, baseline: Option<(&SimResult, &Summari
         })
         .collect();
     top.insert("domains".into(), Value::Array(domains));
-    if let Some((br, bs)) = baseline {
-        top.insert("baseline".into(), json(br, bs, None));
+    if let Some((br, bs, labels)) = baseline {
+        let mut b = json(br, bs, None);
+        if let Some(obj) = b.as_object_mut() {
+            obj.insert("label".into(), json!(labels.baseline));
+        }
+        top.insert("label".into(), json!(labels.run));
+        top.insert("baseline".into(), b);
     }
     Value::Object(top)
 }
 
 /// A readable summary.
-pub fn text(r: &SimResult, s: &Summaries, baseline: Option<&Summaries>) -> String {
+pub fn text(r: &SimResult, s: &Summaries, baseline: Option<(&Summaries, Labels)>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let base_label = baseline.map_or("", |(_, l)| l.baseline);
+    if let Some((_, labels)) = baseline {
+        let _ = writeln!(out, "{} (in brackets: {})", labels.run, labels.baseline);
+    }
     let mut section = |name: &str, x: &Summary, base: Option<&Summary>| {
         let _ = writeln!(out, "{name}");
         let cmp = |now: f64, base: Option<f64>| match base {
-            Some(b) => format!("{now:.1}  (without trading {b:.1})"),
+            Some(b) => format!("{now:.1}  ({base_label}: {b:.1})"),
             None => format!("{now:.1}"),
         };
         let _ = writeln!(
@@ -136,9 +171,12 @@ pub fn text(r: &SimResult, s: &Summaries, baseline: Option<&Summaries>) -> Strin
         if x.preemptions > 0 || x.wasted_core_s > 0.0 || x.checkpoint_core_s > 0.0 {
             let _ = writeln!(
                 out,
-                "  preemptions {}, wasted {:.1} core-h, checkpoint/restore {:.1} core-h",
+                "  preemptions {}, wasted {} core-h, checkpoint/restore {:.1} core-h",
                 x.preemptions,
-                x.wasted_core_s / 3600.0,
+                cmp(
+                    x.wasted_core_s / 3600.0,
+                    base.map(|b| b.wasted_core_s / 3600.0)
+                ),
                 x.checkpoint_core_s / 3600.0
             );
         }
@@ -159,13 +197,14 @@ pub fn text(r: &SimResult, s: &Summaries, baseline: Option<&Summaries>) -> Strin
         }
     };
     if r.domains.len() == 1 {
-        section(&format!("domain {}", r.domains[0]), &s.total, None);
+        let base = baseline.map(|(b, _)| &b.total);
+        section(&format!("domain {}", r.domains[0]), &s.total, base);
     } else {
         for (d, ds) in s.domains.iter().enumerate() {
-            let base = baseline.and_then(|b| b.domains.get(d));
+            let base = baseline.and_then(|(b, _)| b.domains.get(d));
             section(&format!("domain {}", r.domains[d]), ds, base);
         }
-        section("all domains", &s.total, baseline.map(|b| &b.total));
+        section("all domains", &s.total, baseline.map(|(b, _)| &b.total));
         let _ = writeln!(out, "loans made {}", s.loans);
     }
     if s.failures > 0 {
@@ -215,26 +254,24 @@ pub fn write_jobs_csv<W: Write>(mut out: W, r: &SimResult) -> io::Result<()> {
 const DAY_S: f64 = 86_400.0;
 
 /// Writes the charts: `demand`, `utilization`, `completion`, and, when the
-/// run traded nodes, `borrowed`. With a baseline (the same workloads without
-/// trading) the charts show both, the baseline dashed.
+/// run has two domains, `borrowed`. With a baseline (the same workloads with
+/// one thing changed) the charts show both, the baseline in a lighter shade.
 pub fn write_plots(
     dir: &Path,
     r: &SimResult,
-    baseline: Option<&SimResult>,
+    baseline: Option<(&SimResult, Labels)>,
 ) -> Result<Vec<String>, PlotError> {
+    let labels = baseline.map(|(_, l)| l);
+    let baseline = baseline.map(|(b, _)| b);
     let start = r.start;
     let day = |t: u64| ms_to_s(t.saturating_sub(start)) / DAY_S;
     let runs: Vec<(&SimResult, bool)> = std::iter::once((r, false))
         .chain(baseline.map(|b| (b, true)))
         .collect();
-    let suffix = |dashed: bool| {
-        if baseline.is_none() {
-            ""
-        } else if dashed {
-            " without trading"
-        } else {
-            " with trading"
-        }
+    let suffix = |dashed: bool| match labels {
+        None => String::new(),
+        Some(l) if dashed => format!(" {}", l.baseline),
+        Some(l) => format!(" {}", l.run),
     };
     let mut written = Vec::new();
 
