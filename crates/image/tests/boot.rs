@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use vgrid_guest_proto::{ExitStatus, GuestMessage, JobContext, Mount, StagingPhase, User};
-use vgrid_testkit::handboot::{Options, Share, boot, setup};
+use vgrid_testkit::handboot::{Options, Share, StopWhen, boot, setup};
 use vgrid_testkit::{exit_of, stderr_of, stdout_of, temp_dir};
 
 fn sh(script: &str) -> Vec<String> {
@@ -228,7 +228,10 @@ fn a_graceful_stop_terminates_the_command_and_powers_off() {
     );
     ctx.network = false;
     let opts = Options {
-        stop_after_start: Some(30),
+        stop: Some(StopWhen {
+            after_stdout: "running",
+            grace_secs: 30,
+        }),
         ..Options::default()
     };
     let run = boot(&qemu, &image, Some(&ctx), opts);
@@ -251,7 +254,10 @@ fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     );
     ctx.network = false;
     let opts = Options {
-        stop_after_start: Some(1),
+        stop: Some(StopWhen {
+            after_stdout: "stubborn",
+            grace_secs: 1,
+        }),
         ..Options::default()
     };
     let run = boot(&qemu, &image, Some(&ctx), opts);

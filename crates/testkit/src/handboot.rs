@@ -31,10 +31,17 @@ pub struct Options {
     pub network: bool,
     /// Virtual size of the VM's overlay (`qemu-img` syntax, e.g. `3G`).
     pub overlay_size: Option<&'static str>,
-    /// Sent on the control port once the command has started.
-    pub stop_after_start: Option<u32>,
+    /// A graceful stop sent on the control port once the command's stdout
+    /// contains `after_stdout` (so the command is known to be ready).
+    pub stop: Option<StopWhen>,
     /// Boot this kernel instead of the image's (for comparisons).
     pub kernel: Option<PathBuf>,
+}
+
+/// When to send `Stop { grace_secs }`.
+pub struct StopWhen {
+    pub after_stdout: &'static str,
+    pub grace_secs: u32,
 }
 
 /// What a finished boot left behind.
@@ -215,7 +222,7 @@ pub fn boot(
     );
     let agent_out = d.join("agent.out");
     let mut to_command = None;
-    let mut stop_pending = opts.stop_after_start;
+    let mut stop_pending = opts.stop;
     let mut exited = None;
     while started.elapsed() < LIMIT {
         if let Some(status) = vm.as_mut().and_then(|c| c.try_wait().expect("wait qemu")) {
@@ -231,9 +238,11 @@ pub fn boot(
                 to_command = Some(started.elapsed());
             }
         }
-        if to_command.is_some()
-            && let Some(grace_secs) = stop_pending.take()
+        if let Some(stop) = &stop_pending
+            && crate::stdout_of(&read_messages(&agent_out)).contains(stop.after_stdout)
         {
+            let grace_secs = stop.grace_secs;
+            stop_pending = None;
             let mut ctl = UnixStream::connect(d.join("ctl.sock")).expect("connect ctl.sock");
             ctl.write_all(&HostMessage::Stop { grace_secs }.encode())
                 .expect("send stop");
