@@ -183,16 +183,33 @@ pub fn text(r: &SimResult, s: &Summaries, baseline: Option<(&Summaries, Labels)>
         if x.best_effort_jobs > 0 {
             let _ = writeln!(
                 out,
-                "  normal jobs: mean wait {:.1} s, mean response {:.1} s",
-                x.normal_mean_wait_s, x.normal_mean_response_s
+                "  normal jobs: mean wait {} s, mean response {} s",
+                cmp(x.normal_mean_wait_s, base.map(|b| b.normal_mean_wait_s)),
+                cmp(
+                    x.normal_mean_response_s,
+                    base.map(|b| b.normal_mean_response_s)
+                ),
             );
             let _ = writeln!(
                 out,
-                "  best-effort jobs {}: mean wait {:.1} s, mean response {:.1} s, {:.1}% of their CPU time wasted",
+                "  best-effort jobs {}: mean wait {} s, mean response {} s",
                 x.best_effort_jobs,
-                x.best_effort_mean_wait_s,
-                x.best_effort_mean_response_s,
-                x.best_effort_waste_share * 100.0
+                cmp(
+                    x.best_effort_mean_wait_s,
+                    base.map(|b| b.best_effort_mean_wait_s)
+                ),
+                cmp(
+                    x.best_effort_mean_response_s,
+                    base.map(|b| b.best_effort_mean_response_s)
+                ),
+            );
+            let _ = writeln!(
+                out,
+                "  best-effort CPU time wasted: {} %",
+                cmp(
+                    x.best_effort_waste_share * 100.0,
+                    base.map(|b| b.best_effort_waste_share * 100.0)
+                ),
             );
         }
     };
