@@ -96,6 +96,14 @@ pub fn listen_control(port: &Path, control: Arc<Control>, reporter: Arc<Reporter
                             Ok(HostMessage::Ping { id }) => {
                                 reporter.send(&GuestMessage::Pong { id });
                             }
+                            Ok(HostMessage::SetClock { unix_ms }) => {
+                                match sys::set_wall_clock(unix_ms) {
+                                    Ok(()) => reporter.log(&format!(
+                                        "wall clock set to {unix_ms} ms after the epoch"
+                                    )),
+                                    Err(e) => reporter.error(&format!("cannot set the clock: {e}")),
+                                }
+                            }
                             Err(e) => reporter.log(&format!("control port: {e}")),
                         },
                         Ok(None) => break,

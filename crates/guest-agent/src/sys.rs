@@ -167,6 +167,17 @@ pub fn ext4_resize(mount_dir: &std::fs::File, blocks: u64) -> io::Result<()> {
     })
 }
 
+/// Sets the wall clock (`CLOCK_REALTIME`) to `unix_ms` milliseconds since
+/// the epoch.
+pub fn set_wall_clock(unix_ms: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (unix_ms / 1000) as libc::time_t,
+        tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec for the duration of the call.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })
+}
+
 /// Seconds since boot, from `/proc/uptime`.
 pub fn uptime() -> Option<f64> {
     std::fs::read_to_string("/proc/uptime")

@@ -20,6 +20,7 @@
 //! |---|---|---|
 //! | 65 | `Stop` | JSON `{"grace_secs":10}`: SIGTERM the command, SIGKILL after the grace period, then stage out and power off |
 //! | 66 | `Ping` | JSON `{"id":7}`: the agent answers `Pong` with the same id |
+//! | 67 | `SetClock` | JSON `{"unix_ms":1767225600000}`: set the guest's wall clock (after a restore or migration the guest's clock lags by the time it was stopped) |
 //!
 //! Order of a run: `Hello`, `Log`s, `Staging` (in), `Started`, output,
 //! `Exited`, `Staging` (out), then the VM powers off. The outcome of a run is
@@ -108,8 +109,16 @@ pub enum GuestMessage {
 /// A message from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMessage {
-    Stop { grace_secs: u32 },
-    Ping { id: u64 },
+    Stop {
+        grace_secs: u32,
+    },
+    Ping {
+        id: u64,
+    },
+    /// Milliseconds since the Unix epoch.
+    SetClock {
+        unix_ms: u64,
+    },
 }
 
 mod kind {
@@ -124,6 +133,7 @@ mod kind {
     pub const PONG: u8 = 9;
     pub const STOP: u8 = 65;
     pub const PING: u8 = 66;
+    pub const SET_CLOCK: u8 = 67;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -148,6 +158,10 @@ struct StagingBody {
 #[derive(Serialize, Deserialize)]
 struct IdBody {
     id: u64,
+}
+#[derive(Serialize, Deserialize)]
+struct ClockBody {
+    unix_ms: u64,
 }
 #[derive(Serialize, Deserialize)]
 struct StopBody {
@@ -302,6 +316,11 @@ impl HostMessage {
             HostMessage::Ping { id } => {
                 encode_into(kind::PING, &json(&IdBody { id: *id }), &mut out)
             }
+            HostMessage::SetClock { unix_ms } => encode_into(
+                kind::SET_CLOCK,
+                &json(&ClockBody { unix_ms: *unix_ms }),
+                &mut out,
+            ),
         }
         out
     }
@@ -313,6 +332,9 @@ impl HostMessage {
         Ok(match k {
             kind::STOP => HostMessage::Stop {
                 grace_secs: parse::<StopBody>(k, p)?.grace_secs,
+            },
+            kind::SET_CLOCK => HostMessage::SetClock {
+                unix_ms: parse::<ClockBody>(k, p)?.unix_ms,
             },
             kind::PING => HostMessage::Ping {
                 id: parse::<IdBody>(k, p)?.id,
@@ -376,6 +398,9 @@ mod tests {
         for m in [
             HostMessage::Stop { grace_secs: 10 },
             HostMessage::Ping { id: 3 },
+            HostMessage::SetClock {
+                unix_ms: 1_767_225_600_000,
+            },
         ] {
             let mut dec = FrameDecoder::new();
             dec.push(&m.encode());

@@ -5,8 +5,10 @@
 
 use std::io::Write;
 
-use vgrid_guest_proto::{ExitStatus, GuestMessage, JobContext, Mount, StagingPhase, User};
-use vgrid_testkit::handboot::{Options, Share, StopWhen, boot, setup};
+use vgrid_guest_proto::{
+    ExitStatus, GuestMessage, HostMessage, JobContext, Mount, StagingPhase, User,
+};
+use vgrid_testkit::handboot::{Options, SendWhen, Share, boot, setup};
 use vgrid_testkit::{exit_of, stderr_of, stdout_of, temp_dir};
 
 fn sh(script: &str) -> Vec<String> {
@@ -228,9 +230,9 @@ fn a_graceful_stop_terminates_the_command_and_powers_off() {
     );
     ctx.network = false;
     let opts = Options {
-        stop: Some(StopWhen {
+        send: Some(SendWhen {
             after_stdout: "running",
-            grace_secs: 30,
+            message: HostMessage::Stop { grace_secs: 30 },
         }),
         ..Options::default()
     };
@@ -254,9 +256,9 @@ fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     );
     ctx.network = false;
     let opts = Options {
-        stop: Some(StopWhen {
+        send: Some(SendWhen {
             after_stdout: "stubborn",
-            grace_secs: 1,
+            message: HostMessage::Stop { grace_secs: 1 },
         }),
         ..Options::default()
     };
@@ -268,6 +270,28 @@ fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
             signal: Some(9)
         }
     );
+}
+
+#[test]
+fn the_host_sets_the_guest_clock() {
+    let Some((qemu, image)) = setup() else { return };
+    // 2033-05-18: far from the host's clock, so the change is unmistakable.
+    let target_ms: u64 = 2_000_000_000_000;
+    let mut ctx = JobContext::new(
+        sh("echo ready; while [ $(date +%s) -lt 2000000000 ]; do sleep 0.2; done; date -u +%Y"),
+        "vm-clock",
+    );
+    ctx.network = false;
+    let opts = Options {
+        send: Some(SendWhen {
+            after_stdout: "ready",
+            message: HostMessage::SetClock { unix_ms: target_ms },
+        }),
+        ..Options::default()
+    };
+    let run = boot(&qemu, &image, Some(&ctx), opts);
+    assert_eq!(stdout_of(&run.messages), "ready\n2033\n");
+    assert_eq!(run.exit().code, Some(0));
 }
 
 #[test]

@@ -31,17 +31,17 @@ pub struct Options {
     pub network: bool,
     /// Virtual size of the VM's overlay (`qemu-img` syntax, e.g. `3G`).
     pub overlay_size: Option<&'static str>,
-    /// A graceful stop sent on the control port once the command's stdout
-    /// contains `after_stdout` (so the command is known to be ready).
-    pub stop: Option<StopWhen>,
+    /// A message sent on the control port once the command's stdout
+    /// contains a marker (so the command is known to be ready).
+    pub send: Option<SendWhen>,
     /// Boot this kernel instead of the image's (for comparisons).
     pub kernel: Option<PathBuf>,
 }
 
-/// When to send `Stop { grace_secs }`.
-pub struct StopWhen {
+/// What to send on the control port, and when.
+pub struct SendWhen {
     pub after_stdout: &'static str,
-    pub grace_secs: u32,
+    pub message: HostMessage,
 }
 
 /// What a finished boot left behind.
@@ -222,7 +222,7 @@ pub fn boot(
     );
     let agent_out = d.join("agent.out");
     let mut to_command = None;
-    let mut stop_pending = opts.stop;
+    let mut pending = opts.send;
     let mut exited = None;
     while started.elapsed() < LIMIT {
         if let Some(status) = vm.as_mut().and_then(|c| c.try_wait().expect("wait qemu")) {
@@ -238,14 +238,13 @@ pub fn boot(
                 to_command = Some(started.elapsed());
             }
         }
-        if let Some(stop) = &stop_pending
-            && crate::stdout_of(&read_messages(&agent_out)).contains(stop.after_stdout)
+        if let Some(send) = &pending
+            && crate::stdout_of(&read_messages(&agent_out)).contains(send.after_stdout)
         {
-            let grace_secs = stop.grace_secs;
-            stop_pending = None;
             let mut ctl = UnixStream::connect(d.join("ctl.sock")).expect("connect ctl.sock");
-            ctl.write_all(&HostMessage::Stop { grace_secs }.encode())
-                .expect("send stop");
+            ctl.write_all(&send.message.encode())
+                .expect("send on ctl.sock");
+            pending = None;
             // Keep the connection open until the guest powers off.
             std::mem::forget(ctl);
         }
