@@ -120,8 +120,9 @@ fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Re
     if let Some(user) = &ctx.user {
         setup::user(user)?;
     }
-    let workdir = setup::workdir(ctx)?;
+    // Mounts first: the working directory may lie inside a data repository.
     setup::data_repositories(&ctx.mounts, reporter)?;
+    let workdir = setup::workdir(ctx)?;
     let owner = ctx.user.as_ref().map(|u| staging::Owner {
         uid: u.effective_uid(),
         gid: u.effective_gid(),
