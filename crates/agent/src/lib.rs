@@ -14,6 +14,7 @@
 //! directory so that a restarted agent sends at the right place.
 
 mod driver;
+pub mod qemu;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

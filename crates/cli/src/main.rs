@@ -1,6 +1,7 @@
 //! The `vgrid` command. Each subcommand lives in its own module; this file
 //! only parses the command line and dispatches.
 
+mod agent_cmd;
 mod connect;
 mod data_dir;
 mod image_cmd;
@@ -35,6 +36,8 @@ enum Command {
     Vm(vm_cmd::VmCmd),
     /// Run the embedded server: controller, HTTP API and a local node agent.
     Serve(serve_cmd::ServeArgs),
+    /// Run a node agent for a controller.
+    Agent(agent_cmd::AgentArgs),
     /// Submit a job file; prints the job id.
     Submit(jobs_cmd::SubmitArgs),
     /// List jobs.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Vm(cmd) => vm_cmd::run(cmd),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Submit(args) => jobs_cmd::submit(args),
         Command::Ps(args) => jobs_cmd::ps(args),
         Command::Show(args) => jobs_cmd::show(args),

@@ -54,13 +54,43 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let url = format!("http://{addr}");
         write_file(&data_dir.join(URL_FILE), &url)?;
         eprintln!("vgrid: serving {url} (state in {})", data_dir.display());
-        if !args.no_agent {
-            let _ = (args.cpus, args.memory_mb);
-            eprintln!("vgrid: the local node agent is not built yet; start none");
+        let server = tokio::spawn(vgrid_api::server::serve(
+            listener,
+            Arc::new(handle),
+            shutdown_signal(),
+        ));
+        let agent = if args.no_agent {
+            None
+        } else {
+            // The local agent talks to the controller over HTTP like any
+            // other agent, with the admin token that never leaves the host.
+            let token = std::fs::read_to_string(data_dir.join(vgrid_controller::ADMIN_TOKEN_FILE))
+                .context("cannot read the admin token for the local agent")?;
+            let cfg = crate::agent_cmd::agent_config(
+                &data_dir,
+                url.clone(),
+                token.trim().to_string(),
+                Some("local".into()),
+                args.cpus,
+                args.memory_mb,
+                Default::default(),
+            )?;
+            let driver = crate::agent_cmd::driver(&data_dir)?;
+            eprintln!(
+                "vgrid: local node agent: {} CPUs, {} MiB",
+                cfg.cpus, cfg.memory_mb
+            );
+            Some(tokio::spawn(vgrid_agent::run(
+                cfg,
+                driver,
+                shutdown_signal(),
+            )))
+        };
+        let served = server.await.context("the HTTP server task failed")?;
+        if let Some(agent) = agent {
+            agent.abort();
         }
-        vgrid_api::server::serve(listener, Arc::new(handle), shutdown_signal())
-            .await
-            .context("the HTTP server failed")
+        served.context("the HTTP server failed")
     });
     let stopped = controller.stop();
     served?;
@@ -76,7 +106,7 @@ fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
