@@ -79,13 +79,19 @@ fn synthetic(count: u64, procs: u32) -> Vec<Job> {
         x ^= x >> 27;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     };
+    // Sizes: 3 in 4 jobs take 1-16 VMs, the rest up to an eighth of the
+    // machine; run times 1 s to 10 min, estimates up to 10 min longer.
+    // The mean inter-arrival time is set for an offered load of about 0.9.
+    let big = u64::from(procs / 8).max(1);
+    let mean_procs = 0.75 * 8.5 + 0.25 * (big as f64 + 1.0) / 2.0;
+    let mean_run_ms = 1_000.0 + 300_000.0;
+    let gap_ms = (mean_procs * mean_run_ms / (0.9 * f64::from(procs))) as u64;
     let mut t = 0u64;
     (0..count)
         .map(|id| {
-            // Mean inter-arrival and sizes chosen for a load near 0.9.
-            t += next() % 2_000;
+            t += next() % (2 * gap_ms).max(1);
             let p = if next() % 4 == 0 {
-                1 + (next() % u64::from(procs / 8).max(1)) as u32
+                1 + (next() % big) as u32
             } else {
                 1 + (next() % 16) as u32
             };

@@ -27,6 +27,9 @@ pub(crate) struct FreeIndex {
     spare: Vec<u32>,
     /// Node index -> (bag, position in bag), or `ABSENT`.
     pos: Vec<(u32, u32)>,
+    /// The last shape looked up and its bag: nodes of a homogeneous
+    /// cluster all go back to the same shape.
+    last: Option<(Key, u32)>,
 }
 
 /// How many VMs of `cores` cores and `mem` MiB fit in a node with this
@@ -51,8 +54,9 @@ impl FreeIndex {
         if self.pos[n] != ABSENT {
             self.remove(node);
         }
-        let bag = match self.keys.get(&key) {
-            Some(&b) => b,
+        let cached = self.last.filter(|&(k, _)| k == key).map(|(_, b)| b);
+        let bag = match cached.or_else(|| self.keys.get(&key).copied()) {
+            Some(b) => b,
             None => {
                 let b = match self.spare.pop() {
                     Some(b) => b,
@@ -67,19 +71,14 @@ impl FreeIndex {
                 b
             }
         };
+        self.last = Some((key, bag));
         let nodes = &mut self.bags[bag as usize];
         self.pos[n] = (bag, nodes.len() as u32);
         nodes.push(node);
     }
 
-    /// Take a node out of the index (wherever it is); `key` must be its
-    /// current shape.
-    pub(crate) fn remove_at(&mut self, key: Key, node: u32) {
-        let _ = key;
-        self.remove(node);
-    }
-
-    fn remove(&mut self, node: u32) {
+    /// Take a node out of the index, wherever it is.
+    pub(crate) fn remove(&mut self, node: u32) {
         let Some(&(bag, at)) = self.pos.get(node as usize) else {
             return;
         };
@@ -95,6 +94,9 @@ impl FreeIndex {
         if nodes.is_empty() {
             self.keys.remove(&self.bag_keys[bag as usize]);
             self.spare.push(bag);
+            if self.last.is_some_and(|(_, b)| b == bag) {
+                self.last = None;
+            }
         }
     }
 
@@ -131,6 +133,7 @@ impl FreeIndex {
         self.bag_keys.clear();
         self.spare.clear();
         self.pos.clear();
+        self.last = None;
     }
 }
 
@@ -156,7 +159,7 @@ mod tests {
         assert_eq!(ix.count_slots(1, 0, u64::MAX), 14);
         assert_eq!(ix.count_slots(2, 0, u64::MAX), 2);
         assert_eq!(ix.count_slots(1, 0, 3), 10); // stops early
-        ix.remove_at((true, 4, 0), 10);
+        ix.remove(10);
         assert_eq!(ix.count_slots(2, 0, u64::MAX), 0);
         assert_eq!(ix.iter().count(), 1);
     }
@@ -167,8 +170,8 @@ mod tests {
         for n in 0..5 {
             ix.insert((false, 2, 0), n);
         }
-        ix.remove_at((false, 2, 0), 1);
-        ix.remove_at((false, 2, 0), 4);
+        ix.remove(1);
+        ix.remove(4);
         ix.insert((false, 1, 0), 4);
         let mut left: Vec<u32> = ix
             .iter()
@@ -185,7 +188,7 @@ mod tests {
         two.sort_unstable();
         assert_eq!(two, vec![0, 2, 3]);
         for n in [0, 2, 3, 4] {
-            ix.remove_at((false, 0, 0), n);
+            ix.remove(n);
         }
         assert!(ix.is_empty());
     }

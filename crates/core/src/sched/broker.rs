@@ -103,7 +103,7 @@ impl Scheduler {
                 usize::from(n.spec.domain.0) == d
                     && n.loan.is_some_and(|l| l.phase == LoanPhase::Active)
             })
-            .map(|(ix, n)| (!n.is_empty(), ix as u32))
+            .map(|(ix, _)| (!self.usage[ix].is_empty(), ix as u32))
             .collect();
         picks.sort_unstable();
         let mut done = 0;
@@ -139,13 +139,13 @@ impl Scheduler {
                 .iter()
                 .enumerate()
                 .rev()
-                .filter(|(_, n)| {
+                .filter(|&(ix, n)| {
                     usize::from(n.serving.0) == lender
                         && n.pool == PoolKind::Own
                         && n.in_pool
                         && n.status == NodeStatus::Up
                         && n.loan.is_none()
-                        && n.is_empty()
+                        && self.usage[ix].is_empty()
                 })
                 .map(|(ix, _)| ix as u32)
                 .collect();
@@ -184,11 +184,11 @@ impl Scheduler {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| {
+            .filter(|&(ix, n)| {
                 usize::from(n.serving.0) == d
                     && n.pool == PoolKind::Borrowed
                     && n.loan.is_some_and(|l| l.phase == LoanPhase::Active)
-                    && n.is_empty()
+                    && self.usage[ix].is_empty()
             })
             .map(|(ix, _)| ix as u32)
             .take(usize::try_from(count).unwrap_or(usize::MAX))
@@ -208,12 +208,12 @@ impl Scheduler {
         };
         loan.phase = LoanPhase::Draining(why);
         n.status = NodeStatus::Reclaiming;
-        let jobs: Vec<_> = n.jobs.iter().map(|&(j, _)| j).collect();
+        let jobs: Vec<_> = self.jobs_on(ix).into_iter().map(|(j, _)| j).collect();
         for id in jobs {
             let mode = self.stop_mode(id);
             self.stop_job(now, id, mode);
         }
-        if self.nodes[ix as usize].is_empty() {
+        if self.usage[ix as usize].is_empty() {
             self.finish_loan_drain(ix, why);
         }
     }
@@ -254,6 +254,7 @@ impl Scheduler {
         n.status = NodeStatus::Up;
         n.serving = borrower;
         n.pool = PoolKind::Borrowed;
+        self.sync_hot(ix);
         self.domains[usize::from(borrower.0)].borrowed += 1;
         self.join_pool(ix);
         Ok(())
@@ -273,6 +274,7 @@ impl Scheduler {
         n.serving = n.spec.domain;
         n.pool = PoolKind::Own;
         let owner = usize::from(n.spec.domain.0);
+        self.sync_hot(ix);
         self.domains[owner].lent = self.domains[owner].lent.saturating_sub(1);
         self.join_pool(ix);
         Ok(())

@@ -28,6 +28,8 @@ pub struct Scheduler {
     cfg: Config,
     jobs: IdMap<JobId, Job>,
     nodes: Vec<Node>,
+    /// Capacity and usage of each node (same index as `nodes`).
+    usage: Vec<state::Usage>,
     node_ix: IdMap<NodeId, u32>,
     domains: Vec<Domain>,
     actions: VecDeque<Action>,
@@ -68,6 +70,7 @@ impl Scheduler {
             cfg,
             jobs: IdMap::default(),
             nodes: Vec::new(),
+            usage: Vec::new(),
             node_ix: IdMap::default(),
             domains,
             actions: VecDeque::new(),
@@ -241,6 +244,7 @@ impl Scheduler {
     pub fn node(&self, node: NodeId) -> Option<NodeView> {
         let &ix = self.node_ix.get(&node)?;
         let n = &self.nodes[ix as usize];
+        let u = &self.usage[ix as usize];
         Some(NodeView {
             id: n.spec.id,
             name: n.spec.name.clone(),
@@ -249,10 +253,10 @@ impl Scheduler {
             status: n.status,
             cores: n.spec.cores,
             memory_mb: n.spec.memory_mb,
-            used_cores: n.used_c,
-            best_effort_cores: n.be_c,
-            used_memory_mb: n.used_m.saturating_add(n.be_m),
-            jobs: n.jobs.clone(),
+            used_cores: u.used_c,
+            best_effort_cores: u.be_c,
+            used_memory_mb: u.used_m.saturating_add(u.be_m),
+            jobs: self.jobs_on(ix),
         })
     }
 
@@ -285,10 +289,9 @@ impl Scheduler {
             v.total_cores += p.total_c;
             v.running_jobs += u32::try_from(p.running.len()).unwrap_or(u32::MAX);
         }
-        for n in &self.nodes {
+        for (n, u) in self.nodes.iter().zip(&self.usage) {
             if n.serving == domain && n.in_pool {
-                v.busy_cores += u64::from(n.used_c.max(n.used_c + n.be_c).min(n.spec.cores));
-                v.running_jobs += 0;
+                v.busy_cores += u64::from((u.used_c + u.be_c).min(u.cores));
             }
         }
         v.running_jobs += u32::try_from(self.running_be(domain)).unwrap_or(u32::MAX);
@@ -845,25 +848,25 @@ impl Scheduler {
                 }
                 let n = &mut self.nodes[ix as usize];
                 n.spec = spec;
+                let u = &mut self.usage[ix as usize];
+                u.cores = n.spec.cores;
+                u.mem = n.spec.memory_mb;
                 ix
             }
             None => {
                 let ix = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
                 self.node_ix.insert(spec.id, ix);
+                self.usage.push(state::Usage {
+                    cores: spec.cores,
+                    mem: spec.memory_mb,
+                    ..state::Usage::default()
+                });
                 self.nodes.push(Node {
                     serving: spec.domain,
                     spec,
                     status: NodeStatus::Down,
                     pool: PoolKind::Own,
-                    used_c: 0,
-                    used_m: 0,
-                    be_c: 0,
-                    be_m: 0,
-                    jobs: Vec::new(),
-                    be_jobs: 0,
                     in_pool: false,
-                    normal_key: None,
-                    be_key: None,
                     loan: None,
                 });
                 ix
@@ -874,6 +877,7 @@ impl Scheduler {
         n.serving = n.spec.domain;
         n.pool = PoolKind::Own;
         n.loan = None;
+        self.sync_hot(ix);
         self.domains[d].own_up += 1;
         self.join_pool(ix);
         let _ = now;
@@ -903,11 +907,7 @@ impl Scheduler {
             self.nodes[ix as usize].loan = None;
         }
         self.leave_pool(ix);
-        let jobs: Vec<JobId> = self.nodes[ix as usize]
-            .jobs
-            .iter()
-            .map(|&(j, _)| j)
-            .collect();
+        let jobs: Vec<JobId> = self.jobs_on(ix).into_iter().map(|(j, _)| j).collect();
         if lost {
             for id in jobs {
                 self.lose_job(now, id);
@@ -919,7 +919,7 @@ impl Scheduler {
                 let mode = self.stop_mode(id);
                 self.stop_job(now, id, mode);
             }
-            if self.nodes[ix as usize].is_empty() {
+            if self.usage[ix as usize].is_empty() {
                 self.set_down(ix);
             }
         }
@@ -933,6 +933,7 @@ impl Scheduler {
         let owner = usize::from(n.spec.domain.0);
         n.serving = n.spec.domain;
         n.pool = PoolKind::Own;
+        self.sync_hot(ix);
         self.domains[owner].own_up = self.domains[owner].own_up.saturating_sub(1);
     }
 

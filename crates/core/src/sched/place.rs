@@ -10,7 +10,7 @@ use crate::types::{JobId, Time};
 use crate::view::{NodeStatus, WaitReason};
 
 use super::Scheduler;
-use super::state::{LoanPhase, NodeAttrs, PoolKind, St};
+use super::state::{LoanPhase, NodeAttrs, PoolKind, St, Usage};
 
 /// Which free capacity a placement looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,34 @@ pub(crate) fn shape_feasibility(
     reason
 }
 
+/// Put a node in its pool's indexes and totals, from its usage.
+fn index_usage(pool: &mut super::state::Pool, be_active: bool, ix: u32, u: &Usage) {
+    let (fc, fm) = u.free_normal();
+    pool.free_c += i64::from(fc);
+    pool.free_m += fm as i64;
+    if fc > 0 {
+        pool.normal.insert((u.be_jobs > 0, fc, fm), ix);
+    }
+    if be_active {
+        let (pc, pm) = u.free_physical();
+        if pc > 0 {
+            pool.be.insert((false, pc, pm), ix);
+        }
+    }
+}
+
 impl Scheduler {
+    /// Copy a node's pool membership into its usage record; call after
+    /// changing `in_pool`, `serving` or `pool`.
+    pub(super) fn sync_hot(&mut self, ix: u32) {
+        let n = &self.nodes[ix as usize];
+        let u = &mut self.usage[ix as usize];
+        u.in_pool = n.in_pool;
+        u.serving = n.serving.0;
+        u.pool = n.pool as u8;
+        u.id = n.spec.id.0;
+    }
+
     /// Start or stop keeping the best-effort index of a domain's pools:
     /// it costs time on every placement, so it exists only while the
     /// domain has best-effort jobs.
@@ -62,70 +89,64 @@ impl Scheduler {
         for p in &mut self.domains[d].pools {
             p.be.clear();
         }
+        if !on {
+            return;
+        }
         for ix in 0..self.nodes.len() {
-            let n = &mut self.nodes[ix];
+            let n = &self.nodes[ix];
             if usize::from(n.serving.0) != d || !n.in_pool {
                 continue;
             }
-            n.be_key = None;
-            if on {
-                let (pc, pm) = n.free_physical();
-                if pc > 0 {
-                    n.be_key = Some((false, pc, pm));
-                    let kind = n.pool;
-                    self.domains[d]
-                        .pool_mut(kind)
-                        .be
-                        .insert((false, pc, pm), ix as u32);
-                }
+            let (pc, pm) = self.usage[ix].free_physical();
+            if pc > 0 {
+                let kind = n.pool;
+                self.domains[d]
+                    .pool_mut(kind)
+                    .be
+                    .insert((false, pc, pm), ix as u32);
             }
         }
     }
 
     /// Change a node's usage through `f`, keeping its pool's indexes and
     /// totals in step.
-    pub(super) fn update_node(&mut self, ix: u32, f: impl FnOnce(&mut super::state::Node)) {
-        let n = &self.nodes[ix as usize];
-        let in_pool = n.in_pool;
-        let (d, kind) = (usize::from(n.serving.0), n.pool);
-        if in_pool {
-            let (fc, fm) = n.free_normal();
-            let (nk, bk) = (n.normal_key, n.be_key);
-            let pool = self.domains[d].pool_mut(kind);
-            pool.free_c -= i64::from(fc);
-            pool.free_m -= fm as i64;
-            if let Some(k) = nk {
-                pool.normal.remove_at(k, ix);
-            }
-            if let Some(k) = bk {
-                pool.be.remove_at(k, ix);
-            }
+    pub(super) fn update_node(&mut self, ix: u32, f: impl FnOnce(&mut Usage)) {
+        let u = &mut self.usage[ix as usize];
+        if !u.in_pool {
+            f(u);
+            return;
         }
-        let n = &mut self.nodes[ix as usize];
-        f(n);
-        if in_pool {
-            self.index_node(ix);
+        let d = usize::from(u.serving);
+        let kind = if u.pool == 0 {
+            PoolKind::Own
+        } else {
+            PoolKind::Borrowed
+        };
+        let (fc, fm) = u.free_normal();
+        let dom = &mut self.domains[d];
+        let be_active = dom.be_active;
+        let pool = dom.pool_mut(kind);
+        pool.free_c -= i64::from(fc);
+        pool.free_m -= fm as i64;
+        pool.normal.remove(ix);
+        if be_active {
+            pool.be.remove(ix);
         }
+        f(u);
+        index_usage(pool, be_active, ix, u);
     }
 
     /// Add a node (already marked `in_pool`) to its pool's indexes and totals.
     fn index_node(&mut self, ix: u32) {
-        let n = &mut self.nodes[ix as usize];
-        let be_active = self.domains[usize::from(n.serving.0)].be_active;
-        let (fc, fm) = n.free_normal();
-        let (pc, pm) = n.free_physical();
-        n.normal_key = (fc > 0).then_some((n.be_jobs > 0, fc, fm));
-        n.be_key = (be_active && pc > 0).then_some((false, pc, pm));
-        let (nk, bk) = (n.normal_key, n.be_key);
-        let pool = self.domains[usize::from(n.serving.0)].pool_mut(n.pool);
-        pool.free_c += i64::from(fc);
-        pool.free_m += fm as i64;
-        if let Some(k) = nk {
-            pool.normal.insert(k, ix);
-        }
-        if let Some(k) = bk {
-            pool.be.insert(k, ix);
-        }
+        let n = &self.nodes[ix as usize];
+        let dom = &mut self.domains[usize::from(n.serving.0)];
+        let be_active = dom.be_active;
+        index_usage(
+            dom.pool_mut(n.pool),
+            be_active,
+            ix,
+            &self.usage[ix as usize],
+        );
     }
 
     /// The node starts counting in the pool of the domain it serves.
@@ -135,6 +156,8 @@ impl Scheduler {
             return;
         }
         n.in_pool = true;
+        self.sync_hot(ix);
+        let n = &self.nodes[ix as usize];
         let (cores, mem) = (n.spec.cores, n.spec.memory_mb);
         let d = usize::from(n.serving.0);
         let dom = &mut self.domains[d];
@@ -152,14 +175,14 @@ impl Scheduler {
     /// The node stops counting in its pool (its jobs, if any, stay on it
     /// until they are moved off).
     pub(super) fn leave_pool(&mut self, ix: u32) {
-        let n = &self.nodes[ix as usize];
+        let n = &mut self.nodes[ix as usize];
         if !n.in_pool {
             return;
         }
-        let n = &mut self.nodes[ix as usize];
-        let (fc, fm) = n.free_normal();
-        let (nk, bk) = (n.normal_key.take(), n.be_key.take());
         n.in_pool = false;
+        self.sync_hot(ix);
+        let n = &self.nodes[ix as usize];
+        let (fc, fm) = self.usage[ix as usize].free_normal();
         let (cores, mem) = (n.spec.cores, n.spec.memory_mb);
         let dom = &mut self.domains[usize::from(n.serving.0)];
         dom.nodes_version += 1;
@@ -168,12 +191,8 @@ impl Scheduler {
         let pool = dom.pool_mut(n.pool);
         pool.free_c -= i64::from(fc);
         pool.free_m -= fm as i64;
-        if let Some(k) = nk {
-            pool.normal.remove_at(k, ix);
-        }
-        if let Some(k) = bk {
-            pool.be.remove_at(k, ix);
-        }
+        pool.normal.remove(ix);
+        pool.be.remove(ix);
         pool.nodes -= 1;
         pool.total_c -= u64::from(cores);
         pool.total_m -= mem;
@@ -183,6 +202,29 @@ impl Scheduler {
                 pool.kinds.remove(&(cores, mem));
             }
         }
+    }
+
+    /// The jobs with VMs on a node, by id. Found by looking through the
+    /// jobs placed in the node's domain: only failures, reclaims and
+    /// queries need this, so placements do not keep per-node lists.
+    pub(super) fn jobs_on(&self, ix: u32) -> Vec<(JobId, u32)> {
+        let d = &self.domains[usize::from(self.nodes[ix as usize].serving.0)];
+        let mut out = Vec::new();
+        let placed = d.pools[0]
+            .running
+            .iter()
+            .chain(d.pools[1].running.iter())
+            .map(|&(_, id)| id)
+            .chain(d.be_placed.iter().copied());
+        for id in placed {
+            if let Some(j) = self.jobs.get(&id)
+                && let Some(&(_, k)) = j.placement.iter().find(|&&(n, _)| n == ix)
+            {
+                out.push((id, k));
+            }
+        }
+        out.sort_unstable();
+        out
     }
 
     /// Find nodes for all of a job's VMs in one pool, into
@@ -347,16 +389,16 @@ impl Scheduler {
         let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
         self.dequeue(id);
         for &(ix, k) in &placement {
-            self.update_node(ix, |n| {
+            self.update_node(ix, |u| {
                 if be {
-                    n.be_c += k * c;
-                    n.be_m = n.be_m.saturating_add(u64::from(k) * m);
-                    n.be_jobs += 1;
+                    u.be_c += k * c;
+                    u.be_m = u.be_m.saturating_add(u64::from(k) * m);
+                    u.be_jobs += 1;
                 } else {
-                    n.used_c += k * c;
-                    n.used_m = n.used_m.saturating_add(u64::from(k) * m);
+                    u.used_c += k * c;
+                    u.used_m = u.used_m.saturating_add(u64::from(k) * m);
                 }
-                n.jobs.push((id, k));
+                u.jobs += 1;
             });
         }
         let end = self.expected_end_from(now, id, true);
@@ -374,6 +416,7 @@ impl Scheduler {
         let dom = &mut self.domains[d];
         if be {
             *dom.be_costs.entry(cost).or_default() += 1;
+            dom.be_placed.insert(id);
         } else {
             dom.pool_mut(kind).running.insert((end, id));
             for i in 0..self.scratch.placement.len() {
@@ -390,16 +433,20 @@ impl Scheduler {
     /// fits physically (counting jobs already on their way out).
     fn make_room(&mut self, now: Time, ix: u32) {
         loop {
-            let n = &self.nodes[ix as usize];
-            let (mut c, mut m) = (n.used_c + n.be_c, n.used_m.saturating_add(n.be_m));
+            let u = self.usage[ix as usize];
+            if u.be_jobs == 0 {
+                return;
+            }
+            let (mut c, mut m) = (u.used_c + u.be_c, u.used_m.saturating_add(u.be_m));
             let mut victim: Option<(i32, Reverse<Time>, Reverse<JobId>)> = None;
-            for &(jid, k) in &n.jobs {
+            let d = &self.domains[usize::from(self.nodes[ix as usize].serving.0)];
+            for &jid in &d.be_placed {
                 let Some(j) = self.jobs.get(&jid) else {
                     continue;
                 };
-                if !j.is_best_effort() {
+                let Some(&(_, k)) = j.placement.iter().find(|&&(n, _)| n == ix) else {
                     continue;
-                }
+                };
                 if j.st == St::Preempting {
                     c -= k * j.spec.cores_per_vm;
                     m = m.saturating_sub(u64::from(k) * j.spec.memory_mb_per_vm);
@@ -414,7 +461,7 @@ impl Scheduler {
                     victim = Some(key);
                 }
             }
-            if c <= n.spec.cores && m <= n.spec.memory_mb {
+            if c <= u.cores && m <= u.mem {
                 return;
             }
             let Some((_, _, Reverse(jid))) = victim else {
@@ -436,17 +483,17 @@ impl Scheduler {
         }
         if j.placement
             .iter()
-            .any(|&(ix, _)| self.nodes[ix as usize].overcommitted())
+            .any(|&(ix, _)| self.usage[ix as usize].overcommitted())
         {
             return false;
         }
         let placement = j
             .placement
             .iter()
-            .map(|&(ix, k)| (self.nodes[ix as usize].spec.id, k))
+            .map(|&(ix, k)| (crate::types::NodeId(self.usage[ix as usize].id), k))
             .collect();
         let resume = j.has_ckpt && self.cfg.preemption == PreemptionMode::Checkpoint;
-        let end = self.expected_end_from(now, id, true);
+        let end = now.plus(self.remaining_ms(now, j, true));
         if let Some(j) = self.jobs.get_mut(&id) {
             j.st = St::Starting;
         }
@@ -470,18 +517,16 @@ impl Scheduler {
         let (d, kind, end) = (usize::from(j.spec.domain.0), j.pool, j.expected_end);
         let was_vacating = j.st == St::Vacating;
         for &(ix, k) in &placement {
-            self.update_node(ix, |n| {
+            self.update_node(ix, |u| {
                 if be {
-                    n.be_c -= k * c;
-                    n.be_m = n.be_m.saturating_sub(u64::from(k) * m);
-                    n.be_jobs -= 1;
+                    u.be_c -= k * c;
+                    u.be_m = u.be_m.saturating_sub(u64::from(k) * m);
+                    u.be_jobs -= 1;
                 } else {
-                    n.used_c -= k * c;
-                    n.used_m = n.used_m.saturating_sub(u64::from(k) * m);
+                    u.used_c -= k * c;
+                    u.used_m = u.used_m.saturating_sub(u64::from(k) * m);
                 }
-                if let Some(p) = n.jobs.iter().position(|&(jid, _)| jid == id) {
-                    n.jobs.swap_remove(p);
-                }
+                u.jobs -= 1;
             });
         }
         let dom = &mut self.domains[d];
@@ -495,6 +540,7 @@ impl Scheduler {
                     dom.be_costs.remove(&cost);
                 }
             }
+            dom.be_placed.remove(&id);
         } else {
             dom.pool_mut(kind).running.remove(&(end, id));
         }
@@ -508,10 +554,12 @@ impl Scheduler {
 
     /// Finish draining or reclaiming a node once its last job has left.
     fn node_emptied(&mut self, ix: u32) {
-        let n = &self.nodes[ix as usize];
-        if !n.is_empty() {
+        // Only nodes on their way out of a pool wait for their last job.
+        let u = &self.usage[ix as usize];
+        if u.in_pool || !u.is_empty() {
             return;
         }
+        let n = &self.nodes[ix as usize];
         if n.status == NodeStatus::Draining {
             self.set_down(ix);
             return;

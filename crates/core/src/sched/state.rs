@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vgrid_expr::{Attributes, Value};
 
-use crate::index::{FreeIndex, Key};
+use crate::index::FreeIndex;
 use crate::model::{Class, JobSpec, NodeSpec};
 use crate::types::{DomainId, JobId, Time};
 use crate::view::{NodeStatus, Outcome, WaitReason};
@@ -188,47 +188,60 @@ pub(crate) struct Node {
     /// The domain whose pool it is in (its owner unless lent).
     pub serving: DomainId,
     pub pool: PoolKind,
-    /// Capacity taken by normal and reservation jobs.
-    pub used_c: u32,
-    pub used_m: u64,
-    /// Capacity taken by best-effort jobs.
-    pub be_c: u32,
-    pub be_m: u64,
-    pub jobs: Vec<(JobId, u32)>,
-    pub be_jobs: u32,
     /// Whether it counts in its pool's indexes and totals.
     pub in_pool: bool,
-    pub normal_key: Option<Key>,
-    pub be_key: Option<Key>,
     pub loan: Option<Loan>,
 }
 
-impl Node {
+/// A node's capacity and what jobs take of it: everything a placement
+/// touches, kept apart from the rest of the node so that placing thousands
+/// of VMs stays in cache.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub cores: u32,
+    /// Cores taken by normal and reservation jobs.
+    pub used_c: u32,
+    /// Cores taken by best-effort jobs.
+    pub be_c: u32,
+    /// Jobs with VMs here, and how many of them are best-effort.
+    pub jobs: u32,
+    pub be_jobs: u32,
+    pub mem: u64,
+    pub used_m: u64,
+    pub be_m: u64,
+    /// Copies of the node's `in_pool`, `serving` and `pool` (see
+    /// `Scheduler::sync_hot`), so placements need not touch the node.
+    pub in_pool: bool,
+    pub serving: u16,
+    pub pool: u8,
+    /// The node's id, for `Start` actions.
+    pub id: u32,
+}
+
+impl Usage {
     /// Free capacity for normal jobs (best-effort usage counts as free).
     pub(crate) fn free_normal(&self) -> (u32, u64) {
         (
-            self.spec.cores.saturating_sub(self.used_c),
-            self.spec.memory_mb.saturating_sub(self.used_m),
+            self.cores.saturating_sub(self.used_c),
+            self.mem.saturating_sub(self.used_m),
         )
     }
 
     /// Capacity free right now, for best-effort jobs.
     pub(crate) fn free_physical(&self) -> (u32, u64) {
         (
-            self.spec.cores.saturating_sub(self.used_c + self.be_c),
-            self.spec
-                .memory_mb
+            self.cores.saturating_sub(self.used_c + self.be_c),
+            self.mem
                 .saturating_sub(self.used_m.saturating_add(self.be_m)),
         )
     }
 
     pub(crate) fn overcommitted(&self) -> bool {
-        self.used_c + self.be_c > self.spec.cores
-            || self.used_m.saturating_add(self.be_m) > self.spec.memory_mb
+        self.used_c + self.be_c > self.cores || self.used_m.saturating_add(self.be_m) > self.mem
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.jobs == 0
     }
 }
 
@@ -302,6 +315,8 @@ pub(crate) struct Domain {
     pub head_fragmented: bool,
     /// Jobs placed but not started (see [`St::Vacating`]).
     pub vacating: Vec<JobId>,
+    /// Best-effort jobs placed on the domain's nodes.
+    pub be_placed: BTreeSet<JobId>,
     /// Checkpoint costs of best-effort jobs on the domain's nodes (for the
     /// lead time before a reservation): cost -> count.
     pub be_costs: BTreeMap<u64, u32>,
