@@ -269,7 +269,7 @@ impl ImageStore {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
-            if mentions_image(&value, name, 0) {
+            if mentions_image(&value, name, &self.image_dir(name), 0) {
                 users.push((entry.file_name().to_string_lossy().into_owned(), json));
             }
         }
@@ -390,15 +390,24 @@ impl ImageStore {
     }
 }
 
-fn mentions_image(value: &serde_json::Value, name: &str, depth: usize) -> bool {
-    if depth > 4 {
+/// Whether a VM record names the image: an `image` field holding the name
+/// (or an object whose `name` is it), or any path inside the image's
+/// directory (an overlay's base disk, a kernel).
+fn mentions_image(value: &serde_json::Value, name: &str, image_dir: &Path, depth: usize) -> bool {
+    if depth > 6 {
         return false;
     }
     match value {
         serde_json::Value::Object(map) => map.iter().any(|(k, v)| {
-            (k == "image" && v.as_str() == Some(name)) || mentions_image(v, name, depth + 1)
+            let named = k == "image"
+                && (v.as_str() == Some(name)
+                    || v.get("name").and_then(|n| n.as_str()) == Some(name));
+            named || mentions_image(v, name, image_dir, depth + 1)
         }),
-        serde_json::Value::Array(items) => items.iter().any(|v| mentions_image(v, name, depth + 1)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .any(|v| mentions_image(v, name, image_dir, depth + 1)),
+        serde_json::Value::String(s) => Path::new(s).starts_with(image_dir),
         _ => false,
     }
 }
@@ -618,16 +627,24 @@ mod tests {
         fake_image(&store, "gamma");
         let vm = store.data_dir().join("vms/web1");
         fs::create_dir_all(&vm).unwrap();
-        fs::write(
-            vm.join("vm.json"),
-            br#"{"spec":{"image":"gamma","cpus":1}}"#,
-        )
-        .unwrap();
-        let err = store.remove("gamma").unwrap_err();
-        assert!(
-            matches!(err, ImageError::InUse { ref vm, .. } if vm == "web1"),
-            "{err}"
-        );
+        // The image named by a field, by an object's name, or through a
+        // path inside its directory.
+        let disk = store.image_dir("gamma").join("disk.qcow2");
+        let records = [
+            r#"{"spec":{"image":"gamma","cpus":1}}"#.to_string(),
+            r#"{"image":{"name":"gamma","kind":"stock"}}"#.to_string(),
+            serde_json::json!({"disks": [disk]}).to_string(),
+        ];
+        for record in &records {
+            fs::write(vm.join("vm.json"), record).unwrap();
+            let err = store.remove("gamma").unwrap_err();
+            assert!(
+                matches!(err, ImageError::InUse { ref vm, .. } if vm == "web1"),
+                "{record}: {err}"
+            );
+        }
+        fs::write(vm.join("vm.json"), r#"{"image":{"name":"gammaray"}}"#).unwrap();
+        assert!(store.users_of("gamma").is_empty());
         fs::remove_dir_all(&vm).unwrap();
         store.remove("gamma").unwrap();
         assert!(matches!(store.get("gamma"), Err(ImageError::NotFound(_))));
