@@ -11,13 +11,20 @@ packages=(
   zstd              # compressed checkpoints (tooling)
   fonts-dejavu-core # the font in PNG plots
   python3-venv      # the AccaSim peer (benchmarks and validation)
+  e2fsprogs         # mkfs.ext4: the stock image's writable disk
+  xz-utils          # kernel decompression for the stock image
+  libc6-dev         # static libc for the guest agent
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# `vgrid image build` fetches guest packages with `apt-get download`, which
+# needs apt's package lists.
+need_lists() { ! apt-cache show linux-image-amd64 >/dev/null 2>&1; }
 if [ ${#missing[@]} -eq 0 ]; then
+  if need_lists && [ "$(id -u)" = 0 ]; then apt-get update -qq; fi
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
