@@ -368,3 +368,163 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+struct TradeScenario {
+    reclaim: crate::ReclaimPolicy,
+    interval: u64,
+    mode: PreemptionMode,
+    policy: Policy,
+    /// `(domain, cores)` per node.
+    nodes: Vec<(u16, u32)>,
+    /// `(domain, job)`.
+    jobs: Vec<(u16, GenJob)>,
+    events: Vec<(u64, Disturbance)>,
+}
+
+fn trade_scenario() -> impl Strategy<Value = TradeScenario> {
+    (2usize..8, 1usize..25).prop_flat_map(|(n_nodes, n_jobs)| {
+        (
+            prop_oneof![
+                Just(crate::ReclaimPolicy::Immediate),
+                // Leases longer than any job: a shorter lease can starve a
+                // long job that cannot be checkpointed (documented).
+                (2_000u64..5_000).prop_map(|p| crate::ReclaimPolicy::Lease { period_ms: p }),
+                (10u64..200).prop_map(|e| crate::ReclaimPolicy::Gradual { every_ms: e }),
+            ],
+            20u64..300,
+            prop_oneof![Just(PreemptionMode::Kill), Just(PreemptionMode::Checkpoint)],
+            policy(),
+            prop::collection::vec((0u16..2, 1u32..3), n_nodes),
+            prop::collection::vec((0u16..2, gen_job(false)), n_jobs),
+            prop::collection::vec(disturbance(n_jobs as u64, n_nodes as u32), 0..4),
+        )
+            .prop_map(|(reclaim, interval, mode, policy, nodes, jobs, events)| {
+                TradeScenario {
+                    reclaim,
+                    interval,
+                    mode,
+                    policy,
+                    nodes,
+                    jobs,
+                    events,
+                }
+            })
+    })
+}
+
+fn build_trade(sc: &TradeScenario) -> Harness {
+    let broker = crate::BrokerConfig {
+        interval_ms: sc.interval,
+        lend_fraction: 0.5,
+        lend: true,
+        borrow: true,
+        reclaim: sc.reclaim,
+    };
+    let mut cfg = Config::with_policy(sc.policy);
+    cfg.preemption = sc.mode;
+    cfg.checkpoint_cost = CostModel {
+        fixed_ms: 3,
+        ms_per_gb: 0,
+    };
+    cfg.domains = (0..2)
+        .map(|i| crate::DomainConfig {
+            name: format!("d{i}"),
+            broker: Some(broker.clone()),
+        })
+        .collect();
+    let mut h = Harness::new(cfg);
+    h.costs.loan_boot_ms = 7;
+    h.costs.loan_halt_ms = 3;
+    h.costs.checkpoint_ms = 3;
+    h.costs.boot_ms = 2;
+    h.costs.restore_ms = 2;
+    let spec = |i: usize| {
+        let (d, cores) = sc.nodes[i];
+        NodeSpec::new(NodeId(i as u32), crate::DomainId(d), cores, 4096)
+    };
+    for i in 0..sc.nodes.len() {
+        h.at(0, Event::NodeUp(spec(i)));
+    }
+    for (i, (d, g)) in sc.jobs.iter().enumerate() {
+        let mut j = spec_of(i, g);
+        j.domain = crate::DomainId(*d);
+        j.requirements = None;
+        // Small jobs, so that most scenarios can finish everything.
+        j.vms = j.vms.min(2);
+        j.cores_per_vm = 1;
+        let work = (g.walltime * g.run_pct / 100).max(1);
+        h.submit(g.submit, j, work);
+    }
+    for (t, d) in &sc.events {
+        let ev = match *d {
+            Disturbance::Lost(n) => Event::NodeLost { node: NodeId(n) },
+            Disturbance::Down(n) => Event::NodeDown { node: NodeId(n) },
+            Disturbance::Up(n) => Event::NodeUp(spec(n as usize)),
+            Disturbance::Cancel(j) => Event::Cancel { job: JobId(j) },
+            Disturbance::Hold(j) => Event::Hold { job: JobId(j) },
+            Disturbance::Release(j) => Event::Release { job: JobId(j) },
+        };
+        h.at(*t, ev);
+    }
+    h
+}
+
+proptest! {
+    /// Two trading domains under every reclamation policy, with failures:
+    /// no over-commit, nothing stuck, and once all work is done every loan
+    /// ends and every node that is up is back home.
+    #[test]
+    fn trading_domains_keep_their_invariants(sc in trade_scenario()) {
+        let mut h = build_trade(&sc);
+        let nodes: Vec<(u32, u64, bool)> = sc.nodes.iter().map(|&(_, c)| (c, 4096, false)).collect();
+        let check = Scenario {
+            policy: sc.policy,
+            mode: sc.mode,
+            nodes,
+            jobs: Vec::new(),
+            events: Vec::new(),
+            boot_ms: 0,
+            checkpoint_ms: 0,
+        };
+        let mut progress = HashMap::new();
+        while h.now.0 < 50_000 {
+            if !h.step() {
+                break;
+            }
+            check_step(&h, &check, &mut progress);
+        }
+        for id in h.s.job_ids() {
+            let v = h.s.job(id).unwrap_or_else(|| panic!("{id}"));
+            let stuck = match v.state {
+                JobState::Done { .. } => false,
+                JobState::Pending { reason } => !matches!(
+                    reason,
+                    WaitReason::Held | WaitReason::TooLarge | WaitReason::Requirements
+                ),
+                _ => true,
+            };
+            prop_assert!(!stuck, "{id} stuck in {:?} at {}", v.state, h.now);
+        }
+        // Anything still waiting blocks loans from settling; otherwise all
+        // nodes are home after the brokers' next rounds.
+        let waiting = h.s.job_ids().iter().any(|&id| {
+            matches!(
+                h.s.job_state(id),
+                Some(JobState::Pending { reason }) if reason != WaitReason::Held
+            )
+        });
+        if !waiting {
+            for n in h.s.nodes() {
+                if n.status != crate::NodeStatus::Down {
+                    prop_assert_eq!(n.serving, n.owner, "{} not home: {:?}", n.id, n.status);
+                    prop_assert_eq!(n.status, crate::NodeStatus::Up);
+                }
+            }
+            for d in 0..2 {
+                let v = h.s.domain(crate::DomainId(d)).unwrap_or_default();
+                prop_assert_eq!((v.lent, v.borrowed), (0, 0), "domain {}", d);
+            }
+        }
+    }
+}
