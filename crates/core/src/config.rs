@@ -72,7 +72,8 @@ pub enum ReclaimPolicy {
 pub struct BrokerConfig {
     /// How often the broker evaluates demand (the paper: hourly).
     pub interval_ms: u64,
-    /// At most this fraction of the domain's idle nodes is lent (default 1/2).
+    /// At most this fraction of the domain's idle nodes is out on loan at
+    /// any time, counting the nodes already lent as idle (default 1/2).
     pub lend_fraction: f64,
     /// Whether this domain lends nodes to others.
     pub lend: bool,

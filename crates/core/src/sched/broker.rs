@@ -4,8 +4,9 @@
 //! waiting normal and reservation jobs: in VioCluster every job process is
 //! a machine) and its need `n = d - [(|P| - |L|) + |V|]`. With `n > 0` it
 //! first takes back nodes it lent (by its reclamation policy), then borrows
-//! from domains whose own need is negative, each lending at most
-//! `lend_fraction` of its idle nodes and at most `|n|`. With `n < 0` it
+//! from domains whose own need is negative, each lending at most `|n|`
+//! nodes and keeping its total on loan within `lend_fraction` of its idle
+//! nodes (idle ones at home plus those already lent). With `n < 0` it
 //! returns idle borrowed nodes. A loan costs a VM boot on the node before
 //! use (`Lend` .. `LoanReady`) and a halt after (`Reclaim` .. `LoanReturned`).
 
@@ -149,8 +150,13 @@ impl Scheduler {
                 })
                 .map(|(ix, _)| ix as u32)
                 .collect();
-            let by_fraction = (idle.len() as f64 * lb.lend_fraction.clamp(0.0, 1.0)).floor() as i64;
-            let count = by_fraction.min(spare).min(left).max(0);
+            // The fraction caps what is out on loan in total: at most half
+            // (by default) of the idle nodes, counting those already lent,
+            // so half of the idle capacity always stays home.
+            let lent = i64::from(self.domains[lender].lent);
+            let pool = (idle.len() as i64 + lent) as f64;
+            let cap = (pool * lb.lend_fraction.clamp(0.0, 1.0)).floor() as i64;
+            let count = (cap - lent).min(spare).min(left).max(0);
             for &ix in idle.iter().take(count as usize) {
                 self.lend(now, ix, lender, d, lb.reclaim);
             }

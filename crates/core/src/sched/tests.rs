@@ -632,3 +632,21 @@ fn gradual_reclaim_takes_one_node_per_period() {
     assert_eq!(reclaims, vec![200, 250]);
     assert_eq!(h.start_of(4), 255);
 }
+
+#[test]
+fn lend_fraction_caps_the_total_on_loan() {
+    let mut h = two_domains(crate::ReclaimPolicy::Immediate);
+    // Keep a hungry: many one-VM jobs that run long on borrowed nodes.
+    for id in 10..20 {
+        h.submit(0, job(id, 1, 10_000), 10_000);
+    }
+    h.run_to(1_000);
+    let lends = loans(&h)
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Lend { .. }))
+        .count();
+    // b has 4 idle nodes: at most half of them may be out at any time,
+    // however many rounds the brokers run.
+    assert_eq!(lends, 2);
+    assert_eq!(h.s.domain(crate::DomainId(1)).unwrap().lent, 2);
+}
