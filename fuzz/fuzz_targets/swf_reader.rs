@@ -10,13 +10,34 @@ fuzz_target!(|data: &[u8]| {
     let strict = parse(data, "fuzz.swf", Mode::Strict);
     let lenient = parse(data, "fuzz.swf", Mode::Lenient);
     if let Ok(trace) = &lenient {
-        assert!(trace.records.iter().all(|r| r.line >= 1 && r.line <= trace.lines));
+        assert!(
+            trace
+                .records
+                .iter()
+                .all(|r| r.line >= 1 && r.line <= trace.lines)
+        );
         assert!(trace.skipped.examples.len() as u64 <= trace.skipped.count);
         for procs in [None, Some(1), Some(u32::MAX)] {
-            if let Ok(w) = Workload::from_trace(trace, procs) {
+            let direct = Workload::parse(data, "fuzz.swf", procs, Mode::Lenient);
+            let via = Workload::from_trace(trace, procs);
+            assert_eq!(direct.is_ok(), via.is_ok());
+            if let (Ok(d), Ok(v)) = (&direct, &via) {
+                assert_eq!(d.workload.jobs, v.jobs);
+                assert_eq!(d.workload.dropped, v.dropped);
+                assert_eq!(d.skipped, trace.skipped);
+            }
+            if let Ok(w) = via {
                 assert!(w.jobs.len() as u64 + w.dropped.total() == trace.records.len() as u64);
-                assert!(w.jobs.iter().all(|j| j.procs >= 1 && j.procs <= w.machine_procs));
-                assert!(w.jobs.windows(2).all(|p| (p[0].submit_s, p[0].id) <= (p[1].submit_s, p[1].id)));
+                assert!(
+                    w.jobs
+                        .iter()
+                        .all(|j| j.procs >= 1 && j.procs <= w.machine_procs)
+                );
+                assert!(
+                    w.jobs
+                        .windows(2)
+                        .all(|p| (p[0].submit_s, p[0].id) <= (p[1].submit_s, p[1].id))
+                );
                 assert!(w.jobs.iter().all(|j| j.run_s >= 0 && j.estimate_s >= 0));
             }
         }

@@ -277,18 +277,18 @@ fn name_from_path(path: &Path) -> String {
 /// Reads a trace and applies the conventions, printing warnings on stderr.
 fn load(path: &Path, procs: Option<u32>, lenient: bool) -> anyhow::Result<Workload> {
     let mode = if lenient { Mode::Lenient } else { Mode::Strict };
-    let trace = vgrid_swf::read_path(path, mode)?;
-    if trace.skipped.count > 0 {
+    let loaded = Workload::read(path, procs, mode)?;
+    if loaded.skipped.count > 0 {
         eprintln!(
             "vgrid sim: warning: {}: skipped {} malformed lines (--lenient); the first:",
             path.display(),
-            trace.skipped.count
+            loaded.skipped.count
         );
-        for e in &trace.skipped.examples {
+        for e in &loaded.skipped.examples {
             eprintln!("  {e}");
         }
     }
-    let w = Workload::from_trace(&trace, procs)?;
+    let w = loaded.workload;
     if w.machine_source == MachineSource::LargestJob {
         eprintln!(
             "vgrid sim: warning: {}: no --procs and no MaxProcs/MaxNodes header; using the largest job's {} processors as the machine size",

@@ -130,10 +130,10 @@ pub struct Summary {
     pub best_effort_waste_share: f64,
 }
 
-/// The value at rank ceil(p * n) of sorted values (nearest-rank), 0 when
-/// empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// The value at rank ceil(p * n) (nearest-rank) of the values, 0 when
+/// empty. Reorders `values` (a selection, not a full sort: O(n)).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
         return 0.0;
     }
     #[allow(
@@ -141,8 +141,9 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss
     )]
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    let rank = (p * values.len() as f64).ceil() as usize;
+    let ix = rank.clamp(1, values.len()) - 1;
+    *values.select_nth_unstable_by(ix, f64::total_cmp).1
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -176,9 +177,7 @@ pub fn summarize(jobs: &[&JobRecord], dropped: u64, procs: u32, acct: &Accountin
         0.0
     };
     let mut waits: Vec<f64> = done.iter().filter_map(|j| j.wait()).map(ms_to_s).collect();
-    waits.sort_unstable_by(f64::total_cmp);
     let mut bslds: Vec<f64> = done.iter().filter_map(|j| j.bsld()).collect();
-    bslds.sort_unstable_by(f64::total_cmp);
     let be_useful: f64 = done
         .iter()
         .filter(|j| j.best_effort)
@@ -196,10 +195,10 @@ pub fn summarize(jobs: &[&JobRecord], dropped: u64, procs: u32, acct: &Accountin
         makespan_s: makespan,
         utilization,
         mean_wait_s: mean(waits.iter().copied()),
-        p50_wait_s: percentile(&waits, 0.50),
-        p95_wait_s: percentile(&waits, 0.95),
+        p50_wait_s: percentile(&mut waits, 0.50),
+        p95_wait_s: percentile(&mut waits, 0.95),
         mean_bsld: mean(bslds.iter().copied()),
-        p95_bsld: percentile(&bslds, 0.95),
+        p95_bsld: percentile(&mut bslds, 0.95),
         mean_response_s: mean(done.iter().map(response)),
         wasted_core_s: acct.wasted_core_ms as f64 / 1000.0,
         checkpoint_core_s: acct.checkpoint_core_ms as f64 / 1000.0,
@@ -261,12 +260,13 @@ mod tests {
 
     #[test]
     fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 10.0);
-        assert_eq!(percentile(&v, 0.95), 19.0);
-        assert_eq!(percentile(&v, 1.0), 20.0);
-        assert_eq!(percentile(&v, 0.0), 1.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+        // Shuffled 1..=20: the selection must not rely on input order.
+        let mut v: Vec<f64> = (1..=20).map(|i| f64::from((i * 7) % 20 + 1)).collect();
+        assert_eq!(percentile(&mut v, 0.5), 10.0);
+        assert_eq!(percentile(&mut v, 0.95), 19.0);
+        assert_eq!(percentile(&mut v, 1.0), 20.0);
+        assert_eq!(percentile(&mut v, 0.0), 1.0);
+        assert_eq!(percentile(&mut [], 0.5), 0.0);
     }
 
     #[test]

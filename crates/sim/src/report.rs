@@ -69,7 +69,12 @@ pub fn summaries(r: &SimResult) -> Summaries {
             failures: a.failures + b.failures,
             loans: a.loans + b.loans,
         });
-    let total = summarize(&all, r.dropped.iter().sum(), r.procs.iter().sum(), &acct);
+    // One domain: the total is that domain (no need to summarise twice).
+    let total = if domains.len() == 1 {
+        domains[0].clone()
+    } else {
+        summarize(&all, r.dropped.iter().sum(), r.procs.iter().sum(), &acct)
+    };
     Summaries {
         total,
         domains,

@@ -33,8 +33,10 @@ use std::path::Path;
 
 pub use error::{FIELD_NAMES, LineError, LineProblem, Location, SwfError};
 pub use header::Header;
-pub use parse::{Mode, SKIPPED_EXAMPLES};
-pub use workload::{Dropped, Job, MachineSource, Workload, WorkloadError};
+pub use parse::{Mode, Parsed, RecordSink, SKIPPED_EXAMPLES};
+pub use workload::{
+    Dropped, Job, JobSink, LoadError, Loaded, MachineSource, Workload, WorkloadError,
+};
 pub use write::write_swf;
 
 /// One job line with all 18 SWF fields. `-1` means "unknown", as in the
@@ -113,23 +115,50 @@ pub fn is_gzip(data: &[u8]) -> bool {
 /// Parses a trace held in memory, plain or gzipped (detected by the magic
 /// bytes). `file` names the source in error messages.
 pub fn parse(data: &[u8], file: &str, mode: Mode) -> Result<Trace, SwfError> {
+    // Real traces average 80-95 bytes per job line (uncompressed).
+    let expected = if is_gzip(data) {
+        size_hint(data)
+    } else {
+        data.len()
+    };
+    let records = Vec::with_capacity(expected / 80 + 1);
+    Ok(parse_into(data, file, mode, records)?.into_trace(file))
+}
+
+/// Like [`parse`], but hands every job line to `sink` instead of keeping
+/// all records.
+pub fn parse_into<S: RecordSink>(
+    data: &[u8],
+    file: &str,
+    mode: Mode,
+    sink: S,
+) -> Result<Parsed<S>, SwfError> {
     if !is_gzip(data) {
-        return Ok(parse::parse_bytes(data, file, mode)?);
+        let mut p = parse::Parser::new(file, mode, sink);
+        p.feed(data)?;
+        return Ok(p.finish());
     }
     if data.len() < PIPELINE_MIN {
         let plain = gunzip(data, file)?;
-        return Ok(parse::parse_bytes(&plain, file, mode)?);
+        let mut p = parse::Parser::new(file, mode, sink);
+        p.feed(&plain)?;
+        return Ok(p.finish());
     }
-    parse_gzip_pipelined(data, file, mode)
+    parse_gzip_pipelined(data, file, mode, sink)
 }
 
 /// Reads and parses a trace file, plain or gzipped.
 pub fn read_path(path: &Path, mode: Mode) -> Result<Trace, SwfError> {
-    let data = std::fs::read(path).map_err(|source| SwfError::Io {
+    let data = read_file(path)?;
+    parse(&data, &path.display().to_string(), mode)
+}
+
+/// The bytes of a file, with an error naming it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, SwfError> {
+    std::fs::read(path).map_err(|source| SwfError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&data, &path.display().to_string(), mode)
+    })
 }
 
 /// Compressed inputs from this size on are inflated on a second thread
@@ -142,7 +171,7 @@ const CHUNK: usize = 1 << 20;
 /// The uncompressed size the gzip trailer announces (modulo 2^32), bounded
 /// so that a lying trailer cannot make us reserve much more than deflate
 /// can expand to (about 1032:1).
-fn size_hint(data: &[u8]) -> usize {
+pub(crate) fn size_hint(data: &[u8]) -> usize {
     let announced = data
         .len()
         .checked_sub(4)
@@ -186,7 +215,12 @@ fn fill(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// the same result as inflating everything first: a corrupt gzip stream is
 /// reported as such even when a malformed line comes before the
 /// corruption.
-fn parse_gzip_pipelined(data: &[u8], file: &str, mode: Mode) -> Result<Trace, SwfError> {
+fn parse_gzip_pipelined<S: RecordSink>(
+    data: &[u8],
+    file: &str,
+    mode: Mode,
+    sink: S,
+) -> Result<Parsed<S>, SwfError> {
     use std::sync::mpsc;
     std::thread::scope(|scope| {
         let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(4);
@@ -205,7 +239,7 @@ fn parse_gzip_pipelined(data: &[u8], file: &str, mode: Mode) -> Result<Trace, Sw
                 }
             }
         });
-        let mut parser = parse::Parser::new(file, mode, size_hint(data));
+        let mut parser = parse::Parser::new(file, mode, sink);
         let mut carry: Vec<u8> = Vec::new();
         let mut line_error = None;
         while let Ok((buf, n)) = full_rx.recv() {

@@ -131,32 +131,72 @@ fn is_space(b: u8) -> bool {
 }
 
 /// Parses a whole trace held in memory. `file` is used in error messages.
+#[cfg(test)]
 pub fn parse_bytes(data: &[u8], file: &str, mode: Mode) -> Result<Trace, LineError> {
-    let mut p = Parser::new(file, mode, data.len());
+    // Real traces average 80-95 bytes per job line.
+    let mut p = Parser::new(file, mode, Vec::with_capacity(data.len() / 80 + 1));
     p.feed(data)?;
-    Ok(p.finish())
+    Ok(p.finish().into_trace(file))
+}
+
+/// Where parsed job lines go: a `Vec<Record>` for a [`Trace`], or straight
+/// into something more compact (the simulator's jobs).
+pub trait RecordSink {
+    /// Takes one job line.
+    fn record(&mut self, r: Record);
+}
+
+impl RecordSink for Vec<Record> {
+    fn record(&mut self, r: Record) {
+        self.push(r);
+    }
+}
+
+/// What a parser found besides the job lines.
+#[derive(Debug)]
+pub struct Parsed<S> {
+    /// The header comments.
+    pub header: Header,
+    /// Lines skipped (lenient mode).
+    pub skipped: Skipped,
+    /// Lines in the file.
+    pub lines: u64,
+    /// The sink, holding the job lines.
+    pub sink: S,
+}
+
+impl Parsed<Vec<Record>> {
+    /// The parsed trace.
+    pub fn into_trace(self, file: &str) -> Trace {
+        Trace {
+            file: file.to_string(),
+            header: self.header,
+            records: self.sink,
+            skipped: self.skipped,
+            lines: self.lines,
+        }
+    }
 }
 
 /// A parser fed with whole lines, piece by piece (so that decompression can
 /// run on another thread while earlier pieces are parsed).
-pub struct Parser<'f> {
+pub struct Parser<'f, S> {
     file: &'f str,
     mode: Mode,
     header: Header,
-    records: Vec<Record>,
+    sink: S,
     skipped: Skipped,
     line_no: u64,
 }
 
-impl<'f> Parser<'f> {
-    /// A parser expecting about `size_hint` bytes in total.
-    pub fn new(file: &'f str, mode: Mode, size_hint: usize) -> Parser<'f> {
+impl<'f, S: RecordSink> Parser<'f, S> {
+    /// A parser that hands job lines to `sink`.
+    pub fn new(file: &'f str, mode: Mode, sink: S) -> Parser<'f, S> {
         Parser {
             file,
             mode,
             header: Header::default(),
-            // Real traces average 80-95 bytes per job line.
-            records: Vec::with_capacity(size_hint / 80 + 1),
+            sink,
             skipped: Skipped::default(),
             line_no: 0,
         }
@@ -171,7 +211,7 @@ impl<'f> Parser<'f> {
             let (outcome, next) = parse_line_at(data, pos, self.line_no, &mut self.header);
             pos = next;
             match outcome {
-                Ok(Some(r)) => self.records.push(r),
+                Ok(Some(r)) => self.sink.record(r),
                 Ok(None) => {}
                 Err((field, problem)) => {
                     let err = LineError {
@@ -197,14 +237,13 @@ impl<'f> Parser<'f> {
         Ok(())
     }
 
-    /// The trace parsed so far.
-    pub fn finish(self) -> Trace {
-        Trace {
-            file: self.file.to_string(),
+    /// Everything parsed so far.
+    pub fn finish(self) -> Parsed<S> {
+        Parsed {
             header: self.header,
-            records: self.records,
             skipped: self.skipped,
             lines: self.line_no,
+            sink: self.sink,
         }
     }
 }

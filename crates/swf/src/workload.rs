@@ -1,7 +1,9 @@
 //! The simulation conventions: from SWF records to the jobs a simulator
 //! replays, and the machine they run on.
 
-use crate::{Record, Trace};
+use std::path::Path;
+
+use crate::{Header, Mode, Parsed, Record, RecordSink, Skipped, SwfError, Trace};
 
 /// One job as the simulator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,28 +107,181 @@ fn record_procs(r: &Record) -> i64 {
     }
 }
 
+/// What the first pass keeps of each record: the job, or why it is
+/// dropped before the machine size is known.
+enum Kept {
+    Job(Job),
+    RunNegative,
+    SubmitNegative,
+    ProcsBelowOne,
+    /// More processors than any machine of ours (2^32 - 1) can have.
+    Huge,
+}
+
+/// The conventions that do not depend on the machine size.
+fn keep(r: &Record) -> Kept {
+    if r.run_s < 0 {
+        return Kept::RunNegative;
+    }
+    if r.submit_s < 0 {
+        return Kept::SubmitNegative;
+    }
+    let procs = record_procs(r);
+    if procs < 1 {
+        return Kept::ProcsBelowOne;
+    }
+    let Ok(procs) = u32::try_from(procs) else {
+        return Kept::Huge;
+    };
+    let mem = [r.used_mem_kb, r.req_mem_kb]
+        .into_iter()
+        .find(|&m| m > 0)
+        .map(i64::unsigned_abs);
+    Kept::Job(Job {
+        id: r.job_id,
+        submit_s: r.submit_s,
+        run_s: r.run_s,
+        procs,
+        estimate_s: if r.req_time_s > 0 {
+            r.req_time_s
+        } else {
+            r.run_s
+        },
+        mem_kb_per_proc: mem,
+        user: r.user,
+        line: r.line,
+    })
+}
+
+/// A record sink that keeps only the simulator's compact jobs.
+#[derive(Debug, Default)]
+pub struct JobSink {
+    jobs: Vec<Job>,
+    dropped: Dropped,
+}
+
+impl JobSink {
+    /// A sink expecting about `capacity` jobs.
+    pub fn with_capacity(capacity: usize) -> JobSink {
+        JobSink {
+            jobs: Vec::with_capacity(capacity),
+            dropped: Dropped::default(),
+        }
+    }
+
+    fn take(&mut self, kept: Kept) {
+        match kept {
+            Kept::Job(j) => self.jobs.push(j),
+            Kept::RunNegative => self.dropped.run_negative += 1,
+            Kept::SubmitNegative => self.dropped.submit_negative += 1,
+            Kept::ProcsBelowOne => self.dropped.procs_below_one += 1,
+            Kept::Huge => self.dropped.procs_above_machine += 1,
+        }
+    }
+}
+
+impl RecordSink for JobSink {
+    fn record(&mut self, r: Record) {
+        self.take(keep(&r));
+    }
+}
+
+/// A workload read from a file, with what the reader found besides jobs.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The jobs and the machine.
+    pub workload: Workload,
+    /// The header comments.
+    pub header: Header,
+    /// Malformed lines skipped (lenient mode).
+    pub skipped: Skipped,
+    /// Lines in the file.
+    pub lines: u64,
+}
+
+/// Why a workload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading or parsing the trace failed.
+    #[error(transparent)]
+    Swf(#[from] SwfError),
+    /// The conventions could not be applied.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+}
+
 impl Workload {
     /// Applies the conventions to a trace. `procs` is the caller's machine
     /// size (`--procs`), which wins over the header.
     pub fn from_trace(trace: &Trace, procs: Option<u32>) -> Result<Workload, WorkloadError> {
+        let mut sink = JobSink::with_capacity(trace.records.len());
+        for r in &trace.records {
+            sink.take(keep(r));
+        }
+        Workload::finish(sink, &trace.header, &trace.file, procs)
+    }
+
+    /// Reads a trace file (plain or gzipped) straight into jobs, without
+    /// keeping every record: the fast path of `vgrid sim`. Same result as
+    /// [`crate::read_path`] then [`Workload::from_trace`].
+    pub fn read(path: &Path, procs: Option<u32>, mode: Mode) -> Result<Loaded, LoadError> {
+        let data = crate::read_file(path)?;
+        Workload::parse(&data, &path.display().to_string(), procs, mode)
+    }
+
+    /// Like [`Workload::read`], for a trace held in memory.
+    pub fn parse(
+        data: &[u8],
+        file: &str,
+        procs: Option<u32>,
+        mode: Mode,
+    ) -> Result<Loaded, LoadError> {
+        let expected = if crate::is_gzip(data) {
+            crate::size_hint(data)
+        } else {
+            data.len()
+        };
+        let sink = JobSink::with_capacity(expected / 80 + 1);
+        let Parsed {
+            header,
+            skipped,
+            lines,
+            sink,
+        } = crate::parse_into(data, file, mode, sink)?;
+        let workload = Workload::finish(sink, &header, file, procs)?;
+        Ok(Loaded {
+            workload,
+            header,
+            skipped,
+            lines,
+        })
+    }
+
+    /// The conventions that need the machine size, and the arrival order.
+    fn finish(
+        sink: JobSink,
+        header: &Header,
+        file: &str,
+        procs: Option<u32>,
+    ) -> Result<Workload, WorkloadError> {
+        let JobSink {
+            mut jobs,
+            mut dropped,
+        } = sink;
         let (machine, source) = match procs {
             Some(p) => (u64::from(p), MachineSource::Given),
-            None => match (trace.header.max_procs, trace.header.max_nodes) {
+            None => match (header.max_procs, header.max_nodes) {
                 (Some(p), _) if p > 0 => (p, MachineSource::HeaderMaxProcs),
                 (_, Some(n)) if n > 0 => (n, MachineSource::HeaderMaxNodes),
                 _ => {
-                    let largest = trace
-                        .records
-                        .iter()
-                        .filter(|r| r.run_s >= 0 && r.submit_s >= 0)
-                        .map(record_procs)
-                        .max()
-                        .filter(|&p| p > 0)
-                        .ok_or_else(|| WorkloadError::NoMachineSize {
-                            file: trace.file.clone(),
-                        })?;
-                    // `largest` > 0 here.
-                    (largest.unsigned_abs(), MachineSource::LargestJob)
+                    let largest =
+                        jobs.iter()
+                            .map(|j| u64::from(j.procs))
+                            .max()
+                            .ok_or_else(|| WorkloadError::NoMachineSize {
+                                file: file.to_string(),
+                            })?;
+                    (largest, MachineSource::LargestJob)
                 }
             },
         };
@@ -134,48 +289,12 @@ impl Workload {
             .ok()
             .filter(|&p| p > 0)
             .ok_or_else(|| WorkloadError::BadMachineSize {
-                file: trace.file.clone(),
+                file: file.to_string(),
                 procs: machine,
             })?;
-        let mut dropped = Dropped::default();
-        let mut jobs = Vec::with_capacity(trace.records.len());
-        for r in &trace.records {
-            if r.run_s < 0 {
-                dropped.run_negative += 1;
-                continue;
-            }
-            if r.submit_s < 0 {
-                dropped.submit_negative += 1;
-                continue;
-            }
-            let procs = record_procs(r);
-            if procs < 1 {
-                dropped.procs_below_one += 1;
-                continue;
-            }
-            let Some(procs) = u32::try_from(procs).ok().filter(|&p| p <= machine_procs) else {
-                dropped.procs_above_machine += 1;
-                continue;
-            };
-            let mem = [r.used_mem_kb, r.req_mem_kb]
-                .into_iter()
-                .find(|&m| m > 0)
-                .map(i64::unsigned_abs);
-            jobs.push(Job {
-                id: r.job_id,
-                submit_s: r.submit_s,
-                run_s: r.run_s,
-                procs,
-                estimate_s: if r.req_time_s > 0 {
-                    r.req_time_s
-                } else {
-                    r.run_s
-                },
-                mem_kb_per_proc: mem,
-                user: r.user,
-                line: r.line,
-            });
-        }
+        let before = jobs.len();
+        jobs.retain(|j| j.procs <= machine_procs);
+        dropped.procs_above_machine += (before - jobs.len()) as u64;
         // Traces are almost always in order already; check before sorting.
         let key = |j: &Job| (j.submit_s, j.id, j.line);
         if !jobs.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
@@ -311,6 +430,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn reading_straight_into_jobs_equals_reading_records_first() {
+        let texts = [
+            "; MaxProcs: 4\n\
+             3 50 0 1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             9 10 0 1 9 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             4 10 -1 -1 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             4 -3 0 2 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n\
+             1 20 0 1 0 -1 2048 -1 60 -1 1 1 1 1 1 1 -1 -1\n\
+             2 20 0 1 99999999999 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n",
+            "1 0 0 10 6 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n2 0 0 10 3 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1",
+            "; nothing\n",
+        ];
+        for text in texts {
+            for procs in [None, Some(2), Some(8)] {
+                let a = parse(text.as_bytes(), "w.swf", Mode::Strict)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Workload::from_trace(&t, procs).map_err(|e| e.to_string()));
+                let b = Workload::parse(text.as_bytes(), "w.swf", procs, Mode::Strict)
+                    .map(|l| l.workload)
+                    .map_err(|e| e.to_string());
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a.jobs, b.jobs);
+                        assert_eq!(a.dropped, b.dropped);
+                        assert_eq!(
+                            (a.machine_procs, a.machine_source),
+                            (b.machine_procs, b.machine_source)
+                        );
+                    }
+                    (a, b) => assert_eq!(a.err(), b.err()),
+                }
+            }
+        }
     }
 
     #[test]
