@@ -10,30 +10,56 @@ fn vgrid() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vgrid"))
 }
 
-/// A `vgrid serve` process, SIGKILLed and reaped when dropped.
-struct Server(Child);
+/// A `vgrid serve` or `vgrid agent` process. Dropping it SIGKILLs it and
+/// the VMs under its data directory, so that a failed test leaves no QEMU
+/// behind; [`Server::crash`] kills only the process, as a crash would.
+struct Server {
+    child: Child,
+    data: std::path::PathBuf,
+    keep_vms: bool,
+}
+
+impl Server {
+    fn new(child: Child, data: &Path) -> Server {
+        Server {
+            child,
+            data: data.to_path_buf(),
+            keep_vms: false,
+        }
+    }
+
+    fn crash(mut self) {
+        self.keep_vms = true;
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep_vms {
+            kill_vms(&self.data);
+        }
     }
 }
 
 fn serve(data: &Path) -> Server {
+    serve_with(data, &["--cpus", "2", "--memory-mb", "2048"])
+}
+
+/// `vgrid serve` on a free port with `extra` arguments; waits until it
+/// listens.
+fn serve_with(data: &Path, extra: &[&str]) -> Server {
     let _ = std::fs::remove_file(data.join("url"));
-    let log = std::fs::File::create(data.join("serve.log")).expect("log file");
-    let server = Server(
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("serve.log"))
+        .expect("log file");
+    let server = Server::new(
         vgrid()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--cpus",
-                "2",
-                "--memory-mb",
-                "2048",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("VGRID_DATA_DIR", data)
             .env("VGRID_LOG", "info")
             .env_remove("VGRID_URL")
@@ -42,12 +68,67 @@ fn serve(data: &Path) -> Server {
             .stderr(log)
             .spawn()
             .expect("vgrid serve starts"),
+        data,
     );
     vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
         std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
     server
+}
+
+/// A `vgrid agent` for the controller whose state is in `controller`.
+fn agent(controller: &Path, data: &Path, name: &str) -> Server {
+    let url = std::fs::read_to_string(controller.join("url")).expect("url");
+    let token = std::fs::read_to_string(controller.join("admin.token")).expect("token");
+    let log = std::fs::File::create(data.join("agent.log")).expect("log file");
+    Server::new(
+        vgrid()
+            .args([
+                "agent",
+                "--name",
+                name,
+                "--cpus",
+                "2",
+                "--memory-mb",
+                "2048",
+            ])
+            .args(["--controller", url.trim(), "--token", token.trim()])
+            .env("VGRID_DATA_DIR", data)
+            .env("VGRID_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("vgrid agent starts"),
+        data,
+    )
+}
+
+/// SIGKILLs every QEMU of a node (as when the machine dies).
+fn kill_vms(data: &Path) {
+    let Ok(vms) = std::fs::read_dir(data.join("vms")) else {
+        return;
+    };
+    for vm in vms.flatten() {
+        for file in ["qemu.pid", "passt.pid"] {
+            if let Ok(pid) = std::fs::read_to_string(vm.path().join(file))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+fn history_states(job: &serde_json::Value) -> Vec<String> {
+    job["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["state"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn server_log(data: &Path) -> String {
@@ -174,4 +255,126 @@ fn a_best_effort_job_preempted_by_a_normal_job_resumes_with_identical_output() {
         2,
         "{states:?}"
     );
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_loses_its_job_which_resumes_on_another_from_its_checkpoint() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(image) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let controller_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let a_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let b_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let data = controller_dir.path();
+    let _server = serve_with(
+        data,
+        &[
+            "--no-agent",
+            "--heartbeat-ms",
+            "500",
+            "--lost-after-ms",
+            "3000",
+        ],
+    );
+    let node_a = agent(data, a_dir.path(), "node-a");
+    let count = "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo $i; sleep 1; done";
+    let id = submit(
+        data,
+        "count.toml",
+        &format!(
+            "image = \"tiny\"\ncpus = 2\nmemory_mb = 256\nclass = \"best-effort\"\ncheckpoint_interval_s = 4\ncommand = [\"/bin/sh\", \"-c\", \"{count}\"]\n"
+        ),
+    );
+    vgrid_testkit::wait_for("a periodic checkpoint", Duration::from_secs(600), || {
+        let job = show(data, &id);
+        !job["checkpoints"].as_array().is_none_or(Vec::is_empty)
+            && ok(data, &["logs", &id]).lines().count() >= 8
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
+    // Node A dies without notice: its agent and its VMs are SIGKILLed.
+    drop(node_a);
+    kill_vms(a_dir.path());
+    let _node_b = agent(data, b_dir.path(), "node-b");
+    let done = run(data, &["wait", &id]);
+    assert!(done.status.success(), "{}", server_log(data));
+    let expected: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
+    let job = show(data, &id);
+    assert_eq!(job["job"]["node"], "node-b");
+    let lost = job["history"].as_array().expect("history").iter().any(|h| {
+        h["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("node was lost"))
+    });
+    assert!(lost, "{:?}", job["history"]);
+    // It resumed: the second run restored a checkpoint.
+    let reasons: Vec<&str> = job["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["reason"].as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("resuming from checkpoint")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_controller_killed_with_sigkill_restarts_with_nothing_lost_and_reattaches_its_vms() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(image) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let data = dir.path();
+    let server = serve(data);
+    let count = "i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo $i; sleep 1; done";
+    let running = submit(
+        data,
+        "count.toml",
+        &format!(
+            "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/sh\", \"-c\", \"{count}\"]\n"
+        ),
+    );
+    let waiting = submit(
+        data,
+        "held.toml",
+        "image = \"tiny\"\ncpus = 2\nmemory_mb = 256\ncommand = [\"/bin/echo\", \"later\"]\n",
+    );
+    ok(data, &["hold", &waiting]);
+    vgrid_testkit::wait_for("the count to reach 4", Duration::from_secs(600), || {
+        ok(data, &["logs", &running]).lines().count() >= 4
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
+    // SIGKILL the whole server (controller and local agent); the VM lives.
+    server.crash();
+    let _server = serve(data);
+    let held = show(data, &waiting);
+    assert_eq!(held["job"]["state"], "held", "accepted changes survive");
+    ok(data, &["release", &waiting]);
+    let done = run(data, &["wait", &running]);
+    assert!(done.status.success(), "{}", server_log(data));
+    let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    assert_eq!(
+        ok(data, &["logs", &running]),
+        expected,
+        "{}",
+        server_log(data)
+    );
+    let states = history_states(&show(data, &running));
+    assert_eq!(
+        states.iter().filter(|s| *s == "staging").count(),
+        1,
+        "reattached, not started again: {states:?}"
+    );
+    assert!(run(data, &["wait", &waiting]).status.success());
+    assert_eq!(ok(data, &["logs", &waiting]), "later\n");
 }
