@@ -2,8 +2,11 @@
 //! scheduling decisions cost per job (the full simulator, `vgrid sim`,
 //! adds parsing, metrics and plots on top).
 //!
-//! Run: `cargo run --release -p vgrid-core --example trace_bench -- FILE.swf[.gz] PROCS [fcfs|easy|conservative]`
+//! Run: `cargo run --release -p vgrid-core --example trace_bench -- FILE.swf[.gz] PROCS [fcfs|easy|conservative] [kill|checkpoint]`
 //! or `... -- --synthetic JOBS PROCS [policy]` for seeded random jobs.
+//! With `kill` or `checkpoint`, every third job is best-effort and
+//! checkpointable (checkpoints cost 1 s and are instant in this driver's
+//! accounting of work: it only measures the core).
 //!
 //! Conventions as in the simulator: one one-core node per processor; a job
 //! needs `procs` one-core VMs (field 8 if > 0, else field 5); its estimate is
@@ -145,8 +148,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let best_effort = match args.get(3).map(String::as_str) {
+        None => None,
+        Some("kill") => Some(vgrid_core::PreemptionMode::Kill),
+        Some("checkpoint") => Some(vgrid_core::PreemptionMode::Checkpoint),
+        Some(other) => {
+            eprintln!("unknown preemption mode {other}");
+            std::process::exit(2);
+        }
+    };
     let mut cfg = Config::with_policy(policy);
     cfg.keep_finished_jobs = false;
+    if let Some(mode) = best_effort {
+        cfg.preemption = mode;
+        cfg.checkpoint_cost = vgrid_core::CostModel {
+            fixed_ms: 1_000,
+            ms_per_gb: 0,
+        };
+    }
     let mut core = Scheduler::new(cfg);
     let runs: std::collections::HashMap<u64, (u64, u64)> =
         jobs.iter().map(|j| (j.id, (j.run, j.submit))).collect();
@@ -156,23 +175,49 @@ fn main() {
         let spec = NodeSpec::new(NodeId(n), DomainId(0), 1, 0);
         let _ = core.handle(Time::ZERO, Event::NodeUp(spec));
     }
-    let mut done: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    // (time, job, generation): stale completions of preempted runs are skipped.
+    let mut done: BinaryHeap<Reverse<(u64, u64, u64)>> = BinaryHeap::new();
+    let mut generation: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut ckpt_done: Vec<(u64, u64)> = Vec::new();
+    let mut preemptions = 0u64;
     let mut next = 0usize;
     let mut total_wait = 0u128;
     let mut finished = 0u64;
     loop {
         let t_arrival = jobs.get(next).map(|j| j.submit);
-        let t_done = done.peek().map(|Reverse((t, _))| *t);
+        let t_done = done.peek().map(|Reverse((t, _, _))| *t);
+        let t_ckpt = ckpt_done.iter().map(|&(t, _)| t).min();
         let t_wake = core.next_wakeup().map(|t| t.0);
-        let Some(now) = [t_arrival, t_done, t_wake].into_iter().flatten().min() else {
+        let Some(now) = [t_arrival, t_done, t_wake, t_ckpt]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             break;
         };
         let time = Time(now);
-        while let Some(Reverse((t, id))) = done.peek().copied() {
+        ckpt_done.retain(|&(t, id)| {
+            if t == now {
+                let _ = core.handle(
+                    time,
+                    Event::CheckpointFinished {
+                        job: JobId(id),
+                        ok: true,
+                    },
+                );
+                false
+            } else {
+                true
+            }
+        });
+        while let Some(Reverse((t, id, g))) = done.peek().copied() {
             if t != now {
                 break;
             }
             done.pop();
+            if generation.get(&id).copied().unwrap_or(0) != g {
+                continue;
+            }
             let _ = core.handle(
                 time,
                 Event::JobFinished {
@@ -186,28 +231,44 @@ fn main() {
             if j.submit != now {
                 break;
             }
-            let spec = JobSpec::simple(JobId(j.id), j.procs, j.estimate);
+            let mut spec = JobSpec::simple(JobId(j.id), j.procs, j.estimate);
+            if best_effort.is_some() && j.id % 3 == 0 {
+                spec.class = vgrid_core::Class::BestEffort;
+                spec.checkpointable = true;
+            }
             let _ = core.handle(time, Event::Submit(spec));
             next += 1;
         }
         core.schedule(time);
         while let Some(a) = core.poll_action() {
-            if let Action::Start { job, .. } = a {
-                let _ = core.handle(time, Event::JobRunning { job });
-                if let Some(&(run, submit)) = runs.get(&job.0) {
-                    total_wait += u128::from(now - submit);
-                    done.push(Reverse((now + run, job.0)));
+            match a {
+                Action::Start { job, .. } => {
+                    let _ = core.handle(time, Event::JobRunning { job });
+                    if let Some(&(run, submit)) = runs.get(&job.0) {
+                        total_wait += u128::from(now - submit);
+                        let g = generation.get(&job.0).copied().unwrap_or(0);
+                        done.push(Reverse((now + run, job.0, g)));
+                    }
                 }
+                Action::Preempt { job, mode } => {
+                    preemptions += 1;
+                    *generation.entry(job.0).or_default() += 1;
+                    if mode == vgrid_core::StopMode::Checkpoint {
+                        ckpt_done.push((now + 1_000, job.0));
+                    }
+                }
+                _ => {}
             }
         }
     }
     let core_s = started.elapsed().as_secs_f64();
     println!(
-        "jobs={} finished={} procs={} policy={:?} read_s={:.3} core_s={:.3} us_per_job={:.2} mean_wait_s={:.1}",
+        "jobs={} finished={} procs={} policy={:?} preemptions={} read_s={:.3} core_s={:.3} us_per_job={:.2} mean_wait_s={:.1}",
         jobs.len(),
         finished,
         procs,
         policy,
+        preemptions,
         read_s,
         core_s,
         core_s * 1e6 / jobs.len().max(1) as f64,

@@ -123,6 +123,14 @@ impl FreeIndex {
         total
     }
 
+    /// Free cores over all the nodes in the index.
+    pub(crate) fn count_cores(&self) -> i64 {
+        self.iter()
+            .map(|(&(_, fc, _), nodes)| i64::from(fc) * nodes.len() as i64)
+            .sum()
+    }
+
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -481,6 +481,11 @@ impl Scheduler {
                 d.arrivals.push(j.qkey());
             }
             Class::BestEffort => {
+                let b = state::size_class(entry.need_c);
+                if d.be_buckets.len() <= b {
+                    d.be_buckets.resize_with(b + 1, Default::default);
+                }
+                d.be_buckets[b].insert(j.qkey());
                 d.be_queue.insert(j.qkey(), entry);
                 let d = usize::from(s.domain.0);
                 self.set_best_effort_index(d, true);
@@ -514,7 +519,12 @@ impl Scheduler {
                 }
             }
             Class::BestEffort => {
-                d.be_queue.remove(&j.qkey());
+                let key = j.qkey();
+                if let Some(e) = d.be_queue.remove(&key)
+                    && let Some(bucket) = d.be_buckets.get_mut(state::size_class(e.need_c))
+                {
+                    bucket.remove(&key);
+                }
             }
             Class::Reservation { start, .. } => {
                 d.reservations.remove(&(start, id));

@@ -595,13 +595,23 @@ impl Scheduler {
 
     /// Best-effort jobs take whatever is physically free, in queue order.
     fn best_effort_pass(&mut self, now: Time, d: usize, pass_no: u64) {
-        let mut cursor = None;
-        while let Some(key) = self.next_in_queue(d, cursor, true) {
-            cursor = Some(key);
-            let id = key.2;
-            if POOLS.iter().all(|&k| self.domains[d].pool(k).be.is_empty()) {
+        let mut after = Bound::Unbounded;
+        loop {
+            // The most cores free now in one pool: no job needing more
+            // can start.
+            let free = POOLS
+                .iter()
+                .map(|&k| self.domains[d].pool(k).be.count_cores())
+                .max()
+                .unwrap_or(0);
+            if free == 0 {
                 break;
             }
+            let Some(key) = self.next_best_effort(d, after, free) else {
+                break;
+            };
+            after = Bound::Excluded(key);
+            let id = key.2;
             if let Some(r) = self.infeasible(d, id) {
                 self.set_reason(id, r, pass_no);
                 continue;
@@ -620,6 +630,30 @@ impl Scheduler {
                 self.set_reason(id, WaitReason::BestEffortNoIdle, pass_no);
             }
         }
+    }
+
+    /// The first best-effort job after `after`, in queue order, needing at
+    /// most `free` cores.
+    fn next_best_effort(&self, d: usize, after: Bound<QKey>, free: i64) -> Option<QKey> {
+        let dom = &self.domains[d];
+        let mut best: Option<QKey> = None;
+        for (b, bucket) in dom.be_buckets.iter().enumerate() {
+            let smallest = 1i64 << b;
+            if smallest > free {
+                break;
+            }
+            let all_fit = (smallest << 1) - 1 <= free;
+            for &k in bucket.range((after, Bound::Unbounded)) {
+                if best.is_some_and(|bk| k >= bk) {
+                    break;
+                }
+                if all_fit || dom.be_queue.get(&k).is_some_and(|e| e.need_c <= free) {
+                    best = Some(k);
+                    break;
+                }
+            }
+        }
+        best
     }
 }
 

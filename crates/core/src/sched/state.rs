@@ -114,6 +114,11 @@ impl Job {
     }
 }
 
+/// The size class of a job needing `cores` cores (see `Domain::be_buckets`).
+pub(crate) fn size_class(cores: i64) -> usize {
+    (63 - cores.max(1).leading_zeros()) as usize
+}
+
 /// A waiting job's entry in its queue: what a pass needs to know about
 /// it, so that scanning the queue looks nothing up.
 #[derive(Debug, Clone)]
@@ -299,6 +304,10 @@ pub(crate) struct Domain {
     pub queue: BTreeMap<QKey, QEntry>,
     /// Waiting best-effort jobs (not held).
     pub be_queue: BTreeMap<QKey, QEntry>,
+    /// The same jobs by size class: bucket `b` holds jobs needing
+    /// `2^b ..= 2^(b+1)-1` cores, so a pass finds the next job that fits
+    /// without walking past all those that cannot.
+    pub be_buckets: Vec<BTreeSet<QKey>>,
     /// Reservation jobs not placed yet, by window start.
     pub reservations: BTreeMap<(Time, JobId), QEntry>,
     /// Normal jobs queued since the last pass.
