@@ -594,3 +594,80 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
         .count();
     assert_eq!(starts, 1, "started exactly once: {history:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let bob = h.user("bob", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
+        panic!("expected a start");
+    };
+    // Not running yet: nothing to suspend.
+    assert_eq!(
+        api_status(alice.control(id, "suspend").await.expect_err("not running")),
+        409
+    );
+    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    wait_state(&alice, id, JobState::Running).await;
+    assert_eq!(
+        api_status(bob.control(id, "suspend").await.expect_err("not his")),
+        404
+    );
+
+    alice
+        .control(id, "suspend")
+        .await
+        .expect("suspend accepted");
+    assert_eq!(
+        agent.next_action().await,
+        AgentAction::Suspend { job: id, attempt }
+    );
+    agent
+        .report(AgentEvent::Suspended { job: id, attempt })
+        .await;
+    wait_state(&alice, id, JobState::Suspended).await;
+    alice.control(id, "resume").await.expect("resume accepted");
+    assert_eq!(
+        agent.next_action().await,
+        AgentAction::Resume { job: id, attempt }
+    );
+    agent.report(AgentEvent::Resumed { job: id, attempt }).await;
+    wait_state(&alice, id, JobState::Running).await;
+
+    let view = alice
+        .control(id, "checkpoint")
+        .await
+        .expect("checkpoint accepted");
+    assert_eq!(view.state, JobState::Checkpointing);
+    let AgentAction::Checkpoint {
+        seq, stop: false, ..
+    } = agent.next_action().await
+    else {
+        panic!("expected a checkpoint that keeps the job running");
+    };
+    agent
+        .report(AgentEvent::Checkpointed {
+            job: id,
+            attempt,
+            seq,
+            location: "/ckpt/x".into(),
+            work_ms: 100,
+            log_offset: 0,
+            stopped: false,
+        })
+        .await;
+    wait_state(&alice, id, JobState::Running).await;
+    let detail = alice.job(id).await.expect("show");
+    assert_eq!(detail.checkpoints.len(), 1);
+    assert_eq!(detail.checkpoints[0].seq, seq);
+    // Migration is refused plainly until the live controller supports it.
+    assert_eq!(
+        api_status(alice.migrate(id, None).await.expect_err("not yet")),
+        409
+    );
+}
