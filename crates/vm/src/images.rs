@@ -46,3 +46,74 @@ impl ImageSource for FixedImages {
         self.images.values().find_map(|i| i.kernel.clone())
     }
 }
+
+/// The node's image store (`$VGRID_DATA_DIR/images`).
+#[derive(Debug, Clone)]
+pub struct StoreImages {
+    store: vgrid_image::ImageStore,
+}
+
+impl StoreImages {
+    pub fn open(data_dir: &std::path::Path) -> Result<Self> {
+        let store = vgrid_image::ImageStore::open(data_dir).map_err(|e| VmError::Image {
+            name: "(store)".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(StoreImages { store })
+    }
+}
+
+/// The runtime's view of an image from the store. Its identity for
+/// checkpoints is the BLAKE3 of its base disk: a restore needs exactly the
+/// disk the VM's layers were written on.
+pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage> {
+    let m = &image.manifest;
+    let name = m.name.clone();
+    let checksum = m
+        .files
+        .iter()
+        .find(|f| f.name == m.disk)
+        .map(|f| f.blake3.clone())
+        .ok_or_else(|| VmError::Image {
+            name: name.clone(),
+            reason: format!("its manifest has no checksum for the disk `{}`", m.disk),
+        })?;
+    let kind = match image.kind() {
+        vgrid_image::ImageKind::Stock => crate::record::ImageKind::Stock,
+        vgrid_image::ImageKind::Imported => crate::record::ImageKind::Imported,
+    };
+    Ok(BootImage {
+        name,
+        kind,
+        kernel: image.kernel(),
+        initrd: image.initrd(),
+        append: image.kernel_cmdline().unwrap_or_default().to_string(),
+        disk: image.disk(),
+        disk_format: image.disk_format().to_string(),
+        agent: image.has_agent(),
+        checksum,
+    })
+}
+
+impl ImageSource for StoreImages {
+    fn boot_image(&self, name: &str) -> Result<BootImage> {
+        let image = self.store.get(name).map_err(|e| VmError::Image {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !image.files_present() {
+            return Err(VmError::Image {
+                name: name.to_string(),
+                reason: "some of its files are missing; rebuild or re-import it".into(),
+            });
+        }
+        boot_image_of(&image)
+    }
+
+    fn probe_kernel(&self) -> Option<PathBuf> {
+        let list = self.store.list().ok()?;
+        list.into_iter()
+            .filter_map(|e| e.image.ok())
+            .find_map(|i| i.kernel())
+    }
+}

@@ -32,6 +32,8 @@ pub mod runtime;
 
 pub use accel::{Accel, AccelChoice};
 pub use error::VmError;
-pub use images::{FixedImages, ImageSource};
+pub use images::{FixedImages, ImageSource, StoreImages};
 pub use record::{BootImage, ImageKind, PortMap, VmRecord};
 pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, VmInfo, VmSpec, VmState};
+/// The wire format of the guest agent (its messages appear in [`output`]).
+pub use vgrid_guest_proto as guest_proto;

@@ -59,14 +59,21 @@ fn opt(parts: &[&OsStr]) -> OsString {
     s
 }
 
-/// The kernel command line of the stock guest.
+/// The kernel command line of the stock guest: the image's own (or a
+/// serial console and "a panic ends QEMU"), plus `no_timer_check`: an
+/// emulated CPU on a busy host can fail the kernel's IO-APIC timer check
+/// and panic at boot.
 pub fn kernel_append(rec: &VmRecord) -> String {
-    let mut append = "console=ttyS0 panic=-1 quiet".to_string();
-    if !rec.image.append.is_empty() {
-        append.push(' ');
-        append.push_str(&rec.image.append);
+    let base = if rec.image.append.is_empty() {
+        "console=ttyS0 panic=-1 quiet"
+    } else {
+        rec.image.append.as_str()
+    };
+    if base.split_whitespace().any(|w| w == "no_timer_check") {
+        base.to_string()
+    } else {
+        format!("{base} no_timer_check")
     }
-    append
 }
 
 /// Builds the argument list (without the program name).
@@ -179,6 +186,12 @@ pub fn qemu_args(rec: &VmRecord, dir: &VmDir, run_as: &RunAs, mode: LaunchMode) 
             ),
         ]);
     }
+
+    // Entropy for the guest (its kernel and programs would block without).
+    push(&[
+        s("-device"),
+        OsStr::new(&json!({"driver": "virtio-rng-pci", "id": "rng0"}).to_string()),
+    ]);
 
     // The disk chain, bottom to top, with explicit backing links so that no
     // path stored inside an image file is ever followed.

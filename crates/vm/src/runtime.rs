@@ -1101,12 +1101,27 @@ impl Runtime {
         fs::remove_dir_all(dir.root()).map_err(|e| VmError::io("remove", dir.root(), e))
     }
 
-    /// Waits until the VM is no longer live and returns its final state.
+    /// Waits until the VM has ended (the command exited and QEMU is gone, or
+    /// QEMU died) and returns its final state. A guest that does not power
+    /// off within a minute of its command's exit is ended by force.
     pub async fn wait(&self, name: &str) -> Result<VmInfo> {
+        let mut exited_at: Option<Instant> = None;
         loop {
             let info = self.inspect(name).await?;
             if !info.state.is_live() {
-                return Ok(info);
+                let dir = self.existing(name)?;
+                if self.qemu_pid(&dir).is_none() {
+                    return Ok(info);
+                }
+                let since = *exited_at.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    if let Some(pid) = self.qemu_pid(&dir) {
+                        process::signal(pid, Sig::KILL);
+                    }
+                    self.wait_gone(&dir, Duration::from_secs(10)).await;
+                    self.kill_passt(&dir);
+                    return self.inspect(name).await;
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
