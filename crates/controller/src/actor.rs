@@ -49,15 +49,20 @@ struct Runtime {
     placement: Vec<(String, u32)>,
     /// The sequence number the next checkpoint gets.
     next_checkpoint: u64,
-    /// A checkpoint in progress, and whether the core asked for it (then
-    /// the core is told when it ends).
-    checkpoint_in_flight: Option<InFlight>,
+    /// Checkpoints asked of the agent and not yet reported, oldest first.
+    #[serde(default)]
+    checkpoints_in_flight: Vec<InFlight>,
 }
 
+/// A checkpoint in progress. `for_core`: the core asked for it and is told
+/// when it ends. A preemption supersedes a periodic checkpoint still in
+/// flight: the core then waits for the preemption's checkpoint only (its
+/// end frees the node, so the periodic one must not be taken for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct InFlight {
     seq: u64,
     for_core: bool,
+    stop: bool,
 }
 
 struct Job {
@@ -483,7 +488,7 @@ impl Actor {
         };
         job.rt.attempt += 1;
         job.rt.placement = named.clone();
-        job.rt.checkpoint_in_flight = None;
+        job.rt.checkpoints_in_flight.clear();
         let restore = if resume {
             job.last_checkpoint.as_ref().map(|c| CheckpointRef {
                 seq: c.seq,
@@ -533,7 +538,16 @@ impl Actor {
             .max(job.last_checkpoint.as_ref().map_or(0, |c| c.seq))
             + 1;
         let seq = job.rt.next_checkpoint;
-        job.rt.checkpoint_in_flight = Some(InFlight { seq, for_core });
+        if stop && for_core {
+            for f in &mut job.rt.checkpoints_in_flight {
+                f.for_core = false;
+            }
+        }
+        job.rt.checkpoints_in_flight.push(InFlight {
+            seq,
+            for_core,
+            stop,
+        });
         let attempt = job.rt.attempt;
         let nodes: Vec<String> = job.rt.placement.iter().map(|(n, _)| n.clone()).collect();
         let runtime = serde_json::to_string(&job.rt).ok();
@@ -562,7 +576,7 @@ impl Actor {
         };
         let attempt = job.rt.attempt;
         let nodes: Vec<String> = job.rt.placement.drain(..).map(|(n, _)| n).collect();
-        job.rt.checkpoint_in_flight = None;
+        job.rt.checkpoints_in_flight.clear();
         let runtime = serde_json::to_string(&job.rt).ok();
         self.changes.push(Change::SetRuntime {
             job_id: id,
@@ -1199,19 +1213,20 @@ impl Actor {
         for (id, attempt, state) in expected {
             if have.contains(&(id, attempt)) {
                 tracing::info!(job = id, node, "reattached to a running job");
-                // A checkpoint that was in flight is asked for again.
-                if let Some(job) = self.jobs.get(&id)
-                    && let Some(f) = job.rt.checkpoint_in_flight
-                {
-                    let stop =
-                        state == JobState::Checkpointing && job.rec.reason.starts_with("preempted");
+                // Checkpoints that were in flight are asked for again.
+                let pending = self
+                    .jobs
+                    .get(&id)
+                    .map(|j| j.rt.checkpoints_in_flight.clone())
+                    .unwrap_or_default();
+                for f in pending {
                     self.enqueue(
                         node,
                         AgentAction::Checkpoint {
                             job: id,
                             attempt,
                             seq: f.seq,
-                            stop,
+                            stop: f.stop,
                         },
                     );
                 }
@@ -1383,11 +1398,20 @@ impl Actor {
                 if !known {
                     self.changes.push(Change::AddCheckpoint(rec.clone()));
                 }
-                let for_core = self.finish_checkpoint(id, Some(rec));
+                let (for_core, more) = self.finish_checkpoint(id, seq, Some(rec));
                 if for_core {
                     self.feed(SchedInput::Checkpointed { job: id, ok: true });
                 }
-                if stopped {
+                if !stopped && more {
+                    // A preemption's checkpoint is still to come.
+                    self.transition(
+                        id,
+                        JobState::Checkpointing,
+                        format!("checkpoint {seq} saved; another one is in progress"),
+                        node_s,
+                        None,
+                    );
+                } else if stopped {
                     self.clear_placement(id);
                     self.transition(
                         id,
@@ -1412,11 +1436,19 @@ impl Actor {
                 stopped,
                 ..
             } => {
-                let for_core = self.finish_checkpoint(id, None);
+                let (for_core, more) = self.finish_checkpoint(id, seq, None);
                 if for_core {
                     self.feed(SchedInput::Checkpointed { job: id, ok: false });
                 }
-                if stopped {
+                if !stopped && more {
+                    self.transition(
+                        id,
+                        JobState::Checkpointing,
+                        format!("checkpoint {seq} failed ({reason}); another one is in progress"),
+                        node_s,
+                        None,
+                    );
+                } else if stopped {
                     self.clear_placement(id);
                     self.transition(
                         id,
@@ -1480,16 +1512,25 @@ impl Actor {
         }
     }
 
-    /// Ends the checkpoint in flight; returns whether the core asked for it.
-    fn finish_checkpoint(&mut self, id: u64, saved: Option<CheckpointRecord>) -> bool {
+    /// Ends checkpoint `seq`; returns whether the core waits for it and
+    /// whether other checkpoints are still in flight.
+    fn finish_checkpoint(
+        &mut self,
+        id: u64,
+        seq: u64,
+        saved: Option<CheckpointRecord>,
+    ) -> (bool, bool) {
         let Some(job) = self.jobs.get_mut(&id) else {
-            return false;
+            return (false, false);
         };
-        let for_core = job
+        let done = job
             .rt
-            .checkpoint_in_flight
-            .take()
-            .is_some_and(|f| f.for_core);
+            .checkpoints_in_flight
+            .iter()
+            .position(|f| f.seq == seq)
+            .map(|i| job.rt.checkpoints_in_flight.remove(i));
+        let for_core = done.is_some_and(|f| f.for_core);
+        let more = !job.rt.checkpoints_in_flight.is_empty();
         if let Some(c) = saved
             && job
                 .last_checkpoint
@@ -1504,7 +1545,7 @@ impl Actor {
             job_id: id,
             runtime,
         });
-        for_core
+        (for_core, more)
     }
 
     fn clear_placement(&mut self, id: u64) {

@@ -671,3 +671,70 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
         409
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let be = alice
+        .submit(
+            "be.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\nclass = \"best-effort\"\ncheckpoint_interval_s = 1\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
+        panic!("expected a start");
+    };
+    agent.report(AgentEvent::Running { job: be, attempt }).await;
+    let AgentAction::Checkpoint {
+        seq: periodic,
+        stop: false,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected a periodic checkpoint");
+    };
+    // While it is in flight, a normal job needs the node.
+    let normal = alice.submit("n.toml", JOB, false).await.expect("submitted");
+    let AgentAction::Checkpoint {
+        seq: preempt,
+        stop: true,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected the preemption's checkpoint");
+    };
+    assert!(preempt > periodic);
+    let saved = |seq, stopped| AgentEvent::Checkpointed {
+        job: be,
+        attempt,
+        seq,
+        location: format!("/ckpt/{seq}"),
+        work_ms: 1_000,
+        log_offset: 0,
+        stopped,
+    };
+    agent.report(saved(periodic, false)).await;
+    // The periodic checkpoint ended, but the VM still runs: the node is not
+    // free and the job still waits for its preemption checkpoint.
+    let nodes = alice.nodes().await.expect("nodes");
+    assert!(nodes[0].jobs.contains(&be), "the node was freed too early");
+    assert_eq!(alice.job(normal).await.expect("show").job.state, JobState::Pending);
+    assert_eq!(
+        alice.job(be).await.expect("show").job.state,
+        JobState::Checkpointing
+    );
+    agent.report(saved(preempt, true)).await;
+    let AgentAction::Start { job, .. } = agent.next_action().await else {
+        panic!("expected the normal job to start");
+    };
+    assert_eq!(job, normal);
+    let be_now = alice.job(be).await.expect("show");
+    assert_eq!(be_now.job.state, JobState::Preempted);
+    assert_eq!(be_now.checkpoints.len(), 2);
+}
