@@ -231,22 +231,41 @@ impl QemuDriver {
     }
 
     /// Copies staged outputs of the unit's first VM to their host paths.
+    /// A destination must lie in an existing directory inside the node's
+    /// allowed host directories (the runtime's mount roots), symbolic links
+    /// followed; an existing symbolic link is never written through.
     fn deliver_outputs(
         &self,
         unit: Unit,
         spec_outputs: &[(String, PathBuf)],
     ) -> Result<(), DriverError> {
         let stage = self.rt.stage_dir(&vm_name(unit, 0)).map_err(err)?;
+        let roots = &self.rt.config().mount_roots;
         for (rel, to) in spec_outputs {
             let from = stage.join(rel);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(err)?;
+            let (Some(parent), Some(file)) = (to.parent(), to.file_name()) else {
+                return Err(DriverError(format!(
+                    "output {} has no file name",
+                    to.display()
+                )));
+            };
+            let parent = vgrid_vm::fsutil::resolve_inside("outputs.to", parent, roots)
+                .map_err(|e| DriverError(format!("output {}: {e}", to.display())))?;
+            let dest = parent.join(file);
+            if dest
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return Err(DriverError(format!(
+                    "output {} is a symbolic link; refusing to write through it",
+                    dest.display()
+                )));
             }
-            std::fs::copy(&from, to).map_err(|e| {
+            std::fs::copy(&from, &dest).map_err(|e| {
                 DriverError(format!(
                     "cannot copy output {} to {}: {e}",
                     from.display(),
-                    to.display()
+                    dest.display()
                 ))
             })?;
         }

@@ -378,3 +378,50 @@ fn a_controller_killed_with_sigkill_restarts_with_nothing_lost_and_reattaches_it
     assert!(run(data, &["wait", &waiting]).status.success());
     assert_eq!(ok(data, &["logs", &waiting]), "later\n");
 }
+
+#[test]
+fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(image) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let data = dir.path();
+    // `repos/` under the data directory is where host paths may be.
+    let repos = data.join("repos");
+    std::fs::create_dir_all(repos.join("in")).expect("in dir");
+    std::fs::create_dir_all(repos.join("out")).expect("out dir");
+    std::fs::write(repos.join("in/numbers.txt"), "1\n2\n3\n").expect("input");
+    let _server = serve(data);
+    let job = |to: &Path| {
+        format!(
+            "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/sh\", \"-c\", \"wc -l < /work/numbers.txt > /work/count.txt\"]\n[[inputs]]\nfrom = \"{}\"\nto = \"/work/numbers.txt\"\n[[outputs]]\nfrom = \"/work/count.txt\"\nto = \"{}\"\n",
+            repos.join("in/numbers.txt").display(),
+            to.display()
+        )
+    };
+    let good = submit(data, "stage.toml", &job(&repos.join("out/count.txt")));
+    let done = run(data, &["wait", &good]);
+    assert!(done.status.success(), "{}", server_log(data));
+    let counted = std::fs::read_to_string(repos.join("out/count.txt")).expect("output copied");
+    assert_eq!(counted.trim(), "3");
+
+    // An output aimed outside the allowed directories is refused.
+    let outside = tempfile::tempdir().expect("outside dir");
+    let target = outside.path().join("count.txt");
+    let bad = submit(data, "escape.toml", &job(&target));
+    let done = run(data, &["wait", &bad]);
+    assert!(!done.status.success());
+    let shown = show(data, &bad);
+    let reason = shown["job"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("outside the allowed directories"),
+        "{reason}"
+    );
+    assert!(!target.exists(), "nothing was written outside");
+}
