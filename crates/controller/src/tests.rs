@@ -724,7 +724,10 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
     // free and the job still waits for its preemption checkpoint.
     let nodes = alice.nodes().await.expect("nodes");
     assert!(nodes[0].jobs.contains(&be), "the node was freed too early");
-    assert_eq!(alice.job(normal).await.expect("show").job.state, JobState::Pending);
+    assert_eq!(
+        alice.job(normal).await.expect("show").job.state,
+        JobState::Pending
+    );
     assert_eq!(
         alice.job(be).await.expect("show").job.state,
         JobState::Checkpointing
