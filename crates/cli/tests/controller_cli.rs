@@ -150,3 +150,76 @@ fn submit_list_hide_hold_and_survive_a_sigkill() {
     assert_eq!(nodes, "[]");
     drop(server);
 }
+
+/// SIGKILL the server again and again while clients submit: every
+/// submission that was acknowledged is there after each restart.
+#[test]
+fn acknowledged_submissions_survive_repeated_sigkills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut server = serve(data);
+    let token = ok(run(data, None, &["users", "add", "loader"]));
+    let mut acked: Vec<u64> = Vec::new();
+    for round in 0..3u64 {
+        let url = std::fs::read_to_string(data.join("url")).expect("url");
+        let client = vgrid_api::Client::new(url.trim(), &token).expect("client");
+        // Eight clients submit until the server dies under them.
+        let got = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for _ in 0..8 {
+                let client = client.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let job = "image = \"tiny\"\ncommand = [\"/bin/true\"]\n";
+                    while let Ok(id) = client.submit("j.toml", job, false).await {
+                        if tx.send(id).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut got = Vec::new();
+            // Kill at a different point in every round.
+            let kill_after = 150 + 97 * round as usize;
+            while let Some(id) = rx.recv().await {
+                got.push(id);
+                if got.len() == kill_after {
+                    server.kill();
+                }
+            }
+            got
+        });
+        assert!(
+            got.len() >= 150,
+            "round {round}: only {} acknowledged",
+            got.len()
+        );
+        acked.extend(got);
+        server = serve(data);
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(run(data, Some(&token), &["ps", "--json"]))).expect("json");
+        let mut ids: Vec<u64> = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|j| j["id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        for id in &acked {
+            assert!(
+                ids.binary_search(id).is_ok(),
+                "round {round}: job {id} was acknowledged and lost"
+            );
+        }
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "a job id was given twice");
+    }
+    drop(server);
+}
