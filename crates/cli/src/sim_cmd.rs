@@ -299,6 +299,30 @@ fn load(path: &Path, procs: Option<u32>, lenient: bool) -> anyhow::Result<Worklo
     Ok(w)
 }
 
+/// Progress on stderr for long runs: only when stderr is a terminal, first
+/// after two seconds, then at most once a second, on one line.
+fn progress_reporter() -> impl FnMut(vgrid_sim::driver::Progress) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last = started;
+    move |p| {
+        if !tty || started.elapsed().as_secs_f64() < 2.0 || last.elapsed().as_secs_f64() < 1.0 {
+            return;
+        }
+        last = Instant::now();
+        #[allow(clippy::cast_precision_loss)]
+        let days = p.virtual_ms as f64 / 86_400_000.0;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rvgrid sim: {}/{} jobs done, day {days:.0} of the trace   ",
+            p.done, p.total
+        );
+        let _ = err.flush();
+    }
+}
+
 /// Shifts the jobs so that the first arrives at time 0.
 fn shift_to_zero(w: &mut Workload) {
     if let Some(first) = w.jobs.first().map(|j| j.submit_s) {
@@ -406,7 +430,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         sample_interval_ms: args.sample_interval_h.map(|h| ms(h, 3_600_000.0).max(1)),
     };
 
-    let result = vgrid_sim::driver::run(&domains, &cfg)?;
+    let result = vgrid_sim::driver::run_with_progress(&domains, &cfg, &mut progress_reporter())?;
     let summaries = vgrid_sim::report::summaries(&result);
     let base_cfg = if m.compare_kill {
         if cfg.preemption == PreemptionMode::Kill {
@@ -434,12 +458,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     let baseline = match base_cfg {
         Some((base_cfg, labels)) => {
-            let r = vgrid_sim::driver::run(&domains, &base_cfg)?;
+            let r = vgrid_sim::driver::run_with_progress(
+                &domains,
+                &base_cfg,
+                &mut progress_reporter(),
+            )?;
             let s = vgrid_sim::report::summaries(&r);
             Some((r, s, labels))
         }
         None => None,
     };
+    {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            // Clear the progress line, if one was printed.
+            eprint!("\r\x1b[K");
+        }
+    }
     if result.rejected > 0 {
         eprintln!(
             "vgrid sim: warning: the core refused {} events (a driver/core mismatch); the first:",
@@ -494,7 +529,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
                 baseline.as_ref().map(|(_, s, l)| (s, *l))
             )
         );
-        println!("read the trace(s) in {read_wall_s:.3} s");
+        println!("workload(s) read in {read_wall_s:.3} s");
     }
     Ok(ExitCode::SUCCESS)
 }

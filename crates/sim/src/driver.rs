@@ -188,8 +188,29 @@ fn domain_id(d: usize) -> DomainId {
     DomainId(u16::try_from(d).unwrap_or(u16::MAX))
 }
 
+/// How far a run is, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Jobs finished.
+    pub done: u64,
+    /// Jobs in the run.
+    pub total: u64,
+    /// Virtual time reached, ms since the first submission.
+    pub virtual_ms: Ms,
+}
+
 /// Runs one simulation.
 pub fn run(domains: &[DomainInput], cfg: &SimConfig) -> Result<SimResult, SimError> {
+    run_with_progress(domains, cfg, &mut |_| {})
+}
+
+/// Runs one simulation, calling `progress` now and then (every 2^16 steps
+/// of the event loop).
+pub fn run_with_progress(
+    domains: &[DomainInput],
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SimResult, SimError> {
     if domains.is_empty() || domains.len() > usize::from(u16::MAX) {
         return Err(SimError::Domains(domains.len()));
     }
@@ -327,7 +348,7 @@ pub fn run(domains: &[DomainInput], cfg: &SimConfig) -> Result<SimResult, SimErr
     }
 
     let t0 = Instant::now();
-    drv.run_loop(&order)?;
+    drv.run_loop(&order, progress)?;
     let sim_wall_s = t0.elapsed().as_secs_f64();
     let sample_interval = drv.sampler.interval();
     Ok(SimResult {
@@ -410,11 +431,25 @@ impl Driver<'_> {
         }
     }
 
-    fn run_loop(&mut self, order: &[(Ms, usize, usize)]) -> Result<(), SimError> {
+    fn run_loop(
+        &mut self,
+        order: &[(Ms, usize, usize)],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), SimError> {
+        let start = order.first().map_or(0, |o| o.0);
+        let mut steps: u32 = 0;
         let total = order.len() as u64;
         let mut next_arrival = 0usize;
         let mut idle_wakeups = 0u32;
         while self.done < total {
+            steps = steps.wrapping_add(1);
+            if steps % (1 << 16) == 0 {
+                progress(Progress {
+                    done: self.done,
+                    total,
+                    virtual_ms: self.now.saturating_sub(start),
+                });
+            }
             let t_heap = self.heap.peek().map(|Reverse((t, _, _))| *t);
             let t_arr = order.get(next_arrival).map(|o| o.0);
             let t_wake = self.core.next_wakeup().map(|t| t.0.max(self.now));

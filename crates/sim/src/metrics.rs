@@ -167,10 +167,11 @@ pub fn summarize(jobs: &[&JobRecord], dropped: u64, procs: u32, acct: &Accountin
         .max()
         .unwrap_or(first_submit);
     let makespan = ms_to_s(last_end.saturating_sub(first_submit));
-    let useful: f64 = done
+    // Folds from +0.0: `sum()` of no floats is -0.0, which would print so.
+    let useful = done
         .iter()
         .map(|j| f64::from(j.procs) * ms_to_s(j.run))
-        .sum();
+        .fold(0.0, |a, b| a + b);
     let utilization = if makespan > 0.0 && procs > 0 {
         useful / (f64::from(procs) * makespan)
     } else {
@@ -178,11 +179,11 @@ pub fn summarize(jobs: &[&JobRecord], dropped: u64, procs: u32, acct: &Accountin
     };
     let mut waits: Vec<f64> = done.iter().filter_map(|j| j.wait()).map(ms_to_s).collect();
     let mut bslds: Vec<f64> = done.iter().filter_map(|j| j.bsld()).collect();
-    let be_useful: f64 = done
+    let be_useful = done
         .iter()
         .filter(|j| j.best_effort)
         .map(|j| f64::from(j.procs) * ms_to_s(j.run))
-        .sum();
+        .fold(0.0, |a, b| a + b);
     #[allow(clippy::cast_precision_loss)]
     let be_wasted = acct.wasted_best_effort_core_ms as f64 / 1000.0;
     let response = |j: &&JobRecord| ms_to_s(j.end.unwrap_or(j.submit).saturating_sub(j.submit));
@@ -302,5 +303,7 @@ mod tests {
         let s = summarize(&[&j, &done], 0, 1, &Accounting::default());
         assert_eq!((s.jobs, s.unfinished), (1, 1));
         assert_eq!(s.mean_wait_s, 0.0);
+        // No best-effort job: +0, not -0 (which JSON would print as -0.0).
+        assert!(s.best_effort_useful_core_s.is_sign_positive());
     }
 }
