@@ -126,12 +126,24 @@ fn default_role() -> Role {
 }
 
 /// The new user's token is shown once, here; the server keeps only a hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddUserResponse {
     pub id: u64,
     pub name: String,
     pub role: Role,
     pub token: String,
+}
+
+impl std::fmt::Debug for AddUserResponse {
+    // Debug output ends up in logs: the token never does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddUserResponse")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /v1/jobs/{id}/migrate`.
@@ -360,4 +372,22 @@ pub struct OutputQuery {
     pub node: String,
     pub attempt: u32,
     pub offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_never_shows_in_debug_output() {
+        let r = AddUserResponse {
+            id: 1,
+            name: "alice".into(),
+            role: Role::User,
+            token: "vgt_secret".into(),
+        };
+        let text = format!("{r:?} {:?}", crate::Reply::UserAdded(r.clone()));
+        assert!(!text.contains("vgt_secret"), "{text}");
+        assert!(text.contains("alice"));
+    }
 }
