@@ -52,6 +52,8 @@ pub enum Command {
         to: Option<String>,
     },
     ListNodes,
+    /// Counters and gauges in the Prometheus text format (admin).
+    Metrics,
     AddUser {
         name: String,
         role: Role,
@@ -90,6 +92,8 @@ pub enum Reply {
     Waited(Box<WaitResponse>),
     Control(Box<JobView>),
     Nodes(Vec<NodeView>),
+    /// Prometheus text exposition format.
+    Metrics(String),
     UserAdded(AddUserResponse),
     Output {
         data: Vec<u8>,

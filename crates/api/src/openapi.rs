@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/{id}/checkpoint"),
     ("post", "/v1/jobs/{id}/migrate"),
     ("get", "/v1/nodes"),
+    ("get", "/metrics"),
     ("post", "/v1/users"),
     ("post", "/v1/agent/register"),
     ("get", "/v1/agent/actions"),
@@ -132,6 +133,13 @@ pub fn document() -> Value {
         ) },
         "/v1/nodes": { "get": op("List nodes with their capacity, free resources and jobs.", "200",
             ok_json("nodes by name", json!({ "type": "array", "items": schema_ref("Node") })), None, json!([])) },
+        "/metrics": { "get": op(
+            "Counters and gauges in the Prometheus text format (admin): jobs by state, nodes by state, CPUs, commits and scheduling passes.",
+            "200",
+            json!({ "description": "Prometheus text", "content": { "text/plain": {} } }),
+            None,
+            json!([]),
+        ) },
         "/v1/users": { "post": op(
             "Add a user (admin). The answer holds the user's token, shown only this once.",
             "201",

@@ -40,6 +40,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/jobs/{id}/output", get(read_output::<B>))
         .route("/v1/jobs/{id}/{verb}", post(control::<B>))
         .route("/v1/nodes", get(list_nodes::<B>))
+        .route("/metrics", get(metrics::<B>))
         .route("/v1/users", post(add_user::<B>))
         .route("/v1/agent/register", post(register::<B>))
         .route("/v1/agent/actions", get(poll_actions::<B>))
@@ -358,6 +359,22 @@ async fn list_nodes<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> 
     let p = principal(&*b, &headers)?;
     match b.execute(p, Command::ListNodes).await? {
         Reply::Nodes(nodes) => json(StatusCode::OK, &nodes),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn metrics<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> ApiResult {
+    let p = principal(&*b, &headers)?;
+    require_role(&p, &[Role::Admin], "reading metrics")?;
+    match b.execute(p, Command::Metrics).await? {
+        Reply::Metrics(text) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            text,
+        )
+            .into_response()),
         other => Err(unexpected(&other)),
     }
 }

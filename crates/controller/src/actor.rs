@@ -108,6 +108,18 @@ pub(crate) struct Actor {
     sched_dirty: bool,
     last_pass_ms: u64,
     pass_gap_ms: u64,
+    stats: Stats,
+}
+
+/// Counters for `/metrics`, since the controller started.
+#[derive(Default)]
+struct Stats {
+    commits: u64,
+    committed_changes: u64,
+    commit_seconds: f64,
+    passes: u64,
+    pass_seconds: f64,
+    commands: u64,
 }
 
 fn wall_clock_ms() -> u64 {
@@ -252,6 +264,7 @@ impl Actor {
             sched_dirty: true,
             last_pass_ms: 0,
             pass_gap_ms: MIN_PASS_INTERVAL_MS,
+            stats: Stats::default(),
         };
         Ok((handle, actor))
     }
@@ -318,7 +331,11 @@ impl Actor {
         self.schedule();
         if !self.changes.is_empty() {
             let changes = std::mem::take(&mut self.changes);
+            let started = std::time::Instant::now();
             let results = self.store.apply(&changes).map_err(to_store_err)?;
+            self.stats.commits += 1;
+            self.stats.committed_changes += changes.len() as u64;
+            self.stats.commit_seconds += started.elapsed().as_secs_f64();
             // Each change was checked against memory first, so a refusal by
             // the database means memory and disk disagree: stop rather than
             // acknowledge something that is not stored.
@@ -401,7 +418,10 @@ impl Actor {
         self.last_pass_ms = self.now;
         let started = std::time::Instant::now();
         self.sched.schedule(Time(self.now));
-        let took_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        self.stats.passes += 1;
+        self.stats.pass_seconds += took.as_secs_f64();
+        let took_ms = took.as_millis() as u64;
         self.pass_gap_ms = MIN_PASS_INTERVAL_MS.max(2 * took_ms);
         self.log(&SchedInput::Schedule);
         while let Some(action) = self.sched.poll_action() {
@@ -708,6 +728,7 @@ impl Actor {
     // ---- Commands ----
 
     fn command(&mut self, p: Principal, command: Command, reply: ReplyTx) {
+        self.stats.commands += 1;
         let answer = match command {
             Command::WaitJob { id, .. } => match self.visible(&p, id) {
                 Err(e) => Err(e),
@@ -764,6 +785,14 @@ impl Actor {
                 ))
             }
             Command::ListNodes => Ok(Reply::Nodes(self.list_nodes())),
+            Command::Metrics => {
+                if p.role != Role::Admin {
+                    return Err(CommandError::Forbidden(
+                        "only an admin reads metrics".into(),
+                    ));
+                }
+                Ok(Reply::Metrics(self.metrics()))
+            }
             Command::AddUser { name, role } => self.add_user(p, name, role),
             Command::ReadOutput {
                 id,
@@ -1035,6 +1064,101 @@ impl Actor {
                 }
             })
             .collect()
+    }
+
+    /// The Prometheus text exposition of the controller's state.
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut by_state: BTreeMap<&str, u64> =
+            JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for j in self.jobs.values() {
+            *by_state.entry(j.rec.state.as_str()).or_default() += 1;
+        }
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        gauge("vgrid_jobs", "Jobs by state.", "gauge");
+        let mut text = String::new();
+        for (state, n) in &by_state {
+            let _ = writeln!(text, "vgrid_jobs{{state=\"{state}\"}} {n}");
+        }
+        out.push_str(&text);
+        let nodes = self.list_nodes();
+        let mut node_states: BTreeMap<&str, u64> = [("up", 0), ("lost", 0), ("drained", 0)]
+            .into_iter()
+            .collect();
+        for n in &nodes {
+            *node_states.entry(n.state.as_str()).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vgrid_nodes Nodes by state.\n# TYPE vgrid_nodes gauge"
+        );
+        for (state, n) in &node_states {
+            let _ = writeln!(out, "vgrid_nodes{{state=\"{state}\"}} {n}");
+        }
+        let up = nodes.iter().filter(|n| n.state == "up");
+        let (cpus, free): (u64, u64) = up.fold((0, 0), |(c, f), n| {
+            (c + u64::from(n.cpus), f + u64::from(n.free_cpus))
+        });
+        let s = &self.stats;
+        for (name, help, kind, value) in [
+            (
+                "vgrid_cpus",
+                "CPUs of the nodes that are up.",
+                "gauge",
+                cpus as f64,
+            ),
+            (
+                "vgrid_free_cpus",
+                "Free CPUs of the nodes that are up.",
+                "gauge",
+                free as f64,
+            ),
+            (
+                "vgrid_commands_total",
+                "Commands received.",
+                "counter",
+                s.commands as f64,
+            ),
+            (
+                "vgrid_commits_total",
+                "Database transactions (one per round).",
+                "counter",
+                s.commits as f64,
+            ),
+            (
+                "vgrid_committed_changes_total",
+                "Changes written, all transactions.",
+                "counter",
+                s.committed_changes as f64,
+            ),
+            (
+                "vgrid_commit_seconds_total",
+                "Time spent committing, fsync included.",
+                "counter",
+                s.commit_seconds,
+            ),
+            (
+                "vgrid_scheduling_passes_total",
+                "Scheduling passes.",
+                "counter",
+                s.passes as f64,
+            ),
+            (
+                "vgrid_scheduling_seconds_total",
+                "Time spent in scheduling passes.",
+                "counter",
+                s.pass_seconds,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
     }
 
     fn add_user(&mut self, p: &Principal, name: String, role: Role) -> Result<Reply, CommandError> {

@@ -741,3 +741,48 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
     assert_eq!(be_now.job.state, JobState::Preempted);
     assert_eq!(be_now.checkpoints.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let _agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
+    alice.submit("a.toml", JOB, true).await.expect("submitted");
+    let raw = reqwest::Client::new()
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(raw.status(), 401);
+    let get = |token: String| {
+        let url = format!("{}/metrics", h.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let admin_token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE)).expect("token");
+    let text = get(admin_token.trim().to_string())
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("vgrid_jobs{state=\"held\"} 1"), "{text}");
+    assert!(text.contains("vgrid_jobs{state=\"running\"} 0"), "{text}");
+    assert!(text.contains("vgrid_nodes{state=\"up\"} 1"), "{text}");
+    assert!(text.contains("vgrid_cpus 4"), "{text}");
+    let commits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vgrid_commits_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("commit counter");
+    assert!(commits >= 1.0, "{text}");
+    let users = h.admin.add_user("carol", Role::User).await.expect("carol");
+    assert_eq!(get(users.token).await.status(), 403);
+}
