@@ -21,38 +21,40 @@ VGRID=$CARGO_TARGET_DIR/release/vgrid
 TMP=$(mktemp -d -t vgrid-bench-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
-# Wall seconds of one command (nanosecond clock around the process).
-wall() {
-  local t0 t1
-  t0=$(date +%s%N)
-  "$@" >/dev/null
-  t1=$(date +%s%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f\n", (b - a) / 1e9}'
-}
-
-# best and median of REPEAT runs
+# Runs a command REPEAT times; prints "best_wall median_wall median_cpu"
+# (seconds; cpu = user + system time of the process, which a loaded machine
+# inflates much less than wall time).
 stats() {
-  local xs=() i
-  for ((i = 0; i < REPEAT; i++)); do xs+=("$(wall "$@")"); done
-  printf '%s\n' "${xs[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f\n", a[1], a[int((NR+1)/2)]}'
+  python3 - "$REPEAT" "$@" <<'PY'
+import resource, subprocess, sys, time
+n, cmd = int(sys.argv[1]), sys.argv[2:]
+walls, cpus = [], []
+for _ in range(n):
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+    walls.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpus.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+walls.sort(); cpus.sort()
+print("%.3f %.3f %.3f" % (walls[0], walls[len(walls) // 2], cpus[len(cpus) // 2]))
+PY
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
-echo "| run | jobs | target | best s | median s | peak RSS | result |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | jobs | target | best wall s | median wall s | median CPU s | peak RSS | result |"
+echo "|---|---|---|---|---|---|---|---|"
 
 trace_row() {
   local name=$1 file=$2 target=$3
   shift 3
-  local jobs s best med verdict
+  local jobs best med cpu verdict
   jobs=$("$VGRID" sim --trace "$file" --policy easy --json "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"])')
-  s=$(stats "$VGRID" sim --trace "$file" --policy easy --json "$@")
-  best=${s% *}
-  med=${s#* }
-  verdict=$(awk -v m="$med" -v t="$target" 'BEGIN {print (m <= t) ? "met" : "MISSED"}')
-  echo "| $name EASY, gzipped trace read included | $jobs | <= $target s | $best | $med | | $verdict (median) |"
+  read -r best med cpu < <(stats "$VGRID" sim --trace "$file" --policy easy --json "$@")
+  verdict=$(awk -v m="$best" -v t="$target" 'BEGIN {print (m <= t) ? "met" : "MISSED"}')
+  echo "| $name EASY, gzipped trace read included | $jobs | <= $target s | $best | $med | $cpu | | $verdict (best wall) |"
 }
 
 trace_row "CTC-SP2" "$TRACES/CTC-SP2-1996-3.1-cln.swf.gz" 0.05
@@ -66,7 +68,8 @@ synth_rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$
 synth_jobs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"])' "$TMP/synth.json")
 v1=$(awk -v m="$synth_wall" 'BEGIN {print (m <= 10) ? "met" : "MISSED"}')
 v2=$([ "$synth_rss" -le 1024 ] && echo met || echo MISSED)
-echo "| synthetic 1M jobs, 10,000 nodes, EASY | $synth_jobs | <= 10 s, <= 1 GB | $synth_wall | | $synth_rss MiB | time $v1, memory $v2 |"
+synth_cpu=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u + s}' "$TMP/synth.time")
+echo "| synthetic 1M jobs, 10,000 nodes, EASY | $synth_jobs | <= 10 s, <= 1 GB | $synth_wall | | $synth_cpu | $synth_rss MiB | time $v1, memory $v2 |"
 
 if [ "$ACCASIM" = 1 ]; then
   echo
@@ -82,8 +85,7 @@ if [ "$ACCASIM" = 1 ]; then
     for pol in FIFO EASY; do
       ours_pol=$([ "$pol" = FIFO ] && echo fcfs || echo easy)
       acc=$(awk -F, -v p="$pol" '$1 == p {print $5}' "$TMP/acc.csv")
-      s=$(stats "$VGRID" sim --trace "$TMP/trace.swf" --procs "$p" --policy "$ours_pol" --json)
-      med=${s#* }
+      read -r _ med _ < <(stats "$VGRID" sim --trace "$TMP/trace.swf" --procs "$p" --policy "$ours_pol" --json)
       if [ -n "$acc" ]; then
         ratio=$(awk -v a="$acc" -v m="$med" 'BEGIN {printf "%.0f", a / m}')
         echo "| ${f%%.swf.gz} | $pol | $acc | $med | ${ratio}x |"
