@@ -52,7 +52,17 @@ struct Runtime {
     /// Checkpoints asked of the agent and not yet reported, oldest first.
     #[serde(default)]
     checkpoints_in_flight: Vec<InFlight>,
+    /// The job was resubmitted after its VMs died: its next start restores
+    /// the last checkpoint.
+    #[serde(default)]
+    resume_after_loss: bool,
+    /// How many times its VMs died; past a limit the job fails.
+    #[serde(default)]
+    losses: u32,
 }
+
+/// A job whose VMs die this many times fails instead of resuming again.
+const MAX_LOSSES: u32 = 5;
 
 /// A checkpoint in progress. `for_core`: the core asked for it and is told
 /// when it ends. A preemption supersedes a periodic checkpoint still in
@@ -509,6 +519,7 @@ impl Actor {
         job.rt.attempt += 1;
         job.rt.placement = named.clone();
         job.rt.checkpoints_in_flight.clear();
+        let resume = resume || std::mem::take(&mut job.rt.resume_after_loss);
         let restore = if resume {
             job.last_checkpoint.as_ref().map(|c| CheckpointRef {
                 seq: c.seq,
@@ -1402,19 +1413,56 @@ impl Actor {
     /// A job whose VMs died while its node lives on. The core has no event
     /// for one job's loss, so the job fails with the reason.
     fn job_lost(&mut self, id: u64, why: String) {
-        if self
-            .jobs
-            .get(&id)
-            .is_some_and(|j| j.rec.state.is_terminal())
-        {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.rec.state.is_terminal() {
             return;
         }
         self.kill_on_nodes(id);
+        if self.resubmit_after_loss(id, &why) {
+            return;
+        }
         self.feed(SchedInput::Finished {
             job: id,
             exit_status: -1,
         });
         self.transition(id, JobState::Failed, why, None, None);
+    }
+
+    /// After the job's VMs died: when it has a checkpoint and has not died
+    /// too often, it goes back to the queue and resumes from the
+    /// checkpoint (like a job of a lost node). Returns whether it did.
+    fn resubmit_after_loss(&mut self, id: u64, why: &str) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let Some(seq) = job.last_checkpoint.as_ref().map(|c| c.seq) else {
+            return false;
+        };
+        if job.rt.losses >= MAX_LOSSES || !job.rec.spec.mounts.is_empty() {
+            return false;
+        }
+        job.rt.losses += 1;
+        job.rt.resume_after_loss = true;
+        job.rt.placement.clear();
+        job.rt.checkpoints_in_flight.clear();
+        let runtime = serde_json::to_string(&job.rt).ok();
+        self.changes.push(Change::SetRuntime {
+            job_id: id,
+            runtime,
+        });
+        if !self.feed(SchedInput::Lost { job: id }) {
+            return false;
+        }
+        self.transition(
+            id,
+            JobState::Preempted,
+            format!("{why}; resumes from checkpoint {seq}"),
+            None,
+            None,
+        );
+        true
     }
 
     fn agent_node(&mut self, p: &Principal, node: &str) -> Result<(), CommandError> {
@@ -1620,6 +1668,17 @@ impl Actor {
             }
             AgentEvent::Failed { reason, .. } => {
                 self.clear_placement(id);
+                // VMs that died while running resume from their checkpoint.
+                let was_running = self.jobs.get(&id).is_some_and(|j| {
+                    matches!(
+                        j.rec.state,
+                        JobState::Running | JobState::Checkpointing | JobState::Suspended
+                    )
+                });
+                if was_running && self.resubmit_after_loss(id, &format!("its VM failed ({reason})"))
+                {
+                    return;
+                }
                 self.feed(SchedInput::Finished {
                     job: id,
                     exit_status: -1,
@@ -1742,6 +1801,25 @@ fn apply_input(
         SchedInput::Schedule => {
             sched.schedule(now);
             return Ok(());
+        }
+        SchedInput::Lost { job } => {
+            let j = jobs
+                .get(job)
+                .ok_or_else(|| format!("job {job} is not in the database"))?;
+            let id = JobId(*job);
+            sched
+                .handle(
+                    now,
+                    Event::JobFinished {
+                        job: id,
+                        exit_status: -1,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            // Finished jobs are dropped by the core (keep_finished_jobs is
+            // off); forget it in case that ever changes.
+            sched.forget(id);
+            Event::Submit(core_job(*job, &j.owner_name, &j.rec.spec))
         }
     };
     sched.handle(now, event).map_err(|e| e.to_string())

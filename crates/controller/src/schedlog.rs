@@ -45,6 +45,13 @@ pub(crate) enum SchedInput {
         job: u64,
         ok: bool,
     },
+    /// The job's VMs died while its node lives on: the job ends in the core
+    /// and is submitted again under the same id, to resume from its last
+    /// checkpoint. (The core has no event for one job's loss; this one
+    /// costs the job its place in the queue.)
+    Lost {
+        job: u64,
+    },
     /// A scheduling pass (which also does the time-driven work due).
     Schedule,
 }

@@ -786,3 +786,103 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
     let users = h.admin.add_user("carol", Role::User).await.expect("carol");
     assert_eq!(get(users.token).await.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let id = alice
+        .submit(
+            "c.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\ncpus = 2\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
+        panic!("expected a start");
+    };
+    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    wait_state(&alice, id, JobState::Running).await;
+    alice.control(id, "checkpoint").await.expect("checkpoint");
+    let AgentAction::Checkpoint { seq, .. } = agent.next_action().await else {
+        panic!("expected a checkpoint");
+    };
+    agent
+        .report(AgentEvent::Checkpointed {
+            job: id,
+            attempt,
+            seq,
+            location: "/ckpt/c".into(),
+            work_ms: 500,
+            log_offset: 9,
+            stopped: false,
+        })
+        .await;
+    wait_state(&alice, id, JobState::Running).await;
+    // QEMU dies under the job; the node lives on.
+    agent
+        .report(AgentEvent::Failed {
+            job: id,
+            attempt,
+            reason: "the VM crashed".into(),
+        })
+        .await;
+    let AgentAction::Start {
+        job,
+        attempt: again,
+        restore,
+        ..
+    } = agent.next_action().await
+    else {
+        panic!("expected the job to start again");
+    };
+    assert_eq!((job, again), (id, attempt + 1));
+    let restore = restore.expect("from its checkpoint");
+    assert_eq!(
+        (restore.location.as_str(), restore.log_offset),
+        ("/ckpt/c", 9)
+    );
+    let history = alice.job(id).await.expect("show").history;
+    assert!(
+        history
+            .iter()
+            .any(|e| e.state == JobState::Preempted && e.reason.contains("the VM crashed")),
+        "{history:?}"
+    );
+    // Without a checkpoint there is nothing to resume: the job fails.
+    agent
+        .report(AgentEvent::Running {
+            job: id,
+            attempt: again,
+        })
+        .await;
+    agent
+        .report(AgentEvent::Exited {
+            job: id,
+            attempt: again,
+            exit_code: 0,
+        })
+        .await;
+    let plain = alice.submit("p.toml", JOB, false).await.expect("submitted");
+    let AgentAction::Start { attempt: pa, .. } = agent.next_action().await else {
+        panic!("expected a start");
+    };
+    agent
+        .report(AgentEvent::Running {
+            job: plain,
+            attempt: pa,
+        })
+        .await;
+    agent
+        .report(AgentEvent::Failed {
+            job: plain,
+            attempt: pa,
+            reason: "the VM crashed".into(),
+        })
+        .await;
+    wait_state(&alice, plain, JobState::Failed).await;
+}
