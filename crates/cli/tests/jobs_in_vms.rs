@@ -425,3 +425,48 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
     );
     assert!(!target.exists(), "nothing was written outside");
 }
+
+#[test]
+fn a_job_whose_qemu_is_sigkilled_resumes_from_its_last_checkpoint() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(image) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let data = dir.path();
+    let _server = serve(data);
+    let count = "i=0; while [ $i -lt 25 ]; do i=$((i+1)); echo $i; sleep 1; done";
+    let id = submit(
+        data,
+        "count.toml",
+        &format!(
+            "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncheckpoint_interval_s = 4\ncommand = [\"/bin/sh\", \"-c\", \"{count}\"]\n"
+        ),
+    );
+    vgrid_testkit::wait_for("a periodic checkpoint", Duration::from_secs(600), || {
+        let job = show(data, &id);
+        !job["checkpoints"].as_array().is_none_or(Vec::is_empty)
+            && ok(data, &["logs", &id]).lines().count() >= 8
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
+    // QEMU dies; the agent and the node live on.
+    kill_vms(data);
+    let done = run(data, &["wait", &id]);
+    assert!(done.status.success(), "{}", server_log(data));
+    let expected: String = (1..=25).map(|i| format!("{i}\n")).collect();
+    assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
+    let reasons: Vec<String> = show(data, &id)["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("resuming from checkpoint")),
+        "{reasons:?}"
+    );
+}
