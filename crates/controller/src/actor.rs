@@ -23,7 +23,7 @@ use vgrid_store::{
 
 use crate::handle::{AuthMap, ControllerHandle, Msg, ReplyTx};
 use crate::output::OutputFiles;
-use crate::schedlog::{LoggedNode, SchedInput, core_job};
+use crate::schedlog::{LoggedNode, SchedInput, core_job, moved_core_job};
 use crate::views::{
     checkpoint_view, history_view, job_view, role_to_api, role_to_store, wait_reason_text,
 };
@@ -59,6 +59,16 @@ struct Runtime {
     /// How many times its VMs died; past a limit the job fails.
     #[serde(default)]
     losses: u32,
+    /// A move in progress: checkpoint and stop on `from`, then run on
+    /// `to` (or anywhere else).
+    #[serde(default)]
+    moving: Option<Move>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Move {
+    from: String,
+    to: Option<String>,
 }
 
 /// A job whose VMs die this many times fails instead of resuming again.
@@ -560,6 +570,18 @@ impl Actor {
     }
 
     fn checkpoint_job(&mut self, id: u64, stop: bool, for_core: bool, reason: String) {
+        self.checkpoint_into(id, stop, for_core, JobState::Checkpointing, reason);
+    }
+
+    /// Asks the job's nodes for a checkpoint and records `state`.
+    fn checkpoint_into(
+        &mut self,
+        id: u64,
+        stop: bool,
+        for_core: bool,
+        state: JobState,
+        reason: String,
+    ) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -597,7 +619,7 @@ impl Actor {
                 },
             );
         }
-        self.transition(id, JobState::Checkpointing, reason, None, None);
+        self.transition(id, state, reason, None, None);
     }
 
     /// Tells the job's nodes to stop its VMs, and forgets the placement.
@@ -789,12 +811,7 @@ impl Actor {
             Command::Suspend { id } => self.suspend_resume(p, id, true),
             Command::Resume { id } => self.suspend_resume(p, id, false),
             Command::Checkpoint { id } => self.user_checkpoint(p, id),
-            Command::Migrate { id, .. } => {
-                self.visible(p, id)?;
-                Err(CommandError::Conflict(
-                    "migrate is not available yet in the live controller".into(),
-                ))
-            }
+            Command::Migrate { id, to } => self.migrate(p, id, to),
             Command::ListNodes => Ok(Reply::Nodes(self.list_nodes())),
             Command::Metrics => {
                 if p.role != Role::Admin {
@@ -1047,6 +1064,104 @@ impl Actor {
             format!("checkpoint requested by {}", p.name),
         );
         self.control_reply(id)
+    }
+
+    /// Moves a running job: checkpoint, stop, resume on `to` (or on any
+    /// other node). A cold move through a checkpoint, so a job with mounts
+    /// (which cannot be checkpointed) cannot move.
+    fn migrate(
+        &mut self,
+        p: &Principal,
+        id: u64,
+        to: Option<String>,
+    ) -> Result<Reply, CommandError> {
+        self.visible(p, id)?;
+        let Some(job) = self.jobs.get(&id) else {
+            return Err(not_found(id));
+        };
+        if job.rec.state != JobState::Running {
+            return Err(CommandError::Conflict(format!(
+                "only a running job can move; job {id} is {}",
+                job.rec.state
+            )));
+        }
+        if !job.rec.spec.mounts.is_empty() {
+            return Err(CommandError::Conflict(
+                "a job with mounts cannot move (QEMU cannot save 9p mounts)".into(),
+            ));
+        }
+        let [(from, _)] = job.rt.placement.as_slice() else {
+            return Err(CommandError::Conflict(
+                "only a job on one node can move".into(),
+            ));
+        };
+        let from = from.clone();
+        if let Some(to) = &to {
+            let up = self
+                .nodes
+                .get(to)
+                .is_some_and(|n| n.connected && n.rec.state == NodeState::Up);
+            if !up {
+                return Err(CommandError::BadRequest(format!("node `{to}` is not up")));
+            }
+            if *to == from {
+                return Err(CommandError::Conflict(format!(
+                    "job {id} already runs on {to}"
+                )));
+            }
+        }
+        let reason = match &to {
+            Some(to) => format!("moving from {from} to {to}: checkpointing"),
+            None => format!("moving away from {from}: checkpointing"),
+        };
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.rt.moving = Some(Move { from, to });
+        }
+        self.checkpoint_into(id, true, false, JobState::Migrating, reason);
+        self.control_reply(id)
+    }
+
+    /// The job stopped on its old node: it goes back to the core pinned to
+    /// its target, to resume from its newest checkpoint.
+    fn finish_move(&mut self, id: u64, saved: bool) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let Some(m) = job.rt.moving.take() else {
+            return false;
+        };
+        let Some(seq) = job.last_checkpoint.as_ref().map(|c| c.seq) else {
+            return false;
+        };
+        job.rt.resume_after_loss = true;
+        job.rt.placement.clear();
+        let runtime = serde_json::to_string(&job.rt).ok();
+        self.changes.push(Change::SetRuntime {
+            job_id: id,
+            runtime,
+        });
+        let target = m.to.clone();
+        if !self.feed(SchedInput::Moved {
+            job: id,
+            from: m.from,
+            to: m.to,
+        }) {
+            return false;
+        }
+        let why = if saved {
+            format!("checkpoint {seq} saved")
+        } else {
+            format!("its checkpoint failed; resumes from checkpoint {seq}")
+        };
+        let whither = target.unwrap_or_else(|| "another node".to_string());
+        self.transition(
+            id,
+            JobState::Migrating,
+            format!("{why}; waits to resume on {whither}"),
+            None,
+            None,
+        );
+        true
     }
 
     fn list_nodes(&self) -> Vec<NodeView> {
@@ -1574,6 +1689,12 @@ impl Actor {
                 if for_core {
                     self.feed(SchedInput::Checkpointed { job: id, ok: true });
                 }
+                if stopped
+                    && self.jobs.get(&id).is_some_and(|j| j.rt.moving.is_some())
+                    && self.finish_move(id, true)
+                {
+                    return;
+                }
                 if !stopped && more {
                     // A preemption's checkpoint is still to come.
                     self.transition(
@@ -1611,6 +1732,12 @@ impl Actor {
                 let (for_core, more) = self.finish_checkpoint(id, seq, None);
                 if for_core {
                     self.feed(SchedInput::Checkpointed { job: id, ok: false });
+                }
+                if stopped
+                    && self.jobs.get(&id).is_some_and(|j| j.rt.moving.is_some())
+                    && self.finish_move(id, false)
+                {
+                    return;
                 }
                 if !stopped && more {
                     self.transition(
@@ -1801,6 +1928,29 @@ fn apply_input(
         SchedInput::Schedule => {
             sched.schedule(now);
             return Ok(());
+        }
+        SchedInput::Moved { job, from, to } => {
+            let j = jobs
+                .get(job)
+                .ok_or_else(|| format!("job {job} is not in the database"))?;
+            let id = JobId(*job);
+            sched
+                .handle(
+                    now,
+                    Event::JobFinished {
+                        job: id,
+                        exit_status: -1,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            sched.forget(id);
+            Event::Submit(moved_core_job(
+                *job,
+                &j.owner_name,
+                &j.rec.spec,
+                from,
+                to.as_deref(),
+            ))
         }
         SchedInput::Lost { job } => {
             let j = jobs

@@ -52,6 +52,13 @@ pub(crate) enum SchedInput {
     Lost {
         job: u64,
     },
+    /// The job was checkpointed and stopped to move: like `Lost`, but the
+    /// resubmitted job must run on node `to`, or anywhere but `from`.
+    Moved {
+        job: u64,
+        from: String,
+        to: Option<String>,
+    },
     /// A scheduling pass (which also does the time-driven work due).
     Schedule,
 }
@@ -93,6 +100,29 @@ fn label_value(v: &str) -> AttrValue {
 
 /// The estimate the core uses for backfilling when a job gives no walltime.
 pub(crate) const DEFAULT_WALLTIME_MS: u64 = 3_600_000;
+
+/// The core's view of a job that moves: its own requirements and a pin to
+/// the target node (or away from the node it left). Node names are
+/// `[a-z][a-z0-9_-]*`, so they need no escaping in the expression.
+pub(crate) fn moved_core_job(
+    id: u64,
+    owner: &str,
+    spec: &JobSpec,
+    from: &str,
+    to: Option<&str>,
+) -> vgrid_core::JobSpec {
+    let pin = match to {
+        Some(to) => format!("name == \"{to}\""),
+        None => format!("name != \"{from}\""),
+    };
+    let requirements = match &spec.requirements {
+        Some(r) => format!("({r}) && {pin}"),
+        None => pin,
+    };
+    let mut core = core_job(id, owner, spec);
+    core.requirements = vgrid_expr::Expr::parse(&requirements).ok();
+    core
+}
 
 /// The core's view of a job request.
 pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobSpec {

@@ -665,10 +665,15 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
     let detail = alice.job(id).await.expect("show");
     assert_eq!(detail.checkpoints.len(), 1);
     assert_eq!(detail.checkpoints[0].seq, seq);
-    // Migration is refused plainly until the live controller supports it.
+    // A move needs a target that is up.
     assert_eq!(
-        api_status(alice.migrate(id, None).await.expect_err("not yet")),
-        409
+        api_status(
+            alice
+                .migrate(id, Some("nowhere".into()))
+                .await
+                .expect_err("no node")
+        ),
+        400
     );
 }
 
@@ -885,4 +890,63 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
         })
         .await;
     wait_state(&alice, plain, JobState::Failed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let AgentAction::Start { attempt, .. } = n1.next_action().await else {
+        panic!("expected a start on n1");
+    };
+    n1.report(AgentEvent::Running { job: id, attempt }).await;
+    wait_state(&alice, id, JobState::Running).await;
+    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let view = alice.migrate(id, Some("n2".into())).await.expect("migrate");
+    assert_eq!(view.state, JobState::Migrating);
+    let AgentAction::Checkpoint {
+        seq, stop: true, ..
+    } = n1.next_action().await
+    else {
+        panic!("expected a checkpoint that stops the VM on n1");
+    };
+    n1.report(AgentEvent::Checkpointed {
+        job: id,
+        attempt,
+        seq,
+        location: "/ckpt/m".into(),
+        work_ms: 700,
+        log_offset: 3,
+        stopped: true,
+    })
+    .await;
+    let AgentAction::Start {
+        job,
+        attempt: a2,
+        restore,
+        ..
+    } = n2.next_action().await
+    else {
+        panic!("expected the job to resume on n2");
+    };
+    assert_eq!((job, a2), (id, attempt + 1));
+    assert_eq!(restore.map(|r| r.location), Some("/ckpt/m".to_string()));
+    n2.report(AgentEvent::Running {
+        job: id,
+        attempt: a2,
+    })
+    .await;
+    wait_state(&alice, id, JobState::Running).await;
+    let detail = alice.job(id).await.expect("show");
+    assert_eq!(detail.job.node.as_deref(), Some("n2"));
+    assert!(
+        detail
+            .history
+            .iter()
+            .any(|e| e.state == JobState::Migrating)
+    );
 }
