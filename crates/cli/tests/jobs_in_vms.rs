@@ -470,3 +470,45 @@ fn a_job_whose_qemu_is_sigkilled_resumes_from_its_last_checkpoint() {
         "{reasons:?}"
     );
 }
+
+#[test]
+fn migrate_moves_a_running_job_to_another_agent_without_losing_its_output() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(image) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let controller_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let a_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let b_dir = vgrid_testkit::data_dir_with_stock_image(&image);
+    let data = controller_dir.path();
+    let _server = serve_with(data, &["--no-agent"]);
+    let _node_a = agent(data, a_dir.path(), "node-a");
+    let count = "i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo $i; sleep 1; done";
+    let id = submit(
+        data,
+        "count.toml",
+        &format!(
+            "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/sh\", \"-c\", \"{count}\"]\n"
+        ),
+    );
+    vgrid_testkit::wait_for("the count to reach 5", Duration::from_secs(600), || {
+        ok(data, &["logs", &id]).lines().count() >= 5
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
+    let _node_b = agent(data, b_dir.path(), "node-b");
+    vgrid_testkit::wait_for("node-b to register", Duration::from_secs(60), || {
+        ok(data, &["nodes"]).contains("node-b")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
+    let moved = ok(data, &["migrate", &id, "--to", "node-b"]);
+    assert!(moved.contains("migrating"), "{moved}");
+    let done = run(data, &["wait", &id]);
+    assert!(done.status.success(), "{}", server_log(data));
+    let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
+    let job = show(data, &id);
+    assert_eq!(job["job"]["node"], "node-b");
+    assert!(history_states(&job).iter().any(|s| s == "migrating"));
+}
