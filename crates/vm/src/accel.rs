@@ -65,19 +65,20 @@ struct CacheEntry {
 /// How long a KVM guest may take to print its first console line.
 const PROBE_WINDOW: Duration = Duration::from_secs(15);
 
-/// Where the probe result is cached: root-only `/run/vgrid` for root (it
-/// lives as long as the host boot), else beside the data.
-pub fn default_cache_path(data_dir: &Path) -> PathBuf {
+/// Where host facts (the probe result, QEMU's version) are cached:
+/// root-only `/run/vgrid` for root (it lives as long as the host boot),
+/// else beside the data.
+pub fn cache_dir(data_dir: &Path) -> PathBuf {
     if rustix::process::geteuid().is_root() {
-        PathBuf::from("/run/vgrid/accel.json")
+        PathBuf::from("/run/vgrid")
     } else {
-        data_dir.join("host/accel.json")
+        data_dir.join("host")
     }
 }
 
 /// Chooses the accelerator, probing KVM with `kernel` when the cache has no
-/// answer for this boot and QEMU.
-pub fn choose(tools: &HostTools, cache: &Path, kernel: Option<&Path>) -> AccelChoice {
+/// answer for this boot and QEMU (`qemu` is its version line).
+pub fn choose(tools: &HostTools, qemu: &str, cache: &Path, kernel: Option<&Path>) -> AccelChoice {
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -92,7 +93,7 @@ pub fn choose(tools: &HostTools, cache: &Path, kernel: Option<&Path>) -> AccelCh
         .unwrap_or_default()
         .trim()
         .to_string();
-    let qemu = tools.qemu_version_line().unwrap_or_default();
+    let qemu = qemu.to_string();
     if let Ok(bytes) = std::fs::read(cache)
         && let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes)
         && entry.boot_id == boot_id

@@ -93,6 +93,63 @@ impl HostTools {
     }
 }
 
+/// What vgrid needs to know about the QEMU binary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QemuInfo {
+    /// `qemu-system-x86_64 --version`, first line.
+    pub version: String,
+    /// The versioned `q35` machine, e.g. `pc-q35-7.2`.
+    pub q35_machine: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QemuInfoCache {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    info: QemuInfo,
+}
+
+impl HostTools {
+    /// [`QemuInfo`], read from `cache` when it describes this very binary
+    /// (same path, size and modification time), else asked from QEMU (two
+    /// runs of it) and cached: a VM start should not pay for them.
+    pub fn qemu_info(&self, cache: &Path) -> Result<QemuInfo> {
+        let meta = std::fs::metadata(&self.qemu).map_err(|e| VmError::io("stat", &self.qemu, e))?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(-1);
+        if let Ok(bytes) = std::fs::read(cache)
+            && let Ok(c) = serde_json::from_slice::<QemuInfoCache>(&bytes)
+            && c.path == self.qemu
+            && c.size == meta.len()
+            && c.mtime_ns == mtime_ns
+        {
+            return Ok(c.info);
+        }
+        let info = QemuInfo {
+            version: self.qemu_version_line()?,
+            q35_machine: self.q35_machine()?,
+        };
+        if let Some(dir) = cache.parent() {
+            let _ = crate::fsutil::create_dir_mode(dir, 0o700);
+        }
+        let entry = QemuInfoCache {
+            path: self.qemu.clone(),
+            size: meta.len(),
+            mtime_ns,
+            info: info.clone(),
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&entry) {
+            let _ = crate::fsutil::write_atomic(cache, &bytes, 0o644);
+        }
+        Ok(info)
+    }
+}
+
 fn parse_q35_alias(help: &str) -> Option<String> {
     help.lines().find_map(|line| {
         let line = line.trim();

@@ -22,7 +22,7 @@ use vgrid_qmp::{Qmp, RunState};
 use crate::accel::{self, Accel, AccelChoice};
 use crate::error::{Result, VmError};
 use crate::fsutil;
-use crate::host::{HostTools, RunAs};
+use crate::host::{HostTools, QemuInfo, RunAs};
 use crate::images::ImageSource;
 use crate::layout::{VmDir, check_vm_name, hostname_for};
 use crate::output::{OutputReader, read_report};
@@ -329,6 +329,7 @@ pub struct Runtime {
     /// ours to reap).
     children: Mutex<Vec<Child>>,
     accel: OnceLock<AccelChoice>,
+    qemu_info: OnceLock<QemuInfo>,
 }
 
 impl Runtime {
@@ -344,6 +345,7 @@ impl Runtime {
             run_as,
             children: Mutex::new(Vec::new()),
             accel: OnceLock::new(),
+            qemu_info: OnceLock::new(),
         })
     }
 
@@ -383,11 +385,23 @@ impl Runtime {
                 },
                 None => accel::choose(
                     &self.tools,
-                    &accel::default_cache_path(&self.cfg.data_dir),
+                    &self.qemu_info().map(|i| i.version).unwrap_or_default(),
+                    &accel::cache_dir(&self.cfg.data_dir).join("accel.json"),
                     self.images.probe_kernel().as_deref(),
                 ),
             })
             .clone()
+    }
+
+    /// QEMU's version and machine type (cached per binary).
+    pub fn qemu_info(&self) -> Result<QemuInfo> {
+        if let Some(info) = self.qemu_info.get() {
+            return Ok(info.clone());
+        }
+        let info = self
+            .tools
+            .qemu_info(&accel::cache_dir(&self.cfg.data_dir).join("qemu-info.json"))?;
+        Ok(self.qemu_info.get_or_init(|| info).clone())
     }
 
     pub(crate) fn adopt(&self, child: Child) {
@@ -533,8 +547,10 @@ impl Runtime {
         };
 
         let accel = self.accel();
-        let machine = self.tools.q35_machine()?;
-        let qemu_version = self.tools.qemu_version_line()?;
+        let QemuInfo {
+            version: qemu_version,
+            q35_machine: machine,
+        } = self.qemu_info()?;
         let base_bytes = self.virtual_size(&image.disk)?;
         let disk_bytes = match spec.disk_gb {
             None => base_bytes,
@@ -744,7 +760,7 @@ impl Runtime {
                     after: self.cfg.start_timeout,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -164,7 +164,7 @@ impl Runtime {
                 last_checkpoint: Some(ck_dir.clone()),
                 restored_from: Some(ck_dir.clone()),
                 run_as: self.run_as.name(),
-                qemu_version: self.tools.qemu_version_line()?,
+                qemu_version: self.qemu_info()?.version,
                 intent: Intent::Run,
                 ..saved.clone()
             };
