@@ -72,6 +72,10 @@ def wait_output(vg, name, needle, limit=1800):
     while time.monotonic() < deadline:
         if needle in vg.stdout_of(name):
             return
+        vms = json.loads(vg.run("vm", "ls", "--json").stdout)
+        state = next((v["state"] for v in vms if v["name"] == name), "gone")
+        if state not in ("starting", "running", "busy"):
+            raise RuntimeError(f"VM {name} is {state} before printing {needle!r}")
         time.sleep(1)
     raise RuntimeError(f"VM {name} never printed {needle!r}")
 
@@ -172,7 +176,8 @@ def bench_checkpoint(vg, vg2, sizes, work):
     ck_root = os.path.join(work, "ckpt")
     for mem in sizes:
         name = f"mem{mem}"
-        fill = int(mem * 0.8)
+        # Leave the guest kernel, its initramfs and the shell ~160 MiB.
+        fill = max(mem // 2, mem - 160)
         log(f"{mem} MiB guest: filling {fill} MiB with random data")
         vg.run("vm", "start", name, "--image", "tiny", "--no-network", "--memory-mb", str(mem),
                "--", "sh", "-c", fill_script(fill))

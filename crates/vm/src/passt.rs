@@ -2,7 +2,6 @@
 //! root. QEMU connects to its unix socket with `-netdev stream`.
 
 use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,12 +48,11 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         .append(true)
         .open(&err_path)
         .map_err(|e| VmError::io("open", &err_path, e))?;
-    let mut child = Command::new(passt)
+    let mut child = crate::process::detach(&mut Command::new(passt))
         .args(passt_args(dir, publish, run_as))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err)
-        .process_group(0)
         .spawn()
         .map_err(|e| VmError::io("run", passt, e))?;
     fsutil::write_atomic(

@@ -41,6 +41,22 @@ pub fn signal(pid: i32, signal: Signal) {
 
 pub use rustix::process::Signal as Sig;
 
+/// Makes `cmd` start its program in a new session: no controlling
+/// terminal, its own process group, so neither a terminal's hang-up or
+/// Ctrl-C nor the exit of vgrid reaches it.
+pub fn detach(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setsid(2), which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -294,7 +293,7 @@ pub struct Launched {
     pub qmp: Qmp,
 }
 
-/// Starts QEMU in its own process group (so a terminal's Ctrl-C or the
+/// Starts QEMU in its own session (so a terminal's Ctrl-C or the
 /// exit of vgrid does not reach it), with standard error going to
 /// `qemu.log`, writes `qemu.pid`, and connects to QMP.
 pub async fn launch(
@@ -316,12 +315,11 @@ pub async fn launch(
     let _ = std::fs::remove_file(dir.qmp());
     let args = qemu_args(rec, dir, run_as, mode);
     tracing::debug!(vm = %rec.name, ?args, "starting QEMU");
-    let mut child = Command::new(&tools.qemu)
+    let mut child = crate::process::detach(&mut Command::new(&tools.qemu))
         .args(&args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .process_group(0)
         .spawn()
         .map_err(|e| VmError::io("run", &tools.qemu, e))?;
     fsutil::write_atomic(

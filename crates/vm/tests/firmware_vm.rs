@@ -105,6 +105,22 @@ async fn pause_resume_kill_and_reattach() {
     assert_eq!(info.accel, Accel::Tcg);
     let pid = info.pid.unwrap();
 
+    // The VM directory is private; as root, QEMU and passt run as the
+    // unprivileged VM user.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&info.dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    if let vgrid_vm::host::RunAs::User { uid, .. } = n.rt.run_as() {
+        assert_eq!(meta.uid(), *uid);
+        for pid_file in ["qemu.pid", "passt.pid"] {
+            let pid = std::fs::read_to_string(info.dir.join(pid_file)).unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+            let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            let effective: u32 = uids.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(effective, *uid, "{pid_file}: {uids}");
+        }
+    }
+
     assert_eq!(n.rt.pause("fw1").await.unwrap().state, VmState::Paused);
     // A second runtime on the same directory (a restarted vgrid) sees the
     // same VM, paused, with the same QEMU process.

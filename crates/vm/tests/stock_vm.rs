@@ -486,3 +486,46 @@ async fn the_guest_reaches_the_host_and_a_published_port_reaches_the_guest() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
+    let Some(stock) = setup() else { return };
+    let n = node(&stock);
+    let inputs = n.data.path().join("repos/inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(inputs.join("words.txt"), "pear\napple\n").unwrap();
+    let mut spec = sh(
+        "stager",
+        "sort words.txt > sorted.txt; echo sorted; sleep 15",
+    );
+    spec.staging = Some(vgrid_vm::StagingSpec {
+        inputs: vec![inputs.join("words.txt")],
+        outputs: vec!["sorted.txt".into()],
+    });
+    n.rt.start(spec).await.unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !stdout_of(&n.rt, "stager").contains("sorted") {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The staging share is not mounted while the command runs, so QEMU
+    // can save the VM.
+    let ckpts = vgrid_testkit::temp_dir();
+    n.rt.checkpoint(
+        "stager",
+        &ckpts.path().join("c"),
+        CheckpointOptions::default(),
+    )
+    .await
+    .unwrap();
+    let done = n.rt.wait("stager").await.unwrap();
+    assert_eq!(
+        done.state,
+        VmState::Exited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    let out = n.rt.stage_dir("stager").unwrap().join("sorted.txt");
+    assert_eq!(std::fs::read_to_string(out).unwrap(), "apple\npear\n");
+}
