@@ -42,6 +42,12 @@ pub struct SimArgs {
     /// Scheduling policy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Easy)]
     policy: PolicyArg,
+    /// With `--policy conservative`: reservations only for the first N
+    /// waiting jobs of each pass (as Slurm's bf_max_job_test). Without it
+    /// conservative backfilling is exact but a pass costs O(queue x
+    /// profile): minutes for traces whose queue grows long.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    conservative_depth: Option<u32>,
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
@@ -401,6 +407,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             PreemptionArg::Kill => PreemptionMode::Kill,
             PreemptionArg::Checkpoint => PreemptionMode::Checkpoint,
         },
+        conservative_depth: args.conservative_depth,
         best_effort_share: m.best_effort,
         checkpoint_interval_ms: m.checkpoint_interval_s.map(|s| s.saturating_mul(1000)),
         checkpoint_jobs: match m.checkpoint_jobs {

@@ -54,6 +54,9 @@ pub struct Trade {
 pub struct SimConfig {
     /// Backfilling policy.
     pub policy: Policy,
+    /// Conservative backfilling: reservations only for the first N waiting
+    /// jobs per pass (`None`: all, exact but slow with long queues).
+    pub conservative_depth: Option<u32>,
     /// What preemption does: kill (work lost) or checkpoint.
     pub preemption: PreemptionMode,
     /// Share of jobs (chosen with the seed) that run as best-effort.
@@ -83,6 +86,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             policy: Policy::Easy,
+            conservative_depth: None,
             preemption: PreemptionMode::Checkpoint,
             best_effort_share: 0.0,
             checkpoint_interval_ms: None,

@@ -236,6 +236,7 @@ pub fn run_with_progress(
         keep_finished_jobs: false,
     };
     let mut core = Scheduler::new(core_cfg);
+    core.set_conservative_depth(cfg.conservative_depth);
 
     // Every SWF processor is a one-core node; memory never limits placement
     // (SWF machines are counted in processors), so nodes get as much as the
