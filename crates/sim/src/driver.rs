@@ -1171,8 +1171,10 @@ mod tests {
         let so = summaries(&without);
         assert!(sw.loans > 0, "no loans");
         assert!(sw.domains[1].mean_wait_s < so.domains[1].mean_wait_s);
-        // A never lends all its nodes, and its own job is not delayed.
-        assert!(with.samples.iter().all(|s| s.domains[0].lent < 8));
+        // A lends at most half of its idle nodes (idle at home plus already
+        // lent: 8), and its own job is not delayed.
+        assert!(with.samples.iter().all(|s| s.domains[0].lent <= 4));
+        assert!(with.samples.iter().any(|s| s.domains[0].lent == 4));
         assert_eq!(with.jobs[0].end, without.jobs[0].end);
 
         // On borrowed nodes (VMs) jobs may run slower: 15% makes a 4 h job
