@@ -551,7 +551,10 @@ impl Runtime {
             version: qemu_version,
             q35_machine: machine,
         } = self.qemu_info()?;
-        let base_bytes = self.virtual_size(&image.disk)?;
+        let base_bytes = match image.disk_bytes {
+            Some(b) => b,
+            None => self.virtual_size(&image.disk)?,
+        };
         let disk_bytes = match spec.disk_gb {
             None => base_bytes,
             Some(g) => {
@@ -625,7 +628,7 @@ impl Runtime {
             let json = ctx
                 .to_json()
                 .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
-            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
+            fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
         }
         let staging_tag = if spec.staging.is_some() {
             let stage = dir.stage();
@@ -886,10 +889,16 @@ impl Runtime {
                 }
                 Err(e) => return Err(VmError::qmp(name, e)),
             };
-            let status = qmp
-                .query_status()
-                .await
-                .map_err(|e| VmError::qmp(name, e))?;
+            let status = match qmp.query_status().await {
+                Ok(s) => s,
+                // A guest that powers off closes QMP while QEMU exits: that
+                // is an end, not a failure, once the process is gone.
+                Err(_) if self.wait_gone(dir, Duration::from_secs(5)).await => {
+                    self.kill_passt(dir);
+                    return Ok(self.dead_state(dir, &rec, &report));
+                }
+                Err(e) => return Err(VmError::qmp(name, e)),
+            };
             return Ok(match status.status {
                 RunState::Running => {
                     if let Some(s) = report.exit {
