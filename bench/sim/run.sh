@@ -3,6 +3,7 @@
 #
 #   bash bench/sim/run.sh            # everything, AccaSim included (minutes)
 #   ACCASIM=0 bash bench/sim/run.sh  # without the AccaSim comparison
+#   VGRID=target/release/vgrid ...    # an existing binary, no build
 #
 # Each trace run is the whole `vgrid sim` command, reading the gzipped file
 # included, timed from outside (best of REPEAT runs, and the median).
@@ -16,8 +17,11 @@ REPEAT=${REPEAT:-5}
 ACCASIM=${ACCASIM:-1}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-cargo build --release -q -p vgrid
-VGRID=$CARGO_TARGET_DIR/release/vgrid
+# VGRID=path/to/vgrid uses an existing release binary instead of building.
+if [ -z "${VGRID:-}" ]; then
+  cargo build --release -q -p vgrid
+  VGRID=$CARGO_TARGET_DIR/release/vgrid
+fi
 TMP=$(mktemp -d -t vgrid-bench-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
