@@ -7,6 +7,10 @@
 //! the `org.vgrid.out` virtio-serial port, stages outputs out, and powers
 //! the VM off. The protocol is `vgrid-guest-proto`.
 //!
+//! With `keep` in the context the VM stays up after the command: the agent
+//! runs the host's `Run` requests one after the other (the persistent and
+//! save-restore VM modes) until the host sends `Stop`.
+//!
 //! It never exits (PID 1 exiting panics the kernel): every path, including
 //! errors and panics, ends in a power-off.
 
@@ -22,11 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vgrid_guest_proto::{
-    CTL_PORT, FW_CFG_CONTEXT_PATH, GuestMessage, JobContext, OUT_PORT, PROTOCOL_VERSION,
+    CTL_PORT, ExitStatus, FW_CFG_CONTEXT_PATH, GuestMessage, JobContext, OUT_PORT,
+    PROTOCOL_VERSION, RunRequest,
 };
 
 use report::{Reporter, console};
-use run::Control;
+use run::{Control, Task};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -108,7 +113,8 @@ fn read_context() -> Result<JobContext, String> {
     JobContext::from_json(&bytes).map_err(|e| e.to_string())
 }
 
-/// Sets the job up, runs it and stages its outputs out.
+/// Sets the job up, runs it and stages its outputs out; with `keep`, goes
+/// on with the host's runs until it is told to stop.
 fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Result<(), String> {
     setup::hostname(&ctx.hostname).map_err(|e| format!("set the host name: {e}"))?;
     setup::scratch_disk(reporter)?;
@@ -122,7 +128,11 @@ fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Re
     }
     // Mounts first: the working directory may lie inside a data repository.
     setup::data_repositories(&ctx.mounts, reporter)?;
-    let workdir = setup::workdir(ctx)?;
+    if ctx.keep {
+        serve_runs(ctx, control, reporter);
+        return Ok(());
+    }
+    let workdir = setup::workdir(&ctx.effective_workdir(), ctx.user.as_ref())?;
     let owner = ctx.user.as_ref().map(|u| staging::Owner {
         uid: u.effective_uid(),
         gid: u.effective_gid(),
@@ -133,11 +143,98 @@ fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Re
     if control.stop_requested() {
         return Err("stopped by the host before the command started".into());
     }
-    run::run_command(ctx, &workdir, control, reporter);
+    let task = Task {
+        argv: &ctx.argv,
+        env: &ctx.env,
+        user: ctx.user.as_ref(),
+        hostname: &ctx.hostname,
+        run: None,
+    };
+    let status = run::run_command(&task, &workdir, control, reporter);
+    reporter.send(&GuestMessage::Exited(status));
     if let Some(stage) = &ctx.staging {
         staging::stage_out(stage, Path::new(&workdir), reporter)?;
     }
     Ok(())
+}
+
+/// The loop of a VM kept running: the context's command as its first run,
+/// then every run the host sends, until a stop. Runs that arrive after the
+/// stop are answered as not run.
+fn serve_runs(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) {
+    reporter.log("this VM is kept running after its command: it serves runs until stopped");
+    let mut next = Some(ctx.first_run());
+    while let Some(run) = next {
+        one_run(&run, &ctx.hostname, control, reporter);
+        next = control.next_run();
+    }
+    for run in control.take_queued() {
+        reporter.send(&GuestMessage::RunExited {
+            run: run.id,
+            status: ExitStatus {
+                code: None,
+                signal: None,
+            },
+            error: Some("the VM is stopping; the run did not start".into()),
+        });
+    }
+}
+
+/// One run in a kept VM: set up, stage in, run, stage out, and report its
+/// end last (`RunExited`), with what went wrong around the command.
+fn one_run(run: &RunRequest, hostname: &str, control: &Arc<Control>, reporter: &Arc<Reporter>) {
+    let none = ExitStatus {
+        code: None,
+        signal: None,
+    };
+    let (status, error) = match prepare_run(run, control, reporter) {
+        Err(message) => (none, Some(message)),
+        Ok(workdir) => {
+            let task = Task {
+                argv: &run.argv,
+                env: &run.env,
+                user: run.user.as_ref(),
+                hostname,
+                run: Some(run.id),
+            };
+            let status = run::run_command(&task, &workdir, control, reporter);
+            let error = match &run.staging {
+                Some(stage) => staging::stage_out(stage, Path::new(&workdir), reporter).err(),
+                None => None,
+            };
+            (status, error)
+        }
+    };
+    reporter.send(&GuestMessage::RunExited {
+        run: run.id,
+        status,
+        error,
+    });
+}
+
+/// Checks a run and prepares its user, working directory and inputs;
+/// returns the working directory.
+fn prepare_run(
+    run: &RunRequest,
+    control: &Arc<Control>,
+    reporter: &Arc<Reporter>,
+) -> Result<String, String> {
+    run.validate().map_err(|e| format!("run {}: {e}", run.id))?;
+    if let Some(user) = &run.user {
+        setup::user(user)?;
+    }
+    let workdir = setup::workdir(&run.effective_workdir(), run.user.as_ref())?;
+    if let Some(stage) = &run.staging {
+        let owner = run.user.as_ref().map(|u| staging::Owner {
+            uid: u.effective_uid(),
+            gid: u.effective_gid(),
+        });
+        staging::stage_in(stage, Path::new(&workdir), owner, reporter)?;
+    }
+    if control.stop_requested() {
+        return Err("stopped by the host before the command started".into());
+    }
+    Ok(workdir)
 }
 
 /// Ends every process, flushes and unmounts the disks, and powers off.

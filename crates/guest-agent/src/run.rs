@@ -1,7 +1,8 @@
 //! Running the command: spawn it as the job's user, stream its output as
 //! frames, reap it (and, as PID 1, every orphan), and obey the host's
-//! control messages (graceful stop, ping).
+//! control messages (graceful stop, ping, runs for a VM kept running).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -9,10 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage, JobContext};
+use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage, RunRequest, User};
 
 use crate::report::Reporter;
 use crate::sys;
@@ -24,12 +25,20 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// processes still holding its pipes are killed.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
+/// How often the control listener looks again while no host is connected
+/// to the control port (reads return 0 then).
+const CONTROL_POLL: Duration = Duration::from_millis(50);
+
 /// State shared between the main thread and the control listener.
 #[derive(Default)]
 pub struct Control {
     /// The running command's process group, if any.
     running: Mutex<Option<i32>>,
     stop_requested: AtomicBool,
+    /// Runs received and not yet started, in arrival order.
+    runs: Mutex<VecDeque<RunRequest>>,
+    /// Signalled when a run arrives or a stop is requested.
+    wake: Condvar,
 }
 
 impl Control {
@@ -37,9 +46,43 @@ impl Control {
         self.stop_requested.load(Ordering::SeqCst)
     }
 
+    /// Queues a run for the main thread.
+    pub fn push_run(&self, run: RunRequest) {
+        if let Ok(mut q) = self.runs.lock() {
+            q.push_back(run);
+            self.wake.notify_all();
+        }
+    }
+
+    /// The next run, waiting for one; `None` once a stop is requested.
+    pub fn next_run(&self) -> Option<RunRequest> {
+        let mut q = self.runs.lock().ok()?;
+        loop {
+            if self.stop_requested() {
+                return None;
+            }
+            if let Some(run) = q.pop_front() {
+                return Some(run);
+            }
+            // The timeout only guards against a missed wake-up.
+            q = self.wake.wait_timeout(q, Duration::from_secs(1)).ok()?.0;
+        }
+    }
+
+    /// Runs queued but never started (the VM is powering off).
+    pub fn take_queued(&self) -> Vec<RunRequest> {
+        self.runs
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     /// A graceful stop: SIGTERM now, SIGKILL after `grace`.
     pub fn request_stop(self: &Arc<Self>, grace: Duration, reporter: &Reporter) {
         self.stop_requested.store(true, Ordering::SeqCst);
+        if let Ok(_q) = self.runs.lock() {
+            self.wake.notify_all();
+        }
         let Some(pgid) = self.running.lock().ok().and_then(|g| *g) else {
             reporter.log("stop requested before the command started: it will not run");
             return;
@@ -83,7 +126,7 @@ pub fn listen_control(port: &Path, control: Arc<Control>, reporter: Arc<Reporter
     let mut buf = [0u8; 4096];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(200)),
+            Ok(0) => std::thread::sleep(CONTROL_POLL),
             Ok(n) => {
                 decoder.push(&buf[..n]);
                 loop {
@@ -104,6 +147,7 @@ pub fn listen_control(port: &Path, control: Arc<Control>, reporter: Arc<Reporter
                                     Err(e) => reporter.error(&format!("cannot set the clock: {e}")),
                                 }
                             }
+                            Ok(HostMessage::Run(run)) => control.push_run(run),
                             Err(e) => reporter.log(&format!("control port: {e}")),
                         },
                         Ok(None) => break,
@@ -120,26 +164,45 @@ pub fn listen_control(port: &Path, control: Arc<Control>, reporter: Arc<Reporter
     }
 }
 
-/// Runs the command to its end and returns how it ended. A command that
-/// cannot be executed is reported and ends with code 127.
+/// One command to run: the context's, or a run's.
+pub struct Task<'a> {
+    pub argv: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub user: Option<&'a User>,
+    pub hostname: &'a str,
+    /// The run id, for a VM kept running: reported in `RunStarted`.
+    pub run: Option<u64>,
+}
+
+/// Runs the command to its end and returns how it ended. It reports the
+/// start (`Started`, or `RunStarted` for a run) and the output; the caller
+/// reports the end. A command that cannot be executed is reported and ends
+/// with code 127.
 pub fn run_command(
-    ctx: &JobContext,
+    task: &Task,
     workdir: &str,
     control: &Arc<Control>,
     reporter: &Arc<Reporter>,
 ) -> ExitStatus {
-    let mut cmd = Command::new(&ctx.argv[0]);
-    cmd.args(&ctx.argv[1..])
+    let Some((program, args)) = task.argv.split_first() else {
+        reporter.error("the command is empty");
+        return ExitStatus {
+            code: Some(127),
+            signal: None,
+        };
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_clear()
         .env("PATH", DEFAULT_PATH)
-        .env("HOSTNAME", &ctx.hostname)
+        .env("HOSTNAME", task.hostname)
         .env("SHELL", "/bin/sh")
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    match &ctx.user {
+    match task.user {
         Some(user) => {
             cmd.env("HOME", user.home())
                 .env("USER", &user.name)
@@ -153,23 +216,33 @@ pub fn run_command(
                 .env("LOGNAME", "root");
         }
     }
-    cmd.envs(&ctx.env);
+    cmd.envs(task.env);
 
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            reporter.error(&format!("cannot execute `{}`: {e}", ctx.argv[0]));
-            let status = ExitStatus {
+            let message = format!("cannot execute `{program}`: {e}");
+            match task.run {
+                // A run's end says it all; an error would fail the run
+                // instead of giving it status 127 like a fresh VM's.
+                Some(_) => reporter.log(&message),
+                None => reporter.error(&message),
+            }
+            return ExitStatus {
                 code: Some(127),
                 signal: None,
             };
-            reporter.send(&GuestMessage::Exited(status));
-            return status;
         }
     };
     let pid = child.id() as i32;
     control.set_running(Some(pid));
-    reporter.send(&GuestMessage::Started { pid: pid as u32 });
+    reporter.send(&match task.run {
+        Some(run) => GuestMessage::RunStarted {
+            run,
+            pid: pid as u32,
+        },
+        None => GuestMessage::Started { pid: pid as u32 },
+    });
     reporter.log(&format!(
         "command started as pid {pid} at {:.3} s after boot",
         sys::uptime().unwrap_or(0.0)
@@ -214,7 +287,6 @@ pub fn run_command(
     for r in readers {
         let _ = r.join();
     }
-    reporter.send(&GuestMessage::Exited(status));
     reporter.log(&format!(
         "command exited: {}",
         match (status.code, status.signal) {

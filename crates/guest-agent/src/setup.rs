@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vgrid_guest_proto::{JobContext, Mount, SCRATCH_DIR, User};
+use vgrid_guest_proto::{Mount, SCRATCH_DIR, User};
 
 use crate::report::Reporter;
 use crate::sys;
@@ -269,12 +269,14 @@ fn run_quiet(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Creates the user's passwd and group entries and home directory.
+/// Creates the user's passwd and group entries and home directory. A user
+/// already in /etc/passwd (an earlier run of a kept VM) is left as is.
 pub fn user(user: &User) -> Result<(), String> {
     let uid = user.effective_uid();
     let gid = user.effective_gid();
     let home = user.home();
-    if user.name != "root" {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if user.name != "root" && !has_entry(&passwd, &user.name) {
         append_line(
             "/etc/passwd",
             &format!("{}:x:{uid}:{gid}:{}:{home}:/bin/sh", user.name, user.name),
@@ -290,6 +292,12 @@ pub fn user(user: &User) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a passwd or group text has an entry named `name`.
+fn has_entry(text: &str, name: &str) -> bool {
+    text.lines()
+        .any(|l| l.split(':').next().is_some_and(|n| n == name))
+}
+
 fn append_line(path: &str, line: &str) -> Result<(), String> {
     let mut text = fs::read_to_string(path).unwrap_or_default();
     if !text.is_empty() && !text.ends_with('\n') {
@@ -300,16 +308,17 @@ fn append_line(path: &str, line: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("write {path}: {e}"))
 }
 
-/// Creates the working directory when missing, owned by the command's user.
-pub fn workdir(ctx: &JobContext) -> Result<String, String> {
-    let dir = ctx.effective_workdir();
+/// Creates the working directory `dir` when missing, owned by the
+/// command's user; returns it.
+pub fn workdir(dir: &str, user: Option<&User>) -> Result<String, String> {
+    let dir = dir.to_string();
     if !Path::new(&dir).is_dir() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&dir)
             .map_err(|e| format!("create the working directory {dir}: {e}"))?;
-        if let Some(user) = &ctx.user {
+        if let Some(user) = user {
             sys::lchown(Path::new(&dir), user.effective_uid(), user.effective_gid())
                 .map_err(|e| format!("chown {dir}: {e}"))?;
         }
@@ -347,6 +356,16 @@ pub fn data_repositories(mounts: &[Mount], reporter: &Reporter) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_entries_are_found_by_exact_name() {
+        let text = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/work/home/alice:/bin/sh\n";
+        assert!(has_entry(text, "alice"));
+        assert!(has_entry(text, "root"));
+        assert!(!has_entry(text, "ali"));
+        assert!(!has_entry(text, "bob"));
+        assert!(!has_entry("", "alice"));
+    }
 
     #[test]
     fn ext4_geometry_reads_block_count_and_size() {

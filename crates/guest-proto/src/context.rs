@@ -14,7 +14,9 @@
 //!   "hostname": "job-42",
 //!   "mounts": [{"tag": "data0", "guest_path": "/data", "readonly": true}],
 //!   "staging": {"tag": "stage", "inputs": ["in.txt"], "outputs": ["out.txt"]},
-//!   "network": true
+//!   "network": true,
+//!   "keep": true,
+//!   "run": 7
 //! }
 //! ```
 //!
@@ -36,6 +38,16 @@
 //!   so the VM stays checkpointable.
 //! - `network`: bring up the first virtio-net interface with DHCP (passt
 //!   answers DHCP and DNS).
+//! - `keep` (default false): keep the VM up after the command instead of
+//!   powering off; the agent then runs the [`RunRequest`]s the host sends
+//!   on the control port, one after the other, until the host sends `Stop`.
+//!   The command of the context is itself run `run` (default 0): it is
+//!   reported with `RunStarted` and `RunExited` like the later runs, not
+//!   with `Started` and `Exited`. `run` is refused without `keep`.
+//!
+//! A [`RunRequest`] carries the per-task fields of a context (`argv`,
+//! `env`, `user`, `workdir`, `staging`) with the same rules; the host name,
+//! the network and the data repositories are the VM's.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
@@ -92,10 +104,86 @@ pub struct JobContext {
     /// Whether to configure the network with DHCP.
     #[serde(default = "default_true")]
     pub network: bool,
+    /// Keep the VM running after the command and serve runs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
+    /// The run id of the command, with `keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One task for a VM kept running (a context with `keep`): sent by the
+/// host in the control message `Run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Chosen by the host; reported back in `RunStarted` and `RunExited`.
+    pub id: u64,
+    /// The command and its arguments; `argv[0]` is looked up in `PATH`.
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The user the command runs as; root when absent.
+    #[serde(default)]
+    pub user: Option<User>,
+    /// The working directory; see [`effective_workdir`].
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Files copied in before and out after the command, through the
+    /// VM's staging share (which must exist: the VM was started with one).
+    #[serde(default)]
+    pub staging: Option<Staging>,
+}
+
+impl RunRequest {
+    /// A run of `argv` as root in [`crate::SCRATCH_DIR`].
+    pub fn new(id: u64, argv: Vec<String>) -> Self {
+        RunRequest {
+            id,
+            argv,
+            env: BTreeMap::new(),
+            user: None,
+            workdir: None,
+            staging: None,
+        }
+    }
+
+    /// The working directory the agent will use.
+    pub fn effective_workdir(&self) -> String {
+        effective_workdir(self.workdir.as_deref(), self.user.as_ref())
+    }
+
+    /// Checks every field with the rules of a context; the first problem
+    /// found is returned.
+    pub fn validate(&self) -> Result<(), ContextError> {
+        check_task(
+            &self.argv,
+            &self.env,
+            self.user.as_ref(),
+            self.workdir.as_deref(),
+        )?;
+        if let Some(staging) = &self.staging {
+            check_staging(staging, &[])?;
+        }
+        Ok(())
+    }
+}
+
+/// The working directory of a task: `workdir`, else the user's home, else
+/// [`crate::SCRATCH_DIR`] for root.
+pub fn effective_workdir(workdir: Option<&str>, user: Option<&User>) -> String {
+    match (workdir, user) {
+        (Some(dir), _) => dir.to_string(),
+        (None, Some(user)) if user.name != "root" => user.home(),
+        (None, _) => crate::SCRATCH_DIR.to_string(),
+    }
 }
 
 /// The user the command runs as.
@@ -172,6 +260,8 @@ impl JobContext {
             mounts: Vec::new(),
             staging: None,
             network: true,
+            keep: false,
+            run: None,
         }
     }
 
@@ -220,65 +310,35 @@ impl JobContext {
 
     /// The working directory the agent will use.
     pub fn effective_workdir(&self) -> String {
-        match (&self.workdir, &self.user) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(user)) if user.name != "root" => user.home(),
-            (None, _) => crate::SCRATCH_DIR.to_string(),
+        effective_workdir(self.workdir.as_deref(), self.user.as_ref())
+    }
+
+    /// The context's own command as a run (for a context with `keep`).
+    pub fn first_run(&self) -> RunRequest {
+        RunRequest {
+            id: self.run.unwrap_or(0),
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            staging: self.staging.clone(),
         }
     }
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ContextError> {
-        let invalid = |field: String, reason: &str| {
-            Err(ContextError::Invalid {
-                field,
-                reason: reason.to_string(),
-            })
-        };
         if self.version != CONTEXT_VERSION {
             return Err(ContextError::UnsupportedVersion {
                 found: self.version,
                 supported: CONTEXT_VERSION,
             });
         }
-        if self.argv.is_empty() || self.argv[0].is_empty() {
-            return invalid("argv".into(), "the command is empty");
-        }
-        for (i, arg) in self.argv.iter().enumerate() {
-            if arg.contains('\0') {
-                return invalid(format!("argv[{i}]"), "contains a NUL byte");
-            }
-        }
-        for (key, value) in &self.env {
-            if !is_env_name(key) {
-                return invalid(
-                    format!("env.{key}"),
-                    "a variable name must match [A-Za-z_][A-Za-z0-9_]*",
-                );
-            }
-            if value.contains('\0') {
-                return invalid(format!("env.{key}"), "the value contains a NUL byte");
-            }
-        }
-        if let Some(user) = &self.user {
-            if !is_user_name(&user.name) {
-                return invalid(
-                    "user.name".into(),
-                    "a user name must match [a-z_][a-z0-9_-]* and be at most 32 characters",
-                );
-            }
-            if user.name != "root" && user.effective_uid() == 0 {
-                return invalid("user.uid".into(), "uid 0 is reserved for the user `root`");
-            }
-            if user.effective_uid() > 0x7fff_ffff || user.effective_gid() > 0x7fff_ffff {
-                return invalid("user".into(), "uid and gid must be below 2^31");
-            }
-        }
-        if let Some(workdir) = &self.workdir
-            && let Err(reason) = check_guest_path(workdir)
-        {
-            return invalid("workdir".into(), reason);
-        }
+        check_task(
+            &self.argv,
+            &self.env,
+            self.user.as_ref(),
+            self.workdir.as_deref(),
+        )?;
         if !is_hostname(&self.hostname) {
             return invalid(
                 "hostname".into(),
@@ -305,25 +365,91 @@ impl JobContext {
             }
         }
         if let Some(staging) = &self.staging {
-            if !is_tag(&staging.tag) {
-                return invalid(
-                    "staging.tag".into(),
-                    "a tag is 1 to 31 letters, digits, '.', '_' or '-'",
-                );
-            }
-            if tags.contains(&staging.tag.as_str()) {
-                return invalid("staging.tag".into(), "the tag is also a data repository's");
-            }
-            for (name, list) in [("inputs", &staging.inputs), ("outputs", &staging.outputs)] {
-                for (i, path) in list.iter().enumerate() {
-                    if let Err(reason) = check_relative_path(path) {
-                        return invalid(format!("staging.{name}[{i}]"), reason);
-                    }
-                }
-            }
+            check_staging(staging, &tags)?;
+        }
+        if self.run.is_some() && !self.keep {
+            return invalid("run".into(), "a run id needs `keep`");
         }
         Ok(())
     }
+}
+
+fn invalid(field: String, reason: &str) -> Result<(), ContextError> {
+    Err(ContextError::Invalid {
+        field,
+        reason: reason.to_string(),
+    })
+}
+
+/// The rules shared by a context and a run: command, environment, user,
+/// working directory.
+fn check_task(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    user: Option<&User>,
+    workdir: Option<&str>,
+) -> Result<(), ContextError> {
+    if argv.is_empty() || argv[0].is_empty() {
+        return invalid("argv".into(), "the command is empty");
+    }
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            return invalid(format!("argv[{i}]"), "contains a NUL byte");
+        }
+    }
+    for (key, value) in env {
+        if !is_env_name(key) {
+            return invalid(
+                format!("env.{key}"),
+                "a variable name must match [A-Za-z_][A-Za-z0-9_]*",
+            );
+        }
+        if value.contains('\0') {
+            return invalid(format!("env.{key}"), "the value contains a NUL byte");
+        }
+    }
+    if let Some(user) = user {
+        if !is_user_name(&user.name) {
+            return invalid(
+                "user.name".into(),
+                "a user name must match [a-z_][a-z0-9_-]* and be at most 32 characters",
+            );
+        }
+        if user.name != "root" && user.effective_uid() == 0 {
+            return invalid("user.uid".into(), "uid 0 is reserved for the user `root`");
+        }
+        if user.effective_uid() > 0x7fff_ffff || user.effective_gid() > 0x7fff_ffff {
+            return invalid("user".into(), "uid and gid must be below 2^31");
+        }
+    }
+    if let Some(workdir) = workdir
+        && let Err(reason) = check_guest_path(workdir)
+    {
+        return invalid("workdir".into(), reason);
+    }
+    Ok(())
+}
+
+/// The staging share's tag (not one of the data repositories' `tags`) and
+/// its relative paths.
+fn check_staging(staging: &Staging, tags: &[&str]) -> Result<(), ContextError> {
+    if !is_tag(&staging.tag) {
+        return invalid(
+            "staging.tag".into(),
+            "a tag is 1 to 31 letters, digits, '.', '_' or '-'",
+        );
+    }
+    if tags.contains(&staging.tag.as_str()) {
+        return invalid("staging.tag".into(), "the tag is also a data repository's");
+    }
+    for (name, list) in [("inputs", &staging.inputs), ("outputs", &staging.outputs)] {
+        for (i, path) in list.iter().enumerate() {
+            if let Err(reason) = check_relative_path(path) {
+                return invalid(format!("staging.{name}[{i}]"), reason);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -549,6 +675,69 @@ mod tests {
         let mut c = full();
         c.staging.as_mut().unwrap().tag = "data0".into();
         assert_eq!(field_of(&c), "staging.tag");
+    }
+
+    #[test]
+    fn keep_and_run_round_trip_and_stay_out_of_plain_contexts() {
+        let plain = full().to_json().expect("valid");
+        assert!(
+            !plain.contains("keep") && !plain.contains("\"run\""),
+            "{plain}"
+        );
+        let mut kept = full();
+        kept.keep = true;
+        kept.run = Some(42);
+        let json = kept.to_json().expect("valid");
+        let back = JobContext::from_json(json.as_bytes()).expect("valid");
+        assert_eq!(back, kept);
+        let first = back.first_run();
+        assert_eq!(first.id, 42);
+        assert_eq!(first.argv, kept.argv);
+        assert_eq!(first.staging, kept.staging);
+        assert_eq!(first.effective_workdir(), "/work/alice");
+
+        let mut run_without_keep = full();
+        run_without_keep.run = Some(1);
+        assert_eq!(field_of(&run_without_keep), "run");
+    }
+
+    #[test]
+    fn runs_are_checked_like_contexts() {
+        let ok = RunRequest::new(1, vec!["true".into()]);
+        ok.validate().expect("valid");
+        assert_eq!(ok.effective_workdir(), "/work");
+        let reason_field = |r: &RunRequest| match r.validate() {
+            Err(ContextError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        };
+        assert_eq!(reason_field(&RunRequest::new(1, vec![])), "argv");
+        let mut r = ok.clone();
+        r.env.insert("1X".into(), "v".into());
+        assert_eq!(reason_field(&r), "env.1X");
+        let mut r = ok.clone();
+        r.user = Some(User {
+            name: "Bad".into(),
+            uid: None,
+            gid: None,
+        });
+        assert_eq!(reason_field(&r), "user.name");
+        let mut r = ok.clone();
+        r.workdir = Some("/a/../b".into());
+        assert_eq!(reason_field(&r), "workdir");
+        let mut r = ok.clone();
+        r.staging = Some(Staging {
+            tag: "stage".into(),
+            inputs: vec![],
+            outputs: vec!["../x".into()],
+        });
+        assert_eq!(reason_field(&r), "staging.outputs[0]");
+        let mut r = ok;
+        r.user = Some(User {
+            name: "bob".into(),
+            uid: None,
+            gid: None,
+        });
+        assert_eq!(r.effective_workdir(), "/work/home/bob");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub mod context;
 pub mod frame;
 pub mod message;
 
-pub use context::{ContextError, JobContext, Mount, Staging, User};
+pub use context::{ContextError, JobContext, Mount, RunRequest, Staging, User};
 pub use frame::{DecodeError, Frame, FrameDecoder};
 pub use message::{ExitStatus, GuestMessage, HostMessage, MessageError, StagingPhase};
 

@@ -13,6 +13,8 @@
 //! | 7 | `AgentError` | JSON `{"message":"..."}` |
 //! | 8 | `Staging` | JSON `{"phase":"in","path":"a.txt","bytes":12}` |
 //! | 9 | `Pong` | JSON `{"id":7}` |
+//! | 10 | `RunStarted` | JSON `{"run":5,"pid":123}`: run 5's command is running |
+//! | 11 | `RunExited` | JSON `{"run":5,"code":0,"signal":null,"error":null}`: run 5 ended; its outputs are staged out |
 //!
 //! Host -> guest, on the port `org.vgrid.ctl` ([`HostMessage`]):
 //!
@@ -21,6 +23,7 @@
 //! | 65 | `Stop` | JSON `{"grace_secs":10}`: SIGTERM the command, SIGKILL after the grace period, then stage out and power off |
 //! | 66 | `Ping` | JSON `{"id":7}`: the agent answers `Pong` with the same id |
 //! | 67 | `SetClock` | JSON `{"unix_ms":1767225600000}`: set the guest's wall clock (after a restore or migration the guest's clock lags by the time it was stopped) |
+//! | 68 | `Run` | JSON [`RunRequest`](crate::RunRequest) `{"id":5,"argv":["true"],"env":{},"user":null,"workdir":null,"staging":null}`: run a command in a VM kept running |
 //!
 //! Order of a run: `Hello`, `Log`s, `Staging` (in), `Started`, output,
 //! `Exited`, `Staging` (out), then the VM powers off. The outcome of a run is
@@ -30,9 +33,21 @@
 //! `Exited` with code 127. A failure to stage outputs out is an
 //! `AgentError` after `Exited`. Unknown kinds are reported as
 //! [`MessageError::UnknownKind`] so that a reader can skip them.
+//!
+//! A VM started with `keep` in its context does not power off after its
+//! command: each task (the context's own command first, as run `run`,
+//! then every `Run` the host sends) goes `Staging` (in), `RunStarted`,
+//! output, `Staging` (out), `RunExited`. Runs execute one at a time in the
+//! order they arrived, so the output frames between `RunStarted` and
+//! `RunExited` of a run are that run's. `RunExited` comes last, after the
+//! outputs are staged out; its `error` is set when the agent could not set
+//! the run up (stage in, bad request) or stage its outputs out, and then
+//! `code` may be absent. A command that cannot be executed ends with code
+//! 127 as above. The VM powers off only when the host sends `Stop`.
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::RunRequest;
 use crate::frame::{Frame, MAX_PAYLOAD, encode_into};
 
 /// A frame that is not a message this side understands.
@@ -104,6 +119,18 @@ pub enum GuestMessage {
     Pong {
         id: u64,
     },
+    /// The command of run `run` (a VM kept running) started.
+    RunStarted {
+        run: u64,
+        pid: u32,
+    },
+    /// Run `run` ended: its command's status, and what went wrong around it.
+    RunExited {
+        run: u64,
+        status: ExitStatus,
+        /// Set when the run could not be set up or its outputs staged out.
+        error: Option<String>,
+    },
 }
 
 /// A message from the host.
@@ -119,6 +146,8 @@ pub enum HostMessage {
     SetClock {
         unix_ms: u64,
     },
+    /// A task for a VM kept running.
+    Run(RunRequest),
 }
 
 mod kind {
@@ -131,9 +160,12 @@ mod kind {
     pub const AGENT_ERROR: u8 = 7;
     pub const STAGING: u8 = 8;
     pub const PONG: u8 = 9;
+    pub const RUN_STARTED: u8 = 10;
+    pub const RUN_EXITED: u8 = 11;
     pub const STOP: u8 = 65;
     pub const PING: u8 = 66;
     pub const SET_CLOCK: u8 = 67;
+    pub const RUN: u8 = 68;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,6 +198,19 @@ struct ClockBody {
 #[derive(Serialize, Deserialize)]
 struct StopBody {
     grace_secs: u32,
+}
+#[derive(Serialize, Deserialize)]
+struct RunStartedBody {
+    run: u64,
+    pid: u32,
+}
+#[derive(Serialize, Deserialize)]
+struct RunExitedBody {
+    run: u64,
+    code: Option<i32>,
+    signal: Option<i32>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -251,6 +296,24 @@ impl GuestMessage {
                 out,
             ),
             GuestMessage::Pong { id } => encode_into(kind::PONG, &json(&IdBody { id: *id }), out),
+            GuestMessage::RunStarted { run, pid } => encode_into(
+                kind::RUN_STARTED,
+                &json(&RunStartedBody {
+                    run: *run,
+                    pid: *pid,
+                }),
+                out,
+            ),
+            GuestMessage::RunExited { run, status, error } => encode_into(
+                kind::RUN_EXITED,
+                &json(&RunExitedBody {
+                    run: *run,
+                    code: status.code,
+                    signal: status.signal,
+                    error: error.as_deref().map(clip),
+                }),
+                out,
+            ),
         }
     }
 
@@ -296,6 +359,24 @@ impl GuestMessage {
             kind::PONG => GuestMessage::Pong {
                 id: parse::<IdBody>(k, p)?.id,
             },
+            kind::RUN_STARTED => {
+                let b: RunStartedBody = parse(k, p)?;
+                GuestMessage::RunStarted {
+                    run: b.run,
+                    pid: b.pid,
+                }
+            }
+            kind::RUN_EXITED => {
+                let b: RunExitedBody = parse(k, p)?;
+                GuestMessage::RunExited {
+                    run: b.run,
+                    status: ExitStatus {
+                        code: b.code,
+                        signal: b.signal,
+                    },
+                    error: b.error,
+                }
+            }
             other => return Err(MessageError::UnknownKind(other)),
         })
     }
@@ -321,6 +402,7 @@ impl HostMessage {
                 &json(&ClockBody { unix_ms: *unix_ms }),
                 &mut out,
             ),
+            HostMessage::Run(req) => encode_into(kind::RUN, &json(req), &mut out),
         }
         out
     }
@@ -339,6 +421,7 @@ impl HostMessage {
             kind::PING => HostMessage::Ping {
                 id: parse::<IdBody>(k, p)?.id,
             },
+            kind::RUN => HostMessage::Run(parse(k, p)?),
             other => return Err(MessageError::UnknownKind(other)),
         })
     }
@@ -385,6 +468,23 @@ mod tests {
                 bytes: 12,
             },
             GuestMessage::Pong { id: 9 },
+            GuestMessage::RunStarted { run: 5, pid: 77 },
+            GuestMessage::RunExited {
+                run: 5,
+                status: ExitStatus {
+                    code: Some(2),
+                    signal: None,
+                },
+                error: None,
+            },
+            GuestMessage::RunExited {
+                run: 6,
+                status: ExitStatus {
+                    code: None,
+                    signal: None,
+                },
+                error: Some("staging input `a` in: no such file".into()),
+            },
         ];
         let mut bytes = Vec::new();
         for m in &msgs {
@@ -401,6 +501,22 @@ mod tests {
             HostMessage::SetClock {
                 unix_ms: 1_767_225_600_000,
             },
+            HostMessage::Run(RunRequest::new(5, vec!["true".into()])),
+            HostMessage::Run(RunRequest {
+                env: [("A".to_string(), "b".to_string())].into(),
+                user: Some(crate::User {
+                    name: "alice".into(),
+                    uid: Some(1001),
+                    gid: None,
+                }),
+                workdir: Some("/work/x".into()),
+                staging: Some(crate::Staging {
+                    tag: "stage".into(),
+                    inputs: vec!["in.txt".into()],
+                    outputs: vec![],
+                }),
+                ..RunRequest::new(u64::MAX, vec!["sh".into(), "-c".into(), "echo".into()])
+            }),
         ] {
             let mut dec = FrameDecoder::new();
             dec.push(&m.encode());
@@ -447,6 +563,71 @@ mod tests {
             payload: b"{\"grace_secs\":1}".to_vec(),
         };
         assert!(GuestMessage::from_frame(&stop_on_wrong_port).is_err());
+    }
+
+    #[test]
+    fn a_run_exit_without_error_field_reads_as_none() {
+        let frame = Frame {
+            kind: kind::RUN_EXITED,
+            payload: br#"{"run":3,"code":0,"signal":null}"#.to_vec(),
+        };
+        assert_eq!(
+            GuestMessage::from_frame(&frame),
+            Ok(GuestMessage::RunExited {
+                run: 3,
+                status: ExitStatus {
+                    code: Some(0),
+                    signal: None
+                },
+                error: None
+            })
+        );
+        let bad_run = Frame {
+            kind: kind::RUN,
+            payload: br#"{"id":"x","argv":[]}"#.to_vec(),
+        };
+        assert!(matches!(
+            HostMessage::from_frame(&bad_run),
+            Err(MessageError::BadPayload { kind: 68, .. })
+        ));
+    }
+
+    #[test]
+    fn any_kind_with_any_payload_decodes_or_errs_without_panicking() {
+        // A small deterministic generator (xorshift) instead of a property
+        // testing crate: every kind, payloads of JSON-ish and random bytes.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let samples: [&[u8]; 6] = [
+            b"",
+            b"{}",
+            b"null",
+            br#"{"run":1}"#,
+            br#"{"id":1,"argv":[""],"env":{"A=":"\u0000"}}"#,
+            br#"{"run":18446744073709551615,"pid":4294967295,"code":-1,"signal":9,"error":""}"#,
+        ];
+        for kind in 0..=255u8 {
+            for payload in samples {
+                let frame = Frame {
+                    kind,
+                    payload: payload.to_vec(),
+                };
+                let _ = GuestMessage::from_frame(&frame);
+                let _ = HostMessage::from_frame(&frame);
+            }
+            for _ in 0..20 {
+                let len = (next() % 64) as usize;
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let frame = Frame { kind, payload };
+                let _ = GuestMessage::from_frame(&frame);
+                let _ = HostMessage::from_frame(&frame);
+            }
+        }
     }
 
     #[test]

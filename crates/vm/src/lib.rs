@@ -18,6 +18,7 @@
 pub mod accel;
 pub mod checkpoint;
 pub mod error;
+pub mod exec;
 pub mod fsutil;
 pub mod host;
 pub mod images;

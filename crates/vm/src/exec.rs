@@ -1,0 +1,576 @@
+//! Tasks in a VM kept running (the `persistent` and `save-restore` VM
+//! modes): such a VM boots with `keep` in its job context, so its guest
+//! agent does not power off after the command but runs the `Run` requests
+//! the host sends on the control port, one after the other.
+//!
+//! Every task is a *run* with an id the host picks. Its frames in
+//! `agent.out` are `RunStarted { run }`, its output, then `RunExited { run }`
+//! last; runs never overlap, so the output between the two belongs to the
+//! run. A [`RunReader`] reads one run's output and end from a byte offset
+//! of `agent.out` (where the run's frames begin), so that a VM's earlier
+//! runs, or the output a restored checkpoint carries, are never read again.
+//!
+//! A kept VM is an ordinary VM for the rest of the runtime: it can be
+//! paused, checkpointed (also with stop: the save of `save-restore`),
+//! restored, stopped (the agent powers off on `Stop`) and killed. Its state
+//! shows as `starting` in listings, because the agent reports runs, not the
+//! one command of a fresh VM.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vgrid_guest_proto::{
+    ExitStatus, FrameDecoder, GuestMessage, HostMessage, JobContext, Mount, RunRequest, Staging,
+    User,
+};
+
+use crate::error::{Result, VmError};
+use crate::fsutil;
+use crate::layout::{VmDir, check_vm_name, hostname_for};
+use crate::qemu::LaunchMode;
+use crate::record::{Intent, MountRecord, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix};
+use crate::runtime::{Runtime, VmLock, VmSpec};
+
+/// The tag of a kept VM's staging share. A kept VM always gets one, so that
+/// any later run can stage files.
+const STAGE_TAG: &str = "stage";
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    pub status: ExitStatus,
+    /// What went wrong around the command (set-up, staging), if anything.
+    pub error: Option<String>,
+}
+
+/// Reads one run's output and end from a kept VM's `agent.out`.
+#[derive(Debug)]
+pub struct RunReader {
+    path: PathBuf,
+    run: u64,
+    start: u64,
+    offset: u64,
+    decoder: FrameDecoder,
+    started: bool,
+    end: Option<RunEnd>,
+    /// Errors the agent reported while this run was being read (a failed
+    /// set-up of a fresh kept VM comes as an error and a power-off).
+    errors: Vec<String>,
+}
+
+/// Bytes read per poll, so a huge output never sits in memory at once.
+const READ_WINDOW: u64 = 4 << 20;
+
+impl RunReader {
+    /// A reader of run `run` whose frames begin at byte `from` of `path`.
+    pub fn new(path: impl Into<PathBuf>, run: u64, from: u64) -> RunReader {
+        RunReader {
+            path: path.into(),
+            run,
+            start: from,
+            offset: from,
+            decoder: FrameDecoder::new(),
+            started: false,
+            end: None,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// The byte offset of `agent.out` where this run's frames begin.
+    pub fn start_offset(&self) -> u64 {
+        self.start
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run's command started (or the run has ended).
+    pub fn started(&self) -> bool {
+        self.started || self.end.is_some()
+    }
+
+    pub fn end(&self) -> Option<&RunEnd> {
+        self.end.as_ref()
+    }
+
+    /// Agent errors seen since the run's frames began.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// The run's output (stdout and stderr, in arrival order) written since
+    /// the last call. Call again until it returns nothing to read all.
+    pub fn poll(&mut self) -> Result<Vec<u8>> {
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(VmError::io("open", &self.path, e)),
+        };
+        f.seek(SeekFrom::Start(self.offset))
+            .map_err(|e| VmError::io("seek", &self.path, e))?;
+        let mut buf = Vec::new();
+        let n = f
+            .take(READ_WINDOW)
+            .read_to_end(&mut buf)
+            .map_err(|e| VmError::io("read", &self.path, e))?;
+        self.offset += n as u64;
+        self.decoder.push(&buf);
+        let mut out = Vec::new();
+        loop {
+            let frame = match self.decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                // Garbage was skipped by the decoder; go on.
+                Err(_) => continue,
+            };
+            let Ok(msg) = GuestMessage::from_frame(&frame) else {
+                continue;
+            };
+            self.absorb(msg, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn absorb(&mut self, msg: GuestMessage, out: &mut Vec<u8>) {
+        let in_run = self.started && self.end.is_none();
+        match msg {
+            GuestMessage::RunStarted { run, .. } if run == self.run => self.started = true,
+            GuestMessage::RunExited { run, status, error } if run == self.run => {
+                self.end = Some(RunEnd { status, error });
+            }
+            GuestMessage::Stdout(bytes) | GuestMessage::Stderr(bytes) if in_run => {
+                out.extend_from_slice(&bytes);
+            }
+            GuestMessage::AgentError { message } if self.end.is_none() => {
+                self.errors.push(message);
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads everything written so far; returns the run's new output.
+    pub fn drain(&mut self) -> Result<Vec<u8>> {
+        let mut all = Vec::new();
+        loop {
+            let before = self.offset;
+            all.extend(self.poll()?);
+            if self.offset == before {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Boots a VM that stays up after its command: the command runs as run
+    /// `run`, and later runs come with [`Runtime::exec`]. Returns once the
+    /// command has started (or already ended), with a reader of its run.
+    ///
+    /// This follows [`Runtime::start`] step by step; only the context
+    /// differs (`keep`, `run`) and the VM always gets a staging share.
+    pub async fn start_kept(&self, spec: VmSpec, run: u64) -> Result<RunReader> {
+        check_vm_name(&spec.name)?;
+        if spec.cpus == 0 || spec.cpus > 255 {
+            return Err(VmError::bad_spec(
+                "--cpus",
+                spec.cpus.to_string(),
+                "use 1 to 255",
+            ));
+        }
+        if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
+            return Err(VmError::bad_spec(
+                "--memory-mb",
+                spec.memory_mb.to_string(),
+                "use 64 to 1048576",
+            ));
+        }
+        let image = self.images.boot_image(&spec.image)?;
+        if !image.agent {
+            return Err(VmError::bad_spec(
+                "image",
+                image.name.clone(),
+                "has no guest agent, so it cannot keep a VM running between tasks",
+            ));
+        }
+        if spec.command.is_empty() {
+            return Err(VmError::bad_spec("command", "", "the command is empty"));
+        }
+        let dir = self.vm_dir(&spec.name);
+        dir.check_socket_paths()?;
+        let mut mounts = Vec::new();
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
+            if !host.is_dir() {
+                return Err(VmError::bad_spec(
+                    "--mount",
+                    m.host.display().to_string(),
+                    "not a directory",
+                ));
+            }
+            mounts.push(MountRecord {
+                tag: format!("data{i}"),
+                host_path: host,
+                guest_path: m.guest.clone(),
+                readonly: m.readonly,
+            });
+        }
+        let inputs = match &spec.staging {
+            Some(st) => self.resolve_inputs(&st.inputs)?,
+            None => Vec::new(),
+        };
+
+        let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
+        ctx.env = spec.env.clone();
+        ctx.user = spec.user.as_ref().map(|u| User {
+            name: u.clone(),
+            uid: None,
+            gid: None,
+        });
+        ctx.workdir = spec.workdir.clone();
+        ctx.network = spec.network;
+        ctx.mounts = mounts
+            .iter()
+            .map(|m| Mount {
+                tag: m.tag.clone(),
+                guest_path: m.guest_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect();
+        ctx.staging = spec.staging.as_ref().map(|st| Staging {
+            tag: STAGE_TAG.into(),
+            inputs: inputs.iter().map(|(_, n)| n.clone()).collect(),
+            outputs: st.outputs.clone(),
+        });
+        ctx.keep = true;
+        ctx.run = Some(run);
+        let json = ctx
+            .to_json()
+            .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
+
+        let accel = self.accel();
+        let qemu = self.qemu_info()?;
+        let base_bytes = self.virtual_size(&image.disk)?;
+        let disk_bytes = match spec.disk_gb {
+            None => base_bytes,
+            Some(g) => g
+                .checked_mul(1 << 30)
+                .filter(|b| *b >= base_bytes)
+                .ok_or_else(|| {
+                    VmError::bad_spec(
+                        "--disk-gb",
+                        g.to_string(),
+                        format!("use at least the image's disk ({base_bytes} bytes)"),
+                    )
+                })?,
+        };
+
+        fs::create_dir_all(self.cfg.data_dir.join("vms"))
+            .map_err(|e| VmError::io("create directory", self.cfg.data_dir.join("vms"), e))?;
+        match fs::create_dir(dir.root()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(VmError::Exists(spec.name.clone()));
+            }
+            Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
+        }
+        let prepared = async {
+            fsutil::create_dir_mode(dir.root(), 0o700)?;
+            let top = dir.disk_layer(0);
+            self.create_overlay(&top, disk_bytes)?;
+            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
+            self.fill_stage(&dir, &inputs)?;
+            let id = new_vm_id(&spec.name);
+            let rec = VmRecord {
+                format: RECORD_FORMAT,
+                mac: mac_for(&id),
+                id,
+                name: spec.name.clone(),
+                created_unix: now_unix(),
+                disks: vec![image.disk.clone(), top],
+                image: image.clone(),
+                cpus: spec.cpus,
+                memory_mb: spec.memory_mb,
+                disk_bytes,
+                cpu_model: accel.accel.default_cpu_model().to_string(),
+                accel: accel.accel,
+                accel_reason: accel.reason.clone(),
+                machine: qemu.q35_machine.clone(),
+                mounts,
+                staging_tag: Some(STAGE_TAG.into()),
+                publish: spec.publish.clone(),
+                network: spec.network,
+                context: Some(ctx),
+                checkpointed_layers: 0,
+                last_checkpoint: None,
+                restored_from: None,
+                run_as: self.run_as.name(),
+                qemu_version: qemu.version.clone(),
+                intent: Intent::Run,
+            };
+            rec.save(&dir.record())?;
+            self.give_to_vm_user(&dir)?;
+            Ok::<_, VmError>(rec)
+        }
+        .await;
+        let rec = match prepared {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = fs::remove_dir_all(dir.root());
+                return Err(e);
+            }
+        };
+        self.boot(&dir, &rec, LaunchMode::default()).await?;
+        let reader = RunReader::new(dir.agent_out(), run, 0);
+        self.wait_run_started(&dir, &spec.name, &reader).await?;
+        Ok(reader)
+    }
+
+    /// Runs `run` in the kept VM `name`. `inputs` are host files (inside
+    /// the mount roots) copied into the VM's staging share under their file
+    /// names, replacing the previous run's files; `run.staging`, when set,
+    /// names the outputs (its tag and inputs are filled in here). Returns
+    /// once the command has started (or already ended), with a reader of
+    /// the run.
+    pub async fn exec(
+        &self,
+        name: &str,
+        mut run: RunRequest,
+        inputs: &[PathBuf],
+    ) -> Result<RunReader> {
+        let dir = self.existing(name)?;
+        let offset = {
+            let _lock = VmLock::acquire(&dir, name).await?;
+            let rec = VmRecord::load(&dir.record())?;
+            if !rec.context.as_ref().is_some_and(|c| c.keep) {
+                return Err(VmError::WrongState {
+                    name: name.to_string(),
+                    state: "not kept running".into(),
+                    action: "run a task in it (it was started for one command)".into(),
+                });
+            }
+            if self.qemu_pid(&dir).is_none() {
+                return Err(VmError::WrongState {
+                    name: name.to_string(),
+                    state: "not running".into(),
+                    action: "run a task in it".into(),
+                });
+            }
+            let staged = self.resolve_inputs(inputs)?;
+            if run.staging.is_some() || !staged.is_empty() {
+                let Some(tag) = rec.staging_tag.clone() else {
+                    return Err(VmError::bad_spec(
+                        "staging",
+                        name,
+                        "the VM was started without a staging share",
+                    ));
+                };
+                let outputs = run.staging.take().map(|s| s.outputs).unwrap_or_default();
+                run.staging = Some(Staging {
+                    tag,
+                    inputs: staged.iter().map(|(_, n)| n.clone()).collect(),
+                    outputs,
+                });
+            }
+            run.validate()
+                .map_err(|e| VmError::bad_spec("run", run.id.to_string(), e.to_string()))?;
+            self.fill_stage(&dir, &staged)?;
+            let offset = fs::metadata(dir.agent_out()).map(|m| m.len()).unwrap_or(0);
+            self.send_control(&dir, &HostMessage::Run(run.clone()))
+                .await?;
+            offset
+        };
+        let reader = RunReader::new(dir.agent_out(), run.id, offset);
+        self.wait_run_started(&dir, name, &reader).await?;
+        Ok(reader)
+    }
+
+    /// Sets the guest's wall clock to the host's (a restored VM's clock
+    /// lags by the time it was saved).
+    pub async fn set_guest_clock(&self, name: &str) -> Result<()> {
+        let dir = self.existing(name)?;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.send_control(&dir, &HostMessage::SetClock { unix_ms })
+            .await
+    }
+
+    /// Host files for staging: resolved inside the mount roots, with the
+    /// file name they get in the share.
+    fn resolve_inputs(&self, inputs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+        let mut out = Vec::new();
+        for input in inputs {
+            let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
+            let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return Err(VmError::bad_spec(
+                    "staging input",
+                    input.display().to_string(),
+                    "has no file name",
+                ));
+            };
+            out.push((host, file_name));
+        }
+        Ok(out)
+    }
+
+    /// Empties the VM's staging share and copies `inputs` into it. The
+    /// directory itself stays: QEMU holds it open as the share's root.
+    fn fill_stage(&self, dir: &VmDir, inputs: &[(PathBuf, String)]) -> Result<()> {
+        let stage = dir.stage();
+        fsutil::create_dir_mode(&stage, 0o700)?;
+        let entries = fs::read_dir(&stage).map_err(|e| VmError::io("read", &stage, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| VmError::io("read", &stage, e))?.path();
+            let removed = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+                Err(e) => Err(e),
+            };
+            removed.map_err(|e| VmError::io("remove", &path, e))?;
+        }
+        for (host, name) in inputs {
+            fsutil::copy_hashed(host, &stage.join(name))?;
+            self.run_as.chown(&stage.join(name))?;
+        }
+        self.run_as.chown(&stage)
+    }
+
+    /// Waits until the run's command started or the run ended; fails when
+    /// QEMU dies or the agent reports that it cannot set the VM up.
+    async fn wait_run_started(&self, dir: &VmDir, name: &str, reader: &RunReader) -> Result<()> {
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        // The caller reads the output with its own reader; only the run's
+        // start and end matter here.
+        let mut probe = RunReader::new(reader.path.clone(), reader.run, reader.start);
+        loop {
+            probe.drain()?;
+            if probe.started() {
+                return Ok(());
+            }
+            let alive = self.qemu_pid(dir).is_some();
+            if !alive {
+                probe.drain()?;
+                if probe.started() {
+                    return Ok(());
+                }
+                self.kill_passt(dir);
+                return Err(match probe.errors().first() {
+                    Some(message) => VmError::Agent {
+                        name: name.to_string(),
+                        message: message.clone(),
+                    },
+                    None => VmError::Crashed {
+                        name: name.to_string(),
+                        console_tail: fsutil::tail_lines(&dir.console(), 20),
+                    },
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(VmError::Timeout {
+                    what: format!("run {} of VM `{name}` to start", reader.run),
+                    after: self.cfg.start_timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn exited(run: u64, code: i32) -> GuestMessage {
+        GuestMessage::RunExited {
+            run,
+            status: ExitStatus {
+                code: Some(code),
+                signal: None,
+            },
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_reader_takes_only_its_runs_output_from_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.out");
+        let mut bytes = Vec::new();
+        for m in [
+            GuestMessage::RunStarted { run: 1, pid: 10 },
+            GuestMessage::Stdout(b"first\n".to_vec()),
+            exited(1, 0),
+        ] {
+            m.encode_into(&mut bytes);
+        }
+        let second_starts = bytes.len() as u64;
+        for m in [
+            GuestMessage::Log {
+                message: "noise".into(),
+            },
+            GuestMessage::RunStarted { run: 2, pid: 11 },
+            GuestMessage::Stdout(b"sec".to_vec()),
+            GuestMessage::Stderr(b"ond\n".to_vec()),
+        ] {
+            m.encode_into(&mut bytes);
+        }
+        let last = exited(2, 4).encode();
+        bytes.extend_from_slice(&last[..3]);
+        std::fs::write(&p, &bytes).unwrap();
+
+        let mut r = RunReader::new(&p, 2, second_starts);
+        assert_eq!(r.drain().unwrap(), b"second\n");
+        assert!(r.started());
+        assert_eq!(r.end(), None, "a cut frame is not written yet");
+
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&last[3..]).unwrap();
+        f.write_all(&GuestMessage::Stdout(b"after".to_vec()).encode())
+            .unwrap();
+        assert_eq!(r.drain().unwrap(), b"");
+        assert_eq!(r.end().map(|e| e.status.shell_code()), Some(4));
+
+        // Read from the start of the file, run 1 is found alone too.
+        let mut first = RunReader::new(&p, 1, 0);
+        assert_eq!(first.drain().unwrap(), b"first\n");
+        assert_eq!(first.end().map(|e| e.status.code), Some(Some(0)));
+    }
+
+    #[test]
+    fn a_run_that_never_started_ends_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.out");
+        let mut bytes = b"\x00junk before".to_vec();
+        GuestMessage::RunExited {
+            run: 9,
+            status: ExitStatus {
+                code: None,
+                signal: None,
+            },
+            error: Some("staging input `a` in: missing".into()),
+        }
+        .encode_into(&mut bytes);
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = RunReader::new(&p, 9, 0);
+        assert!(r.drain().unwrap().is_empty());
+        assert!(r.started(), "an ended run counts as started");
+        let end = r.end().expect("ended");
+        assert_eq!(end.error.as_deref(), Some("staging input `a` in: missing"));
+    }
+
+    #[test]
+    fn a_missing_file_is_no_output_yet() {
+        let mut r = RunReader::new("/nonexistent/agent.out", 1, 0);
+        assert!(r.drain().unwrap().is_empty());
+        assert!(!r.started());
+    }
+}
