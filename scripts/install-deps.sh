@@ -14,6 +14,7 @@ packages=(
   e2fsprogs         # mkfs.ext4: the stock image's writable disk
   xz-utils          # kernel decompression for the stock image
   libc6-dev         # static libc for the guest agent
+  g++               # libFuzzer in the fuzz targets' build
 )
 
 missing=()

@@ -10,5 +10,7 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== fuzz targets build" >&2
+cargo check --locked --manifest-path fuzz/Cargo.toml
 echo "== cargo test" >&2
 cargo test --workspace
