@@ -167,6 +167,14 @@ fn main() {
         };
     }
     let mut core = Scheduler::new(cfg);
+    // VGRID_CONSERVATIVE_DEPTH=N limits conservative backfilling to the
+    // first N waiting jobs per pass (see Scheduler::set_conservative_depth).
+    if let Some(depth) = std::env::var("VGRID_CONSERVATIVE_DEPTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        core.set_conservative_depth(Some(depth));
+    }
     let runs: std::collections::HashMap<u64, (u64, u64)> =
         jobs.iter().map(|j| (j.id, (j.run, j.submit))).collect();
 

@@ -86,20 +86,59 @@
 //!   that cannot start gets a reservation at the earliest time it fits;
 //!   later jobs start now only if they do not delay it. [`Policy::Conservative`]:
 //!   every waiting job gets a reservation; a job starts early only if it
-//!   delays no earlier one.
+//!   delays no earlier one. Reservations are kept from pass to pass and
+//!   only move earlier (compression), so with correct estimates a job never
+//!   starts later than the start it was given ([`JobView::planned_start`]).
+//!   A conservative pass costs O(queue x profile); see
+//!   [`Scheduler::set_conservative_depth`] for a bound on large queues.
 //! - Queue order: higher `priority` first, then earlier submission, then
 //!   lower id. Reservation-class jobs come before all others.
+//! - Jobs running past their estimate are taken to end just after `now`.
+//!   Jobs that can never run on the domain's current nodes (requirements
+//!   no node meets, or more than the domain holds) wait with reason
+//!   `Requirements` / `TooLarge` and do not block the queue.
 //! - [`Class::BestEffort`] jobs use only capacity no normal job can use at
-//!   the moment; when a normal or reservation job needs their nodes they
-//!   are preempted (checkpoint then requeue, or kill in
-//!   [`PreemptionMode::Kill`] or when not checkpointable) and resume later
-//!   on any free node.
-//! - [`Class::Reservation`] jobs start at their window's start (capacity
-//!   is kept for them; best-effort jobs in the way are checkpointed early
-//!   enough) and are killed at its end.
+//!   the moment: after the normal queue, they start greedily in queue order
+//!   on what is physically free. Normal and reservation jobs see capacity
+//!   held by best-effort jobs as free; when they are placed there, the
+//!   best-effort jobs in the way (lowest priority first, then the most
+//!   recently started) are preempted: checkpointed and requeued in
+//!   [`PreemptionMode::Checkpoint`] when checkpointable, killed and requeued
+//!   otherwise. The normal job starts when they are gone (it waits with
+//!   reason `Vacating` meanwhile). Preempted jobs resume later from their
+//!   checkpoint on any free node.
+//! - [`Class::Reservation`] jobs start at their window's start and are
+//!   killed at its end. Capacity is kept for the window (later jobs that
+//!   would overlap it do not start); the reservation is placed on nodes as
+//!   early as the longest checkpoint of the best-effort jobs in the domain,
+//!   so those in the way are checkpointed in time. Normal jobs running past
+//!   their estimate into a window are not preempted: the reservation waits.
 //! - Periodic checkpoints: jobs that are checkpointable and have an
 //!   interval are checkpointed every `checkpoint_interval_ms` of work (in
-//!   checkpoint mode), so a node lost without notice costs at most that.
+//!   checkpoint mode), so a node lost without notice costs at most that
+//!   (plus the previous interval if a checkpoint failed).
+//! - In [`PreemptionMode::Kill`] no checkpoint is ever taken: preempted
+//!   jobs restart from zero (today's batch systems).
+//!
+//! # Domains and brokers
+//!
+//! Each domain has its own nodes and queues; jobs run only on nodes that
+//! serve their domain: its own, or nodes borrowed from another domain
+//! (never a mix of the two for one job; own nodes are tried first). A
+//! domain with a [`BrokerConfig`] evaluates every `interval_ms` (at
+//! multiples of it) its demand d (VMs of its waiting normal and reservation
+//! jobs; in VioCluster every job process needs a machine) and its need
+//! `n = d - [(|P| - |L|) + |V|]` (own nodes up, lent, borrowed; see
+//! [`DomainView`]). With `n > 0` it reclaims nodes it lent (by its
+//! [`ReclaimPolicy`]: immediate, one per period for gradual, none early for
+//! lease) and borrows from domains whose own need is negative; a lender
+//! lends at most `|n|` nodes and keeps its total on loan within
+//! `lend_fraction` of its idle nodes (idle at home plus already lent).
+//! With `n < 0` it returns borrowed nodes that run nothing. A lent node
+//! costs a VM boot (`Lend` .. `LoanReady`) before use and a halt after
+//! (`Reclaim` .. `LoanReturned`); jobs on a reclaimed node are preempted
+//! like best-effort ones. A lease shorter than a job that cannot be
+//! checkpointed can keep that job from ever finishing on borrowed nodes.
 //!
 //! # Placement and capacity accounting
 //!
@@ -107,15 +146,27 @@
 //! `memory_mb_per_vm` MiB; several of them may share a node. Jobs without
 //! requirements or rank are placed best-fit through a free-capacity index
 //! (cost independent of the number of nodes); jobs with requirements or
-//! rank evaluate them on each node with free capacity. A job never spans
-//! own and borrowed nodes. Backfilling reasons about cores and memory
-//! summed over a pool (a time profile); a VM's fit on a node is checked at
-//! placement, so with mixed node sizes a job the profile admits may still
-//! wait for fragmented capacity. On identical nodes with one-core VMs (the
-//! simulator's SWF model) the profile is exact.
+//! rank evaluate them on each node with free capacity, highest rank first.
+//! Backfilling reasons about cores and memory summed over a pool (a time
+//! profile); a VM's fit on a node is checked at placement, so with mixed
+//! node sizes a job the profile admits may still wait for fragmented
+//! capacity. On identical nodes with one-core VMs (the simulator's SWF
+//! model) the profile is exact.
+//!
+//! # Cost
+//!
+//! FCFS and EASY without reservations or borrowed nodes take a fast path:
+//! a pass walks the queue only until nothing is free, a pass caused only
+//! by arrivals looks only at them, and placing or releasing a VM is O(1).
+//! A property test checks that this path decides exactly like the general
+//! profile-based one. Measured numbers and the commands that reproduce
+//! them are in `docs/core.md` (`examples/pass_bench.rs`,
+//! `examples/trace_bench.rs`).
 //!
 //! A job that cannot be placed is not an error: it waits with a
 //! [`WaitReason`] ([`Scheduler::job_state`]).
+
+#![warn(missing_docs)]
 
 mod action;
 mod config;

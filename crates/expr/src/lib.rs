@@ -36,6 +36,8 @@
 //! expression tree may be at most 1000 levels deep; deeper input is a
 //! [`ParseError`], so that no input can exhaust the stack.
 
+#![warn(missing_docs)]
+
 mod ast;
 mod lexer;
 mod parser;

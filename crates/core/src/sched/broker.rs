@@ -84,11 +84,13 @@ impl Scheduler {
     }
 
     /// A loan's lease is over: the node goes home whatever runs there.
-    pub(super) fn lease_end(&mut self, _now: Time, node: NodeId) {
+    pub(super) fn lease_end(&mut self, now: Time, at: Time, node: NodeId) {
         if let Some(&ix) = self.node_ix.get(&node) {
             let n = &self.nodes[ix as usize];
-            if n.loan.is_some_and(|l| l.phase == LoanPhase::Active) {
-                self.end_loan(_now, ix, LoanEnd::LeaseExpired);
+            if n.loan
+                .is_some_and(|l| l.phase == LoanPhase::Active && l.lease_end == Some(at))
+            {
+                self.end_loan(now, ix, LoanEnd::LeaseExpired);
             }
         }
     }
@@ -169,17 +171,21 @@ impl Scheduler {
         let n = &mut self.nodes[ix as usize];
         let to = DomainId(u16::try_from(borrower).unwrap_or(u16::MAX));
         n.status = NodeStatus::Lending;
+        let lease_end = match reclaim {
+            ReclaimPolicy::Lease { period_ms } => Some(now.plus(period_ms.max(1))),
+            _ => None,
+        };
         n.loan = Some(Loan {
             borrower: to,
             phase: LoanPhase::Booting,
+            lease_end,
         });
         let node = n.spec.id;
         let from = n.spec.domain;
         self.domains[lender].lent += 1;
         self.domains[lender].loans_made += 1;
-        if let ReclaimPolicy::Lease { period_ms } = reclaim {
-            self.timers
-                .insert((now.plus(period_ms.max(1)), Timer::LeaseEnd(node)));
+        if let Some(end) = lease_end {
+            self.timers.insert((end, Timer::LeaseEnd(node)));
         }
         self.actions.push_back(Action::Lend { node, from, to });
     }

@@ -471,6 +471,7 @@ impl Scheduler {
             reason_gen: 0,
             queued_gen: d.pass_gen,
             planned: None,
+            profiled: 0,
         };
         if !j.is_best_effort() {
             d.demand_vms += u64::from(s.vms);
@@ -837,7 +838,7 @@ impl Scheduler {
                 }
             }
             Timer::Broker(d) => self.broker_tick(now, d),
-            Timer::LeaseEnd(node) => self.lease_end(now, node),
+            Timer::LeaseEnd(node) => self.lease_end(now, at, node),
             Timer::Gradual(d) => self.gradual_tick(now, d),
         }
     }

@@ -41,14 +41,19 @@ impl Scheduler {
         let dom = &self.domains[d];
         // A pass caused only by arrivals behind a blocked head needs to look
         // only at them: nothing that was refused before can fit now.
+        // So does one after a pass that started every job it could (the
+        // jobs left can never run on the current nodes).
         let arrivals_only = simple
             && !dom.rescan
             && !dom.head_fragmented
             && matches!(self.cfg.policy, Policy::Fcfs | Policy::Easy)
-            && dom.last_head.is_some_and(|(head, sh)| {
-                (self.cfg.policy == Policy::Fcfs || sh.at > now)
-                    && dom.arrivals.iter().all(|&k| k > head)
-            });
+            && match dom.last_head {
+                Some((head, sh)) => {
+                    (self.cfg.policy == Policy::Fcfs || sh.at > now)
+                        && dom.arrivals.iter().all(|&k| k > head)
+                }
+                None => dom.settled,
+            };
         if !arrivals_only {
             self.domains[d].pass_gen += 1;
         }
@@ -65,20 +70,20 @@ impl Scheduler {
         self.reservations_pass(now, d, pass_no);
 
         match self.cfg.policy {
-            Policy::Fcfs if simple => {
-                if !arrivals_only {
-                    self.fcfs_pass(now, d, pass_no);
-                }
-            }
-            Policy::Easy if simple => {
+            Policy::Fcfs | Policy::Easy if simple => {
                 if arrivals_only {
-                    self.easy_arrivals(now, d, pass_no);
+                    self.arrivals_pass(now, d, pass_no);
+                } else if self.cfg.policy == Policy::Fcfs {
+                    self.fcfs_pass(now, d, pass_no);
                 } else {
                     self.easy_pass(now, d, pass_no);
                 }
+                let dom = &mut self.domains[d];
+                dom.settled = dom.last_head.is_none();
             }
             policy => {
                 self.domains[d].last_head = None;
+                self.domains[d].settled = false;
                 self.profile_pass(now, d, pass_no, policy);
             }
         }
@@ -272,6 +277,7 @@ impl Scheduler {
 
     /// Strict queue order: start jobs until the first that does not fit.
     fn fcfs_pass(&mut self, now: Time, d: usize, pass_no: u64) {
+        self.domains[d].head_fragmented = false;
         let mut from = Bound::Unbounded;
         let mut head = None;
         while let Some((key, pick)) = self.scan(now, d, from, None, pass_no) {
@@ -359,14 +365,17 @@ impl Scheduler {
         }
     }
 
-    /// EASY when only new jobs behind the blocked head arrived: they are
-    /// backfill candidates against the head's unchanged reservation.
-    fn easy_arrivals(&mut self, now: Time, d: usize, pass_no: u64) {
+    /// FCFS or EASY when only new jobs arrived, behind the blocked head
+    /// (they are backfill candidates against its unchanged reservation) or
+    /// after a pass that left no head (the first of them that cannot start
+    /// becomes the head).
+    fn arrivals_pass(&mut self, now: Time, d: usize, pass_no: u64) {
+        let easy = self.cfg.policy == Policy::Easy;
         let mut head = self.domains[d].last_head;
         let mut arrivals = std::mem::take(&mut self.domains[d].arrivals);
         arrivals.sort_unstable();
         for &key in &arrivals {
-            if self.domains[d].pool(PoolKind::Own).free_c <= 0 {
+            if head.is_some() && (!easy || self.domains[d].pool(PoolKind::Own).free_c <= 0) {
                 break;
             }
             let mut pick = self.judge_one(now, d, key, head.map(|h| h.1), pass_no);
@@ -374,13 +383,35 @@ impl Scheduler {
                 let _ = self.infeasible(d, key.2);
                 pick = self.judge_one(now, d, key, head.map(|h| h.1), pass_no);
             }
-            if let Some(Pick::Backfill {
-                long,
-                need_c,
-                need_m,
-            }) = pick
-            {
-                self.backfill(now, d, key.2, long, need_c, need_m, &mut head, pass_no);
+            let id = key.2;
+            match pick {
+                None | Some(Pick::SlowCheck) => {}
+                Some(Pick::Backfill {
+                    long,
+                    need_c,
+                    need_m,
+                }) => self.backfill(now, d, id, long, need_c, need_m, &mut head, pass_no),
+                Some(p @ (Pick::Start | Pick::Head)) => {
+                    if matches!(p, Pick::Start) {
+                        if self.try_place_now(now, d, id, None).is_some() {
+                            continue;
+                        }
+                        self.domains[d].head_fragmented = true;
+                    }
+                    let sh = if easy {
+                        let (need_c, need_m) = self.job_need(id);
+                        self.shadow(now, d, need_c, need_m)
+                    } else {
+                        Shadow {
+                            at: Time::MAX,
+                            extra_c: 0,
+                            extra_m: 0,
+                        }
+                    };
+                    let planned = (easy && sh.at != Time::MAX).then_some((sh.at, PoolKind::Own));
+                    self.set_reason_planned(id, WaitReason::Resources, planned, pass_no);
+                    head = Some((key, sh));
+                }
             }
         }
         arrivals.clear();
@@ -463,9 +494,19 @@ impl Scheduler {
             // each job is placed again, so a job only ever moves earlier
             // (compression): nobody can take the slot it was promised.
             let mut cursor = None;
+            let mut seen = 0u32;
+            let limit = self
+                .conservative_depth
+                .unwrap_or(u32::MAX)
+                .saturating_add(1);
             while let Some(key) = self.next_in_queue(d, cursor, false) {
                 cursor = Some(key);
                 let id = key.2;
+                seen += 1;
+                if seen > limit {
+                    // Jobs beyond the depth limit are not looked at.
+                    break;
+                }
                 let Some(e) = self.domains[d].queue.get(&key) else {
                     continue;
                 };
@@ -480,12 +521,21 @@ impl Scheduler {
                     self.set_reason(id, WaitReason::Priority, pass_no);
                     continue;
                 }
+                let (c, m) = self.job_need(id);
+                let dur = self.duration(now, id);
+                if !profiles[kind as usize].fits_during(t.max(now), dur, c, m) {
+                    // No longer valid (a job ran past its estimate, or the
+                    // job was beyond the depth limit meanwhile): placed anew.
+                    self.set_reason(id, WaitReason::Priority, pass_no);
+                    continue;
+                }
                 if t <= now {
                     due_now += 1;
                 }
-                let (c, m) = self.job_need(id);
-                let dur = self.duration(now, id);
                 profiles[kind as usize].reserve(t.max(now), dur, c, m);
+                if let Some(e) = self.domains[d].queue.get_mut(&key) {
+                    e.profiled = pass_no;
+                }
             }
         }
 
@@ -517,7 +567,11 @@ impl Scheduler {
             let (c, m) = self.job_need(id);
             let dur = self.duration(now, id);
             if policy == Policy::Conservative
-                && let Some((t, kind)) = self.domains[d].queue.get(&key).and_then(|e| e.planned)
+                && let Some((t, kind)) = self.domains[d]
+                    .queue
+                    .get(&key)
+                    .filter(|e| e.profiled == pass_no)
+                    .and_then(|e| e.planned)
             {
                 // Take its own reservation out before looking again.
                 profiles[kind as usize].reserve(t.max(now), dur, -c, -m);

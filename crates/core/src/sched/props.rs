@@ -46,6 +46,8 @@ struct Scenario {
     events: Vec<(u64, Disturbance)>,
     boot_ms: u64,
     checkpoint_ms: u64,
+    /// Conservative backfilling's depth limit, if any.
+    depth: Option<u32>,
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -113,9 +115,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop::collection::vec(disturbance(n_jobs as u64, n_nodes as u32), 0..6),
             0u64..20,
             1u64..30,
+            prop_oneof![Just(None), (1u32..4).prop_map(Some)],
         )
             .prop_map(
-                |(policy, mode, nodes, jobs, events, boot_ms, checkpoint_ms)| Scenario {
+                |(policy, mode, nodes, jobs, events, boot_ms, checkpoint_ms, depth)| Scenario {
                     policy,
                     mode,
                     nodes,
@@ -123,6 +126,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     events,
                     boot_ms,
                     checkpoint_ms,
+                    depth,
                 },
             )
     })
@@ -164,6 +168,7 @@ fn build(sc: &Scenario) -> Harness {
     h.costs.boot_ms = sc.boot_ms;
     h.costs.restore_ms = sc.boot_ms;
     h.costs.checkpoint_ms = sc.checkpoint_ms;
+    h.s.set_conservative_depth(sc.depth);
     for (i, &(cores, mem, gpu)) in sc.nodes.iter().enumerate() {
         let mut spec = NodeSpec::new(NodeId(i as u32), crate::DomainId(0), cores, mem);
         spec.attrs.insert("gpu".into(), gpu.into());
@@ -486,6 +491,7 @@ proptest! {
             events: Vec::new(),
             boot_ms: 0,
             checkpoint_ms: 0,
+            depth: None,
         };
         let mut progress = HashMap::new();
         while h.now.0 < 50_000 {

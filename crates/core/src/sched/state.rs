@@ -144,6 +144,8 @@ pub(crate) struct QEntry {
     /// head job in the pass that set `reason`; under conservative every
     /// job, kept from pass to pass so that it only moves earlier).
     pub planned: Option<(Time, PoolKind)>,
+    /// The pass in which `planned` was carved into the pass's profile.
+    pub profiled: u64,
 }
 
 impl QEntry {
@@ -184,6 +186,9 @@ pub(crate) enum LoanPhase {
 pub(crate) struct Loan {
     pub borrower: DomainId,
     pub phase: LoanPhase,
+    /// When this loan's lease ends (lease reclamation only); a timer for
+    /// an earlier loan of the same node must not end this one.
+    pub lease_end: Option<Time>,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +327,9 @@ pub(crate) struct Domain {
     /// The last head fit in total but not on the nodes (fragmentation):
     /// its reservation is a guess that a full pass may revise.
     pub head_fragmented: bool,
+    /// The last full FCFS/EASY pass started every job it could: the jobs
+    /// left in the queue can never run on the current nodes.
+    pub settled: bool,
     /// Jobs placed but not started (see [`St::Vacating`]).
     pub vacating: Vec<JobId>,
     /// Best-effort jobs placed on the domain's nodes.

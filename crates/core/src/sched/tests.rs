@@ -650,3 +650,21 @@ fn lend_fraction_caps_the_total_on_loan() {
     assert_eq!(lends, 2);
     assert_eq!(h.s.domain(crate::DomainId(1)).unwrap().lent, 2);
 }
+
+#[test]
+fn an_old_lease_does_not_end_a_new_loan_of_the_same_node() {
+    let mut h = two_domains(crate::ReclaimPolicy::Lease { period_ms: 1_000 });
+    // Lent at 100, returned idle at 800; lent again at 900 for new work.
+    h.submit(850, job(4, 2, 300), 300);
+    h.submit(850, job(5, 2, 300), 300);
+    h.run_to(1_500);
+    let l = loans(&h);
+    assert!(l.contains(&(900, lend(5))), "{l:?}");
+    assert!(
+        !l.iter()
+            .any(|(t, a)| *t == 1_100 && matches!(a, Action::Reclaim { .. })),
+        "the first loan's lease (ending at 1100) must not end the second: {l:?}"
+    );
+    assert_eq!(h.start_of(4), 910);
+    assert_eq!(h.end_of(4), 1_210);
+}
