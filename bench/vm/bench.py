@@ -165,10 +165,13 @@ def dd_write_speed(directory, mib=1024):
     return mib * 1024 * 1024 / secs
 
 
-def fill_script(mib):
-    return ("mkdir -p /mnt/fill && mount -t tmpfs -o size=95% tmpfs /mnt/fill && "
-            f"dd if=/dev/urandom of=/mnt/fill/a bs=1048576 count={mib} 2>/dev/null && "
-            "echo filled; sleep 100000")
+def fill_script():
+    """Fills all but ~160 MiB of the guest's memory with random data (a
+    tmpfs), leaving room for its kernel, initramfs and shell."""
+    return ("total=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo); fill=$((total - 160)); "
+            "mkdir -p /mnt/fill && mount -t tmpfs -o size=100% tmpfs /mnt/fill; "
+            "dd if=/dev/urandom of=/mnt/fill/a bs=1048576 count=$fill 2>/dev/null; "
+            "echo filled $fill rc=$?; sleep 100000")
 
 
 def bench_checkpoint(vg, vg2, sizes, work):
@@ -176,12 +179,14 @@ def bench_checkpoint(vg, vg2, sizes, work):
     ck_root = os.path.join(work, "ckpt")
     for mem in sizes:
         name = f"mem{mem}"
-        # Leave the guest kernel, its initramfs and the shell ~160 MiB.
-        fill = max(mem // 2, mem - 160)
-        log(f"{mem} MiB guest: filling {fill} MiB with random data")
+        log(f"{mem} MiB guest: filling its memory with random data")
         vg.run("vm", "start", name, "--image", "tiny", "--no-network", "--memory-mb", str(mem),
-               "--", "sh", "-c", fill_script(fill))
+               "--", "sh", "-c", fill_script())
         wait_output(vg, name, "filled")
+        words = vg.stdout_of(name).split()
+        fill = int(words[words.index("filled") + 1])
+        if "rc=0" not in words:
+            raise RuntimeError(f"filling the {mem} MiB guest failed: {' '.join(words)}")
         if os.path.exists(ck_root):
             shutil.rmtree(ck_root)
         os.makedirs(ck_root)

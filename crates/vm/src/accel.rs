@@ -128,26 +128,34 @@ pub fn choose(tools: &HostTools, qemu: &str, cache: &Path, kernel: Option<&Path>
 /// Boots `kernel` under KVM with no root file system: a working KVM prints
 /// "Linux version" on the serial console within moments.
 pub fn probe_kvm(tools: &HostTools, kernel: &Path) -> AccelChoice {
-    let dir = match tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            return AccelChoice {
-                accel: Accel::Tcg,
-                reason: format!("cannot create a directory for the KVM probe: {e}"),
-            };
-        }
-    };
+    match boots_linux(tools, kernel, Accel::Kvm, PROBE_WINDOW) {
+        Ok(()) => AccelChoice {
+            accel: Accel::Kvm,
+            reason: "KVM booted a Linux kernel".into(),
+        },
+        Err(why) => AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!("/dev/kvm exists but cannot run a standard guest: {why}"),
+        },
+    }
+}
+
+/// Whether `kernel` prints its first console line (`Linux version`) under
+/// `accel` within `window`; otherwise why not.
+pub fn boots_linux(
+    tools: &HostTools,
+    kernel: &Path,
+    accel: Accel,
+    window: Duration,
+) -> Result<(), String> {
+    let dir = tempdir().map_err(|e| format!("cannot create a directory for the probe: {e}"))?;
     let console = dir.join("console.log");
     let mut serial = std::ffi::OsString::from("file:");
     serial.push(&console);
     let child = Command::new(&tools.qemu)
+        .args(["-accel", accel.name(), "-machine", "q35", "-cpu"])
+        .arg(accel.default_cpu_model())
         .args([
-            "-accel",
-            "kvm",
-            "-machine",
-            "q35",
-            "-cpu",
-            "host",
             "-nodefaults",
             "-display",
             "none",
@@ -169,20 +177,14 @@ pub fn probe_kvm(tools: &HostTools, kernel: &Path) -> AccelChoice {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return AccelChoice {
-                accel: Accel::Tcg,
-                reason: format!("cannot run QEMU for the KVM probe: {e}"),
-            };
+            return Err(format!("cannot run QEMU: {e}"));
         }
     };
     let started = Instant::now();
     let outcome = loop {
         let text = std::fs::read_to_string(&console).unwrap_or_default();
         if text.contains("Linux version") {
-            break AccelChoice {
-                accel: Accel::Kvm,
-                reason: "KVM booted a Linux kernel".into(),
-            };
+            break Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
@@ -190,22 +192,16 @@ pub fn probe_kvm(tools: &HostTools, kernel: &Path) -> AccelChoice {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            break AccelChoice {
-                accel: Accel::Tcg,
-                reason: format!(
-                    "QEMU with KVM exited ({status}) before the guest printed anything: {}",
-                    err.trim()
-                ),
-            };
+            break Err(format!(
+                "QEMU exited ({status}) before the guest printed anything: {}",
+                err.trim()
+            ));
         }
-        if started.elapsed() > PROBE_WINDOW {
-            break AccelChoice {
-                accel: Accel::Tcg,
-                reason: format!(
-                    "/dev/kvm exists but a guest kernel printed nothing within {} s under KVM",
-                    PROBE_WINDOW.as_secs()
-                ),
-            };
+        if started.elapsed() > window {
+            break Err(format!(
+                "the guest kernel printed nothing within {} s",
+                window.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -391,6 +391,13 @@ impl Runtime {
         Ok(reader)
     }
 
+    /// Whether the VM's QEMU is alive: a cheap check that reads no output
+    /// (unlike [`Runtime::inspect`]).
+    pub fn qemu_alive(&self, name: &str) -> Result<bool> {
+        let dir = self.existing(name)?;
+        Ok(self.qemu_pid(&dir).is_some())
+    }
+
     /// Sets the guest's wall clock to the host's (a restored VM's clock
     /// lags by the time it was saved).
     pub async fn set_guest_clock(&self, name: &str) -> Result<()> {

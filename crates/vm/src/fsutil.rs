@@ -41,6 +41,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     fsync_dir(dir)
 }
 
+/// Replaces `path` with `bytes` through a temporary file and a rename, so
+/// readers never see a partial file, without fsync: for files that matter
+/// only while their processes live (pid files) or are rebuilt from the
+/// record (the job context).
+pub fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| VmError::io("write", &tmp, e));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        VmError::io("rename into", path, e)
+    })
+}
+
 /// Makes a directory's entries (creations, renames) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -12,6 +12,12 @@ pub trait ImageSource: Send + Sync {
     fn boot_image(&self, name: &str) -> Result<BootImage>;
     /// A guest kernel on this node, used to check that KVM can boot Linux.
     fn probe_kernel(&self) -> Option<PathBuf>;
+
+    /// The virtual size of the image's base disk when the source knows it
+    /// (saves running `qemu-img info` at every start).
+    fn disk_bytes(&self, _name: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// A fixed set of images, for embedding and tests.
@@ -108,6 +114,11 @@ impl ImageSource for StoreImages {
             });
         }
         boot_image_of(&image)
+    }
+
+    fn disk_bytes(&self, name: &str) -> Option<u64> {
+        let image = self.store.get(name).ok()?;
+        Some(image.manifest.disk_virtual_size).filter(|b| *b > 0)
     }
 
     fn probe_kernel(&self) -> Option<PathBuf> {

@@ -55,7 +55,7 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         .stderr(err)
         .spawn()
         .map_err(|e| VmError::io("run", passt, e))?;
-    fsutil::write_atomic(
+    fsutil::write_replace(
         &dir.passt_pid(),
         format!("{}\n", child.id()).as_bytes(),
         0o644,

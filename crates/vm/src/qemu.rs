@@ -322,7 +322,7 @@ pub async fn launch(
         .stderr(log2)
         .spawn()
         .map_err(|e| VmError::io("run", &tools.qemu, e))?;
-    fsutil::write_atomic(
+    fsutil::write_replace(
         &dir.qemu_pid(),
         format!("{}\n", child.id()).as_bytes(),
         0o644,

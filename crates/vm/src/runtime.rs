@@ -551,7 +551,7 @@ impl Runtime {
             version: qemu_version,
             q35_machine: machine,
         } = self.qemu_info()?;
-        let base_bytes = match image.disk_bytes {
+        let base_bytes = match self.images.disk_bytes(&spec.image) {
             Some(b) => b,
             None => self.virtual_size(&image.disk)?,
         };

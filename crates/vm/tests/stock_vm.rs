@@ -529,3 +529,41 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     let out = n.rt.stage_dir("stager").unwrap().join("sorted.txt");
     assert_eq!(std::fs::read_to_string(out).unwrap(), "apple\npear\n");
 }
+
+#[test]
+fn the_accelerator_probe_recognises_a_booting_kernel() {
+    let Some(stock) = setup() else { return };
+    let kernel = stock.image.kernel().unwrap();
+    let tools = vgrid_vm::host::HostTools::discover(None).unwrap();
+    // Under TCG the stock kernel always boots: the probe must see it.
+    vgrid_vm::accel::boots_linux(
+        &tools,
+        &kernel,
+        vgrid_vm::Accel::Tcg,
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    // Something that is not a kernel is refused with QEMU's reason.
+    let junk = vgrid_testkit::temp_dir();
+    let not_kernel = junk.path().join("junk");
+    std::fs::write(&not_kernel, b"not a kernel").unwrap();
+    let err = vgrid_vm::accel::boots_linux(
+        &tools,
+        &not_kernel,
+        vgrid_vm::Accel::Tcg,
+        Duration::from_secs(300),
+    )
+    .unwrap_err();
+    assert!(err.contains("QEMU exited"), "{err}");
+    // The node's choice (cached per boot) comes with its reason.
+    let n = node(&stock);
+    let choice = n.rt.accel();
+    eprintln!(
+        "this host runs VMs with {:?}: {}",
+        choice.accel, choice.reason
+    );
+    assert!(!choice.reason.is_empty());
+    if !std::path::Path::new("/dev/kvm").exists() {
+        assert_eq!(choice.accel, vgrid_vm::Accel::Tcg);
+    }
+}

@@ -143,7 +143,7 @@ impl Runtime {
                     path: ck_dir.join(manifest::MANIFEST),
                     reason: format!("its job context is invalid: {e}"),
                 })?;
-                fsutil::write_atomic(&vm_dir.context(), json.as_bytes(), 0o600)?;
+                fsutil::write_replace(&vm_dir.context(), json.as_bytes(), 0o600)?;
             }
             if saved.staging_tag.is_some() {
                 fsutil::create_dir_mode(&vm_dir.stage(), 0o700)?;
