@@ -140,11 +140,9 @@ impl Scheduler {
             self.fire(now, at, timer);
         }
         for dom in &mut self.domains {
-            for wake in [&mut dom.prep_wakeup, &mut dom.plan_wakeup] {
-                if wake.is_some_and(|t| t <= now) {
-                    *wake = None;
-                    dom.dirty = true;
-                }
+            if dom.prep_wakeup.is_some_and(|t| t <= now) {
+                dom.prep_wakeup = None;
+                dom.dirty = true;
             }
         }
     }
@@ -158,12 +156,7 @@ impl Scheduler {
     /// [`Scheduler::handle_timeout`]) called even if no event arrives.
     pub fn next_wakeup(&self) -> Option<Time> {
         let timer = self.timers.first().map(|&(t, _)| t);
-        let prep = self
-            .domains
-            .iter()
-            .flat_map(|d| [d.prep_wakeup, d.plan_wakeup])
-            .flatten()
-            .min();
+        let prep = self.domains.iter().filter_map(|d| d.prep_wakeup).min();
         match (timer, prep) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

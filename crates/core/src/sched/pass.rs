@@ -543,9 +543,6 @@ impl Scheduler {
         let mut blocked = false;
         let mut depth = 0u32;
         let max_depth = self.conservative_depth.unwrap_or(u32::MAX);
-        // A conservative reservation must start on time even if no event
-        // happens then (a job ending early moved it, for example).
-        let mut next_planned: Option<Time> = None;
         while let Some(key) = self.next_in_queue(d, cursor, false) {
             cursor = Some(key);
             let id = key.2;
@@ -632,19 +629,12 @@ impl Scheduler {
                     } else {
                         WaitReason::Priority
                     };
-                    if policy == Policy::Conservative
-                        && let Some((t, _)) = planned
-                        && t > now
-                    {
-                        next_planned = Some(next_planned.map_or(t, |n: Time| n.min(t)));
-                    }
                     self.set_reason_planned(id, reason, planned, pass_no);
                 }
             }
         }
         self.scratch.profiles = profiles;
         self.scratch.releases = releases;
-        self.domains[d].plan_wakeup = next_planned;
     }
 
     /// Best-effort jobs take whatever is physically free, in queue order.

@@ -356,8 +356,6 @@ pub(crate) struct Domain {
     /// When the next reservation must be prepared (placed ahead of its
     /// start so best-effort jobs can be checkpointed in time).
     pub prep_wakeup: Option<Time>,
-    /// The earliest conservative reservation after the last pass.
-    pub plan_wakeup: Option<Time>,
 }
 
 impl Domain {
