@@ -113,7 +113,7 @@ fn synthetic(count: u64, procs: u32) -> Vec<Job> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: trace_bench FILE.swf[.gz] PROCS [policy] | --synthetic JOBS PROCS [policy]";
+    let usage = "usage: trace_bench FILE.swf[.gz] PROCS [policy] | --synthetic JOBS PROCS [policy] [kill|checkpoint]";
     let (jobs, procs, policy_arg, read_s) = if args.first().map(String::as_str)
         == Some("--synthetic")
     {
@@ -148,7 +148,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let best_effort = match args.get(3).map(String::as_str) {
+    let synthetic = args.first().map(String::as_str) == Some("--synthetic");
+    let best_effort = match args.get(if synthetic { 4 } else { 3 }).map(String::as_str) {
         None => None,
         Some("kill") => Some(vgrid_core::PreemptionMode::Kill),
         Some("checkpoint") => Some(vgrid_core::PreemptionMode::Checkpoint),

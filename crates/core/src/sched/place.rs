@@ -128,8 +128,11 @@ impl Scheduler {
         let pool = dom.pool_mut(kind);
         pool.free_c -= i64::from(fc);
         pool.free_m -= fm as i64;
-        pool.normal.remove(ix);
-        if be_active {
+        // A node is in an index only while it has free cores there.
+        if fc > 0 {
+            pool.normal.remove(ix);
+        }
+        if be_active && u.free_physical().0 > 0 {
             pool.be.remove(ix);
         }
         f(u);
