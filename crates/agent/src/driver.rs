@@ -5,11 +5,13 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use vgrid_api::types::CheckpointRef;
+use vgrid_api::types::{CheckpointRef, VmStart};
 use vgrid_jobfile::JobSpec;
 
 /// One attempt of one job on this node: the unit a driver runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Unit {
     pub job: u64,
     pub attempt: u32,
@@ -24,6 +26,8 @@ pub struct StartRequest {
     pub vms: u32,
     /// Restore from this checkpoint instead of booting fresh.
     pub restore: Option<CheckpointRef>,
+    /// The job's owner (a kept VM serves only its owner's jobs).
+    pub owner: String,
 }
 
 /// Where a unit stands.
@@ -58,8 +62,10 @@ pub struct DriverError(pub String);
 /// Runs VMs for the agent. Every call names the unit; calls for a unit the
 /// driver does not know fail.
 pub trait VmDriver: Send + Sync + 'static {
-    /// Boots (or restores) the unit's VMs; returns once the command runs.
-    fn start(&self, req: StartRequest) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Boots (or restores, or reuses) the unit's VMs; returns once the
+    /// command runs, saying how the VM came to run it.
+    fn start(&self, req: StartRequest)
+    -> impl Future<Output = Result<VmStart, DriverError>> + Send;
     /// Units whose VMs exist here, alive or ended but not yet removed (so
     /// that an agent restart finds them and reports their end).
     fn units(&self) -> impl Future<Output = Result<Vec<Unit>, DriverError>> + Send;
@@ -82,6 +88,15 @@ pub trait VmDriver: Send + Sync + 'static {
     fn resume(&self, unit: Unit) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Stops the VMs now (no checkpoint).
     fn kill(&self, unit: Unit) -> impl Future<Output = Result<(), DriverError>> + Send;
-    /// Forgets an ended unit and frees its files.
+    /// Forgets an ended unit and frees its files. A VM kept for the next
+    /// job (the `persistent` and `save-restore` modes) goes back to the
+    /// driver's pool instead.
     fn remove(&self, unit: Unit) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// The node's size, so that VMs kept between jobs never crowd out the
+    /// jobs the controller places here.
+    fn set_capacity(&self, _cpus: u32, _memory_mb: u64) {}
+    /// Called every few seconds: stops VMs kept idle for too long.
+    fn housekeeping(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

@@ -14,6 +14,7 @@
 //! directory so that a restarted agent sends at the right place.
 
 mod driver;
+pub mod kept;
 pub mod qemu;
 
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +94,7 @@ pub async fn run<D: VmDriver>(
     let client = Client::new(&cfg.controller, &cfg.token)?;
     let (epoch, _) = watch::channel(0);
     let (_alive, alive_rx) = watch::channel(());
+    driver.set_capacity(cfg.cpus, cfg.memory_mb);
     let shared = Arc::new(Shared {
         cfg,
         client,
@@ -104,6 +106,17 @@ pub async fn run<D: VmDriver>(
     tokio::select! {
         () = shutdown => Ok(()),
         () = main_loop(shared.clone()) => Ok(()),
+        () = housekeeping(shared.driver.clone()) => Ok(()),
+    }
+}
+
+/// How often the driver may tidy up (idle kept VMs).
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+async fn housekeeping<D: VmDriver>(driver: Arc<D>) {
+    loop {
+        tokio::time::sleep(HOUSEKEEPING).await;
+        driver.housekeeping().await;
     }
 }
 
@@ -206,6 +219,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
             vms,
             restore,
             checkpoint_dir,
+            owner,
         } => {
             let unit = Unit { job, attempt };
             let known = shared
@@ -229,6 +243,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
                 spec: *spec,
                 vms,
                 restore,
+                owner,
             };
             spawn_unit(shared, unit, Some(req), state.checkpoint_dir);
             return;
@@ -355,17 +370,26 @@ impl<D: VmDriver> UnitTask<D> {
         let driver = self.shared.driver.clone();
         if let Some(req) = start {
             self.report(AgentEvent::Booting { job, attempt }).await;
-            if let Err(e) = driver.start(req).await {
-                self.report(AgentEvent::Failed {
-                    job,
-                    attempt,
-                    reason: format!("cannot start the VMs: {e}"),
-                })
-                .await;
-                let _ = driver.remove(self.unit).await;
-                return;
+            match driver.start(req).await {
+                Ok(how) => {
+                    self.report(AgentEvent::Running {
+                        job,
+                        attempt,
+                        vm: Some(how),
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    self.report(AgentEvent::Failed {
+                        job,
+                        attempt,
+                        reason: format!("cannot start the VMs: {e}"),
+                    })
+                    .await;
+                    let _ = driver.remove(self.unit).await;
+                    return;
+                }
             }
-            self.report(AgentEvent::Running { job, attempt }).await;
         }
         loop {
             self.send_output(None).await;

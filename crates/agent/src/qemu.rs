@@ -9,70 +9,93 @@
 //! controller keeps the job's output), so the driver skips that prefix: the
 //! unit's own output stream begins where the checkpoint left off, which is
 //! the offset the agent writes it at.
+//!
+//! # VM modes
+//!
+//! `stop-start` jobs get a fresh VM each. A `persistent` or `save-restore`
+//! job (one VM) runs in a *kept* VM (`k<entry>-<generation>`, see
+//! [`crate::kept`]): the first job of an owner, image and shape boots one
+//! whose guest agent stays up after the command; the next such job on the
+//! node is sent to it as a run (`vgrid_vm::exec`), after restoring it when
+//! it was saved. After a job, a `persistent` VM stays running, idle; a
+//! `save-restore` VM is checkpointed and stopped. Idle kept VMs are stopped
+//! after `VGRID_KEEP_IDLE_S` seconds (default 300) or when a job placed
+//! here needs their CPUs or memory. A run's output and status are read from
+//! its own frames, so each job sees exactly its own output, as with a fresh
+//! VM.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use vgrid_guest_proto::GuestMessage;
-use vgrid_image::ImageStore;
+use serde::{Deserialize, Serialize};
+use vgrid_api::types::VmStart;
+use vgrid_guest_proto::{GuestMessage, RunRequest, Staging, User};
+use vgrid_jobfile::VmMode;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
+use vgrid_vm::exec::{RunEnd, RunReader};
 use vgrid_vm::output::OutputReader;
-use vgrid_vm::{
-    BootImage, ImageKind, ImageSource, MountSpec, Runtime, StagingSpec, VmError, VmSpec, VmState,
-};
+use vgrid_vm::{MountSpec, Runtime, StagingSpec, VmSpec, VmState};
 
 use crate::driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
+use crate::kept::{Claim, Entry, KeepKey, KeptState, Pool, run_id};
 
 /// Images from the node's image store (`vgrid image build` / `import`).
-pub struct StoreImages {
-    store: ImageStore,
+pub use vgrid_vm::StoreImages;
+
+/// How VMs are kept between jobs.
+#[derive(Debug, Clone)]
+pub struct KeepConfig {
+    /// An idle kept VM (running or saved) is dropped after this long.
+    pub idle_timeout: Duration,
+    /// A `save-restore` VM is saved at most this many times (each save is
+    /// a checkpoint chained to the previous one); then the next job boots
+    /// a fresh VM and the chain is deleted.
+    pub max_saves: u32,
+    /// How long a job waits for a kept VM that is finishing (saving) the
+    /// previous job before it boots its own.
+    pub wait_for_release: Duration,
 }
 
-impl StoreImages {
-    pub fn open(data_dir: &Path) -> Result<StoreImages, DriverError> {
-        let store =
-            ImageStore::open(data_dir).map_err(|e| DriverError(format!("image store: {e}")))?;
-        Ok(StoreImages { store })
+impl Default for KeepConfig {
+    fn default() -> Self {
+        KeepConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_saves: 32,
+            wait_for_release: Duration::from_secs(600),
+        }
     }
 }
 
-impl ImageSource for StoreImages {
-    fn boot_image(&self, name: &str) -> vgrid_vm::error::Result<BootImage> {
-        let image = self.store.get(name).map_err(|e| VmError::BadSpec {
-            field: "image".into(),
-            value: name.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(BootImage {
-            name: image.name().to_string(),
-            kind: match image.kind() {
-                vgrid_image::ImageKind::Stock => ImageKind::Stock,
-                vgrid_image::ImageKind::Imported => ImageKind::Imported,
-            },
-            kernel: image.kernel(),
-            initrd: image.initrd(),
-            append: image.kernel_cmdline().unwrap_or_default().to_string(),
-            disk: image.disk(),
-            disk_format: image.disk_format().to_string(),
-            agent: image.has_agent(),
-            checksum: image.manifest.inputs_hash.clone(),
-        })
+impl KeepConfig {
+    /// The defaults, with `VGRID_KEEP_IDLE_S` (seconds) when set.
+    pub fn from_env() -> Result<KeepConfig, DriverError> {
+        let mut cfg = KeepConfig::default();
+        if let Ok(v) = std::env::var("VGRID_KEEP_IDLE_S")
+            && !v.is_empty()
+        {
+            let secs: u64 = v.parse().map_err(|_| {
+                DriverError(format!(
+                    "VGRID_KEEP_IDLE_S `{v}`: expected a number of seconds"
+                ))
+            })?;
+            cfg.idle_timeout = Duration::from_secs(secs);
+        }
+        Ok(cfg)
     }
+}
 
-    fn probe_kernel(&self) -> Option<PathBuf> {
-        self.store
-            .list()
-            .ok()?
-            .into_iter()
-            .filter_map(|e| self.store.get(&e.name).ok())
-            .find_map(|i| i.kernel())
-    }
+/// Where a unit's output comes from.
+enum Source {
+    /// The unit's own VM: every output frame of its first VM.
+    Plain(OutputReader),
+    /// A run in a kept VM: that run's frames only.
+    Kept { vm: String, reader: RunReader },
 }
 
 struct UnitOutput {
-    reader: OutputReader,
+    source: Source,
     /// stdout and stderr bytes in arrival order, after the skipped prefix.
     bytes: Vec<u8>,
     /// Bytes of replayed output still to drop (restored units).
@@ -87,11 +110,68 @@ struct UnitOutput {
     delivered: bool,
 }
 
+impl UnitOutput {
+    fn kept_vm(&self) -> Option<&str> {
+        match &self.source {
+            Source::Kept { vm, .. } => Some(vm),
+            Source::Plain(_) => None,
+        }
+    }
+
+    fn run_end(&self) -> Option<RunEnd> {
+        match &self.source {
+            Source::Kept { reader, .. } => reader.end().cloned(),
+            Source::Plain(_) => None,
+        }
+    }
+
+    fn take_in(&mut self, chunk: &[u8]) {
+        let drop = (self.skip as usize).min(chunk.len());
+        self.skip -= drop as u64;
+        self.bytes.extend_from_slice(&chunk[drop..]);
+    }
+}
+
+/// What the driver remembers of a unit across agent restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UnitMeta {
+    skip: u64,
+    prior_work_ms: i64,
+    vms: u32,
+    /// CPUs and MiB per VM (for the room kept VMs may take).
+    cpus: u32,
+    memory_mb: u64,
+    outputs: Vec<(String, PathBuf)>,
+    kept: Option<KeptRun>,
+}
+
+/// A unit's run in a kept VM; also written beside a checkpoint of it
+/// ([`KEPT_RUN_FILE`]) so that a restore follows the same run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptRun {
+    vm: String,
+    run: u64,
+    out_offset: u64,
+}
+
+/// Beside the VM's directory in a checkpoint of a kept VM's run.
+const KEPT_RUN_FILE: &str = "kept-run.json";
+
+/// In a save chain that a job's checkpoint builds on (the job ran in a VM
+/// restored from the chain): the checkpoints that do, one per line. Such a
+/// chain is never deleted.
+const PINNED_FILE: &str = "pinned-by";
+
 /// Runs units as QEMU VMs.
 pub struct QemuDriver {
     rt: Arc<Runtime>,
     state_dir: PathBuf,
     units: Mutex<HashMap<Unit, UnitOutput>>,
+    /// Units started and not yet removed, with (CPUs, MiB) they hold.
+    active: Mutex<HashMap<Unit, (u64, u64)>>,
+    pool: Mutex<Pool>,
+    keep: KeepConfig,
+    capacity: Mutex<Option<(u64, u64)>>,
 }
 
 fn vm_name(unit: Unit, index: u32) -> String {
@@ -115,15 +195,41 @@ fn err(e: impl std::fmt::Display) -> DriverError {
     DriverError(e.to_string())
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A status from a VM's end, as a shell gives it.
+fn exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+    code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
+}
+
 impl QemuDriver {
     /// A driver over `rt`; `state_dir` keeps what a restarted agent needs
-    /// (how much replayed output each restored unit skips).
+    /// (how much replayed output each restored unit skips, the kept VMs).
+    /// Kept VMs follow [`KeepConfig::from_env`].
     pub fn new(rt: Arc<Runtime>, state_dir: PathBuf) -> Result<QemuDriver, DriverError> {
+        Self::with_keep(rt, state_dir, KeepConfig::from_env()?)
+    }
+
+    pub fn with_keep(
+        rt: Arc<Runtime>,
+        state_dir: PathBuf,
+        keep: KeepConfig,
+    ) -> Result<QemuDriver, DriverError> {
         std::fs::create_dir_all(state_dir.join("qemu-units")).map_err(err)?;
+        let pool = Pool::load(&state_dir.join("kept.json")).map_err(err)?;
         Ok(QemuDriver {
             rt,
             state_dir,
             units: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            pool: Mutex::new(pool),
+            keep,
+            capacity: Mutex::new(None),
         })
     }
 
@@ -131,6 +237,28 @@ impl QemuDriver {
         self.state_dir
             .join("qemu-units")
             .join(format!("{}.{}", unit.job, unit.attempt))
+    }
+
+    fn save_meta(&self, unit: Unit, meta: &UnitMeta) -> Result<(), DriverError> {
+        let bytes = serde_json::to_vec(meta).map_err(err)?;
+        let path = self.meta_path(unit);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(err)
+    }
+
+    /// Changes the pool and writes it.
+    fn with_pool<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> Result<T, DriverError> {
+        let mut pool = self.pool.lock().map_err(err)?;
+        let out = f(&mut pool);
+        pool.save(&self.state_dir.join("kept.json")).map_err(err)?;
+        Ok(out)
+    }
+
+    /// The directory of a kept VM's save chain.
+    fn chain_dir(&self, id: u64) -> PathBuf {
+        self.rt.config().data_dir.join("kept").join(id.to_string())
     }
 
     /// The unit's output state, loaded again after an agent restart.
@@ -141,24 +269,35 @@ impl QemuDriver {
     ) -> Result<T, DriverError> {
         let mut units = self.units.lock().map_err(err)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = units.entry(unit) {
-            let meta = std::fs::read_to_string(self.meta_path(unit)).unwrap_or_default();
-            let mut fields = meta
-                .split_whitespace()
-                .map(|v| v.parse::<i64>().unwrap_or(0));
-            let skip = fields.next().unwrap_or(0).max(0) as u64;
-            let prior_work_ms = fields.next().unwrap_or(0);
-            let vms = fields.next().unwrap_or(1).max(1) as u32;
-            let reader = self.rt.output(&vm_name(unit, 0)).map_err(err)?;
+            let meta: UnitMeta = std::fs::read(self.meta_path(unit))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let source = match &meta.kept {
+                Some(k) => Source::Kept {
+                    vm: k.vm.clone(),
+                    reader: RunReader::new(
+                        self.rt.output(&k.vm).map_err(err)?.path(),
+                        k.run,
+                        k.out_offset,
+                    ),
+                },
+                None => Source::Plain(self.rt.output(&vm_name(unit, 0)).map_err(err)?),
+            };
+            if let Ok(mut active) = self.active.lock() {
+                let vms = u64::from(meta.vms.max(1));
+                active
+                    .entry(unit)
+                    .or_insert((u64::from(meta.cpus) * vms, meta.memory_mb * vms));
+            }
             slot.insert(UnitOutput {
-                reader,
+                source,
                 bytes: Vec::new(),
-                skip,
+                skip: meta.skip,
                 started: Instant::now(),
-                prior_work_ms,
-                vms,
-                // Lost with an agent restart: such a unit's outputs stay
-                // in its stage directory.
-                outputs: Vec::new(),
+                prior_work_ms: meta.prior_work_ms,
+                vms: meta.vms.max(1),
+                outputs: meta.outputs,
                 delivered: false,
             });
         }
@@ -167,28 +306,43 @@ impl QemuDriver {
             .ok_or_else(|| DriverError(format!("unknown unit {unit:?}")))?;
         // Take in what the guest wrote since the last look.
         loop {
-            let msgs = out.reader.poll().map_err(err)?;
-            if msgs.is_empty() {
-                break;
-            }
-            for m in msgs {
-                if let GuestMessage::Stdout(b) | GuestMessage::Stderr(b) = m {
-                    let drop = (out.skip as usize).min(b.len());
-                    out.skip -= drop as u64;
-                    out.bytes.extend_from_slice(&b[drop..]);
+            let chunk = match &mut out.source {
+                Source::Plain(reader) => {
+                    let msgs = reader.poll().map_err(err)?;
+                    if msgs.is_empty() {
+                        break;
+                    }
+                    let mut chunk = Vec::new();
+                    for m in msgs {
+                        if let GuestMessage::Stdout(b) | GuestMessage::Stderr(b) = m {
+                            chunk.extend_from_slice(&b);
+                        }
+                    }
+                    chunk
                 }
-            }
+                Source::Kept { reader, .. } => {
+                    let before = reader.end().is_some();
+                    let chunk = reader.drain().map_err(err)?;
+                    if chunk.is_empty() && reader.end().is_some() == before {
+                        break;
+                    }
+                    chunk
+                }
+            };
+            out.take_in(&chunk);
         }
         Ok(f(out))
     }
 
-    fn vm_spec(req: &StartRequest, index: u32) -> Result<VmSpec, DriverError> {
+    /// The VM of `unit` at `index`: its own, or the kept VM it runs in.
+    fn unit_vm(&self, unit: Unit, index: u32) -> Result<String, DriverError> {
+        let kept = self.with_output(unit, |o| o.kept_vm().map(str::to_string))?;
+        Ok(kept.unwrap_or_else(|| vm_name(unit, index)))
+    }
+
+    fn vm_spec(req: &StartRequest, name: String) -> Result<VmSpec, DriverError> {
         let spec = &req.spec;
-        let mut vm = VmSpec::new(
-            vm_name(req.unit, index),
-            spec.image.clone(),
-            spec.command.clone(),
-        );
+        let mut vm = VmSpec::new(name, spec.image.clone(), spec.command.clone());
         vm.cpus = spec.cpus;
         vm.memory_mb = spec.memory_mb;
         vm.env = spec.env.clone();
@@ -206,40 +360,48 @@ impl QemuDriver {
             // The runtime copies inputs into one working directory under
             // their file names and outputs back from paths relative to it.
             let workdir = staging_workdir(spec)?;
-            let rel = |p: &Path| {
-                p.strip_prefix(&workdir)
-                    .map(|r| r.display().to_string())
-                    .map_err(|_| {
-                        DriverError(format!(
-                            "{} is not under {}",
-                            p.display(),
-                            workdir.display()
-                        ))
-                    })
-            };
             vm.workdir = Some(workdir.display().to_string());
             vm.staging = Some(StagingSpec {
                 inputs: spec.inputs.iter().map(|t| t.from.clone()).collect(),
-                outputs: spec
-                    .outputs
-                    .iter()
-                    .map(|t| rel(&t.from))
-                    .collect::<Result<_, _>>()?,
+                outputs: relative_outputs(spec, &workdir)?,
             });
         }
         Ok(vm)
     }
 
-    /// Copies staged outputs of the unit's first VM to their host paths.
-    /// A destination must lie in an existing directory inside the node's
-    /// allowed host directories (the runtime's mount roots), symbolic links
-    /// followed; an existing symbolic link is never written through.
+    /// The job as a run for a kept VM; its host inputs go separately.
+    fn run_request(req: &StartRequest, run: u64) -> Result<RunRequest, DriverError> {
+        let spec = &req.spec;
+        let mut r = RunRequest::new(run, spec.command.clone());
+        r.env = spec.env.clone();
+        r.user = spec.user.as_ref().map(|name| User {
+            name: name.clone(),
+            uid: None,
+            gid: None,
+        });
+        if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
+            let workdir = staging_workdir(spec)?;
+            r.workdir = Some(workdir.display().to_string());
+            r.staging = Some(Staging {
+                // Filled in by the runtime.
+                tag: String::new(),
+                inputs: Vec::new(),
+                outputs: relative_outputs(spec, &workdir)?,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Copies staged outputs of `vm` to their host paths. A destination
+    /// must lie in an existing directory inside the node's allowed host
+    /// directories (the runtime's mount roots), symbolic links followed; an
+    /// existing symbolic link is never written through.
     fn deliver_outputs(
         &self,
-        unit: Unit,
+        vm: &str,
         spec_outputs: &[(String, PathBuf)],
     ) -> Result<(), DriverError> {
-        let stage = self.rt.stage_dir(&vm_name(unit, 0)).map_err(err)?;
+        let stage = self.rt.stage_dir(vm).map_err(err)?;
         let roots = &self.rt.config().mount_roots;
         for (rel, to) in spec_outputs {
             let from = stage.join(rel);
@@ -308,53 +470,426 @@ fn staging_workdir(spec: &vgrid_jobfile::JobSpec) -> Result<PathBuf, DriverError
     Ok(workdir)
 }
 
-impl VmDriver for QemuDriver {
-    async fn start(&self, req: StartRequest) -> Result<(), DriverError> {
-        let skip = req.restore.as_ref().map_or(0, |c| c.log_offset);
-        let prior = req.restore.as_ref().map_or(0, |c| c.work_ms);
-        std::fs::write(
-            self.meta_path(req.unit),
-            format!("{skip} {prior} {}\n", req.vms),
-        )
-        .map_err(err)?;
-        let outputs = if req.spec.outputs.is_empty() {
-            Vec::new()
-        } else {
-            let workdir = staging_workdir(&req.spec)?;
-            req.spec
-                .outputs
-                .iter()
-                .filter_map(|t| {
-                    t.from
-                        .strip_prefix(&workdir)
-                        .ok()
-                        .map(|r| (r.display().to_string(), t.to.clone()))
+/// Outputs as paths relative to the guest working directory.
+fn relative_outputs(
+    spec: &vgrid_jobfile::JobSpec,
+    workdir: &Path,
+) -> Result<Vec<String>, DriverError> {
+    spec.outputs
+        .iter()
+        .map(|t| {
+            t.from
+                .strip_prefix(workdir)
+                .map(|r| r.display().to_string())
+                .map_err(|_| {
+                    DriverError(format!(
+                        "{} is not under {}",
+                        t.from.display(),
+                        workdir.display()
+                    ))
                 })
-                .collect()
-        };
-        for i in 0..req.vms {
-            match &req.restore {
-                Some(c) => {
-                    let dir = PathBuf::from(&c.location).join(format!("v{i}"));
-                    self.rt
-                        .restore(&dir, &vm_name(req.unit, i), RestoreOptions::default())
-                        .await
-                        .map_err(|e| {
-                            DriverError(format!("restore from checkpoint {}: {e}", c.seq))
-                        })?;
+        })
+        .collect()
+}
+
+/// Where each staged output goes on the host: (path relative to the guest
+/// working directory, host path).
+fn host_outputs(spec: &vgrid_jobfile::JobSpec) -> Result<Vec<(String, PathBuf)>, DriverError> {
+    if spec.outputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workdir = staging_workdir(spec)?;
+    Ok(spec
+        .outputs
+        .iter()
+        .filter_map(|t| {
+            t.from
+                .strip_prefix(&workdir)
+                .ok()
+                .map(|r| (r.display().to_string(), t.to.clone()))
+        })
+        .collect())
+}
+
+/// The kept VMs.
+impl QemuDriver {
+    /// Starts `req` in a kept VM of `key`: reuses a running one, restores a
+    /// saved one, or boots one; restores the job's own checkpoint when it
+    /// resumes. Returns how, and the unit's run.
+    async fn start_kept(
+        &self,
+        req: &StartRequest,
+        key: &KeepKey,
+    ) -> Result<(VmStart, KeptRun), DriverError> {
+        let unit = req.unit;
+        if let Some(c) = &req.restore {
+            let Claim::Fresh { id } =
+                self.with_pool(|p| p.new_entry(key.clone(), KeptState::Claimed { unit }))?
+            else {
+                return Err(DriverError("the kept-VM pool is inconsistent".into()));
+            };
+            let result = self.restore_job_checkpoint(id, c).await;
+            return match result {
+                Ok(kept) => Ok((VmStart::RestoredCheckpoint, kept)),
+                Err(e) => {
+                    self.discard(id).await;
+                    Err(e)
                 }
-                None => {
-                    let spec = Self::vm_spec(&req, i)?;
-                    self.rt.start(spec).await.map_err(err)?;
+            };
+        }
+        let run = run_id(unit);
+        let deadline = Instant::now() + self.keep.wait_for_release;
+        let claim = loop {
+            match self.with_pool(|p| p.claim(key, unit))? {
+                Claim::Wait if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Claim::Wait => {
+                    break self
+                        .with_pool(|p| p.new_entry(key.clone(), KeptState::Claimed { unit }))?;
+                }
+                other => break other,
+            }
+        };
+        let id = match &claim {
+            Claim::Running { id, .. } | Claim::Saved { id, .. } | Claim::Fresh { id } => *id,
+            Claim::Wait => return Err(DriverError("the kept-VM pool is inconsistent".into())),
+        };
+        self.make_room(unit, id).await;
+        let reused = match claim {
+            Claim::Running { vm, .. } => Some(
+                self.exec(req, run, &vm)
+                    .await
+                    .map(|k| (VmStart::ReusedRunning, k)),
+            ),
+            Claim::Saved { checkpoint, .. } => Some(
+                self.restore_saved(req, run, id, &checkpoint)
+                    .await
+                    .map(|k| (VmStart::RestoredSaved, k)),
+            ),
+            Claim::Fresh { .. } | Claim::Wait => None,
+        };
+        let id = match reused {
+            Some(Ok(done)) => return Ok(done),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, job = unit.job, "cannot reuse a kept VM; booting a fresh one");
+                self.discard(id).await;
+                match self.with_pool(|p| p.new_entry(key.clone(), KeptState::Claimed { unit }))? {
+                    Claim::Fresh { id } => id,
+                    _ => return Err(DriverError("the kept-VM pool is inconsistent".into())),
                 }
             }
+            None => id,
+        };
+        let vm = self
+            .with_pool(|p| p.get(id).map(Entry::vm_name))?
+            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+        match self
+            .rt
+            .start_kept(Self::vm_spec(req, vm.clone())?, run)
+            .await
+        {
+            Ok(reader) => Ok((
+                VmStart::Booted,
+                KeptRun {
+                    vm,
+                    run,
+                    out_offset: reader.start_offset(),
+                },
+            )),
+            Err(e) => {
+                self.discard(id).await;
+                Err(err(e))
+            }
         }
+    }
+
+    /// Sends the job to the running kept VM `vm` as run `run`.
+    async fn exec(&self, req: &StartRequest, run: u64, vm: &str) -> Result<KeptRun, DriverError> {
+        let inputs: Vec<PathBuf> = req.spec.inputs.iter().map(|t| t.from.clone()).collect();
+        let reader = self
+            .rt
+            .exec(vm, Self::run_request(req, run)?, &inputs)
+            .await
+            .map_err(err)?;
+        Ok(KeptRun {
+            vm: vm.to_string(),
+            run,
+            out_offset: reader.start_offset(),
+        })
+    }
+
+    /// Restores the saved kept VM of entry `id` and gives it the job.
+    async fn restore_saved(
+        &self,
+        req: &StartRequest,
+        run: u64,
+        id: u64,
+        checkpoint: &Path,
+    ) -> Result<KeptRun, DriverError> {
+        let vm = self
+            .with_pool(|p| p.get(id).map(Entry::vm_name))?
+            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+        self.rt
+            .restore(checkpoint, &vm, RestoreOptions::default())
+            .await
+            .map_err(err)?;
+        // Its clock stopped while it was saved.
+        if let Err(e) = self.rt.set_guest_clock(&vm).await {
+            tracing::warn!(error = %e, vm, "cannot set the clock of a restored VM");
+        }
+        self.exec(req, run, &vm).await
+    }
+
+    /// Restores the job's own checkpoint of its kept VM as entry `id`: the
+    /// run goes on where the checkpoint left it.
+    async fn restore_job_checkpoint(
+        &self,
+        id: u64,
+        c: &vgrid_api::types::CheckpointRef,
+    ) -> Result<KeptRun, DriverError> {
+        let location = PathBuf::from(&c.location);
+        let saved: KeptRun = std::fs::read(location.join(KEPT_RUN_FILE))
+            .map_err(|e| format!("{}: {e}", location.join(KEPT_RUN_FILE).display()))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                DriverError(format!(
+                    "checkpoint {} is not of a kept VM's run: {e}",
+                    c.seq
+                ))
+            })?;
+        let vm = self
+            .with_pool(|p| p.get(id).map(Entry::vm_name))?
+            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+        self.rt
+            .restore(&location.join("v0"), &vm, RestoreOptions::default())
+            .await
+            .map_err(|e| DriverError(format!("restore from checkpoint {}: {e}", c.seq)))?;
+        if let Err(e) = self.rt.set_guest_clock(&vm).await {
+            tracing::warn!(error = %e, vm, "cannot set the clock of a restored VM");
+        }
+        Ok(KeptRun { vm, ..saved })
+    }
+
+    /// Stops idle kept VMs (oldest first) until `unit` fits on the node
+    /// beside the other units; never entry `keep`, the one `unit` takes.
+    async fn make_room(&self, unit: Unit, keep: u64) {
+        let Some(capacity) = self.capacity.lock().ok().and_then(|c| *c) else {
+            return;
+        };
+        let (need, busy) = {
+            let Ok(active) = self.active.lock() else {
+                return;
+            };
+            let need = active.get(&unit).copied().unwrap_or((0, 0));
+            let busy = active
+                .iter()
+                .filter(|(u, _)| **u != unit)
+                .fold((0, 0), |(c, m), (_, r)| (c + r.0, m + r.1));
+            (need, busy)
+        };
+        let victims = self
+            .pool
+            .lock()
+            .map(|p| p.to_evict(need, busy, capacity, Some(keep)))
+            .unwrap_or_default();
+        for id in victims {
+            tracing::info!(
+                entry = id,
+                "stopping an idle kept VM to make room for a job"
+            );
+            self.discard(id).await;
+        }
+    }
+
+    /// Drops a kept VM: ends its QEMU, removes its directory and its save
+    /// chain (unless a job's checkpoint builds on it), forgets the entry.
+    async fn discard(&self, id: u64) {
+        let entry = self.with_pool(|p| p.remove(id)).ok().flatten();
+        let vm = entry.as_ref().map_or_else(String::new, |e| {
+            e.vm().map_or_else(|| e.vm_name(), str::to_string)
+        });
+        if !vm.is_empty() {
+            let _ = self.rt.kill(&vm).await;
+            let _ = self.rt.remove(&vm).await;
+        }
+        let chain = self.chain_dir(id);
+        if chain.join(PINNED_FILE).exists() {
+            tracing::info!(chain = %chain.display(), "keeping a save chain that job checkpoints build on");
+        } else {
+            let _ = std::fs::remove_dir_all(chain);
+        }
+    }
+
+    /// Marks the save chain of `unit`'s kept VM as needed by the job
+    /// checkpoint `dir` (it is the checkpoint's parent, or an ancestor).
+    fn pin_chain(&self, unit: Unit, dir: &Path) -> Result<(), DriverError> {
+        let saved = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|p| p.of_unit(unit).filter(|e| e.saves > 0).map(|e| e.id));
+        let Some(id) = saved else {
+            return Ok(());
+        };
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.chain_dir(id).join(PINNED_FILE))
+            .and_then(|mut f| writeln!(f, "{}", dir.display()))
+            .map_err(err)
+    }
+
+    /// After `unit`'s run in kept VM `entry`: a clean end puts the VM back
+    /// in the pool (running, or saved); anything else drops it.
+    async fn release(&self, unit: Unit, entry: Entry) {
+        let ended = self
+            .with_output(unit, |o| o.run_end().is_some())
+            .unwrap_or(false);
+        let vm = entry.vm().map(str::to_string);
+        let alive = vm
+            .as_deref()
+            .is_some_and(|vm| self.rt.qemu_alive(vm).unwrap_or(false));
+        let (true, true, Some(vm)) = (ended, alive, vm) else {
+            self.discard(entry.id).await;
+            return;
+        };
+        match entry.key.mode {
+            VmMode::SaveRestore if entry.saves >= self.keep.max_saves => {
+                tracing::info!(
+                    entry = entry.id,
+                    saves = entry.saves,
+                    "a saved VM's chain is full; dropping it"
+                );
+                self.discard(entry.id).await;
+            }
+            VmMode::SaveRestore => {
+                let ck = self.chain_dir(entry.id).join((entry.saves + 1).to_string());
+                let saved = self
+                    .rt
+                    .checkpoint(
+                        &vm,
+                        &ck,
+                        CheckpointOptions {
+                            stop: true,
+                            ..CheckpointOptions::default()
+                        },
+                    )
+                    .await;
+                match saved {
+                    Ok(_) => {
+                        let _ = self.rt.remove(&vm).await;
+                        let _ = self.with_pool(|p| {
+                            if let Some(e) = p.get_mut(entry.id) {
+                                e.saves += 1;
+                                e.generation += 1;
+                                e.state = KeptState::Saved {
+                                    checkpoint: ck,
+                                    since_ms: now_ms(),
+                                };
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, vm, "cannot save a kept VM; dropping it");
+                        self.discard(entry.id).await;
+                    }
+                }
+            }
+            _ => {
+                let _ = self.with_pool(|p| {
+                    if let Some(e) = p.get_mut(entry.id) {
+                        e.state = KeptState::Idle {
+                            vm,
+                            since_ms: now_ms(),
+                        };
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl VmDriver for QemuDriver {
+    async fn start(&self, req: StartRequest) -> Result<VmStart, DriverError> {
+        let skip = req.restore.as_ref().map_or(0, |c| c.log_offset);
+        let prior = req.restore.as_ref().map_or(0, |c| c.work_ms);
+        let outputs = host_outputs(&req.spec)?;
+        let cpus = u64::from(req.spec.cpus) * u64::from(req.vms);
+        let memory = req.spec.memory_mb * u64::from(req.vms);
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(req.unit, (cpus, memory));
+        }
+        let mut meta = UnitMeta {
+            skip,
+            prior_work_ms: prior,
+            vms: req.vms,
+            cpus: req.spec.cpus,
+            memory_mb: req.spec.memory_mb,
+            outputs: outputs.clone(),
+            kept: None,
+        };
+        self.save_meta(req.unit, &meta)?;
+
+        let (how, source) = match KeepKey::of(&req.owner, &req.spec) {
+            Some(key) => {
+                let (how, kept) = self.start_kept(&req, &key).await?;
+                let path = self.rt.output(&kept.vm).map_err(err)?.path().to_path_buf();
+                meta.kept = Some(kept.clone());
+                self.save_meta(req.unit, &meta)?;
+                self.with_pool(|p| {
+                    let id = p.of_unit(req.unit).map(|e| e.id);
+                    if let Some(e) = id.and_then(|id| p.get_mut(id)) {
+                        e.state = KeptState::Busy {
+                            vm: kept.vm.clone(),
+                            unit: req.unit,
+                            run: kept.run,
+                            out_offset: kept.out_offset,
+                        };
+                    }
+                })?;
+                let reader = RunReader::new(path, kept.run, kept.out_offset);
+                (
+                    how,
+                    Source::Kept {
+                        vm: kept.vm,
+                        reader,
+                    },
+                )
+            }
+            None => {
+                for i in 0..req.vms {
+                    match &req.restore {
+                        Some(c) => {
+                            let dir = PathBuf::from(&c.location).join(format!("v{i}"));
+                            self.rt
+                                .restore(&dir, &vm_name(req.unit, i), RestoreOptions::default())
+                                .await
+                                .map_err(|e| {
+                                    DriverError(format!("restore from checkpoint {}: {e}", c.seq))
+                                })?;
+                        }
+                        None => {
+                            let spec = Self::vm_spec(&req, vm_name(req.unit, i))?;
+                            self.rt.start(spec).await.map_err(err)?;
+                        }
+                    }
+                }
+                let how = if req.restore.is_some() {
+                    VmStart::RestoredCheckpoint
+                } else {
+                    VmStart::Booted
+                };
+                let reader = self.rt.output(&vm_name(req.unit, 0)).map_err(err)?;
+                (how, Source::Plain(reader))
+            }
+        };
         let mut units = self.units.lock().map_err(err)?;
-        let reader = self.rt.output(&vm_name(req.unit, 0)).map_err(err)?;
         units.insert(
             req.unit,
             UnitOutput {
-                reader,
+                source,
                 bytes: Vec::new(),
                 skip,
                 started: Instant::now(),
@@ -364,7 +899,7 @@ impl VmDriver for QemuDriver {
                 delivered: false,
             },
         );
-        Ok(())
+        Ok(how)
     }
 
     async fn units(&self) -> Result<Vec<Unit>, DriverError> {
@@ -375,21 +910,29 @@ impl VmDriver for QemuDriver {
             .iter()
             .filter_map(|n| parse_vm_name(n).map(|(u, _)| u))
             .collect();
+        if let Ok(pool) = self.pool.lock() {
+            out.extend(pool.entries().iter().filter_map(|e| match e.state {
+                KeptState::Busy { unit, .. } | KeptState::Releasing { unit, .. } => Some(unit),
+                _ => None,
+            }));
+        }
         out.sort();
         out.dedup();
         Ok(out)
     }
 
     async fn status(&self, unit: Unit) -> Result<UnitStatus, DriverError> {
-        let vms = self.with_output(unit, |o| o.vms)?;
+        let (vms, kept) = self.with_output(unit, |o| (o.vms, o.kept_vm().map(str::to_string)))?;
+        if let Some(vm) = kept {
+            return self.kept_status(unit, &vm).await;
+        }
         let mut first_exit = None;
         for i in 0..vms {
             let info = self.rt.inspect(&vm_name(unit, i)).await.map_err(err)?;
             match info.state {
                 VmState::Exited { code, signal } => {
-                    let status = code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
                     if i == 0 {
-                        first_exit = Some(status);
+                        first_exit = Some(exit_code(code, signal));
                     }
                 }
                 VmState::Failed { message } => return Ok(UnitStatus::Failed(message)),
@@ -412,18 +955,7 @@ impl VmDriver for QemuDriver {
         let Some(code) = first_exit else {
             return Ok(UnitStatus::Running);
         };
-        let pending = self.with_output(unit, |o| {
-            if o.delivered {
-                Vec::new()
-            } else {
-                o.delivered = true;
-                o.outputs.clone()
-            }
-        })?;
-        if let Err(e) = self.deliver_outputs(unit, &pending) {
-            return Ok(UnitStatus::Failed(e.0));
-        }
-        Ok(UnitStatus::Exited(code))
+        self.finish(unit, &vm_name(unit, 0), code, None)
     }
 
     async fn output(&self, unit: Unit, from: u64) -> Result<Vec<u8>, DriverError> {
@@ -438,15 +970,27 @@ impl VmDriver for QemuDriver {
         dir: PathBuf,
         stop: bool,
     ) -> Result<SavedCheckpoint, DriverError> {
-        let (vms, work_ms) = self.with_output(unit, |o| {
+        let (vms, work_ms, kept) = self.with_output(unit, |o| {
+            let kept = match &o.source {
+                Source::Kept { vm, reader } => Some(KeptRun {
+                    vm: vm.clone(),
+                    run: reader.run(),
+                    out_offset: reader.start_offset(),
+                }),
+                Source::Plain(_) => None,
+            };
             (
                 o.vms,
                 o.prior_work_ms + o.started.elapsed().as_millis() as i64,
+                kept,
             )
         })?;
-        let group: Vec<(String, PathBuf)> = (0..vms)
-            .map(|i| (vm_name(unit, i), dir.join(format!("v{i}"))))
-            .collect();
+        let group: Vec<(String, PathBuf)> = match &kept {
+            Some(k) => vec![(k.vm.clone(), dir.join("v0"))],
+            None => (0..vms)
+                .map(|i| (vm_name(unit, i), dir.join(format!("v{i}"))))
+                .collect(),
+        };
         std::fs::create_dir_all(&dir).map_err(err)?;
         let result = self
             .rt
@@ -461,6 +1005,12 @@ impl VmDriver for QemuDriver {
         // Everything the guest wrote before the pause is in the checkpoint.
         let output_bytes = self.with_output(unit, |o| o.bytes.len() as u64)?;
         result.map_err(err)?;
+        if let Some(k) = &kept {
+            // A restore follows the same run in the restored VM.
+            let bytes = serde_json::to_vec(k).map_err(err)?;
+            std::fs::write(dir.join(KEPT_RUN_FILE), bytes).map_err(err)?;
+            self.pin_chain(unit, &dir)?;
+        }
         Ok(SavedCheckpoint {
             location: dir.display().to_string(),
             work_ms,
@@ -471,7 +1021,8 @@ impl VmDriver for QemuDriver {
     async fn pause(&self, unit: Unit) -> Result<(), DriverError> {
         let vms = self.with_output(unit, |o| o.vms)?;
         for i in 0..vms {
-            self.rt.pause(&vm_name(unit, i)).await.map_err(err)?;
+            let vm = self.unit_vm(unit, i)?;
+            self.rt.pause(&vm).await.map_err(err)?;
         }
         Ok(())
     }
@@ -479,12 +1030,22 @@ impl VmDriver for QemuDriver {
     async fn resume(&self, unit: Unit) -> Result<(), DriverError> {
         let vms = self.with_output(unit, |o| o.vms)?;
         for i in 0..vms {
-            self.rt.resume(&vm_name(unit, i)).await.map_err(err)?;
+            let vm = self.unit_vm(unit, i)?;
+            self.rt.resume(&vm).await.map_err(err)?;
         }
         Ok(())
     }
 
     async fn kill(&self, unit: Unit) -> Result<(), DriverError> {
+        let kept = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|p| p.of_unit(unit).and_then(|e| e.vm().map(str::to_string)));
+        if let Some(vm) = kept {
+            // The job's task dies with its VM; the VM is not kept.
+            let _ = self.rt.kill(&vm).await;
+        }
         for name in self.rt.names().map_err(err)? {
             if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
                 let _ = self.rt.kill(&name).await;
@@ -494,6 +1055,10 @@ impl VmDriver for QemuDriver {
     }
 
     async fn remove(&self, unit: Unit) -> Result<(), DriverError> {
+        let entry = self.pool.lock().ok().and_then(|p| p.of_unit(unit).cloned());
+        if let Some(entry) = entry {
+            self.release(unit, entry).await;
+        }
         for name in self.rt.names().map_err(err)? {
             if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
                 let _ = self.rt.kill(&name).await;
@@ -503,8 +1068,113 @@ impl VmDriver for QemuDriver {
         if let Ok(mut units) = self.units.lock() {
             units.remove(&unit);
         }
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&unit);
+        }
         let _ = std::fs::remove_file(self.meta_path(unit));
         Ok(())
+    }
+
+    fn set_capacity(&self, cpus: u32, memory_mb: u64) {
+        if let Ok(mut c) = self.capacity.lock() {
+            *c = Some((u64::from(cpus), memory_mb));
+        }
+    }
+
+    async fn housekeeping(&self) {
+        let active: Vec<Unit> = self
+            .active
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default();
+        let now = now_ms();
+        let idle_ms = self.keep.idle_timeout.as_millis() as u64;
+        let (expired, stale) = match self.pool.lock() {
+            Ok(p) => (
+                p.expired(now, idle_ms),
+                // A claim whose start is no longer in flight (the agent
+                // restarted in the middle of it).
+                p.entries()
+                    .iter()
+                    .filter(|e| {
+                        matches!(e.state, KeptState::Claimed { unit } if !active.contains(&unit))
+                    })
+                    .map(|e| e.id)
+                    .collect::<Vec<_>>(),
+            ),
+            Err(_) => return,
+        };
+        for id in expired {
+            tracing::info!(entry = id, "dropping a VM kept idle for too long");
+            self.discard(id).await;
+        }
+        for id in stale {
+            self.discard(id).await;
+        }
+    }
+}
+
+/// The end of a unit's command: its outputs are delivered once, then the
+/// status is final.
+impl QemuDriver {
+    fn finish(
+        &self,
+        unit: Unit,
+        vm: &str,
+        code: i32,
+        error: Option<String>,
+    ) -> Result<UnitStatus, DriverError> {
+        let pending = self.with_output(unit, |o| {
+            if o.delivered {
+                Vec::new()
+            } else {
+                o.delivered = true;
+                o.outputs.clone()
+            }
+        })?;
+        if let Some(message) = error {
+            return Ok(UnitStatus::Failed(message));
+        }
+        if let Err(e) = self.deliver_outputs(vm, &pending) {
+            return Ok(UnitStatus::Failed(e.0));
+        }
+        Ok(UnitStatus::Exited(code))
+    }
+
+    /// A run in a kept VM: its end, or the VM's trouble.
+    async fn kept_status(&self, unit: Unit, vm: &str) -> Result<UnitStatus, DriverError> {
+        if let Some(end) = self.with_output(unit, |o| o.run_end())? {
+            // The VM is the pool's again as soon as the run is over, so the
+            // owner's next job waits for it instead of booting another.
+            self.with_pool(|p| {
+                let id = p.of_unit(unit).map(|e| e.id);
+                if let Some(e) = id.and_then(|id| p.get_mut(id))
+                    && matches!(e.state, KeptState::Busy { .. })
+                {
+                    e.state = KeptState::Releasing {
+                        vm: vm.to_string(),
+                        unit,
+                    };
+                }
+            })?;
+            let code = exit_code(end.status.code, end.status.signal);
+            return self.finish(unit, vm, code, end.error);
+        }
+        // The cheap check first: `inspect` reads the VM's whole output.
+        if self.rt.qemu_alive(vm).map_err(err)? {
+            return Ok(UnitStatus::Running);
+        }
+        let info = self.rt.inspect(vm).await.map_err(err)?;
+        Ok(match info.state {
+            VmState::Crashed { console_tail } => {
+                UnitStatus::Failed(format!("the VM crashed: {console_tail}"))
+            }
+            VmState::Failed { message } => UnitStatus::Failed(message),
+            VmState::Stopped | VmState::Saved | VmState::PoweredOff | VmState::Exited { .. } => {
+                UnitStatus::Failed(format!("the VM is {}", info.state.word()))
+            }
+            _ => UnitStatus::Running,
+        })
     }
 }
 

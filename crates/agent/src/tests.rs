@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vgrid_api::Client;
-use vgrid_api::types::Role;
+use vgrid_api::types::{Role, VmStart};
 use vgrid_jobfile::JobState;
 
 use super::*;
@@ -46,7 +46,7 @@ fn lock(vm: &Mutex<Vm>) -> std::sync::MutexGuard<'_, Vm> {
 }
 
 impl VmDriver for CountingDriver {
-    async fn start(&self, req: StartRequest) -> Result<(), DriverError> {
+    async fn start(&self, req: StartRequest) -> Result<VmStart, DriverError> {
         let to = req
             .spec
             .env
@@ -88,7 +88,11 @@ impl VmDriver for CountingDriver {
                 v.output.extend_from_slice(line.as_bytes());
             }
         });
-        Ok(())
+        Ok(if req.restore.is_some() {
+            VmStart::RestoredCheckpoint
+        } else {
+            VmStart::Booted
+        })
     }
 
     async fn units(&self) -> Result<Vec<Unit>, DriverError> {

@@ -227,6 +227,10 @@ pub enum AgentAction {
         restore: Option<CheckpointRef>,
         /// Where to put checkpoints of this job (one subdirectory each).
         checkpoint_dir: String,
+        /// The job's owner: a VM kept for the `persistent` and
+        /// `save-restore` modes serves only jobs of the same owner.
+        #[serde(default)]
+        owner: String,
     },
     /// Take a checkpoint; with `stop`, stop the VMs afterwards (preemption).
     Checkpoint {
@@ -241,6 +245,33 @@ pub enum AgentAction {
     Suspend { job: u64, attempt: u32 },
     /// Continue paused VMs.
     Resume { job: u64, attempt: u32 },
+}
+
+/// How an attempt's VM came to run its command: the job's VM mode at work
+/// (GridWay's stop/start, save/restore and persistent VMs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmStart {
+    /// A fresh VM was booted.
+    Booted,
+    /// The VMs were restored from the job's own checkpoint.
+    RestoredCheckpoint,
+    /// A VM kept running after an earlier job (`persistent`) took the job.
+    ReusedRunning,
+    /// A VM saved after an earlier job (`save-restore`) was restored.
+    RestoredSaved,
+}
+
+impl VmStart {
+    /// The words the job's history uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VmStart::Booted => "VM booted",
+            VmStart::RestoredCheckpoint => "VMs restored from the checkpoint",
+            VmStart::ReusedRunning => "reused running VM",
+            VmStart::RestoredSaved => "restored saved VM",
+        }
+    }
 }
 
 /// A checkpoint to restore from.
@@ -286,6 +317,9 @@ pub enum AgentEvent {
     Running {
         job: u64,
         attempt: u32,
+        /// How the VM came to run it (absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vm: Option<VmStart>,
     },
     /// A checkpoint is complete and durable.
     Checkpointed {
@@ -344,7 +378,7 @@ impl AgentEvent {
     pub fn job(&self) -> (u64, u32) {
         match *self {
             AgentEvent::Booting { job, attempt }
-            | AgentEvent::Running { job, attempt }
+            | AgentEvent::Running { job, attempt, .. }
             | AgentEvent::Checkpointed { job, attempt, .. }
             | AgentEvent::CheckpointFailed { job, attempt, .. }
             | AgentEvent::StagingOut { job, attempt }
@@ -377,6 +411,34 @@ pub struct OutputQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_and_actions_from_older_peers_still_parse() {
+        let running: AgentEvent =
+            serde_json::from_str(r#"{"event":"running","job":1,"attempt":2}"#).expect("parses");
+        assert_eq!(
+            running,
+            AgentEvent::Running {
+                job: 1,
+                attempt: 2,
+                vm: None
+            }
+        );
+        let with_vm = AgentEvent::Running {
+            job: 1,
+            attempt: 2,
+            vm: Some(VmStart::RestoredSaved),
+        };
+        let text = serde_json::to_string(&with_vm).expect("serializes");
+        assert!(text.contains(r#""vm":"restored-saved""#), "{text}");
+        let start: AgentAction = serde_json::from_str(
+            r#"{"action":"start","job":1,"attempt":1,"vms":1,"restore":null,"checkpoint_dir":"/c",
+                "spec":{"name":"j","image":"tiny","cpus":1,"memory_mb":256,"vms":1,"command":["true"],
+                        "class":{"kind":"normal"},"mode":"persistent"}}"#,
+        )
+        .expect("parses");
+        assert!(matches!(start, AgentAction::Start { owner, .. } if owner.is_empty()));
+    }
 
     #[test]
     fn a_new_token_never_shows_in_debug_output() {

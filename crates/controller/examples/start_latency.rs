@@ -81,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 AgentEvent::Running {
                     job: *job,
                     attempt: *attempt,
+                    vm: None,
                 },
                 AgentEvent::Exited {
                     job: *job,

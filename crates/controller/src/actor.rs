@@ -15,7 +15,7 @@ use vgrid_api::types::{
 };
 use vgrid_api::{Command, CommandError, Reply};
 use vgrid_core::{Action, Event, JobId, NodeId, NodeStatus, Scheduler, StopMode, Time};
-use vgrid_jobfile::{JobSpec, JobState};
+use vgrid_jobfile::{JobSpec, JobState, VmMode};
 use vgrid_store::{
     Change, CheckpointRecord, JobRecord, NodeRecord, NodeState, Store, UserRecord, generate_token,
     hash_token,
@@ -542,6 +542,7 @@ impl Actor {
         };
         let attempt = job.rt.attempt;
         let spec = Box::new(job.rec.spec.clone());
+        let owner = job.owner_name.clone();
         let runtime = serde_json::to_string(&job.rt).ok();
         let first = named.first().map(|(n, _)| n.clone());
         let reason = match (&restore, &first) {
@@ -563,6 +564,7 @@ impl Actor {
                     vms: *vms,
                     restore: restore.clone(),
                     checkpoint_dir: ckpt_dir.display().to_string(),
+                    owner: owner.clone(),
                 },
             );
         }
@@ -1521,6 +1523,7 @@ impl Actor {
             vms,
             restore,
             checkpoint_dir: ckpt_dir.display().to_string(),
+            owner: job.owner_name.clone(),
         };
         self.enqueue(node, action);
     }
@@ -1639,26 +1642,27 @@ impl Actor {
         let node_s = Some(node.to_string());
         match event {
             AgentEvent::Booting { .. } => {
-                let resuming = self
-                    .jobs
-                    .get(&id)
-                    .is_some_and(|j| j.rec.reason.starts_with("resuming"));
-                let why = if resuming {
-                    "restoring VMs from the checkpoint"
-                } else {
-                    "booting VMs"
+                let Some(job) = self.jobs.get(&id) else {
+                    return;
                 };
-                self.transition(id, JobState::Booting, why.into(), node_s, None);
+                let why = if job.rec.reason.starts_with("resuming") {
+                    "restoring VMs from the checkpoint".to_string()
+                } else {
+                    match job.rec.spec.mode {
+                        VmMode::StopStart => "booting VMs".to_string(),
+                        // The agent finds out whether a kept VM is there.
+                        mode => format!("starting the VM (mode {})", mode.name()),
+                    }
+                };
+                self.transition(id, JobState::Booting, why, node_s, None);
             }
-            AgentEvent::Running { .. } => {
+            AgentEvent::Running { vm, .. } => {
                 self.feed(SchedInput::Running { job: id });
-                self.transition(
-                    id,
-                    JobState::Running,
-                    "command running".into(),
-                    node_s,
-                    None,
-                );
+                let why = match vm {
+                    Some(how) => format!("command running; {}", how.describe()),
+                    None => "command running".to_string(),
+                };
+                self.transition(id, JobState::Running, why, node_s, None);
             }
             AgentEvent::Checkpointed {
                 seq,

@@ -296,7 +296,13 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
     assert_eq!(spec.command, vec!["/bin/echo", "hi"]);
     wait_state(&alice, id, JobState::Staging).await;
     agent.report(AgentEvent::Booting { job: id, attempt }).await;
-    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    agent
+        .report(AgentEvent::Running {
+            job: id,
+            attempt,
+            vm: None,
+        })
+        .await;
     wait_state(&alice, id, JobState::Running).await;
     let nodes = alice.nodes().await.expect("nodes");
     assert_eq!((nodes[0].free_cpus, nodes[0].jobs.clone()), (2, vec![id]));
@@ -369,7 +375,13 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
     };
-    agent.report(AgentEvent::Running { job: be, attempt }).await;
+    agent
+        .report(AgentEvent::Running {
+            job: be,
+            attempt,
+            vm: None,
+        })
+        .await;
     wait_state(&alice, be, JobState::Running).await;
 
     let normal = alice
@@ -412,6 +424,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
         .report(AgentEvent::Running {
             job: normal,
             attempt: a2,
+            vm: None,
         })
         .await;
     agent
@@ -462,7 +475,12 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
     let AgentAction::Start { attempt, .. } = n1.next_action().await else {
         panic!("expected a start");
     };
-    n1.report(AgentEvent::Running { job: id, attempt }).await;
+    n1.report(AgentEvent::Running {
+        job: id,
+        attempt,
+        vm: None,
+    })
+    .await;
     // A periodic checkpoint after one second of work.
     let AgentAction::Checkpoint {
         seq, stop: false, ..
@@ -526,6 +544,7 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
             .report(AgentEvent::Running {
                 job: first,
                 attempt,
+                vm: None,
             })
             .await;
         wait_state(&alice, first, JobState::Running).await;
@@ -612,7 +631,13 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
         api_status(alice.control(id, "suspend").await.expect_err("not running")),
         409
     );
-    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    agent
+        .report(AgentEvent::Running {
+            job: id,
+            attempt,
+            vm: None,
+        })
+        .await;
     wait_state(&alice, id, JobState::Running).await;
     assert_eq!(
         api_status(bob.control(id, "suspend").await.expect_err("not his")),
@@ -695,7 +720,13 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
     };
-    agent.report(AgentEvent::Running { job: be, attempt }).await;
+    agent
+        .report(AgentEvent::Running {
+            job: be,
+            attempt,
+            vm: None,
+        })
+        .await;
     let AgentAction::Checkpoint {
         seq: periodic,
         stop: false,
@@ -810,7 +841,13 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
     };
-    agent.report(AgentEvent::Running { job: id, attempt }).await;
+    agent
+        .report(AgentEvent::Running {
+            job: id,
+            attempt,
+            vm: None,
+        })
+        .await;
     wait_state(&alice, id, JobState::Running).await;
     alice.control(id, "checkpoint").await.expect("checkpoint");
     let AgentAction::Checkpoint { seq, .. } = agent.next_action().await else {
@@ -863,6 +900,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
         .report(AgentEvent::Running {
             job: id,
             attempt: again,
+            vm: None,
         })
         .await;
     agent
@@ -880,6 +918,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
         .report(AgentEvent::Running {
             job: plain,
             attempt: pa,
+            vm: None,
         })
         .await;
     agent
@@ -903,7 +942,12 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     let AgentAction::Start { attempt, .. } = n1.next_action().await else {
         panic!("expected a start on n1");
     };
-    n1.report(AgentEvent::Running { job: id, attempt }).await;
+    n1.report(AgentEvent::Running {
+        job: id,
+        attempt,
+        vm: None,
+    })
+    .await;
     wait_state(&alice, id, JobState::Running).await;
     let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("migrate");
@@ -938,6 +982,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     n2.report(AgentEvent::Running {
         job: id,
         attempt: a2,
+        vm: None,
     })
     .await;
     wait_state(&alice, id, JobState::Running).await;

@@ -199,7 +199,11 @@ impl Validator<'_> {
         let rank = self.expression(raw.rank, "rank")?;
         let checkpoint_interval_s =
             self.optional_seconds(raw.checkpoint_interval_s.as_ref(), "checkpoint_interval_s")?;
+        let mode_span = raw.mode.as_ref().map(|m| m.span());
         let mode = self.mode(raw.mode)?;
+        if let Some(span) = mode_span {
+            self.check_mode(span, mode, vms, mounts.is_empty())?;
+        }
         let walltime_s = self.optional_seconds(raw.walltime_s.as_ref(), "walltime_s")?;
         if let (
             JobClass::Reservation {
@@ -548,6 +552,35 @@ impl Validator<'_> {
         }
     }
 
+    /// A kept VM (persistent, save-restore) serves one single-VM job at a
+    /// time, and QEMU cannot save a VM with a 9p data repository mounted.
+    fn check_mode(
+        &self,
+        span: std::ops::Range<usize>,
+        mode: VmMode,
+        vms: u32,
+        no_mounts: bool,
+    ) -> Result<(), JobFileError> {
+        if mode != VmMode::StopStart && vms > 1 {
+            return self.err(
+                span,
+                "mode",
+                format!(
+                    "`{}` keeps one VM between jobs, so it needs `vms = 1` (this job has {vms}); use `stop-start`",
+                    mode.name()
+                ),
+            );
+        }
+        if mode == VmMode::SaveRestore && !no_mounts {
+            return self.err(
+                span,
+                "mode",
+                "`save-restore` saves the VM after each job, and QEMU cannot save a VM with a data repository (`mounts`) mounted; use `persistent` or `stop-start`",
+            );
+        }
+        Ok(())
+    }
+
     fn expression(
         &self,
         expr: Option<Spanned<String>>,
@@ -675,7 +708,7 @@ priority = -5
 requirements = 'cores >= 2 && arch == "x86_64"'
 rank = "free_memory_mb"
 checkpoint_interval_s = 300
-mode = "save-restore"
+mode = "stop-start"
 walltime_s = 3600
 
 [[inputs]]
@@ -713,7 +746,7 @@ readonly = true
         );
         assert_eq!(spec.rank.as_deref(), Some("free_memory_mb"));
         assert_eq!(spec.checkpoint_interval_s, Some(300));
-        assert_eq!(spec.mode, VmMode::SaveRestore);
+        assert_eq!(spec.mode, VmMode::StopStart);
         assert_eq!(spec.walltime_s, Some(3600));
         assert_eq!(spec.inputs[0].from, PathBuf::from("/srv/in/data.csv"));
         assert_eq!(spec.inputs[0].to, PathBuf::from("/work/data.csv"));
@@ -943,6 +976,40 @@ readonly = true
             "mode",
             "not a VM mode",
         );
+    }
+
+    #[test]
+    fn kept_vm_modes_need_one_vm_and_save_restore_no_mounts() {
+        check(
+            &refuse_extra("vms = 2\nmode = \"persistent\"\n"),
+            4,
+            8,
+            "mode",
+            "needs `vms = 1`",
+        );
+        check(
+            &refuse_extra(
+                "mode = \"save-restore\"\n[[mounts]]\nhost = \"/srv/data\"\nguest = \"/data\"\n",
+            ),
+            3,
+            8,
+            "mode",
+            "cannot save a VM with a data repository",
+        );
+        let persistent_with_mounts = parse(
+            "job.toml",
+            &format!(
+                "{BASE}mode = \"persistent\"\n[[mounts]]\nhost = \"/srv/data\"\nguest = \"/data\"\n"
+            ),
+        )
+        .expect("a persistent VM keeps its data repository mounted");
+        assert_eq!(persistent_with_mounts.mode, VmMode::Persistent);
+        let many_stop_start = parse(
+            "job.toml",
+            &format!("{BASE}vms = 4\nmode = \"stop-start\"\n"),
+        )
+        .expect("valid");
+        assert_eq!(many_stop_start.vms, 4);
     }
 
     #[test]

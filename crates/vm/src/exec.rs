@@ -256,7 +256,10 @@ impl Runtime {
 
         let accel = self.accel();
         let qemu = self.qemu_info()?;
-        let base_bytes = self.virtual_size(&image.disk)?;
+        let base_bytes = match self.images.disk_bytes(&spec.image) {
+            Some(b) => b,
+            None => self.virtual_size(&image.disk)?,
+        };
         let disk_bytes = match spec.disk_gb {
             None => base_bytes,
             Some(g) => g
@@ -284,7 +287,7 @@ impl Runtime {
             fsutil::create_dir_mode(dir.root(), 0o700)?;
             let top = dir.disk_layer(0);
             self.create_overlay(&top, disk_bytes)?;
-            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
+            fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
             self.fill_stage(&dir, &inputs)?;
             let id = new_vm_id(&spec.name);
             let rec = VmRecord {
