@@ -21,6 +21,45 @@ fn main() {
         x ^= x << 17;
         b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
     }
+    let t = Instant::now();
+    let h = blake3::hash(&data);
+    println!(
+        "blake3 alone: {:.0} MiB/s ({})",
+        mib as f64 / t.elapsed().as_secs_f64(),
+        &h.to_hex()[..8]
+    );
+    let t = Instant::now();
+    let n = fastcdc::v2020::StreamCDC::new(&data[..], 16384, 65536, 262144).count();
+    println!(
+        "StreamCDC alone: {:.0} MiB/s ({n} chunks)",
+        mib as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let n = fastcdc::v2020::FastCDC::new(&data[..], 16384, 65536, 262144).count();
+    println!(
+        "FastCDC (slice) alone: {:.0} MiB/s ({n} chunks)",
+        mib as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let c = zstd::bulk::compress(&data[..64 << 20], 1).unwrap().len();
+    println!(
+        "zstd -1 on 64 MiB random: {:.0} MiB/s ({c})",
+        64.0 / t.elapsed().as_secs_f64()
+    );
+    let mut z = zstd::bulk::Compressor::new(1).expect("zstd");
+    let t = Instant::now();
+    let mut total = 0;
+    for c in data.chunks(65536) {
+        let mid = c.len() / 2;
+        total += z
+            .compress(&c[mid - 2048..mid + 2048])
+            .map(|v| v.len())
+            .unwrap_or(0);
+    }
+    println!(
+        "4 KiB samples of 64 KiB chunks: {:.0} MiB/s of chunks ({total})",
+        mib as f64 / t.elapsed().as_secs_f64()
+    );
     let dir = std::env::temp_dir().join(format!("vgrid-chunk-speed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     for compress in [true, false] {
@@ -31,9 +70,10 @@ fn main() {
             save_stream(&data[..], &ChunkLocator::new(), &mut sink, &pack, compress).expect("save");
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "{mib} MiB random, compress={compress}: {:.0} MiB/s ({} chunks, {} MiB stored)",
+            "{mib} MiB random, compress={compress}: {:.0} MiB/s ({} chunks, {} compressed, {} MiB stored)",
             mib as f64 / secs,
             saved.index.order.len(),
+            saved.index.stored.iter().filter(|c| c.compressed).count(),
             saved.pack_bytes >> 20
         );
         let _ = std::fs::remove_file(&pack);

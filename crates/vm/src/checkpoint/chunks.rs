@@ -264,6 +264,8 @@ pub fn hex(h: &Hash) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SavedStream {
     pub index: MemoryIndex,
+    /// BLAKE3 over the stream's chunk hashes in order: identifies the whole
+    /// stream without hashing its bytes a second time.
     pub stream_blake3: String,
     /// Bytes written to the pack (new chunks, after compression).
     pub pack_bytes: u64,
@@ -338,6 +340,13 @@ pub fn save_stream(
     let mut here: HashSet<Hash> = HashSet::new();
     let mut stream_hash = blake3::Hasher::new();
     let mut offset = 0u64;
+    // One compression context for the whole stream (making one per chunk
+    // costs more than compressing).
+    let mut compressor = if compress {
+        Some(zstd::bulk::Compressor::new(1).map_err(|e| VmError::io("compress", pack_name, e))?)
+    } else {
+        None
+    };
     let chunker = fastcdc::v2020::StreamCDC::new(src, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
     for chunk in chunker {
         let chunk = chunk.map_err(|e| match e {
@@ -349,20 +358,23 @@ pub fn save_stream(
             ),
         })?;
         let data = &chunk.data;
-        stream_hash.update(data);
         let h: Hash = *blake3::hash(data).as_bytes();
+        stream_hash.update(&h);
         let raw_len = data.len() as u32;
         out.index.order.push((h, raw_len));
         out.index.stream_len += u64::from(raw_len);
         if known.contains(&h) || !here.insert(h) {
             continue;
         }
-        let packed = if compress {
-            zstd::bulk::compress(data, 1)
-                .ok()
-                .filter(|c| c.len() < data.len())
-        } else {
-            None
+        let packed = match compressor.as_mut() {
+            Some(z) => {
+                if worth_compressing(z, data) {
+                    z.compress(data).ok().filter(|c| c.len() < data.len())
+                } else {
+                    None
+                }
+            }
+            None => None,
         };
         let (bytes, compressed) = match &packed {
             Some(c) => (c.as_slice(), true),
@@ -387,9 +399,41 @@ pub fn save_stream(
     Ok(out)
 }
 
+/// Whether zstd is likely to shrink a chunk: a 4 KiB sample from its middle
+/// is compressed first. Random data (encrypted or compressed files, a
+/// guest's random pages) fails the sample and is stored raw, saving the
+/// full compression attempt, which costs more than chunking and hashing
+/// together.
+fn worth_compressing(z: &mut zstd::bulk::Compressor<'_>, data: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if data.len() <= 2 * SAMPLE {
+        return true;
+    }
+    let mid = data.len() / 2;
+    let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
+    match z.compress(sample) {
+        Ok(c) => c.len() < SAMPLE * 97 / 100,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_chunks_skip_compression_and_text_does_not() {
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        assert!(!worth_compressing(&mut z, &noise(65536, 9)));
+        let text: Vec<u8> = b"the quick brown fox "
+            .iter()
+            .cycle()
+            .take(65536)
+            .copied()
+            .collect();
+        assert!(worth_compressing(&mut z, &text));
+        assert!(worth_compressing(&mut z, &[0u8; 1000]));
+    }
 
     /// A pseudo-random stream (xorshift), deterministic per seed.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -444,7 +488,11 @@ mod tests {
         let (pack1, s1) = save_to_file(dir.path(), "one", &stream, &ChunkLocator::new());
         assert_eq!(crate::fsutil::hash_file(&pack1).unwrap().0, s1.pack_bytes);
         assert_eq!(s1.index.stream_len, stream.len() as u64);
-        assert_eq!(s1.stream_blake3, blake3::hash(&stream).to_hex().to_string());
+        let mut list = blake3::Hasher::new();
+        for (h, _) in &s1.index.order {
+            list.update(h);
+        }
+        assert_eq!(s1.stream_blake3, list.finalize().to_hex().to_string());
         // Zero regions dedupe and compress.
         assert!(
             s1.pack_bytes < stream.len() as u64 * 3 / 4,

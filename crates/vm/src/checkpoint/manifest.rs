@@ -56,6 +56,7 @@ pub struct ParentRef {
 pub struct MemoryInfo {
     /// Length of QEMU's migration stream.
     pub stream_bytes: u64,
+    /// BLAKE3 over the BLAKE3 hashes of the stream's chunks, in order.
     pub stream_blake3: String,
     pub chunks: u64,
     /// Chunks stored here (the rest are in ancestors).
