@@ -59,6 +59,39 @@ pub enum Event {
         /// previous one; after a preemption the job is requeued either way.
         ok: bool,
     },
+    /// The job's VMs were lost while its nodes live on (QEMU died, a VM
+    /// crashed, the attempt failed). The job goes back to the queue in its
+    /// old place (same priority and submission time) and resumes from its
+    /// last checkpoint; work since then is lost. It counts as a preemption.
+    /// No action follows: the driver stops whatever is left of the job's
+    /// VMs, and the core counts the nodes as free at once.
+    JobLost {
+        /// The job.
+        job: JobId,
+    },
+    /// Move the job (a user-requested migration): a running job is
+    /// checkpointed and requeued (`Preempt { mode: Checkpoint }`), a job
+    /// still booting is stopped (`Preempt { mode: Kill }`: it has done no
+    /// work yet), a waiting job only gets the new restriction. Its next
+    /// placement is on `to` only, or with `None` on any node but the ones
+    /// it is leaving. Refused for a running job that cannot be checkpointed
+    /// (or in [`crate::PreemptionMode::Kill`]): it would lose its work.
+    Move {
+        /// The job.
+        job: JobId,
+        /// The node it must run on next, if any.
+        to: Option<NodeId>,
+    },
+    /// A checkpoint the core did not ask for (a user's) was saved just now.
+    /// The core records it as the job's saved progress, like a periodic
+    /// checkpoint: the work done when it started. The job's VMs were
+    /// paused for `paused_ms` while saving (that time is not work).
+    CheckpointTaken {
+        /// The job.
+        job: JobId,
+        /// How long the job was paused for the checkpoint, in ms.
+        paused_ms: u64,
+    },
     /// After a `Lend` action: the borrower's VM on the node is up; the node
     /// now serves the borrowing domain.
     LoanReady {

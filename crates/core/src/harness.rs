@@ -174,7 +174,15 @@ impl Harness {
                 continue;
             }
             self.before_event(&ev);
-            let _ = self.s.handle(now, ev);
+            // Losses and user checkpoints change the cluster only if the
+            // core took them (it refuses them for jobs not running).
+            let follow = matches!(ev, Event::JobLost { .. } | Event::CheckpointTaken { .. })
+                .then(|| ev.clone());
+            if self.s.handle(now, ev).is_ok()
+                && let Some(ev) = follow
+            {
+                self.after_event(&ev);
+            }
         }
         self.s.schedule(now);
         while let Some(a) = self.s.poll_action() {
@@ -260,6 +268,42 @@ impl Harness {
                 let jobs = self.s.node(*node).map(|v| v.jobs).unwrap_or_default();
                 for (job, _) in jobs {
                     self.stop(job, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Bookkeeping for driver-initiated events the core accepted.
+    fn after_event(&mut self, ev: &Event) {
+        let now = self.now;
+        match *ev {
+            Event::JobLost { job } => self.stop(job, false),
+            Event::CheckpointTaken { job, paused_ms } => {
+                let Some(r) = self.runs.get_mut(&job) else {
+                    return;
+                };
+                let work = r.work_at(now).saturating_sub(paused_ms).max(r.base);
+                r.saved = r.saved.max(work);
+                if paused_ms > 0
+                    && r.running_since.is_some()
+                    && r.checkpoint_started.is_none()
+                    && !r.preempting
+                {
+                    // The VMs were paused: the job ends that much later.
+                    r.paused += paused_ms;
+                    r.generation += 1;
+                    let g = r.generation;
+                    let left = r.work - r.work_at(now);
+                    self.push(
+                        now.plus(left),
+                        Lane::Completion,
+                        Event::JobFinished {
+                            job,
+                            exit_status: 0,
+                        },
+                        Some((job, g)),
+                    );
                 }
             }
             _ => {}

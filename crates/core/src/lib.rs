@@ -59,6 +59,14 @@
 //! | `Lend { node, from, to }` | boot the borrower's VM on the node | `LoanReady` |
 //! | `Reclaim { node, .. }` | the node is empty: halt the borrower's VM | `LoanReturned` |
 //!
+//! Events a driver sends on its own, without an action asking for them:
+//!
+//! | event | when | the core then |
+//! |---|---|---|
+//! | `JobLost { job }` | the job's VMs died (QEMU killed, VM crashed) but its nodes live on | requeues it in its old place (priority, submission time) to resume from its last checkpoint; counts a preemption; issues no action: the driver stops what is left of its VMs |
+//! | `Move { job, to }` | a user migrates the job | a running job: `Preempt { mode: Checkpoint }` (then `CheckpointFinished` as usual); one still booting: `Preempt { mode: Kill }`; then its next `Start` is on `to` only, or with `None` on other nodes than the ones it left. Refused (`InvalidJob`) for a running job that cannot be checkpointed |
+//! | `CheckpointTaken { job, paused_ms }` | a checkpoint the core did not ask for (a user's) was saved | records the work done when it started as saved progress, like a periodic checkpoint; a later resume restores it |
+//!
 //! Node events come from the infrastructure: `NodeUp` (joins or returns),
 //! `NodeDown` (announced: its jobs are checkpointed when possible and
 //! requeued), `NodeLost` (no notice: its jobs are requeued from their last

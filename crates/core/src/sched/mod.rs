@@ -109,6 +109,9 @@ impl Scheduler {
             Event::JobRunning { job } => self.job_running(now, job),
             Event::JobFinished { job, exit_status } => self.job_finished(now, job, exit_status),
             Event::CheckpointFinished { job, ok } => self.checkpoint_finished(now, job, ok),
+            Event::JobLost { job } => self.job_lost(now, job),
+            Event::Move { job, to } => self.move_job(now, job, to),
+            Event::CheckpointTaken { job, paused_ms } => self.checkpoint_taken(now, job, paused_ms),
             Event::NodeUp(spec) => self.node_up(now, spec),
             Event::NodeDown { node } => self.node_down(now, node, false),
             Event::NodeLost { node } => self.node_down(now, node, true),
@@ -424,6 +427,7 @@ impl Scheduler {
             expected_end: Time::MAX,
             next_ckpt: None,
             not_before: Time::ZERO,
+            pin: None,
             spec,
         };
         if let Some((start, end)) = job.window() {
@@ -458,7 +462,7 @@ impl Scheduler {
             need_c: i64::try_from(s.total_cores()).unwrap_or(i64::MAX),
             need_m: i64::try_from(s.total_memory_mb()).unwrap_or(i64::MAX),
             dur,
-            simple: s.requirements.is_none() && s.rank.is_none(),
+            simple: !j.picky(),
             feas: None,
             reason: WaitReason::New,
             reason_gen: 0,
@@ -636,6 +640,91 @@ impl Scheduler {
                 self.requeue(id);
             }
             _ => return Err(Self::wrong_state(j, "checkpoint-finished")),
+        }
+        Ok(())
+    }
+
+    /// The job's VMs died while its nodes live on: requeue it in its old
+    /// place; it resumes from its last checkpoint.
+    fn job_lost(&mut self, now: Time, id: JobId) -> Result<(), Rejected> {
+        let j = self.jobs.get_mut(&id).ok_or(Rejected::UnknownJob(id))?;
+        if !matches!(
+            j.st,
+            St::Starting | St::Running | St::Checkpointing | St::Preempting
+        ) {
+            return Err(Self::wrong_state(j, "job-lost"));
+        }
+        j.preemptions += 1;
+        self.release(now, id);
+        self.requeue(id);
+        Ok(())
+    }
+
+    /// A user's migration: off its nodes (checkpointed when running), and
+    /// its next placement restricted to `to` (or away from where it was).
+    fn move_job(&mut self, now: Time, id: JobId, to: Option<NodeId>) -> Result<(), Rejected> {
+        let target = match to {
+            Some(n) => Some(*self.node_ix.get(&n).ok_or(Rejected::UnknownNode(n))?),
+            None => None,
+        };
+        let can_checkpoint = self.cfg.preemption == PreemptionMode::Checkpoint;
+        let j = self.jobs.get(&id).ok_or(Rejected::UnknownJob(id))?;
+        let pin = match target {
+            Some(ix) => Some(state::Pin::To(ix)),
+            None if j.placement.is_empty() => None,
+            None => {
+                let mut left: Vec<u32> = j.placement.iter().map(|&(n, _)| n).collect();
+                left.sort_unstable();
+                Some(state::Pin::Away(left))
+            }
+        };
+        match j.st {
+            St::Done(_) => return Err(Self::wrong_state(j, "move")),
+            St::Running | St::Checkpointing if !(can_checkpoint && j.spec.checkpointable) => {
+                return Err(Rejected::InvalidJob {
+                    job: id,
+                    why: "it cannot be checkpointed, so moving it would lose its work",
+                });
+            }
+            _ => {}
+        }
+        let st = j.st;
+        let queued = st == St::Queued;
+        if queued {
+            // Its queue entry caches whether placement is simple.
+            self.dequeue(id);
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.pin = pin;
+        }
+        match st {
+            St::Queued => self.enqueue(id),
+            St::Vacating => {
+                self.release(now, id);
+                self.requeue(id);
+            }
+            St::Starting => self.stop_job(now, id, StopMode::Kill),
+            St::Running | St::Checkpointing => self.stop_job(now, id, StopMode::Checkpoint),
+            St::Preempting | St::Done(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A checkpoint the core did not issue was saved: record its progress.
+    fn checkpoint_taken(&mut self, now: Time, id: JobId, paused_ms: u64) -> Result<(), Rejected> {
+        let j = self.jobs.get_mut(&id).ok_or(Rejected::UnknownJob(id))?;
+        if !matches!(j.st, St::Running | St::Checkpointing | St::Preempting) {
+            return Err(Self::wrong_state(j, "checkpoint-taken"));
+        }
+        // The work done when it started: the pause at its end is not work.
+        let work = j.work_at(now).saturating_sub(paused_ms).max(j.run_base);
+        j.progress = j.progress.max(work);
+        j.has_ckpt = true;
+        if j.st == St::Running {
+            // (During the core's own checkpoint the pauses overlap.)
+            j.paused = j.paused.saturating_add(paused_ms);
+            let end = self.expected_end_from(now, id, false);
+            self.set_expected_end(id, end);
         }
         Ok(())
     }

@@ -256,7 +256,7 @@ impl Scheduler {
         };
         let out = &mut self.scratch.placement;
         out.clear();
-        if j.spec.requirements.is_none() && j.spec.rank.is_none() {
+        if !j.picky() {
             if index.count_slots(c, m, want) < want {
                 return false;
             }
@@ -288,6 +288,9 @@ impl Scheduler {
                 continue;
             }
             for &node in set {
+                if j.pin.as_ref().is_some_and(|p| !p.allows(node)) {
+                    continue;
+                }
                 let attrs = NodeAttrs {
                     node: &self.nodes[node as usize],
                     domain_name,
@@ -349,11 +352,14 @@ impl Scheduler {
         );
         let reservation = j.window().is_some();
         let mut reason = Some(WaitReason::Requirements);
-        if let Some(req) = &j.spec.requirements {
+        if j.spec.requirements.is_some() || j.pin.is_some() {
             let domain_name = &self.cfg.domains[d].name;
             let mut per_pool = [0u64; 2];
-            for n in &self.nodes {
+            for (ix, n) in self.nodes.iter().enumerate() {
                 if !n.in_pool || usize::from(n.serving.0) != d {
+                    continue;
+                }
+                if j.pin.as_ref().is_some_and(|p| !p.allows(ix as u32)) {
                     continue;
                 }
                 let attrs = NodeAttrs {
@@ -363,7 +369,12 @@ impl Scheduler {
                     free_mem: n.spec.memory_mb,
                 };
                 let s = slots(n.spec.cores, n.spec.memory_mb, c, m);
-                if s > 0 && req.matches(&attrs) {
+                if s > 0
+                    && j.spec
+                        .requirements
+                        .as_ref()
+                        .is_none_or(|r| r.matches(&attrs))
+                {
                     per_pool[n.pool as usize] += s;
                 }
             }
@@ -499,6 +510,7 @@ impl Scheduler {
         let end = now.plus(self.remaining_ms(now, j, true));
         if let Some(j) = self.jobs.get_mut(&id) {
             j.st = St::Starting;
+            j.pin = None;
         }
         self.set_expected_end(id, end);
         self.actions.push_back(Action::Start {

@@ -35,6 +35,34 @@ enum Disturbance {
     Cancel(u64),
     Hold(u64),
     Release(u64),
+    /// The job's VMs die while its nodes live on.
+    JobLost(u64),
+    /// A user moves the job (to a node, or away from its nodes).
+    Move(u64, Option<u32>),
+    /// A user's checkpoint of the job was saved (instantly).
+    CheckpointTaken(u64),
+}
+
+impl Disturbance {
+    fn event(&self, node_up: impl Fn(u32) -> NodeSpec) -> Event {
+        match *self {
+            Disturbance::Lost(n) => Event::NodeLost { node: NodeId(n) },
+            Disturbance::Down(n) => Event::NodeDown { node: NodeId(n) },
+            Disturbance::Up(n) => Event::NodeUp(node_up(n)),
+            Disturbance::Cancel(j) => Event::Cancel { job: JobId(j) },
+            Disturbance::Hold(j) => Event::Hold { job: JobId(j) },
+            Disturbance::Release(j) => Event::Release { job: JobId(j) },
+            Disturbance::JobLost(j) => Event::JobLost { job: JobId(j) },
+            Disturbance::Move(j, to) => Event::Move {
+                job: JobId(j),
+                to: to.map(NodeId),
+            },
+            Disturbance::CheckpointTaken(j) => Event::CheckpointTaken {
+                job: JobId(j),
+                paused_ms: 0,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +129,10 @@ fn disturbance(jobs: u64, nodes: u32) -> impl Strategy<Value = (u64, Disturbance
             (0..jobs).prop_map(Disturbance::Cancel),
             (0..jobs).prop_map(Disturbance::Hold),
             (0..jobs).prop_map(Disturbance::Release),
+            (0..jobs).prop_map(Disturbance::JobLost),
+            (0..jobs, prop_oneof![Just(None), (0..nodes).prop_map(Some)])
+                .prop_map(|(j, to)| Disturbance::Move(j, to)),
+            (0..jobs).prop_map(Disturbance::CheckpointTaken),
         ],
     )
 }
@@ -179,19 +211,12 @@ fn build(sc: &Scenario) -> Harness {
         h.submit(g.submit, spec_of(i, g), work);
     }
     for (t, d) in &sc.events {
-        let ev = match *d {
-            Disturbance::Lost(n) => Event::NodeLost { node: NodeId(n) },
-            Disturbance::Down(n) => Event::NodeDown { node: NodeId(n) },
-            Disturbance::Up(n) => {
-                let (cores, mem, gpu) = sc.nodes[n as usize];
-                let mut spec = NodeSpec::new(NodeId(n), crate::DomainId(0), cores, mem);
-                spec.attrs.insert("gpu".into(), gpu.into());
-                Event::NodeUp(spec)
-            }
-            Disturbance::Cancel(j) => Event::Cancel { job: JobId(j) },
-            Disturbance::Hold(j) => Event::Hold { job: JobId(j) },
-            Disturbance::Release(j) => Event::Release { job: JobId(j) },
-        };
+        let ev = d.event(|n| {
+            let (cores, mem, gpu) = sc.nodes[n as usize];
+            let mut spec = NodeSpec::new(NodeId(n), crate::DomainId(0), cores, mem);
+            spec.attrs.insert("gpu".into(), gpu.into());
+            spec
+        });
         h.at(*t, ev);
     }
     h
@@ -462,15 +487,7 @@ fn build_trade(sc: &TradeScenario) -> Harness {
         h.submit(g.submit, j, work);
     }
     for (t, d) in &sc.events {
-        let ev = match *d {
-            Disturbance::Lost(n) => Event::NodeLost { node: NodeId(n) },
-            Disturbance::Down(n) => Event::NodeDown { node: NodeId(n) },
-            Disturbance::Up(n) => Event::NodeUp(spec(n as usize)),
-            Disturbance::Cancel(j) => Event::Cancel { job: JobId(j) },
-            Disturbance::Hold(j) => Event::Hold { job: JobId(j) },
-            Disturbance::Release(j) => Event::Release { job: JobId(j) },
-        };
-        h.at(*t, ev);
+        h.at(*t, d.event(|n| spec(n as usize)));
     }
     h
 }

@@ -84,11 +84,37 @@ pub(crate) struct Job {
     pub next_ckpt: Option<Time>,
     /// A placed reservation does not start before this.
     pub not_before: Time,
+    /// Where the next placement may go (after a `Move`); cleared when the
+    /// job starts.
+    pub pin: Option<Pin>,
+}
+
+/// A restriction on a job's next placement, from a user's `Move`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// Only this node (index).
+    To(u32),
+    /// Any node but these (the ones the job left), sorted.
+    Away(Vec<u32>),
+}
+
+impl Pin {
+    pub(crate) fn allows(&self, ix: u32) -> bool {
+        match self {
+            Pin::To(n) => *n == ix,
+            Pin::Away(left) => left.binary_search(&ix).is_err(),
+        }
+    }
 }
 
 impl Job {
     pub(crate) fn qkey(&self) -> QKey {
         (Reverse(self.spec.priority), self.submitted, self.spec.id)
+    }
+
+    /// Requirements, rank or a pin: placement must look at each node.
+    pub(crate) fn picky(&self) -> bool {
+        self.spec.requirements.is_some() || self.spec.rank.is_some() || self.pin.is_some()
     }
 
     pub(crate) fn is_best_effort(&self) -> bool {

@@ -668,3 +668,222 @@ fn an_old_lease_does_not_end_a_new_loan_of_the_same_node() {
     assert_eq!(h.start_of(4), 910);
     assert_eq!(h.end_of(4), 1_210);
 }
+
+#[test]
+fn a_lost_job_keeps_its_place_and_resumes_from_its_checkpoint() {
+    // One node. A checkpoints every 100 ms of work (at 100 and 210); its
+    // VMs die at 250 while the node lives on. B arrived after A, so A
+    // goes first again, from the 200 ms its last checkpoint saved.
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 1);
+    let mut a = job(1, 1, 350);
+    a.checkpointable = true;
+    a.checkpoint_interval_ms = Some(100);
+    h.submit(0, a, 350);
+    h.submit(10, job(2, 1, 50), 50);
+    h.at(250, Event::JobLost { job: JobId(1) });
+    h.run_to(20);
+    // Only a running job can be lost.
+    let refused = h.s.handle(Time(20), Event::JobLost { job: JobId(2) });
+    assert!(matches!(refused, Err(crate::Rejected::WrongState { .. })));
+    h.run(100);
+    let after: Vec<Action> = h
+        .actions_for(1)
+        .into_iter()
+        .filter(|(t, _)| *t >= 250)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(
+        after.first(),
+        Some(&Action::Start {
+            job: JobId(1),
+            placement: vec![(crate::NodeId(0), 1)],
+            resume: true
+        }),
+        "no Requeue action: the driver reported the loss itself"
+    );
+    assert_eq!(h.start_of(1), 250);
+    assert_eq!(h.lost[&JobId(1)], vec![30]);
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!(v.preemptions, 1);
+    assert_eq!(v.saved_progress_ms, 300);
+    // 150 ms left after a 5 ms restore, one checkpoint on the way.
+    assert_eq!(h.end_of(1), 250 + 5 + 150 + 10);
+    assert_eq!(h.start_of(2), h.end_of(1), "B stayed behind A");
+}
+
+fn movable(id: u64, walltime: u64) -> JobSpec {
+    let mut j = job(id, 1, walltime);
+    j.checkpointable = true;
+    j
+}
+
+#[test]
+fn move_checkpoints_the_job_and_resumes_it_on_the_target() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 3);
+    h.submit(0, movable(1, 300), 300);
+    let from = node_of(&mut h, 1);
+    let to = crate::NodeId((from.0 + 2) % 3);
+    h.at(
+        100,
+        Event::Move {
+            job: JobId(1),
+            to: Some(to),
+        },
+    );
+    h.run(100);
+    assert!(h.actions_for(1).contains(&(
+        100,
+        Action::Preempt {
+            job: JobId(1),
+            mode: StopMode::Checkpoint
+        }
+    )));
+    assert!(h.actions_for(1).contains(&(
+        110,
+        Action::Start {
+            job: JobId(1),
+            placement: vec![(to, 1)],
+            resume: true
+        }
+    )));
+    assert_eq!(h.end_of(1), 110 + 5 + 200);
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!((v.preemptions, v.saved_progress_ms), (1, 100));
+    assert!(!h.lost.contains_key(&JobId(1)));
+}
+
+#[test]
+fn move_without_a_target_leaves_the_node() {
+    // Two free nodes; after the move the job must not go back to the one
+    // it left, although best fit alone could pick it.
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, movable(1, 300), 300);
+    let from = node_of(&mut h, 1);
+    h.at(
+        50,
+        Event::Move {
+            job: JobId(1),
+            to: None,
+        },
+    );
+    h.run(100);
+    let starts: Vec<(u64, Vec<(crate::NodeId, u32)>)> = h
+        .actions_for(1)
+        .into_iter()
+        .filter_map(|(t, a)| match a {
+            Action::Start { placement, .. } => Some((t, placement)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[1].0, 60);
+    assert_eq!(starts[1].1, vec![(crate::NodeId(1 - from.0), 1)]);
+}
+
+#[test]
+fn a_moved_waiting_job_waits_for_its_target() {
+    // A runs on one node until 100; B, waiting, is moved to A's node: it
+    // waits there although the other node is free.
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, job(1, 1, 100), 100);
+    let target = node_of(&mut h, 1);
+    let mut b = job(2, 1, 50);
+    b.priority = 1;
+    h.submit(10, b, 50);
+    h.at(10, Event::Hold { job: JobId(2) });
+    h.at(
+        20,
+        Event::Move {
+            job: JobId(2),
+            to: Some(target),
+        },
+    );
+    h.at(30, Event::Release { job: JobId(2) });
+    h.run_to(40);
+    assert_eq!(reason(&h, 2), Some(WaitReason::Resources));
+    h.run(100);
+    assert_eq!(h.start_of(2), 100);
+    assert!(h.actions_for(2).contains(&(
+        100,
+        Action::Start {
+            job: JobId(2),
+            placement: vec![(target, 1)],
+            resume: false
+        }
+    )));
+    // Moving to a node the core does not know is refused.
+    let mut s = crate::Scheduler::new(Config::default());
+    let _ = s.handle(Time(0), Event::Submit(job(1, 1, 10)));
+    let refused = s.handle(
+        Time(0),
+        Event::Move {
+            job: JobId(1),
+            to: Some(crate::NodeId(9)),
+        },
+    );
+    assert_eq!(refused, Err(crate::Rejected::UnknownNode(crate::NodeId(9))));
+}
+
+#[test]
+fn a_job_that_cannot_be_checkpointed_is_not_moved() {
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, job(1, 1, 300), 300);
+    h.run_to(50);
+    let refused = h.s.handle(
+        Time(50),
+        Event::Move {
+            job: JobId(1),
+            to: None,
+        },
+    );
+    assert!(matches!(refused, Err(crate::Rejected::InvalidJob { .. })));
+    assert_eq!(h.s.job_state(JobId(1)), Some(JobState::Running));
+    // In kill mode no checkpoint exists to move with either.
+    let mut h = ckpt_harness(PreemptionMode::Kill, 2);
+    h.submit(0, movable(1, 300), 300);
+    h.run_to(50);
+    let refused = h.s.handle(
+        Time(50),
+        Event::Move {
+            job: JobId(1),
+            to: None,
+        },
+    );
+    assert!(matches!(refused, Err(crate::Rejected::InvalidJob { .. })));
+}
+
+#[test]
+fn a_user_checkpoint_becomes_saved_progress() {
+    // At 100 a user's checkpoint ends after pausing the job for 10 ms: it
+    // saved 90 ms of work and the job ends 10 ms later. The node is lost
+    // at 200: the job resumes from 90 elsewhere, losing 100.
+    let mut h = ckpt_harness(PreemptionMode::Checkpoint, 2);
+    h.submit(0, movable(1, 300), 300);
+    let node = node_of(&mut h, 1);
+    h.at(
+        100,
+        Event::CheckpointTaken {
+            job: JobId(1),
+            paused_ms: 10,
+        },
+    );
+    h.at(200, Event::NodeLost { node });
+    h.run_to(100);
+    let v = h.s.job(JobId(1)).unwrap();
+    assert_eq!(v.saved_progress_ms, 90);
+    assert!(v.has_checkpoint);
+    assert_eq!(v.expected_end, Some(Time(310)));
+    h.run(100);
+    assert_eq!(h.start_of(1), 200);
+    assert_eq!(h.lost[&JobId(1)], vec![100]);
+    assert_eq!(h.end_of(1), 200 + 5 + 210);
+    // Only a job with running VMs can have been checkpointed.
+    let refused = h.s.handle(
+        Time(500),
+        Event::CheckpointTaken {
+            job: JobId(1),
+            paused_ms: 0,
+        },
+    );
+    assert!(refused.is_err());
+}
