@@ -928,7 +928,14 @@ impl VmDriver for QemuDriver {
         }
         let mut first_exit = None;
         for i in 0..vms {
-            let info = self.rt.inspect(&vm_name(unit, i)).await.map_err(err)?;
+            let name = vm_name(unit, i);
+            let mut info = self.rt.inspect(&name).await.map_err(err)?;
+            if matches!(info.state, VmState::PoweredOff) {
+                // The runtime may read the agent's output just before the
+                // guest writes its exit and powers off; a second look, with
+                // QEMU gone, reads the whole output again.
+                info = self.rt.inspect(&name).await.map_err(err)?;
+            }
             match info.state {
                 VmState::Exited { code, signal } => {
                     if i == 0 {
