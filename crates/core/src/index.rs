@@ -19,12 +19,16 @@ const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FreeIndex {
-    /// Shape -> bag number.
+    /// Shape -> bag number. A bag that empties stays registered (a full
+    /// homogeneous cluster empties and refills its one bag all the time);
+    /// empty bags are swept once there are many.
     keys: BTreeMap<Key, u32>,
     bags: Vec<Vec<u32>>,
     /// The shape of each bag.
     bag_keys: Vec<Key>,
     spare: Vec<u32>,
+    /// Registered bags that are empty.
+    empty: u32,
     /// Node index -> (bag, position in bag), or `ABSENT`.
     pos: Vec<(u32, u32)>,
     /// The last shape looked up and its bag: nodes of a homogeneous
@@ -45,18 +49,44 @@ pub(crate) fn slots(free_cores: u32, free_mem: u64, cores: u32, mem: u64) -> u64
     }
 }
 
+/// Sweep empty bags once more than this many are registered.
+const MAX_EMPTY: u32 = 16;
+
 impl FreeIndex {
+    /// Put a node under `key` (moving it if it is in the index already).
+    #[inline]
     pub(crate) fn insert(&mut self, key: Key, node: u32) {
+        let n = node as usize;
+        if n >= self.pos.len() || self.pos[n] != ABSENT {
+            self.make_absent(node);
+        }
+        let bag = match self.last {
+            Some((k, b)) if k == key => b,
+            _ => self.bag_for(key),
+        };
+        let nodes = &mut self.bags[bag as usize];
+        if nodes.is_empty() {
+            self.empty -= 1;
+        }
+        self.pos[n] = (bag, nodes.len() as u32);
+        nodes.push(node);
+    }
+
+    /// Make room for `node` in the position table and take it out of the
+    /// index if it is there.
+    #[cold]
+    fn make_absent(&mut self, node: u32) {
         let n = node as usize;
         if self.pos.len() <= n {
             self.pos.resize(n + 1, ABSENT);
         }
-        if self.pos[n] != ABSENT {
-            self.remove(node);
-        }
-        let cached = self.last.filter(|&(k, _)| k == key).map(|(_, b)| b);
-        let bag = match cached.or_else(|| self.keys.get(&key).copied()) {
-            Some(b) => b,
+        self.remove(node);
+    }
+
+    /// The bag of `key`, registered if new; remembered as the last one.
+    fn bag_for(&mut self, key: Key) -> u32 {
+        let b = match self.keys.get(&key) {
+            Some(&b) => b,
             None => {
                 let b = match self.spare.pop() {
                     Some(b) => b,
@@ -68,16 +98,16 @@ impl FreeIndex {
                 };
                 self.bag_keys[b as usize] = key;
                 self.keys.insert(key, b);
+                self.empty += 1;
                 b
             }
         };
-        self.last = Some((key, bag));
-        let nodes = &mut self.bags[bag as usize];
-        self.pos[n] = (bag, nodes.len() as u32);
-        nodes.push(node);
+        self.last = Some((key, b));
+        b
     }
 
     /// Take a node out of the index, wherever it is.
+    #[inline]
     pub(crate) fn remove(&mut self, node: u32) {
         let Some(&(bag, at)) = self.pos.get(node as usize) else {
             return;
@@ -85,19 +115,38 @@ impl FreeIndex {
         if bag == u32::MAX {
             return;
         }
-        let nodes = &mut self.bags[bag as usize];
-        nodes.swap_remove(at as usize);
-        if let Some(&moved) = nodes.get(at as usize) {
-            self.pos[moved as usize] = (bag, at);
-        }
         self.pos[node as usize] = ABSENT;
+        let nodes = &mut self.bags[bag as usize];
+        // Nodes are taken from the back of a bag: usually `node` is last.
+        let Some(tail) = nodes.pop() else {
+            return;
+        };
+        if tail != node {
+            nodes[at as usize] = tail;
+            self.pos[tail as usize] = (bag, at);
+        }
         if nodes.is_empty() {
-            self.keys.remove(&self.bag_keys[bag as usize]);
-            self.spare.push(bag);
-            if self.last.is_some_and(|(_, b)| b == bag) {
-                self.last = None;
+            self.empty += 1;
+            if self.empty > MAX_EMPTY {
+                self.sweep();
             }
         }
+    }
+
+    /// Unregister every empty bag.
+    #[cold]
+    fn sweep(&mut self) {
+        let bags = &self.bags;
+        let spare = &mut self.spare;
+        self.keys.retain(|_, &mut b| {
+            let keep = !bags[b as usize].is_empty();
+            if !keep {
+                spare.push(b);
+            }
+            keep
+        });
+        self.empty = 0;
+        self.last = None;
     }
 
     /// Shapes in order, each with its nodes.
@@ -105,6 +154,7 @@ impl FreeIndex {
         self.keys
             .iter()
             .map(|(k, &b)| (k, self.bags[b as usize].as_slice()))
+            .filter(|(_, nodes)| !nodes.is_empty())
     }
 
     /// Total VM slots of shape `(cores, mem)`, stopping once `enough` is
@@ -132,7 +182,7 @@ impl FreeIndex {
 
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.iter().next().is_none()
     }
 
     pub(crate) fn clear(&mut self) {
@@ -140,6 +190,7 @@ impl FreeIndex {
         self.bags.clear();
         self.bag_keys.clear();
         self.spare.clear();
+        self.empty = 0;
         self.pos.clear();
         self.last = None;
     }

@@ -784,8 +784,8 @@ impl Scheduler {
         if let Some(p) = self.serving_domain(id) {
             self.domains[p.0].rescan = true;
             let pool = self.domains[p.0].pool_mut(p.1);
-            if pool.running.remove(&(old, id)) {
-                pool.running.insert((end, id));
+            if let Some(need) = pool.running.remove(&(old, id)) {
+                pool.running.insert((end, id), need);
             }
         }
     }

@@ -428,14 +428,13 @@ impl Scheduler {
         let pool = self.domains[d].pool(PoolKind::Own);
         let (mut c, mut m) = (pool.free_c, pool.free_m);
         let mut found: Option<Time> = None;
-        for &(end, jid) in &pool.running {
+        for (&(end, _), &(jc, jm)) in &pool.running {
             let at = end.max(now.plus(1));
             if let Some(t) = found
                 && at > t
             {
                 break;
             }
-            let (jc, jm) = self.job_need(jid);
             c += jc;
             m += jm;
             if found.is_none() && c >= need_c && m >= need_m {
@@ -458,8 +457,7 @@ impl Scheduler {
         for kind in POOLS {
             let pool = self.domains[d].pool(kind);
             releases.clear();
-            for &(end, jid) in &pool.running {
-                let (jc, jm) = self.job_need(jid);
+            for (&(end, _), &(jc, jm)) in &pool.running {
                 releases.push((end.max(now.plus(1)), jc, jm));
             }
             let (fc, fm) = (pool.free_c, pool.free_m);

@@ -50,6 +50,54 @@ pub(crate) fn shape_feasibility(
     reason
 }
 
+/// What the indexes know of a node's usage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Free for normal jobs: `(has best-effort jobs, cores, MiB)`.
+    normal: (bool, u32, u64),
+    /// Physically free `(cores, MiB)`.
+    physical: (u32, u64),
+}
+
+impl Shape {
+    #[inline]
+    fn of(u: &Usage) -> Shape {
+        let (fc, fm) = u.free_normal();
+        Shape {
+            normal: (u.be_jobs > 0, fc, fm),
+            physical: u.free_physical(),
+        }
+    }
+}
+
+/// Move a node whose usage went from `before` to `after` within its pool's
+/// indexes and totals. A node is in an index only while it has free cores
+/// there; nothing moves when its shape stays the same.
+#[inline]
+fn reindex(pool: &mut super::state::Pool, be_active: bool, ix: u32, before: &Shape, after: &Shape) {
+    let (_, fc, fm) = before.normal;
+    let (_, nfc, nfm) = after.normal;
+    pool.free_c += i64::from(nfc) - i64::from(fc);
+    pool.free_m += nfm as i64 - fm as i64;
+    if before.normal != after.normal {
+        if fc > 0 {
+            pool.normal.remove(ix);
+        }
+        if nfc > 0 {
+            pool.normal.insert(after.normal, ix);
+        }
+    }
+    if be_active && before.physical != after.physical {
+        if before.physical.0 > 0 {
+            pool.be.remove(ix);
+        }
+        let (npc, npm) = after.physical;
+        if npc > 0 {
+            pool.be.insert((false, npc, npm), ix);
+        }
+    }
+}
+
 /// Put a node in its pool's indexes and totals, from its usage.
 fn index_usage(pool: &mut super::state::Pool, be_active: bool, ix: u32, u: &Usage) {
     let (fc, fm) = u.free_normal();
@@ -108,35 +156,46 @@ impl Scheduler {
         }
     }
 
-    /// Change a node's usage through `f`, keeping its pool's indexes and
-    /// totals in step.
-    pub(super) fn update_node(&mut self, ix: u32, f: impl FnOnce(&mut Usage)) {
-        let u = &mut self.usage[ix as usize];
-        if !u.in_pool {
-            f(u);
-            return;
+    /// Take (`add`) or give back a job's VMs of `c` cores and `m` MiB on
+    /// the nodes of `placement`, keeping the pools' indexes and totals in
+    /// step. This is the per-VM hot path of placing and releasing jobs: a
+    /// node moves between index shapes only when its shape changes.
+    pub(super) fn charge(&mut self, placement: &[(u32, u32)], c: u32, m: u64, be: bool, add: bool) {
+        let Scheduler { usage, domains, .. } = self;
+        for &(ix, k) in placement {
+            let u = &mut usage[ix as usize];
+            let before = Shape::of(u);
+            let (dc, dm) = (k * c, u64::from(k) * m);
+            if be {
+                if add {
+                    u.be_c += dc;
+                    u.be_m = u.be_m.saturating_add(dm);
+                    u.be_jobs += 1;
+                } else {
+                    u.be_c -= dc;
+                    u.be_m = u.be_m.saturating_sub(dm);
+                    u.be_jobs -= 1;
+                }
+            } else if add {
+                u.used_c += dc;
+                u.used_m = u.used_m.saturating_add(dm);
+            } else {
+                u.used_c -= dc;
+                u.used_m = u.used_m.saturating_sub(dm);
+            }
+            if add {
+                u.jobs += 1;
+            } else {
+                u.jobs -= 1;
+            }
+            if !u.in_pool {
+                continue;
+            }
+            let dom = &mut domains[usize::from(u.serving)];
+            let be_active = dom.be_active;
+            let pool = &mut dom.pools[usize::from(u.pool)];
+            reindex(pool, be_active, ix, &before, &Shape::of(u));
         }
-        let d = usize::from(u.serving);
-        let kind = if u.pool == 0 {
-            PoolKind::Own
-        } else {
-            PoolKind::Borrowed
-        };
-        let (fc, fm) = u.free_normal();
-        let dom = &mut self.domains[d];
-        let be_active = dom.be_active;
-        let pool = dom.pool_mut(kind);
-        pool.free_c -= i64::from(fc);
-        pool.free_m -= fm as i64;
-        // A node is in an index only while it has free cores there.
-        if fc > 0 {
-            pool.normal.remove(ix);
-        }
-        if be_active && u.free_physical().0 > 0 {
-            pool.be.remove(ix);
-        }
-        f(u);
-        index_usage(pool, be_active, ix, u);
     }
 
     /// Add a node (already marked `in_pool`) to its pool's indexes and totals.
@@ -215,8 +274,8 @@ impl Scheduler {
         let mut out = Vec::new();
         let placed = d.pools[0]
             .running
-            .iter()
-            .chain(d.pools[1].running.iter())
+            .keys()
+            .chain(d.pools[1].running.keys())
             .map(|&(_, id)| id)
             .chain(d.be_placed.iter().copied());
         for id in placed {
@@ -401,20 +460,12 @@ impl Scheduler {
         };
         let be = j.is_best_effort();
         let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
+        let need = (
+            i64::try_from(j.spec.total_cores()).unwrap_or(i64::MAX),
+            i64::try_from(j.spec.total_memory_mb()).unwrap_or(i64::MAX),
+        );
         self.dequeue(id);
-        for &(ix, k) in &placement {
-            self.update_node(ix, |u| {
-                if be {
-                    u.be_c += k * c;
-                    u.be_m = u.be_m.saturating_add(u64::from(k) * m);
-                    u.be_jobs += 1;
-                } else {
-                    u.used_c += k * c;
-                    u.used_m = u.used_m.saturating_add(u64::from(k) * m);
-                }
-                u.jobs += 1;
-            });
-        }
+        self.charge(&placement, c, m, be, true);
         let end = self.expected_end_from(now, id, true);
         let cost = self.cfg.checkpoint_cost.cost_ms(m);
         let Some(j) = self.jobs.get_mut(&id) else {
@@ -432,10 +483,13 @@ impl Scheduler {
             *dom.be_costs.entry(cost).or_default() += 1;
             dom.be_placed.insert(id);
         } else {
-            dom.pool_mut(kind).running.insert((end, id));
-            for i in 0..self.scratch.placement.len() {
-                let ix = self.scratch.placement[i].0;
-                self.make_room(now, ix);
+            dom.pool_mut(kind).running.insert((end, id), need);
+            // Only best-effort jobs can be in the way.
+            if !dom.be_placed.is_empty() {
+                for i in 0..self.scratch.placement.len() {
+                    let ix = self.scratch.placement[i].0;
+                    self.make_room(now, ix);
+                }
             }
         }
         if !self.try_start(now, id) {
@@ -495,9 +549,16 @@ impl Scheduler {
         if j.st != St::Vacating || now < j.not_before {
             return false;
         }
-        if j.placement
-            .iter()
-            .any(|&(ix, _)| self.usage[ix as usize].overcommitted())
+        // Only best-effort jobs on their way out can over-commit a node.
+        let serving = j
+            .placement
+            .first()
+            .map(|&(ix, _)| usize::from(self.usage[ix as usize].serving));
+        let be_here = serving.is_some_and(|d| !self.domains[d].be_placed.is_empty());
+        if be_here
+            && j.placement
+                .iter()
+                .any(|&(ix, _)| self.usage[ix as usize].overcommitted())
         {
             return false;
         }
@@ -531,19 +592,7 @@ impl Scheduler {
         let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
         let (d, kind, end) = (usize::from(j.spec.domain.0), j.pool, j.expected_end);
         let was_vacating = j.st == St::Vacating;
-        for &(ix, k) in &placement {
-            self.update_node(ix, |u| {
-                if be {
-                    u.be_c -= k * c;
-                    u.be_m = u.be_m.saturating_sub(u64::from(k) * m);
-                    u.be_jobs -= 1;
-                } else {
-                    u.used_c -= k * c;
-                    u.used_m = u.used_m.saturating_sub(u64::from(k) * m);
-                }
-                u.jobs -= 1;
-            });
-        }
+        self.charge(&placement, c, m, be, false);
         let dom = &mut self.domains[d];
         dom.dirty = true;
         dom.rescan = true;
@@ -563,6 +612,10 @@ impl Scheduler {
             dom.vacating.swap_remove(p);
         }
         for &(ix, _) in &placement {
+            // Only nodes on their way out of a pool wait for their last job.
+            if self.usage[ix as usize].in_pool {
+                continue;
+            }
             self.node_emptied(ix);
         }
     }

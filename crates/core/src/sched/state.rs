@@ -318,8 +318,9 @@ pub(crate) struct Pool {
     pub nodes: u32,
     /// Node shapes `(cores, memory)` and how many nodes have each.
     pub kinds: BTreeMap<(u32, u64), u32>,
-    /// Placed normal and reservation jobs by expected end.
-    pub running: BTreeSet<(Time, JobId)>,
+    /// Placed normal and reservation jobs by expected end, with the cores
+    /// and MiB they hold (so backfilling looks nothing up).
+    pub running: BTreeMap<(Time, JobId), (i64, i64)>,
 }
 
 #[derive(Debug, Default, Clone)]
