@@ -52,6 +52,9 @@ pub struct SavedCheckpoint {
     /// Bytes of the unit's own output (since its start or restore) when the
     /// VMs were paused for the checkpoint.
     pub output_bytes: u64,
+    /// How long the VMs were held paused for it, at most (the controller
+    /// does not count that time as work).
+    pub paused_ms: u64,
 }
 
 /// Why a driver call failed, in words for the job's history.

@@ -448,6 +448,7 @@ impl<D: VmDriver> UnitTask<D> {
                             work_ms: saved.work_ms,
                             log_offset: self.base + saved.output_bytes,
                             stopped: stop,
+                            paused_ms: saved.paused_ms,
                         })
                         .await;
                     }

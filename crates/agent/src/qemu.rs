@@ -999,6 +999,8 @@ impl VmDriver for QemuDriver {
                 .collect(),
         };
         std::fs::create_dir_all(&dir).map_err(err)?;
+        // The group is paused, saved and resumed (or stopped) in this call.
+        let paused = Instant::now();
         let result = self
             .rt
             .checkpoint_group(
@@ -1009,6 +1011,7 @@ impl VmDriver for QemuDriver {
                 },
             )
             .await;
+        let paused_ms = paused.elapsed().as_millis() as u64;
         // Everything the guest wrote before the pause is in the checkpoint.
         let output_bytes = self.with_output(unit, |o| o.bytes.len() as u64)?;
         result.map_err(err)?;
@@ -1022,6 +1025,7 @@ impl VmDriver for QemuDriver {
             location: dir.display().to_string(),
             work_ms,
             output_bytes,
+            paused_ms,
         })
     }
 

@@ -139,6 +139,7 @@ impl VmDriver for CountingDriver {
             location: dir.display().to_string(),
             work_ms: (v.count as u128 * TICK.as_millis()) as i64,
             output_bytes: v.output.len() as u64,
+            paused_ms: 0,
         })
     }
 

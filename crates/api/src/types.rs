@@ -332,6 +332,11 @@ pub enum AgentEvent {
         log_offset: u64,
         /// The VMs were stopped after it (preemption).
         stopped: bool,
+        /// How long the checkpoint held the VMs paused, at most: saved
+        /// progress is the work done before the pause. (Absent from older
+        /// agents: 0.)
+        #[serde(default)]
+        paused_ms: u64,
     },
     /// A checkpoint could not be taken; the previous one stays valid. With
     /// `stopped`, the VMs were stopped anyway (preemption).
@@ -438,6 +443,15 @@ mod tests {
         )
         .expect("parses");
         assert!(matches!(start, AgentAction::Start { owner, .. } if owner.is_empty()));
+        let saved: AgentEvent = serde_json::from_str(
+            r#"{"event":"checkpointed","job":1,"attempt":2,"seq":3,"location":"/c/3",
+                "work_ms":40,"log_offset":5,"stopped":false}"#,
+        )
+        .expect("parses");
+        assert!(matches!(
+            saved,
+            AgentEvent::Checkpointed { paused_ms: 0, .. }
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use vgrid_store::{
 
 use crate::handle::{AuthMap, ControllerHandle, Msg, ReplyTx};
 use crate::output::OutputFiles;
-use crate::schedlog::{LoggedNode, SchedInput, core_job, moved_core_job};
+use crate::schedlog::{LoggedNode, SchedInput, core_job};
 use crate::views::{
     checkpoint_view, history_view, job_view, role_to_api, role_to_store, wait_reason_text,
 };
@@ -52,23 +52,40 @@ struct Runtime {
     /// Checkpoints asked of the agent and not yet reported, oldest first.
     #[serde(default)]
     checkpoints_in_flight: Vec<InFlight>,
-    /// The job was resubmitted after its VMs died: its next start restores
-    /// the last checkpoint.
+    /// The current attempt restores the job's last checkpoint.
     #[serde(default)]
-    resume_after_loss: bool,
+    restoring: bool,
     /// How many times its VMs died; past a limit the job fails.
     #[serde(default)]
     losses: u32,
-    /// A move in progress: checkpoint and stop on `from`, then run on
-    /// `to` (or anywhere else).
+    /// A user's move not yet ended by a start: the core restricts the
+    /// job's next placement; this only words the history.
     #[serde(default)]
     moving: Option<Move>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Move {
-    from: String,
+    /// The node it must run on next; `None`: any but the ones it left.
     to: Option<String>,
+}
+
+impl Move {
+    fn whither(&self) -> String {
+        match &self.to {
+            Some(to) => format!("on {to}"),
+            None => "on another node".into(),
+        }
+    }
+}
+
+/// Why the core did not take an input.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("job {0} is not in the database")]
+    NotStored(u64),
+    #[error(transparent)]
+    Core(#[from] vgrid_core::Rejected),
 }
 
 /// A job whose VMs die this many times fails instead of resuming again.
@@ -402,15 +419,20 @@ impl Actor {
 
     /// Gives an input to the core; logs it when the core accepts it.
     fn feed(&mut self, input: SchedInput) -> bool {
+        self.try_feed(input).is_ok()
+    }
+
+    /// [`Actor::feed`], saying why the core refused.
+    fn try_feed(&mut self, input: SchedInput) -> Result<(), Refusal> {
         match apply_input(&mut self.sched, &self.jobs, Time(self.now), &input) {
             Ok(()) => {
                 self.log(&input);
                 self.sched_dirty = true;
-                true
+                Ok(())
             }
             Err(why) => {
                 tracing::debug!(?input, %why, "the scheduler refused an input");
-                false
+                Err(why)
             }
         }
     }
@@ -453,6 +475,11 @@ impl Actor {
         self.node_names.get(&id.0).cloned()
     }
 
+    /// The user's move in progress, if any.
+    fn moving(&self, id: u64) -> Option<Move> {
+        self.jobs.get(&id).and_then(|j| j.rt.moving.clone())
+    }
+
     fn carry_out(&mut self, action: Action) {
         match action {
             Action::Start {
@@ -466,24 +493,40 @@ impl Actor {
             Action::Preempt {
                 job,
                 mode: StopMode::Checkpoint,
-            } => self.checkpoint_job(
-                job.0,
-                true,
-                true,
-                "preempted: checkpointing to make room for another job".into(),
-            ),
+            } => match self.moving(job.0) {
+                Some(m) => self.checkpoint_into(
+                    job.0,
+                    true,
+                    true,
+                    JobState::Migrating,
+                    format!("moving to run {}: checkpointing", m.whither()),
+                ),
+                None => self.checkpoint_job(
+                    job.0,
+                    true,
+                    true,
+                    "preempted: checkpointing to make room for another job".into(),
+                ),
+            },
             Action::Preempt {
                 job,
                 mode: StopMode::Kill,
             } => {
                 self.kill_on_nodes(job.0);
-                self.transition(
-                    job.0,
-                    JobState::Preempted,
-                    "preempted: stopped to make room for another job; work since the last checkpoint is lost".into(),
-                    None,
-                    None,
-                );
+                let (state, why) = match self.moving(job.0) {
+                    Some(m) => (
+                        JobState::Migrating,
+                        format!(
+                            "moving: stopped while starting; waits to start {}",
+                            m.whither()
+                        ),
+                    ),
+                    None => (
+                        JobState::Preempted,
+                        "preempted: stopped to make room for another job; work since the last checkpoint is lost".into(),
+                    ),
+                };
+                self.transition(job.0, state, why, None, None);
             }
             Action::Kill { job } => {
                 self.kill_on_nodes(job.0);
@@ -529,17 +572,17 @@ impl Actor {
         job.rt.attempt += 1;
         job.rt.placement = named.clone();
         job.rt.checkpoints_in_flight.clear();
-        let resume = resume || std::mem::take(&mut job.rt.resume_after_loss);
+        // The core restricted this start to the move's target: the move is over.
+        job.rt.moving = None;
+        // Every checkpoint the controller recorded was reported to the core
+        // (as `Checkpointed` or `CheckpointTaken`), so the core's `resume`
+        // says whether one exists.
         let restore = if resume {
-            job.last_checkpoint.as_ref().map(|c| CheckpointRef {
-                seq: c.seq,
-                location: c.location.clone(),
-                work_ms: c.work_ms,
-                log_offset: c.log_offset,
-            })
+            job.last_checkpoint.as_ref().map(checkpoint_ref)
         } else {
             None
         };
+        job.rt.restoring = restore.is_some();
         let attempt = job.rt.attempt;
         let spec = Box::new(job.rec.spec.clone());
         let owner = job.owner_name.clone();
@@ -708,10 +751,10 @@ impl Actor {
     fn view(&self, id: u64) -> Option<JobView> {
         let job = self.jobs.get(&id)?;
         let reason = match job.rec.state {
-            JobState::Pending | JobState::Preempted | JobState::Held => {
+            JobState::Pending | JobState::Preempted | JobState::Held | JobState::Migrating => {
                 match self.sched.job(JobId(id)).map(|v| v.state) {
                     Some(vgrid_core::JobState::Pending { reason }) => {
-                        if job.rec.state == JobState::Preempted {
+                        if matches!(job.rec.state, JobState::Preempted | JobState::Migrating) {
                             format!("{}; {}", job.rec.reason, wait_reason_text(reason))
                         } else {
                             wait_reason_text(reason).to_string()
@@ -1068,9 +1111,11 @@ impl Actor {
         self.control_reply(id)
     }
 
-    /// Moves a running job: checkpoint, stop, resume on `to` (or on any
-    /// other node). A cold move through a checkpoint, so a job with mounts
-    /// (which cannot be checkpointed) cannot move.
+    /// A user's move, carried out by the core's `Move` event: a running
+    /// job is checkpointed and stopped (the core's `Preempt`) and resumes
+    /// from that checkpoint on `to` (or on any other node); a job still
+    /// starting is stopped and starts again there; a waiting job only gets
+    /// the restriction (`to: None` lifts it).
     fn migrate(
         &mut self,
         p: &Principal,
@@ -1081,89 +1126,81 @@ impl Actor {
         let Some(job) = self.jobs.get(&id) else {
             return Err(not_found(id));
         };
-        if job.rec.state != JobState::Running {
-            return Err(CommandError::Conflict(format!(
-                "only a running job can move; job {id} is {}",
-                job.rec.state
-            )));
-        }
-        if !job.rec.spec.mounts.is_empty() {
-            return Err(CommandError::Conflict(
-                "a job with mounts cannot move (QEMU cannot save 9p mounts)".into(),
-            ));
-        }
-        let [(from, _)] = job.rt.placement.as_slice() else {
-            return Err(CommandError::Conflict(
-                "only a job on one node can move".into(),
-            ));
+        let state = job.rec.state;
+        let placed_on: Vec<String> = job.rt.placement.iter().map(|(n, _)| n.clone()).collect();
+        let has_mounts = !job.rec.spec.mounts.is_empty();
+        let refuse = |why: String| {
+            Err(CommandError::Conflict(format!(
+                "job {id} cannot move: {why}"
+            )))
         };
-        let from = from.clone();
-        if let Some(to) = &to {
-            let up = self
-                .nodes
-                .get(to)
-                .is_some_and(|n| n.connected && n.rec.state == NodeState::Up);
-            if !up {
-                return Err(CommandError::BadRequest(format!("node `{to}` is not up")));
+        match state {
+            s if s.is_terminal() => return refuse("it has ended".into()),
+            // The core counts a suspended job as running; moving it would
+            // resume it on the target, unasked.
+            JobState::Suspended => return refuse("it is suspended; resume it first".into()),
+            JobState::StagingOut => {
+                return refuse("its command has ended; its outputs are being copied".into());
             }
-            if *to == from {
-                return Err(CommandError::Conflict(format!(
-                    "job {id} already runs on {to}"
-                )));
+            JobState::Migrating if !placed_on.is_empty() => {
+                return refuse("it is already being checkpointed to move".into());
             }
+            _ => {}
         }
-        let reason = match &to {
-            Some(to) => format!("moving from {from} to {to}: checkpointing"),
-            None => format!("moving away from {from}: checkpointing"),
+        let target = match &to {
+            None => None,
+            Some(name) => {
+                let Some(node) = self.nodes.get(name) else {
+                    return Err(CommandError::BadRequest(format!(
+                        "there is no node `{name}`"
+                    )));
+                };
+                if !(node.connected && node.rec.state == NodeState::Up) {
+                    return refuse(format!("node `{name}` is not up"));
+                }
+                if placed_on == [name.clone()] {
+                    return refuse(format!("it already runs on {name}"));
+                }
+                Some(node.rec.id)
+            }
         };
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.rt.moving = Some(Move { from, to });
-        }
-        self.checkpoint_into(id, true, false, JobState::Migrating, reason);
-        self.control_reply(id)
-    }
-
-    /// The job stopped on its old node: it goes back to the core pinned to
-    /// its target, to resume from its newest checkpoint.
-    fn finish_move(&mut self, id: u64, saved: bool) -> bool {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return false;
-        };
-        let Some(m) = job.rt.moving.take() else {
-            return false;
-        };
-        let Some(seq) = job.last_checkpoint.as_ref().map(|c| c.seq) else {
-            return false;
-        };
-        job.rt.resume_after_loss = true;
-        job.rt.placement.clear();
-        let runtime = serde_json::to_string(&job.rt).ok();
-        self.changes.push(Change::SetRuntime {
-            job_id: id,
-            runtime,
-        });
-        let target = m.to.clone();
-        if !self.feed(SchedInput::Moved {
+        match self.try_feed(SchedInput::Move {
             job: id,
-            from: m.from,
-            to: m.to,
+            to: target,
         }) {
-            return false;
+            Ok(()) => {}
+            Err(Refusal::Core(vgrid_core::Rejected::InvalidJob { .. })) if has_mounts => {
+                return refuse(
+                    "it has mounts, which QEMU cannot checkpoint, so moving it would lose its work"
+                        .into(),
+                );
+            }
+            Err(e) => return refuse(e.to_string()),
         }
-        let why = if saved {
-            format!("checkpoint {seq} saved")
-        } else {
-            format!("its checkpoint failed; resumes from checkpoint {seq}")
-        };
-        let whither = target.unwrap_or_else(|| "another node".to_string());
-        self.transition(
-            id,
-            JobState::Migrating,
-            format!("{why}; waits to resume on {whither}"),
-            None,
-            None,
-        );
-        true
+        let waiting = placed_on.is_empty();
+        let m = (to.is_some() || !waiting).then_some(Move { to });
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.rt.moving = m.clone();
+            let runtime = serde_json::to_string(&job.rt).ok();
+            self.changes.push(Change::SetRuntime {
+                job_id: id,
+                runtime,
+            });
+        }
+        // The core answers a placed job's move with its preemption at once.
+        let mut stopped = false;
+        while let Some(action) = self.sched.poll_action() {
+            stopped |= matches!(action, Action::Preempt { job, .. } if job.0 == id);
+            self.carry_out(action);
+        }
+        if !stopped {
+            let why = match &m {
+                Some(m) => format!("moved by {}: its next start is {}", p.name, m.whither()),
+                None => format!("moved by {}: it may start on any node", p.name),
+            };
+            self.transition(id, state, why, None, None);
+        }
+        self.control_reply(id)
     }
 
     fn list_nodes(&self) -> Vec<NodeView> {
@@ -1506,13 +1543,8 @@ impl Actor {
             .iter()
             .find(|(n, _)| n == node)
             .map_or(job.rec.spec.vms, |(_, v)| *v);
-        let restore = if job.rec.reason.starts_with("resuming") {
-            job.last_checkpoint.as_ref().map(|c| CheckpointRef {
-                seq: c.seq,
-                location: c.location.clone(),
-                work_ms: c.work_ms,
-                log_offset: c.log_offset,
-            })
+        let restore = if job.rt.restoring {
+            job.last_checkpoint.as_ref().map(checkpoint_ref)
         } else {
             None
         };
@@ -1528,8 +1560,8 @@ impl Actor {
         self.enqueue(node, action);
     }
 
-    /// A job whose VMs died while its node lives on. The core has no event
-    /// for one job's loss, so the job fails with the reason.
+    /// A job whose VMs died while its node lives on: requeued in its
+    /// place when it can resume from a checkpoint, failed otherwise.
     fn job_lost(&mut self, id: u64, why: String) {
         let Some(job) = self.jobs.get(&id) else {
             return;
@@ -1538,7 +1570,7 @@ impl Actor {
             return;
         }
         self.kill_on_nodes(id);
-        if self.resubmit_after_loss(id, &why) {
+        if self.requeue_lost(id, &why) {
             return;
         }
         self.feed(SchedInput::Finished {
@@ -1549,10 +1581,10 @@ impl Actor {
     }
 
     /// After the job's VMs died: when it has a checkpoint and has not died
-    /// too often, it goes back to the queue and resumes from the
-    /// checkpoint (like a job of a lost node). Returns whether it did.
-    fn resubmit_after_loss(&mut self, id: u64, why: &str) -> bool {
-        let Some(job) = self.jobs.get_mut(&id) else {
+    /// too often, the core requeues it in its old place (`JobLost`) and it
+    /// resumes from the checkpoint. Returns whether it did.
+    fn requeue_lost(&mut self, id: u64, why: &str) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
             return false;
         };
         let Some(seq) = job.last_checkpoint.as_ref().map(|c| c.seq) else {
@@ -1561,22 +1593,23 @@ impl Actor {
         if job.rt.losses >= MAX_LOSSES || !job.rec.spec.mounts.is_empty() {
             return false;
         }
-        job.rt.losses += 1;
-        job.rt.resume_after_loss = true;
-        job.rt.placement.clear();
-        job.rt.checkpoints_in_flight.clear();
-        let runtime = serde_json::to_string(&job.rt).ok();
-        self.changes.push(Change::SetRuntime {
-            job_id: id,
-            runtime,
-        });
-        if !self.feed(SchedInput::Lost { job: id }) {
+        if !self.feed(SchedInput::JobLost { job: id }) {
             return false;
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.rt.losses += 1;
+            job.rt.placement.clear();
+            job.rt.checkpoints_in_flight.clear();
+            let runtime = serde_json::to_string(&job.rt).ok();
+            self.changes.push(Change::SetRuntime {
+                job_id: id,
+                runtime,
+            });
         }
         self.transition(
             id,
             JobState::Preempted,
-            format!("{why}; resumes from checkpoint {seq}"),
+            format!("requeued, VMs lost: {why}; resumes from checkpoint {seq}"),
             None,
             None,
         );
@@ -1645,7 +1678,7 @@ impl Actor {
                 let Some(job) = self.jobs.get(&id) else {
                     return;
                 };
-                let why = if job.rec.reason.starts_with("resuming") {
+                let why = if job.rt.restoring {
                     "restoring VMs from the checkpoint".to_string()
                 } else {
                     match job.rec.spec.mode {
@@ -1670,6 +1703,7 @@ impl Actor {
                 work_ms,
                 log_offset,
                 stopped,
+                paused_ms,
                 ..
             } => {
                 let rec = CheckpointRecord {
@@ -1689,43 +1723,42 @@ impl Actor {
                 if !known {
                     self.changes.push(Change::AddCheckpoint(rec.clone()));
                 }
-                let (for_core, more) = self.finish_checkpoint(id, seq, Some(rec));
-                if for_core {
-                    self.feed(SchedInput::Checkpointed { job: id, ok: true });
+                let (done, more) = self.finish_checkpoint(id, seq, Some(rec));
+                match done {
+                    Some(f) if f.for_core => {
+                        self.feed(SchedInput::Checkpointed { job: id, ok: true });
+                    }
+                    // A user's checkpoint, or a periodic one a preemption
+                    // superseded: saved progress all the same.
+                    Some(_) => {
+                        self.feed(SchedInput::CheckpointTaken { job: id, paused_ms });
+                    }
+                    // A repeated report.
+                    None => {}
                 }
-                if stopped
-                    && self.jobs.get(&id).is_some_and(|j| j.rt.moving.is_some())
-                    && self.finish_move(id, true)
-                {
-                    return;
-                }
-                if !stopped && more {
-                    // A preemption's checkpoint is still to come.
-                    self.transition(
-                        id,
-                        JobState::Checkpointing,
-                        format!("checkpoint {seq} saved; another one is in progress"),
-                        node_s,
-                        None,
-                    );
-                } else if stopped {
+                let moving = self.moving(id);
+                let (state, why) = if stopped {
                     self.clear_placement(id);
-                    self.transition(
-                        id,
-                        JobState::Preempted,
-                        format!("checkpoint {seq} saved; waits to resume"),
-                        node_s,
-                        None,
-                    );
+                    match &moving {
+                        Some(m) => (
+                            JobState::Migrating,
+                            format!("checkpoint {seq} saved; waits to resume {}", m.whither()),
+                        ),
+                        None => (
+                            JobState::Preempted,
+                            format!("checkpoint {seq} saved; waits to resume"),
+                        ),
+                    }
+                } else if more {
+                    // A preemption's (or move's) checkpoint is still to come.
+                    (
+                        stopping_state(&moving),
+                        format!("checkpoint {seq} saved; another one is in progress"),
+                    )
                 } else {
-                    self.transition(
-                        id,
-                        JobState::Running,
-                        format!("checkpoint {seq} saved"),
-                        node_s,
-                        None,
-                    );
-                }
+                    (JobState::Running, format!("checkpoint {seq} saved"))
+                };
+                self.transition(id, state, why, node_s, None);
             }
             AgentEvent::CheckpointFailed {
                 seq,
@@ -1733,44 +1766,39 @@ impl Actor {
                 stopped,
                 ..
             } => {
-                let (for_core, more) = self.finish_checkpoint(id, seq, None);
-                if for_core {
+                let (done, more) = self.finish_checkpoint(id, seq, None);
+                if done.is_some_and(|f| f.for_core) {
                     self.feed(SchedInput::Checkpointed { job: id, ok: false });
                 }
-                if stopped
-                    && self.jobs.get(&id).is_some_and(|j| j.rt.moving.is_some())
-                    && self.finish_move(id, false)
-                {
-                    return;
-                }
-                if !stopped && more {
-                    self.transition(
-                        id,
-                        JobState::Checkpointing,
-                        format!("checkpoint {seq} failed ({reason}); another one is in progress"),
-                        node_s,
-                        None,
-                    );
-                } else if stopped {
+                let moving = self.moving(id);
+                let (state, why) = if stopped {
                     self.clear_placement(id);
-                    self.transition(
-                        id,
-                        JobState::Preempted,
-                        format!(
-                            "checkpoint {seq} failed ({reason}); resumes from the previous one"
+                    let from = self.resume_point(id);
+                    match &moving {
+                        Some(m) => (
+                            JobState::Migrating,
+                            format!(
+                                "checkpoint {seq} failed ({reason}); waits to resume {} {from}",
+                                m.whither()
+                            ),
                         ),
-                        node_s,
-                        None,
-                    );
+                        None => (
+                            JobState::Preempted,
+                            format!("checkpoint {seq} failed ({reason}); waits to resume {from}"),
+                        ),
+                    }
+                } else if more {
+                    (
+                        stopping_state(&moving),
+                        format!("checkpoint {seq} failed ({reason}); another one is in progress"),
+                    )
                 } else {
-                    self.transition(
-                        id,
+                    (
                         JobState::Running,
                         format!("checkpoint {seq} failed: {reason}"),
-                        node_s,
-                        None,
-                    );
-                }
+                    )
+                };
+                self.transition(id, state, why, node_s, None);
             }
             AgentEvent::StagingOut { .. } => {
                 self.transition(
@@ -1803,11 +1831,13 @@ impl Actor {
                 let was_running = self.jobs.get(&id).is_some_and(|j| {
                     matches!(
                         j.rec.state,
-                        JobState::Running | JobState::Checkpointing | JobState::Suspended
+                        JobState::Running
+                            | JobState::Checkpointing
+                            | JobState::Suspended
+                            | JobState::Migrating
                     )
                 });
-                if was_running && self.resubmit_after_loss(id, &format!("its VM failed ({reason})"))
-                {
+                if was_running && self.requeue_lost(id, &format!("its VM failed ({reason})")) {
                     return;
                 }
                 self.feed(SchedInput::Finished {
@@ -1826,16 +1856,16 @@ impl Actor {
         }
     }
 
-    /// Ends checkpoint `seq`; returns whether the core waits for it and
-    /// whether other checkpoints are still in flight.
+    /// Ends checkpoint `seq`; returns it when it was in flight (a repeated
+    /// report finds nothing) and whether others are still in flight.
     fn finish_checkpoint(
         &mut self,
         id: u64,
         seq: u64,
         saved: Option<CheckpointRecord>,
-    ) -> (bool, bool) {
+    ) -> (Option<InFlight>, bool) {
         let Some(job) = self.jobs.get_mut(&id) else {
-            return (false, false);
+            return (None, false);
         };
         let done = job
             .rt
@@ -1843,7 +1873,6 @@ impl Actor {
             .iter()
             .position(|f| f.seq == seq)
             .map(|i| job.rt.checkpoints_in_flight.remove(i));
-        let for_core = done.is_some_and(|f| f.for_core);
         let more = !job.rt.checkpoints_in_flight.is_empty();
         if let Some(c) = saved
             && job
@@ -1859,7 +1888,15 @@ impl Actor {
             job_id: id,
             runtime,
         });
-        (for_core, more)
+        (done, more)
+    }
+
+    /// Where a waiting job resumes from, in words.
+    fn resume_point(&self, id: u64) -> String {
+        match self.jobs.get(&id).and_then(|j| j.last_checkpoint.as_ref()) {
+            Some(c) => format!("from checkpoint {}", c.seq),
+            None => "from the beginning".into(),
+        }
     }
 
     fn clear_placement(&mut self, id: u64) {
@@ -1899,18 +1936,34 @@ impl Actor {
     }
 }
 
+/// The state of a job whose VMs are being checkpointed to stop.
+fn stopping_state(moving: &Option<Move>) -> JobState {
+    if moving.is_some() {
+        JobState::Migrating
+    } else {
+        JobState::Checkpointing
+    }
+}
+
+fn checkpoint_ref(c: &CheckpointRecord) -> CheckpointRef {
+    CheckpointRef {
+        seq: c.seq,
+        location: c.location.clone(),
+        work_ms: c.work_ms,
+        log_offset: c.log_offset,
+    }
+}
+
 /// Gives one input to the core (live or during replay).
 fn apply_input(
     sched: &mut Scheduler,
     jobs: &BTreeMap<u64, Job>,
     now: Time,
     input: &SchedInput,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let event = match input {
         SchedInput::Submit { job } => {
-            let j = jobs
-                .get(job)
-                .ok_or_else(|| format!("job {job} is not in the database"))?;
+            let j = jobs.get(job).ok_or(Refusal::NotStored(*job))?;
             Event::Submit(core_job(*job, &j.owner_name, &j.rec.spec))
         }
         SchedInput::Cancel { job } => Event::Cancel { job: JobId(*job) },
@@ -1933,50 +1986,17 @@ fn apply_input(
             sched.schedule(now);
             return Ok(());
         }
-        SchedInput::Moved { job, from, to } => {
-            let j = jobs
-                .get(job)
-                .ok_or_else(|| format!("job {job} is not in the database"))?;
-            let id = JobId(*job);
-            sched
-                .handle(
-                    now,
-                    Event::JobFinished {
-                        job: id,
-                        exit_status: -1,
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            sched.forget(id);
-            Event::Submit(moved_core_job(
-                *job,
-                &j.owner_name,
-                &j.rec.spec,
-                from,
-                to.as_deref(),
-            ))
-        }
-        SchedInput::Lost { job } => {
-            let j = jobs
-                .get(job)
-                .ok_or_else(|| format!("job {job} is not in the database"))?;
-            let id = JobId(*job);
-            sched
-                .handle(
-                    now,
-                    Event::JobFinished {
-                        job: id,
-                        exit_status: -1,
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            // Finished jobs are dropped by the core (keep_finished_jobs is
-            // off); forget it in case that ever changes.
-            sched.forget(id);
-            Event::Submit(core_job(*job, &j.owner_name, &j.rec.spec))
-        }
+        SchedInput::JobLost { job } => Event::JobLost { job: JobId(*job) },
+        SchedInput::Move { job, to } => Event::Move {
+            job: JobId(*job),
+            to: to.map(NodeId),
+        },
+        SchedInput::CheckpointTaken { job, paused_ms } => Event::CheckpointTaken {
+            job: JobId(*job),
+            paused_ms: *paused_ms,
+        },
     };
-    sched.handle(now, event).map_err(|e| e.to_string())
+    Ok(sched.handle(now, event)?)
 }
 
 fn not_found(id: u64) -> CommandError {

@@ -45,19 +45,22 @@ pub(crate) enum SchedInput {
         job: u64,
         ok: bool,
     },
-    /// The job's VMs died while its node lives on: the job ends in the core
-    /// and is submitted again under the same id, to resume from its last
-    /// checkpoint. (The core has no event for one job's loss; this one
-    /// costs the job its place in the queue.)
-    Lost {
+    /// The job's VMs died while its node lives on: the core requeues it in
+    /// its old place, to resume from its last checkpoint.
+    JobLost {
         job: u64,
     },
-    /// The job was checkpointed and stopped to move: like `Lost`, but the
-    /// resubmitted job must run on node `to`, or anywhere but `from`.
-    Moved {
+    /// A user moves the job: to node `to`, or with `None` anywhere but the
+    /// nodes it leaves. The core answers a running job with a preemption.
+    Move {
         job: u64,
-        from: String,
-        to: Option<String>,
+        to: Option<u32>,
+    },
+    /// A checkpoint the core did not ask for (a user's) was saved; the VMs
+    /// were paused `paused_ms` for it.
+    CheckpointTaken {
+        job: u64,
+        paused_ms: u64,
     },
     /// A scheduling pass (which also does the time-driven work due).
     Schedule,
@@ -100,29 +103,6 @@ fn label_value(v: &str) -> AttrValue {
 
 /// The estimate the core uses for backfilling when a job gives no walltime.
 pub(crate) const DEFAULT_WALLTIME_MS: u64 = 3_600_000;
-
-/// The core's view of a job that moves: its own requirements and a pin to
-/// the target node (or away from the node it left). Node names are
-/// `[a-z][a-z0-9_-]*`, so they need no escaping in the expression.
-pub(crate) fn moved_core_job(
-    id: u64,
-    owner: &str,
-    spec: &JobSpec,
-    from: &str,
-    to: Option<&str>,
-) -> vgrid_core::JobSpec {
-    let pin = match to {
-        Some(to) => format!("name == \"{to}\""),
-        None => format!("name != \"{from}\""),
-    };
-    let requirements = match &spec.requirements {
-        Some(r) => format!("({r}) && {pin}"),
-        None => pin,
-    };
-    let mut core = core_job(id, owner, spec);
-    core.requirements = vgrid_expr::Expr::parse(&requirements).ok();
-    core
-}
 
 /// The core's view of a job request.
 pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobSpec {
@@ -187,6 +167,16 @@ mod tests {
                 job: 1,
                 exit_status: 3,
             },
+            SchedInput::JobLost { job: 1 },
+            SchedInput::Move {
+                job: 1,
+                to: Some(3),
+            },
+            SchedInput::Move { job: 1, to: None },
+            SchedInput::CheckpointTaken {
+                job: 1,
+                paused_ms: 40,
+            },
             SchedInput::Schedule,
         ];
         for input in inputs {
@@ -194,6 +184,29 @@ mod tests {
             let back: SchedInput = serde_json::from_str(&text).expect("parses");
             assert_eq!(back, input);
         }
+    }
+
+    #[test]
+    fn the_new_inputs_have_stable_names_in_the_log() {
+        let text = |i: &SchedInput| serde_json::to_string(i).expect("serializes");
+        assert_eq!(
+            text(&SchedInput::JobLost { job: 4 }),
+            r#"{"in":"job-lost","job":4}"#
+        );
+        assert_eq!(
+            text(&SchedInput::Move {
+                job: 4,
+                to: Some(2)
+            }),
+            r#"{"in":"move","job":4,"to":2}"#
+        );
+        assert_eq!(
+            text(&SchedInput::CheckpointTaken {
+                job: 4,
+                paused_ms: 30
+            }),
+            r#"{"in":"checkpoint-taken","job":4,"paused_ms":30}"#
+        );
     }
 
     #[test]

@@ -408,6 +408,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
             work_ms: 5_000,
             log_offset: 42,
             stopped: true,
+            paused_ms: 0,
         })
         .await;
     let AgentAction::Start {
@@ -496,6 +497,7 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
         work_ms: 1_000,
         log_offset: 7,
         stopped: false,
+        paused_ms: 0,
     })
     .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -684,6 +686,7 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
             work_ms: 100,
             log_offset: 0,
             stopped: false,
+            paused_ms: 0,
         })
         .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -754,6 +757,7 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
         work_ms: 1_000,
         log_offset: 0,
         stopped,
+        paused_ms: 0,
     };
     agent.report(saved(periodic, false)).await;
     // The periodic checkpoint ended, but the VM still runs: the node is not
@@ -862,6 +866,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
             work_ms: 500,
             log_offset: 9,
             stopped: false,
+            paused_ms: 0,
         })
         .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -966,6 +971,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
         work_ms: 700,
         log_offset: 3,
         stopped: true,
+        paused_ms: 0,
     })
     .await;
     let AgentAction::Start {
@@ -988,10 +994,277 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     wait_state(&alice, id, JobState::Running).await;
     let detail = alice.job(id).await.expect("show");
     assert_eq!(detail.job.node.as_deref(), Some("n2"));
+    let said = |state: JobState, reason: &str| {
+        detail
+            .history
+            .iter()
+            .any(|e| e.state == state && e.reason == reason)
+    };
+    assert!(
+        said(JobState::Migrating, "moving to run on n2: checkpointing")
+            && said(
+                JobState::Migrating,
+                &format!("checkpoint {seq} saved; waits to resume on n2")
+            )
+            && said(
+                JobState::Staging,
+                &format!("resuming from checkpoint {seq} on n2")
+            ),
+        "{:?}",
+        detail.history
+    );
+}
+
+/// A successful checkpoint report.
+fn saved(job: u64, attempt: u32, seq: u64, stopped: bool) -> AgentEvent {
+    AgentEvent::Checkpointed {
+        job,
+        attempt,
+        seq,
+        location: format!("/ckpt/{job}/{seq}"),
+        work_ms: 500,
+        log_offset: 10 * seq,
+        stopped,
+        paused_ms: 5,
+    }
+}
+
+/// The agent's next action must start job `id`; the agent reports it
+/// running. Returns the attempt.
+async fn run_next(agent: &mut FakeAgent, client: &Client, id: u64) -> u32 {
+    let action = agent.next_action().await;
+    let AgentAction::Start { job, attempt, .. } = action else {
+        panic!(
+            "expected a start of job {id} on {}, got {action:?}",
+            agent.name
+        );
+    };
+    assert_eq!(job, id, "started on {}", agent.name);
+    agent
+        .report(AgentEvent::Running {
+            job: id,
+            attempt,
+            vm: None,
+        })
+        .await;
+    wait_state(client, id, JobState::Running).await;
+    attempt
+}
+
+/// `vgrid checkpoint ID` on a running job, saved by the agent.
+async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attempt: u32) -> u64 {
+    client.control(id, "checkpoint").await.expect("checkpoint");
+    let AgentAction::Checkpoint {
+        seq, stop: false, ..
+    } = agent.next_action().await
+    else {
+        panic!("expected a checkpoint that keeps the job running");
+    };
+    agent.report(saved(id, attempt, seq, false)).await;
+    wait_state(client, id, JobState::Running).await;
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_vms_die_goes_back_to_its_place_in_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut n1 = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let first = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let attempt = run_next(&mut n1, &alice, first).await;
+    let seq = user_checkpoint(&mut n1, &alice, first, attempt).await;
+    // Two jobs submitted later wait for the node.
+    let second = alice.submit("b.toml", JOB, false).await.expect("submitted");
+    let _third = alice.submit("c.toml", JOB, false).await.expect("submitted");
+    n1.report(AgentEvent::Failed {
+        job: first,
+        attempt,
+        reason: "the VM crashed".into(),
+    })
+    .await;
+    // The lost job is back at the head of the queue, ahead of later jobs.
+    let action = n1.next_action().await;
+    let AgentAction::Start {
+        job,
+        attempt: again,
+        restore,
+        ..
+    } = action
+    else {
+        panic!("expected a start, got {action:?}");
+    };
+    assert_eq!(job, first, "job {second} overtook the lost job");
+    assert_eq!(again, attempt + 1);
+    assert_eq!(
+        restore.map(|r| r.location),
+        Some(format!("/ckpt/{first}/{seq}"))
+    );
+    let history = alice.job(first).await.expect("show").history;
+    assert!(
+        history.iter().any(|e| e.state == JobState::Preempted
+            && e.reason.starts_with("requeued, VMs lost")
+            && e.reason.contains("the VM crashed")),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_checkpoint_is_saved_progress_when_the_node_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 600).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    // No periodic checkpoints: the user's is the only one.
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let attempt = run_next(&mut n1, &alice, id).await;
+    let seq = user_checkpoint(&mut n1, &alice, id, attempt).await;
+    // n1 goes silent; the core requeues the job and restarts it on n2 from
+    // the checkpoint it was told about, not from the beginning.
+    drop(n1);
+    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let action = n2.next_action().await;
+    let AgentAction::Start { job, restore, .. } = action else {
+        panic!("expected the job to start on n2, got {action:?}");
+    };
+    assert_eq!(job, id);
+    let restore = restore.expect("resumes from the user's checkpoint");
+    assert_eq!(
+        (restore.seq, restore.location.as_str()),
+        (seq, format!("/ckpt/{id}/{seq}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice_token, agent_token, b1, b2, waiting) = {
+        let mut h = Harness::start(dir.path(), 10_000).await;
+        let alice_added = h.admin.add_user("alice", Role::User).await.expect("alice");
+        let agent_added = h.admin.add_user("agent", Role::Agent).await.expect("agent");
+        let alice = Client::new(&h.url, &alice_added.token).expect("client");
+        let agent_client = Client::new(&h.url, &agent_added.token).expect("client");
+        let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+        let b1 = alice
+            .submit("b1.toml", JOB, false)
+            .await
+            .expect("submitted");
+        run_next(&mut n1, &alice, b1).await;
+        let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+        let b2 = alice
+            .submit("b2.toml", JOB, false)
+            .await
+            .expect("submitted");
+        run_next(&mut n2, &alice, b2).await;
+        let waiting = alice.submit("w.toml", JOB, false).await.expect("submitted");
+        let view = alice
+            .migrate(waiting, Some("n2".into()))
+            .await
+            .expect("a waiting job may move");
+        assert_eq!(view.state, JobState::Pending);
+        let history = alice.job(waiting).await.expect("show").history;
+        assert!(
+            history
+                .iter()
+                .any(|e| e.reason.contains("its next start is on n2")),
+            "{history:?}"
+        );
+        h.stop();
+        (alice_added.token, agent_added.token, b1, b2, waiting)
+    };
+    // The restriction is in the scheduler log: a restarted controller
+    // still keeps the waiting job off n1.
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = Client::new(&h.url, &alice_token).expect("client");
+    let agent_client = Client::new(&h.url, &agent_token).expect("client");
+    let running = |job| vec![RunningJob { job, attempt: 1 }];
+    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, running(b1)).await;
+    let mut n2 = FakeAgent::register(agent_client, "n2", 2, running(b2)).await;
+    n1.report(AgentEvent::Exited {
+        job: b1,
+        attempt: 1,
+        exit_code: 0,
+    })
+    .await;
+    wait_state(&alice, b1, JobState::Done).await;
+    // n1 is free but the head of the queue may not go there: a later job
+    // takes it.
+    let later = alice.submit("l.toml", JOB, false).await.expect("submitted");
+    run_next(&mut n1, &alice, later).await;
+    n2.report(AgentEvent::Exited {
+        job: b2,
+        attempt: 1,
+        exit_code: 0,
+    })
+    .await;
+    run_next(&mut n2, &alice, waiting).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts_cannot_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let agent_client = h.user("node-agent", Role::Agent).await;
+    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let job_file =
+        format!("{JOB}[[mounts]]\nhost = \"/srv/data\"\nguest = \"/data\"\nreadonly = true\n");
+    let id = alice
+        .submit("m.toml", &job_file, false)
+        .await
+        .expect("submitted");
+    let AgentAction::Start { attempt, .. } = n1.next_action().await else {
+        panic!("expected a start on n1");
+    };
+    // Still booting: it has done no work, so it may move although it
+    // cannot be checkpointed.
+    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let view = alice.migrate(id, Some("n2".into())).await.expect("moves");
+    assert_eq!(view.state, JobState::Migrating);
+    assert_eq!(
+        n1.next_action().await,
+        AgentAction::Kill { job: id, attempt }
+    );
+    let action = n2.next_action().await;
+    let AgentAction::Start {
+        job,
+        attempt: a2,
+        restore,
+        ..
+    } = action
+    else {
+        panic!("expected the job to start on n2, got {action:?}");
+    };
+    assert_eq!((job, a2, restore), (id, attempt + 1, None));
+    n2.report(AgentEvent::Running {
+        job: id,
+        attempt: a2,
+        vm: None,
+    })
+    .await;
+    wait_state(&alice, id, JobState::Running).await;
+    // Running, it would lose its work: refused, nothing changes.
+    let refused = alice
+        .migrate(id, Some("n1".into()))
+        .await
+        .expect_err("cannot be checkpointed");
+    assert_eq!(refused.status(), Some(409));
+    assert!(refused.to_string().contains("mounts"), "{refused}");
+    let same = alice
+        .migrate(id, Some("n2".into()))
+        .await
+        .expect_err("already there");
+    assert_eq!(same.status(), Some(409));
+    let detail = alice.job(id).await.expect("show");
+    assert_eq!(detail.job.state, JobState::Running);
     assert!(
         detail
             .history
             .iter()
-            .any(|e| e.state == JobState::Migrating)
+            .any(|e| e.state == JobState::Migrating && e.reason.contains("stopped while starting")),
+        "{:?}",
+        detail.history
     );
 }
