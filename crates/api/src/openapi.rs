@@ -125,7 +125,7 @@ pub fn document() -> Value {
         "/v1/jobs/{id}/resume": control("Continue a suspended job."),
         "/v1/jobs/{id}/checkpoint": control("Take a checkpoint of a running job now."),
         "/v1/jobs/{id}/migrate": { "post": op(
-            "Move a running job to another node (to `to`, or where the scheduler picks).",
+            "Move a job to node `to` (or, without it, to any other node): a running job is checkpointed, stopped and resumed there; a starting one is restarted there; a waiting one starts there next. 409 for a running job that cannot be checkpointed.",
             "200",
             ok_json("the job after the request was stored", schema_ref("Job")),
             Some(json_content(json!({ "type": "object", "properties": { "to": { "type": "string" } } }))),

@@ -60,7 +60,8 @@ pub struct IdArgs {
     id: u64,
 }
 
-/// Move a running job to another node.
+/// Move a job to another node: a running job is checkpointed and resumes
+/// there; a waiting one starts there next.
 #[derive(clap::Args)]
 pub struct MigrateArgs {
     /// The job id.

@@ -60,7 +60,7 @@ enum Command {
     Resume(jobs_cmd::IdArgs),
     /// Take a checkpoint of a running job now.
     Checkpoint(jobs_cmd::IdArgs),
-    /// Move a running job to another node.
+    /// Move a job to another node (a running one through a checkpoint).
     Migrate(jobs_cmd::MigrateArgs),
     /// List nodes.
     Nodes(nodes_cmd::NodesArgs),

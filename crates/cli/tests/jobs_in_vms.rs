@@ -511,4 +511,20 @@ fn migrate_moves_a_running_job_to_another_agent_without_losing_its_output() {
     let job = show(data, &id);
     assert_eq!(job["job"]["node"], "node-b");
     assert!(history_states(&job).iter().any(|s| s == "migrating"));
+    // It resumed on node-b from the checkpoint the move took, not from the
+    // beginning (the output alone cannot tell: a resume rewinds it).
+    let history = job["history"].as_array().expect("history");
+    let resumed_on_b = history.iter().any(|h| {
+        h["state"] == "staging"
+            && h["node"] == "node-b"
+            && h["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("resuming from checkpoint"))
+    });
+    assert!(resumed_on_b, "{history:?}");
+    let starts_on_b = history
+        .iter()
+        .filter(|h| h["state"] == "staging" && h["node"] == "node-b")
+        .count();
+    assert_eq!(starts_on_b, 1, "{history:?}");
 }

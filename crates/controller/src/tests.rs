@@ -130,6 +130,25 @@ impl FakeAgent {
     }
 }
 
+/// A controller with its data directory and an agent token's client (to
+/// register nodes).
+struct Cluster {
+    h: Harness,
+    agents: Client,
+    /// Dropped last: the controller's data.
+    dir: tempfile::TempDir,
+}
+
+/// A cluster with the user `alice` and one node agent, `n1`.
+async fn one_node(lost_after_ms: u64, cpus: u32) -> (Cluster, Client, FakeAgent) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), lost_after_ms).await;
+    let alice = h.user("alice", Role::User).await;
+    let agents = h.user("node-agent", Role::Agent).await;
+    let n1 = FakeAgent::register(agents.clone(), "n1", cpus, vec![]).await;
+    (Cluster { h, agents, dir }, alice, n1)
+}
+
 const JOB: &str =
     "image = \"tiny\"\ncommand = [\"/bin/echo\", \"hi\"]\ncpus = 2\nmemory_mb = 512\n";
 
@@ -296,14 +315,7 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
     assert_eq!(spec.command, vec!["/bin/echo", "hi"]);
     wait_state(&alice, id, JobState::Staging).await;
     agent.report(AgentEvent::Booting { job: id, attempt }).await;
-    agent
-        .report(AgentEvent::Running {
-            job: id,
-            attempt,
-            vm: None,
-        })
-        .await;
-    wait_state(&alice, id, JobState::Running).await;
+    report_running(&agent, &alice, id, attempt).await;
     let nodes = alice.nodes().await.expect("nodes");
     assert_eq!((nodes[0].free_cpus, nodes[0].jobs.clone()), (2, vec![id]));
 
@@ -359,11 +371,7 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let (_cluster, alice, mut agent) = one_node(10_000, 2).await;
     let be = alice
         .submit(
             "be.toml",
@@ -375,14 +383,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
     };
-    agent
-        .report(AgentEvent::Running {
-            job: be,
-            attempt,
-            vm: None,
-        })
-        .await;
-    wait_state(&alice, be, JobState::Running).await;
+    report_running(&agent, &alice, be, attempt).await;
 
     let normal = alice
         .submit("n.toml", JOB, false)
@@ -460,11 +461,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoint() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 600).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let (cluster, alice, mut n1) = one_node(600, 2).await;
     let id = alice
         .submit(
             "be.toml",
@@ -503,7 +500,7 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
     wait_state(&alice, id, JobState::Running).await;
     // n1 goes silent (SIGKILLed); a second node comes up.
     drop(n1);
-    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
     let AgentAction::Start { job, restore, .. } = n2.next_action().await else {
         panic!("expected the job to start on n2");
     };
@@ -542,14 +539,7 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
         let AgentAction::Start { attempt, .. } = agent.next_action().await else {
             panic!("expected a start");
         };
-        agent
-            .report(AgentEvent::Running {
-                job: first,
-                attempt,
-                vm: None,
-            })
-            .await;
-        wait_state(&alice, first, JobState::Running).await;
+        report_running(&agent, &alice, first, attempt).await;
         // Many concurrent submissions, all acknowledged.
         let mut tasks = Vec::new();
         for _ in 0..100 {
@@ -618,12 +608,8 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let bob = h.user("bob", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
+    let (cluster, alice, mut agent) = one_node(10_000, 4).await;
+    let bob = cluster.h.user("bob", Role::User).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
@@ -633,14 +619,7 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
         api_status(alice.control(id, "suspend").await.expect_err("not running")),
         409
     );
-    agent
-        .report(AgentEvent::Running {
-            job: id,
-            attempt,
-            vm: None,
-        })
-        .await;
-    wait_state(&alice, id, JobState::Running).await;
+    report_running(&agent, &alice, id, attempt).await;
     assert_eq!(
         api_status(bob.control(id, "suspend").await.expect_err("not his")),
         404
@@ -707,11 +686,7 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let (_cluster, alice, mut agent) = one_node(10_000, 2).await;
     let be = alice
         .submit(
             "be.toml",
@@ -784,20 +759,16 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let _agent = FakeAgent::register(agent_client, "n1", 4, vec![]).await;
+    let (cluster, alice, _agent) = one_node(10_000, 4).await;
     alice.submit("a.toml", JOB, true).await.expect("submitted");
     let raw = reqwest::Client::new()
-        .get(format!("{}/metrics", h.url))
+        .get(format!("{}/metrics", cluster.h.url))
         .send()
         .await
         .expect("request");
     assert_eq!(raw.status(), 401);
     let get = |token: String| {
-        let url = format!("{}/metrics", h.url);
+        let url = format!("{}/metrics", cluster.h.url);
         async move {
             reqwest::Client::new()
                 .get(url)
@@ -807,7 +778,8 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
                 .expect("request")
         }
     };
-    let admin_token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE)).expect("token");
+    let admin_token =
+        std::fs::read_to_string(cluster.dir.path().join(ADMIN_TOKEN_FILE)).expect("token");
     let text = get(admin_token.trim().to_string())
         .await
         .text()
@@ -823,17 +795,18 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
         .and_then(|v| v.parse::<f64>().ok())
         .expect("commit counter");
     assert!(commits >= 1.0, "{text}");
-    let users = h.admin.add_user("carol", Role::User).await.expect("carol");
+    let users = cluster
+        .h
+        .admin
+        .add_user("carol", Role::User)
+        .await
+        .expect("carol");
     assert_eq!(get(users.token).await.status(), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let (_cluster, alice, mut agent) = one_node(10_000, 2).await;
     let id = alice
         .submit(
             "c.toml",
@@ -845,14 +818,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
     let AgentAction::Start { attempt, .. } = agent.next_action().await else {
         panic!("expected a start");
     };
-    agent
-        .report(AgentEvent::Running {
-            job: id,
-            attempt,
-            vm: None,
-        })
-        .await;
-    wait_state(&alice, id, JobState::Running).await;
+    report_running(&agent, &alice, id, attempt).await;
     alice.control(id, "checkpoint").await.expect("checkpoint");
     let AgentAction::Checkpoint { seq, .. } = agent.next_action().await else {
         panic!("expected a checkpoint");
@@ -938,23 +904,13 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let (cluster, alice, mut n1) = one_node(10_000, 2).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let AgentAction::Start { attempt, .. } = n1.next_action().await else {
         panic!("expected a start on n1");
     };
-    n1.report(AgentEvent::Running {
-        job: id,
-        attempt,
-        vm: None,
-    })
-    .await;
-    wait_state(&alice, id, JobState::Running).await;
-    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    report_running(&n1, &alice, id, attempt).await;
+    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("migrate");
     assert_eq!(view.state, JobState::Migrating);
     let AgentAction::Checkpoint {
@@ -985,13 +941,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     };
     assert_eq!((job, a2), (id, attempt + 1));
     assert_eq!(restore.map(|r| r.location), Some("/ckpt/m".to_string()));
-    n2.report(AgentEvent::Running {
-        job: id,
-        attempt: a2,
-        vm: None,
-    })
-    .await;
-    wait_state(&alice, id, JobState::Running).await;
+    report_running(&n2, &alice, id, a2).await;
     let detail = alice.job(id).await.expect("show");
     assert_eq!(detail.job.node.as_deref(), Some("n2"));
     let said = |state: JobState, reason: &str| {
@@ -1040,6 +990,12 @@ async fn run_next(agent: &mut FakeAgent, client: &Client, id: u64) -> u32 {
         );
     };
     assert_eq!(job, id, "started on {}", agent.name);
+    report_running(agent, client, id, attempt).await;
+    attempt
+}
+
+/// The agent reports the job's command running, and the controller has it.
+async fn report_running(agent: &FakeAgent, client: &Client, id: u64, attempt: u32) {
     agent
         .report(AgentEvent::Running {
             job: id,
@@ -1048,7 +1004,6 @@ async fn run_next(agent: &mut FakeAgent, client: &Client, id: u64) -> u32 {
         })
         .await;
     wait_state(client, id, JobState::Running).await;
-    attempt
 }
 
 /// `vgrid checkpoint ID` on a running job, saved by the agent.
@@ -1067,11 +1022,7 @@ async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attemp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_vms_die_goes_back_to_its_place_in_the_queue() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut n1 = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
+    let (_cluster, alice, mut n1) = one_node(10_000, 2).await;
     let first = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let attempt = run_next(&mut n1, &alice, first).await;
     let seq = user_checkpoint(&mut n1, &alice, first, attempt).await;
@@ -1112,11 +1063,7 @@ async fn a_job_whose_vms_die_goes_back_to_its_place_in_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_checkpoint_is_saved_progress_when_the_node_is_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 600).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let (cluster, alice, mut n1) = one_node(600, 2).await;
     // No periodic checkpoints: the user's is the only one.
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let attempt = run_next(&mut n1, &alice, id).await;
@@ -1124,7 +1071,7 @@ async fn a_user_checkpoint_is_saved_progress_when_the_node_is_lost() {
     // n1 goes silent; the core requeues the job and restarts it on n2 from
     // the checkpoint it was told about, not from the beginning.
     drop(n1);
-    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
     let action = n2.next_action().await;
     let AgentAction::Start { job, restore, .. } = action else {
         panic!("expected the job to start on n2, got {action:?}");
@@ -1204,11 +1151,7 @@ async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts_cannot_move() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start(dir.path(), 10_000).await;
-    let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
-    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+    let (cluster, alice, mut n1) = one_node(10_000, 2).await;
     let job_file =
         format!("{JOB}[[mounts]]\nhost = \"/srv/data\"\nguest = \"/data\"\nreadonly = true\n");
     let id = alice
@@ -1220,7 +1163,7 @@ async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts
     };
     // Still booting: it has done no work, so it may move although it
     // cannot be checkpointed.
-    let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("moves");
     assert_eq!(view.state, JobState::Migrating);
     assert_eq!(
@@ -1238,13 +1181,7 @@ async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts
         panic!("expected the job to start on n2, got {action:?}");
     };
     assert_eq!((job, a2, restore), (id, attempt + 1, None));
-    n2.report(AgentEvent::Running {
-        job: id,
-        attempt: a2,
-        vm: None,
-    })
-    .await;
-    wait_state(&alice, id, JobState::Running).await;
+    report_running(&n2, &alice, id, a2).await;
     // Running, it would lose its work: refused, nothing changes.
     let refused = alice
         .migrate(id, Some("n1".into()))
