@@ -1014,7 +1014,10 @@ impl Actor {
     fn hold(&mut self, p: &Principal, id: u64) -> Result<Reply, CommandError> {
         self.visible(p, id)?;
         let state = self.jobs.get(&id).map(|j| j.rec.state);
-        if !matches!(state, Some(JobState::Pending | JobState::Preempted)) {
+        if !matches!(
+            state,
+            Some(JobState::Pending | JobState::Preempted | JobState::Migrating)
+        ) {
             return Err(CommandError::Conflict(format!(
                 "only a waiting job can be held; job {id} is {}",
                 state.map_or("unknown", JobState::as_str)
