@@ -380,10 +380,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
         )
         .await
         .expect("best-effort submitted");
-    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
-        panic!("expected a start");
-    };
-    report_running(&agent, &alice, be, attempt).await;
+    let attempt = run_next(&mut agent, &alice, be).await;
 
     let normal = alice
         .submit("n.toml", JOB, false)
@@ -422,20 +419,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
     let be_now = alice.job(be).await.expect("show");
     assert_eq!(be_now.job.state, JobState::Preempted);
     assert_eq!(be_now.checkpoints.len(), 1);
-    agent
-        .report(AgentEvent::Running {
-            job: normal,
-            attempt: a2,
-            vm: None,
-        })
-        .await;
-    agent
-        .report(AgentEvent::Exited {
-            job: normal,
-            attempt: a2,
-            exit_code: 0,
-        })
-        .await;
+    run_to_end(&agent, normal, a2).await;
     // The node is idle again: the best-effort job resumes from its checkpoint.
     let AgentAction::Start {
         job,
@@ -815,10 +799,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
         )
         .await
         .expect("submitted");
-    let AgentAction::Start { attempt, .. } = agent.next_action().await else {
-        panic!("expected a start");
-    };
-    report_running(&agent, &alice, id, attempt).await;
+    let attempt = run_next(&mut agent, &alice, id).await;
     alice.control(id, "checkpoint").await.expect("checkpoint");
     let AgentAction::Checkpoint { seq, .. } = agent.next_action().await else {
         panic!("expected a checkpoint");
@@ -867,20 +848,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
         "{history:?}"
     );
     // Without a checkpoint there is nothing to resume: the job fails.
-    agent
-        .report(AgentEvent::Running {
-            job: id,
-            attempt: again,
-            vm: None,
-        })
-        .await;
-    agent
-        .report(AgentEvent::Exited {
-            job: id,
-            attempt: again,
-            exit_code: 0,
-        })
-        .await;
+    run_to_end(&agent, id, again).await;
     let plain = alice.submit("p.toml", JOB, false).await.expect("submitted");
     let AgentAction::Start { attempt: pa, .. } = agent.next_action().await else {
         panic!("expected a start");
@@ -906,10 +874,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
 async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     let (cluster, alice, mut n1) = one_node(10_000, 2).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
-    let AgentAction::Start { attempt, .. } = n1.next_action().await else {
-        panic!("expected a start on n1");
-    };
-    report_running(&n1, &alice, id, attempt).await;
+    let attempt = run_next(&mut n1, &alice, id).await;
     let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("migrate");
     assert_eq!(view.state, JobState::Migrating);
@@ -992,6 +957,24 @@ async fn run_next(agent: &mut FakeAgent, client: &Client, id: u64) -> u32 {
     assert_eq!(job, id, "started on {}", agent.name);
     report_running(agent, client, id, attempt).await;
     attempt
+}
+
+/// The agent reports the job's command running and then done.
+async fn run_to_end(agent: &FakeAgent, id: u64, attempt: u32) {
+    for event in [
+        AgentEvent::Running {
+            job: id,
+            attempt,
+            vm: None,
+        },
+        AgentEvent::Exited {
+            job: id,
+            attempt,
+            exit_code: 0,
+        },
+    ] {
+        agent.report(event).await;
+    }
 }
 
 /// The agent reports the job's command running, and the controller has it.
