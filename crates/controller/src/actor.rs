@@ -29,6 +29,9 @@ use crate::views::{
 };
 use crate::{ADMIN_TOKEN_FILE, Config, ControllerError};
 
+#[cfg(test)]
+mod replay_tests;
+
 /// Most commands taken into one round (one transaction).
 const MAX_BATCH: usize = 4096;
 
