@@ -301,6 +301,20 @@ impl VmLock {
         }
     }
 
+    /// Like `try_acquire`, but waits up to a second first: a lock can be
+    /// held for an instant by no vgrid at all (a child another thread of
+    /// this process forked holds a copy of the lock's descriptor until it
+    /// execs), and that is not "busy".
+    pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>> {
+        for _ in 0..50 {
+            if let Some(lock) = Self::try_acquire(dir)? {
+                return Ok(Some(lock));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self::try_acquire(dir)
+    }
+
     pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock> {
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
@@ -860,7 +874,7 @@ impl Runtime {
     /// whose guest powered off).
     pub async fn inspect(&self, name: &str) -> Result<VmInfo> {
         let dir = self.existing(name)?;
-        let Some(lock) = VmLock::try_acquire(&dir)? else {
+        let Some(lock) = VmLock::try_acquire_soon(&dir).await? else {
             let rec = VmRecord::load(&dir.record())?;
             let pid = self.qemu_pid(&dir);
             return Ok(self.info(&dir, &rec, VmState::Busy, pid));

@@ -195,7 +195,10 @@ async fn checkpoint_restore_elsewhere_and_migrate() {
             .await
             .unwrap();
     assert_eq!(r2.parent.as_deref(), Some(c1.as_path()));
-    assert!(r2.pack_bytes < r1.pack_bytes, "{r1:?} {r2:?}");
+    // The child reuses its parent's chunks. (Its pack is not always smaller
+    // than the parent's: the firmware may still be touching fresh memory
+    // between the two checkpoints, so the stream itself grows.)
+    assert!(r2.new_chunks < r2.chunks, "{r1:?} {r2:?}");
 
     // Restore the child on another node's data directory.
     let restored =

@@ -7,7 +7,8 @@
 //! named by its BLAKE3 hash, and a checkpoint stores only the chunks that
 //! no ancestor stores. Chunks are zstd-compressed when that makes them
 //! smaller and appended to one pack file per checkpoint (one sequential
-//! write, no file per chunk).
+//! write, no file per chunk). Reading and cutting, hashing, and writing
+//! run on three threads at once ([`save_stream`]).
 //!
 //! `memory.idx` (binary, little-endian):
 //!
@@ -22,9 +23,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use fastcdc::v2020::FastCDC;
+use serde::Serialize;
 
 use crate::error::{Result, VmError};
 
@@ -270,6 +277,27 @@ pub struct SavedStream {
     /// Bytes written to the pack (new chunks, after compression).
     pub pack_bytes: u64,
     pub new_chunks: u64,
+    /// Where the time went.
+    pub stages: StreamStages,
+}
+
+/// Busy and waiting times of the three stages that save a stream, in
+/// milliseconds. The stages run on their own threads at once, so the
+/// figures overlap; the largest busy time bounds the throughput.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StreamStages {
+    /// Reader: blocked reading the stream (QEMU not producing fast enough).
+    pub read_wait_ms: u64,
+    /// Reader: finding chunk boundaries (FastCDC).
+    pub cut_ms: u64,
+    /// Hasher: BLAKE3 of every chunk, dedup, compression.
+    pub hash_ms: u64,
+    /// Writer: appending to the pack (and hashing what it writes).
+    pub write_ms: u64,
+    /// Writer: the final fsync of the pack.
+    pub sync_ms: u64,
+    /// From the first read to the synced pack.
+    pub total_ms: u64,
 }
 
 /// Where chunk bytes go; a trait so tests can make writes fail like a full
@@ -278,26 +306,79 @@ pub trait PackSink: Write {
     fn finish(&mut self) -> std::io::Result<()>;
 }
 
+/// Bytes gathered before one direct write to the pack.
+const STAGE: usize = 8 << 20;
+/// Alignment of direct writes (buffer, length and offset): the largest
+/// logical block size in use.
+const ALIGN: usize = 4096;
+/// Written bytes after which a buffered pack asks the kernel to start
+/// writing them back, so the final fsync does not wait for all at once.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
 /// A pack file on disk; it hashes what it writes, so the manifest's
 /// checksum needs no second read.
+///
+/// The pack is written with `O_DIRECT` when the file system allows it:
+/// bytes are gathered in an aligned buffer and go to the device without a
+/// copy into the page cache, which costs as much CPU as cutting the stream
+/// and would compete with it for the same cores. Where `O_DIRECT` is
+/// refused (tmpfs, some network file systems) it writes through the page
+/// cache and starts writeback as it goes.
 pub struct FilePack {
-    inner: BufWriter<File>,
+    file: File,
     hasher: blake3::Hasher,
     written: u64,
+    /// The aligned buffer while the file is open with `O_DIRECT`.
+    direct: Option<Staging>,
+    /// Buffered mode: everything before this offset went to writeback.
+    flushed: u64,
+    /// Bytes that went to the device directly.
+    direct_bytes: u64,
+}
+
+/// An aligned `STAGE`-byte window inside an over-allocated vector.
+struct Staging {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Staging {
+    fn new() -> Staging {
+        let mem = vec![0u8; STAGE + ALIGN];
+        let start = mem.as_ptr().align_offset(ALIGN);
+        Staging { mem, start, len: 0 }
+    }
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + STAGE]
+    }
 }
 
 impl FilePack {
     pub fn create(path: &Path) -> Result<FilePack> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| VmError::io("create", path, e))?;
+        let open = |flags: i32| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (file, direct) = match open(libc::O_DIRECT) {
+            Ok(f) => (f, Some(Staging::new())),
+            // The file system does not do direct IO.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (open(0).map_err(|e| VmError::io("create", path, e))?, None)
+            }
+            Err(e) => return Err(VmError::io("create", path, e)),
+        };
         Ok(FilePack {
-            inner: BufWriter::with_capacity(4 << 20, f),
+            file,
             hasher: blake3::Hasher::new(),
             written: 0,
+            direct,
+            flushed: 0,
+            direct_bytes: 0,
         })
     }
 
@@ -305,114 +386,406 @@ impl FilePack {
     pub fn digest(&self) -> (u64, String) {
         (self.written, self.hasher.finalize().to_hex().to_string())
     }
+
+    /// Bytes written with direct IO (all but the last partial block, when
+    /// the file system allows it).
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
+    }
+
+    /// Writes the whole aligned part of the staging buffer; the unaligned
+    /// tail (only at the end of the pack) stays in it.
+    fn write_staged(&mut self) -> std::io::Result<()> {
+        let Some(stage) = self.direct.as_mut() else {
+            return Ok(());
+        };
+        let aligned = stage.len / ALIGN * ALIGN;
+        let tail = stage.len - aligned;
+        let start = stage.start;
+        let result = self.file.write_all(&stage.mem[start..start + aligned]);
+        match result {
+            Ok(()) => {
+                stage
+                    .mem
+                    .copy_within(start + aligned..start + stage.len, start);
+                stage.len = tail;
+                Ok(())
+            }
+            // A short write left the offset unaligned: the rest goes
+            // through the page cache. (What was written stays; `write_all`
+            // only fails after writing a prefix, so drop it here.)
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.leave_direct(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns `O_DIRECT` off and writes what is staged through the page
+    /// cache.
+    fn leave_direct(&mut self) -> std::io::Result<()> {
+        let Some(stage) = self.direct.take() else {
+            return Ok(());
+        };
+        let flags = rustix::fs::fcntl_getfl(&self.file)?;
+        rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+        // The file's length is where the staged bytes begin: direct writes
+        // that went through before the failure are kept.
+        let on_disk = self.file.metadata()?.len();
+        let staged_from = self.written - stage.len as u64;
+        let skip = on_disk.saturating_sub(staged_from).min(stage.len as u64) as usize;
+        self.file.seek(SeekFrom::Start(staged_from + skip as u64))?;
+        self.file
+            .write_all(&stage.mem[stage.start + skip..stage.start + stage.len])
+    }
+
+    /// Buffered mode: starts writeback of what was written since the last
+    /// call, without waiting for it.
+    fn start_writeback(&mut self) {
+        let len = self.written - self.flushed;
+        if len < WRITEBACK_STEP {
+            return;
+        }
+        // SAFETY: plain syscall on a descriptor this struct owns; no memory
+        // is passed. A failure only means the final fsync does all the work.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.flushed as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.flushed = self.written;
+    }
 }
 
 impl Write for FilePack {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = match self.direct.as_mut() {
+            Some(stage) => {
+                let n = buf.len().min(STAGE - stage.len);
+                let at = stage.len;
+                stage.window()[at..at + n].copy_from_slice(&buf[..n]);
+                stage.len += n;
+                if stage.len == STAGE {
+                    self.written += n as u64;
+                    self.hasher.update(&buf[..n]);
+                    self.write_staged()?;
+                    return Ok(n);
+                }
+                n
+            }
+            None => self.file.write(buf)?,
+        };
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        if self.direct.is_none() {
+            self.start_writeback();
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
 impl PackSink for FilePack {
     fn finish(&mut self) -> std::io::Result<()> {
-        self.inner.flush()?;
-        self.inner.get_ref().sync_all()
+        self.write_staged()?;
+        // The last partial block cannot be written directly.
+        self.leave_direct()?;
+        self.file.sync_all()
+    }
+}
+
+/// Bytes of stream read at a time; chunks are cut inside a segment and the
+/// uncut tail moves to the next one.
+const SEGMENT: usize = 8 << 20;
+/// Segments in flight between the stages: the pipeline's memory is
+/// `SEGMENTS * SEGMENT` plus compressed copies, allocated once.
+const SEGMENTS: usize = 4;
+
+/// One segment of the stream on its way through the stages. The same
+/// `SEGMENTS` values circle from the writer back to the reader, so no
+/// buffer is allocated per segment or per chunk.
+struct Batch {
+    /// Stream bytes; the first `cut_len` of them are cut into `chunks`.
+    buf: Vec<u8>,
+    /// `(start, len)` in `buf`, in stream order.
+    chunks: Vec<(usize, usize)>,
+    /// Compressed chunk bytes, back to back.
+    packed: Vec<u8>,
+    /// What to append to the pack, in order: adjacent new chunks merged
+    /// into one write.
+    writes: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Raw(usize, usize),
+    Packed(usize, usize),
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            buf: vec![0; SEGMENT],
+            chunks: Vec::new(),
+            packed: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// Queues `len` bytes at `start` of `buf` (raw) or of `packed`, merging
+    /// with the previous piece when they are adjacent.
+    fn push(&mut self, piece: Piece) {
+        match (self.writes.last_mut(), piece) {
+            (Some(Piece::Raw(s, l)), Piece::Raw(start, len)) if *s + *l == start => *l += len,
+            (Some(Piece::Packed(s, l)), Piece::Packed(start, len)) if *s + *l == start => *l += len,
+            _ => self.writes.push(piece),
+        }
     }
 }
 
 /// Reads the stream from `src` to its end, chunking, deduplicating against
 /// `known` (the ancestors' chunks) and this stream itself, compressing, and
 /// appending new chunks to `pack`. `pack_name` names the pack in errors.
+///
+/// Three stages run at once, so that a checkpoint uses more than one core:
+/// a reader thread reads segments and cuts them into chunks (FastCDC), a
+/// hasher thread names every chunk (BLAKE3), drops known ones and
+/// compresses, and the calling thread writes the pack. Bounded channels
+/// carry a fixed set of segment buffers around the loop.
 pub fn save_stream(
-    src: impl Read,
+    src: impl Read + Send,
     known: &ChunkLocator,
     pack: &mut dyn PackSink,
     pack_name: &Path,
     compress: bool,
 ) -> Result<SavedStream> {
-    let mut out = SavedStream::default();
-    let mut here: HashSet<Hash> = HashSet::new();
-    let mut stream_hash = blake3::Hasher::new();
-    let mut offset = 0u64;
-    // One compression context for the whole stream (making one per chunk
-    // costs more than compressing).
-    let mut compressor = if compress {
+    let started = Instant::now();
+    let (free_tx, free_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
+    let (cut_tx, cut_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
+    let (hashed_tx, hashed_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
+    for _ in 0..SEGMENTS {
+        let _ = free_tx.send(Batch::new());
+    }
+    let compressor = if compress {
         Some(zstd::bulk::Compressor::new(1).map_err(|e| VmError::io("compress", pack_name, e))?)
     } else {
         None
     };
-    let chunker = fastcdc::v2020::StreamCDC::new(src, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-    for chunk in chunker {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => VmError::io("read", "the migration stream", io),
-            other => VmError::io(
-                "read",
-                "the migration stream",
-                std::io::Error::other(other.to_string()),
-            ),
-        })?;
-        let data = &chunk.data;
-        let h: Hash = *blake3::hash(data).as_bytes();
-        stream_hash.update(&h);
-        let raw_len = data.len() as u32;
-        out.index.order.push((h, raw_len));
-        out.index.stream_len += u64::from(raw_len);
-        if known.contains(&h) || !here.insert(h) {
-            continue;
-        }
-        let packed = match compressor.as_mut() {
-            Some(z) => {
-                if worth_compressing(z, data) {
-                    z.compress(data).ok().filter(|c| c.len() < data.len())
-                } else {
-                    None
-                }
-            }
-            None => None,
-        };
-        let (bytes, compressed) = match &packed {
-            Some(c) => (c.as_slice(), true),
-            None => (data.as_slice(), false),
-        };
-        pack.write_all(bytes)
-            .map_err(|e| VmError::io("write", pack_name, e))?;
-        out.index.stored.push(StoredChunk {
-            hash: h,
-            offset,
-            stored_len: bytes.len() as u32,
-            raw_len,
-            compressed,
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_and_cut(src, free_rx, cut_tx));
+        let hasher = s.spawn(move || hash_and_pack(cut_rx, hashed_tx, known, compressor));
+        let written = write_pack(hashed_rx, free_tx, pack, pack_name);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the stream reader thread panicked")));
+        let hashed = hasher.join().unwrap_or_else(|_| {
+            Err(VmError::io(
+                "hash",
+                pack_name,
+                std::io::Error::other("the chunk hasher thread panicked"),
+            ))
         });
-        offset += bytes.len() as u64;
-        out.new_chunks += 1;
+        // The writer's error comes first: the other stages stop because of
+        // it (a full disk), not the other way round.
+        let (write_ms, sync_ms) = written?;
+        let (read_wait_ms, cut_ms) =
+            read.map_err(|e| VmError::io("read", "the migration stream", e))?;
+        let mut out = hashed?;
+        out.stages = StreamStages {
+            read_wait_ms,
+            cut_ms,
+            write_ms,
+            sync_ms,
+            hash_ms: out.stages.hash_ms,
+            total_ms: ms(started.elapsed()),
+        };
+        Ok(out)
+    })
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The reader stage: fills segments from the stream and cuts each into
+/// chunks exactly where a whole-stream FastCDC would. A chunk is cut only
+/// when a full `MAX_CHUNK` window (or the end of the stream) is in view, so
+/// segment borders never move a boundary; the uncut tail is carried over.
+/// Returns the milliseconds spent waiting for input and cutting.
+fn read_and_cut(
+    mut src: impl Read,
+    free: Receiver<Batch>,
+    cut: SyncSender<Batch>,
+) -> std::io::Result<(u64, u64)> {
+    let max = MAX_CHUNK as usize;
+    let mut carry: Vec<u8> = Vec::with_capacity(max);
+    let (mut wait, mut cutting) = (Duration::ZERO, Duration::ZERO);
+    let mut eof = false;
+    while !eof {
+        // No free segment: the writer stopped (its error is reported).
+        let Ok(mut b) = free.recv() else {
+            break;
+        };
+        b.chunks.clear();
+        b.buf[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        carry.clear();
+        let t = Instant::now();
+        while filled < b.buf.len() {
+            match src.read(&mut b.buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        wait += t.elapsed();
+        let t = Instant::now();
+        let cdc = FastCDC::new(&b.buf[..filled], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
+        let mut pos = 0;
+        while pos < filled && (eof || filled - pos >= max) {
+            let (_, end) = cdc.cut(pos, filled - pos);
+            if end <= pos {
+                break;
+            }
+            b.chunks.push((pos, end - pos));
+            pos = end;
+        }
+        carry.extend_from_slice(&b.buf[pos..filled]);
+        cutting += t.elapsed();
+        if cut.send(b).is_err() {
+            break;
+        }
     }
-    pack.finish()
-        .map_err(|e| VmError::io("write", pack_name, e))?;
-    out.pack_bytes = offset;
+    Ok((ms(wait), ms(cutting)))
+}
+
+/// The hasher stage: names chunks, records the stream's order, keeps the
+/// chunks no ancestor and no earlier part of the stream has, and decides
+/// how each is stored. Offsets in the pack are assigned here; the writer
+/// appends in the same order.
+fn hash_and_pack(
+    cut: Receiver<Batch>,
+    hashed: SyncSender<Batch>,
+    known: &ChunkLocator,
+    mut compressor: Option<zstd::bulk::Compressor<'static>>,
+) -> Result<SavedStream> {
+    let mut out = SavedStream::default();
+    let mut here: HashSet<Hash> = HashSet::new();
+    let mut stream_hash = blake3::Hasher::new();
+    let mut busy = Duration::ZERO;
+    // Compression output goes to one reused buffer, large enough for any
+    // chunk (zstd's bound), then is copied into the batch.
+    let mut scratch: Vec<u8> =
+        Vec::with_capacity(zstd::zstd_safe::compress_bound(MAX_CHUNK as usize));
+    while let Ok(mut b) = cut.recv() {
+        let t = Instant::now();
+        b.packed.clear();
+        b.writes.clear();
+        for i in 0..b.chunks.len() {
+            let (start, len) = b.chunks[i];
+            let data = &b.buf[start..start + len];
+            let h: Hash = *blake3::hash(data).as_bytes();
+            stream_hash.update(&h);
+            let raw_len = len as u32;
+            out.index.order.push((h, raw_len));
+            out.index.stream_len += u64::from(raw_len);
+            if known.contains(&h) || !here.insert(h) {
+                continue;
+            }
+            let compressed = match compressor.as_mut() {
+                Some(z) => {
+                    worth_compressing(z, data, &mut scratch)
+                        && z.compress_to_buffer(data, &mut scratch)
+                            .is_ok_and(|n| n < len)
+                }
+                None => false,
+            };
+            let stored_len = if compressed {
+                let at = b.packed.len();
+                b.packed.extend_from_slice(&scratch);
+                b.push(Piece::Packed(at, scratch.len()));
+                scratch.len()
+            } else {
+                b.push(Piece::Raw(start, len));
+                len
+            };
+            out.index.stored.push(StoredChunk {
+                hash: h,
+                offset: out.pack_bytes,
+                stored_len: stored_len as u32,
+                raw_len,
+                compressed,
+            });
+            out.pack_bytes += stored_len as u64;
+            out.new_chunks += 1;
+        }
+        busy += t.elapsed();
+        if hashed.send(b).is_err() {
+            break;
+        }
+    }
     out.stream_blake3 = stream_hash.finalize().to_hex().to_string();
+    out.stages.hash_ms = ms(busy);
     Ok(out)
 }
 
+/// The writer stage (the calling thread): appends each batch's pieces to
+/// the pack, hands the segment back to the reader, and syncs the pack at
+/// the end. Returns the milliseconds spent writing and syncing.
+fn write_pack(
+    hashed: Receiver<Batch>,
+    free: SyncSender<Batch>,
+    pack: &mut dyn PackSink,
+    pack_name: &Path,
+) -> Result<(u64, u64)> {
+    let mut busy = Duration::ZERO;
+    // Returning on error drops `hashed` and `free`: the hasher's next send
+    // and the reader's next wait for a segment fail, and both stop.
+    while let Ok(b) = hashed.recv() {
+        let t = Instant::now();
+        for piece in &b.writes {
+            let bytes = match *piece {
+                Piece::Raw(start, len) => &b.buf[start..start + len],
+                Piece::Packed(start, len) => &b.packed[start..start + len],
+            };
+            pack.write_all(bytes)
+                .map_err(|e| VmError::io("write", pack_name, e))?;
+        }
+        busy += t.elapsed();
+        // The reader may already have ended; the segment is then dropped.
+        let _ = free.send(b);
+    }
+    let t = Instant::now();
+    pack.finish()
+        .map_err(|e| VmError::io("write", pack_name, e))?;
+    Ok((ms(busy), ms(t.elapsed())))
+}
+
 /// Whether zstd is likely to shrink a chunk: a 4 KiB sample from its middle
-/// is compressed first. Random data (encrypted or compressed files, a
-/// guest's random pages) fails the sample and is stored raw, saving the
-/// full compression attempt, which costs more than chunking and hashing
-/// together.
-fn worth_compressing(z: &mut zstd::bulk::Compressor<'_>, data: &[u8]) -> bool {
+/// is compressed first (into `scratch`). Random data (encrypted or
+/// compressed files, a guest's random pages) fails the sample and is stored
+/// raw, saving the full compression attempt, which costs more than
+/// chunking and hashing together.
+fn worth_compressing(
+    z: &mut zstd::bulk::Compressor<'_>,
+    data: &[u8],
+    scratch: &mut Vec<u8>,
+) -> bool {
     const SAMPLE: usize = 4096;
     if data.len() <= 2 * SAMPLE {
         return true;
     }
     let mid = data.len() / 2;
     let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
-    match z.compress(sample) {
-        Ok(c) => c.len() < SAMPLE * 97 / 100,
+    match z.compress_to_buffer(sample, scratch) {
+        Ok(n) => n < SAMPLE * 97 / 100,
         Err(_) => false,
     }
 }
@@ -424,15 +797,17 @@ mod tests {
     #[test]
     fn random_chunks_skip_compression_and_text_does_not() {
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
-        assert!(!worth_compressing(&mut z, &noise(65536, 9)));
+        let mut scratch = Vec::with_capacity(zstd::zstd_safe::compress_bound(MAX_CHUNK as usize));
+        let scratch = &mut scratch;
+        assert!(!worth_compressing(&mut z, &noise(65536, 9), scratch));
         let text: Vec<u8> = b"the quick brown fox "
             .iter()
             .cycle()
             .take(65536)
             .copied()
             .collect();
-        assert!(worth_compressing(&mut z, &text));
-        assert!(worth_compressing(&mut z, &[0u8; 1000]));
+        assert!(worth_compressing(&mut z, &text, scratch));
+        assert!(worth_compressing(&mut z, &[0u8; 1000], scratch));
     }
 
     /// A pseudo-random stream (xorshift), deterministic per seed.
@@ -584,5 +959,146 @@ mod tests {
         .unwrap_err();
         assert!(err.is_disk_full(), "{err:?}");
         assert!(err.to_string().contains("/ckpt/memory.pack"), "{err}");
+    }
+
+    /// Hands out at most `step` bytes per read, like a pipe does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn segments_cut_exactly_where_one_pass_over_the_stream_does() {
+        // 21 MiB plus an odd tail: several segments, chunks across their
+        // borders, short reads, zero runs (chunks at the maximum size).
+        let mut stream = noise((21 << 20) + 12_345, 17);
+        for z in stream.chunks_mut(3 << 20).step_by(3) {
+            z.fill(0);
+        }
+        let expected: Vec<u32> =
+            fastcdc::v2020::StreamCDC::new(&stream[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                .map(|c| c.unwrap().length as u32)
+                .collect();
+        let mut sink = MemPack(Vec::new());
+        let src = Trickle {
+            data: &stream,
+            step: 1_000_003,
+        };
+        let saved =
+            save_stream(src, &ChunkLocator::new(), &mut sink, Path::new("p"), false).unwrap();
+        let got: Vec<u32> = saved.index.order.iter().map(|(_, l)| *l).collect();
+        assert_eq!(got, expected);
+        let mut pos = 0usize;
+        for (h, len) in &saved.index.order {
+            let len = *len as usize;
+            assert_eq!(blake3::hash(&stream[pos..pos + len]).as_bytes(), h);
+            pos += len;
+        }
+        assert_eq!(pos, stream.len());
+        // Zero chunks repeat: each is stored once, the pack holds exactly
+        // the new chunks, in offset order.
+        assert!(saved.new_chunks < saved.index.order.len() as u64);
+        let mut offset = 0;
+        for c in &saved.index.stored {
+            assert_eq!(c.offset, offset);
+            offset += u64::from(c.stored_len);
+        }
+        assert_eq!(offset, sink.0.len() as u64);
+        assert_eq!(saved.pack_bytes, offset);
+    }
+
+    #[test]
+    fn a_disk_filling_up_midway_stops_every_stage() {
+        /// Accepts `room` bytes, then fails like a full disk.
+        struct Fills {
+            room: usize,
+        }
+        impl Write for Fills {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if self.room == 0 {
+                    return Err(std::io::Error::from_raw_os_error(28));
+                }
+                let n = b.len().min(self.room);
+                self.room -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl PackSink for Fills {
+            fn finish(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // Much longer than the segments in flight: the reader must notice
+        // that the writer is gone instead of waiting forever.
+        let stream = noise(SEGMENT * (SEGMENTS + 4), 23);
+        let err = save_stream(
+            &stream[..],
+            &ChunkLocator::new(),
+            &mut Fills { room: 5 << 20 },
+            Path::new("/ckpt/memory.pack"),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.is_disk_full(), "{err:?}");
+        assert!(err.to_string().contains("/ckpt/memory.pack"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_stream_is_an_error_naming_it() {
+        struct Breaks(usize);
+        impl Read for Breaks {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+                }
+                let n = buf.len().min(self.0).min(100_000);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let err = save_stream(
+            Breaks(3 << 20),
+            &ChunkLocator::new(),
+            &mut MemPack(Vec::new()),
+            Path::new("memory.pack"),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("migration stream"), "{err}");
+    }
+
+    #[test]
+    fn a_file_pack_holds_exactly_what_was_written() {
+        // Odd piece sizes across several staging buffers and a tail that is
+        // not a whole block; on tmpfs too (no direct IO there on older
+        // kernels), when the machine has one.
+        let data = noise(2 * STAGE + 3 * ALIGN + 1234, 29);
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for dir in &dirs {
+            let path = dir.path().join("memory.pack");
+            let mut pack = FilePack::create(&path).unwrap();
+            for piece in data.chunks(1_000_003) {
+                pack.write_all(piece).unwrap();
+            }
+            pack.finish().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
+            assert_eq!(pack.digest(), crate::fsutil::hash_file(&path).unwrap());
+            assert_eq!(pack.digest().0, data.len() as u64);
+        }
     }
 }

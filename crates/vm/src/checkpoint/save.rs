@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use vgrid_qmp::{Qmp, RunState};
 
-use super::chunks::{ChunkLocator, FilePack, MemoryIndex, save_stream};
+use super::chunks::{ChunkLocator, FilePack, MemoryIndex, StreamStages, save_stream};
 use super::manifest::{
     self, AGENT_OUT, CHECKPOINT_FORMAT, CONSOLE, FileEntry, Loaded, MANIFEST, MEMORY_IDX,
     MEMORY_PACK, Manifest, MemoryInfo, ParentRef,
@@ -60,6 +60,8 @@ pub struct CheckpointReport {
     /// How long the vCPUs were stopped.
     pub paused_ms: u64,
     pub total_ms: u64,
+    /// Where the memory stream's time went (reader, hasher, writer).
+    pub memory_stages: StreamStages,
 }
 
 /// One VM being checkpointed.
@@ -84,6 +86,7 @@ struct Saved {
     idx: (u64, String),
     new_chunks: u64,
     outputs: Vec<FileEntry>,
+    stages: StreamStages,
 }
 
 impl Runtime {
@@ -381,6 +384,7 @@ impl Runtime {
             idx,
             new_chunks: saved.new_chunks,
             outputs,
+            stages: saved.stages,
         });
         Ok(())
     }
@@ -510,6 +514,7 @@ impl Runtime {
             new_chunks: saved.new_chunks,
             paused_ms,
             total_ms: started.elapsed().as_millis() as u64,
+            memory_stages: saved.stages,
         })
     }
 }
