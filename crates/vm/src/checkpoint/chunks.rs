@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -308,6 +308,8 @@ pub trait PackSink: Write {
 
 /// Bytes gathered before one direct write to the pack.
 const STAGE: usize = 8 << 20;
+/// Staging buffers per pack: one filling while the others are written.
+const STAGES: usize = 3;
 /// Alignment of direct writes (buffer, length and offset): the largest
 /// logical block size in use.
 const ALIGN: usize = 4096;
@@ -319,17 +321,19 @@ const WRITEBACK_STEP: u64 = 32 << 20;
 /// checksum needs no second read.
 ///
 /// The pack is written with `O_DIRECT` when the file system allows it:
-/// bytes are gathered in an aligned buffer and go to the device without a
-/// copy into the page cache, which costs as much CPU as cutting the stream
-/// and would compete with it for the same cores. Where `O_DIRECT` is
-/// refused (tmpfs, some network file systems) it writes through the page
-/// cache and starts writeback as it goes.
+/// bytes are gathered in aligned 8 MiB buffers that a write-behind thread
+/// hands to the device while the next one fills, without a copy into the
+/// page cache (that copy costs as much CPU as cutting the stream and would
+/// compete with it for the same cores). Where `O_DIRECT` is refused (tmpfs,
+/// some network file systems) it writes through the page cache and starts
+/// writeback as it goes. The last partial buffer is always written
+/// through the page cache.
 pub struct FilePack {
     file: File,
     hasher: blake3::Hasher,
     written: u64,
-    /// The aligned buffer while the file is open with `O_DIRECT`.
-    direct: Option<Staging>,
+    /// Present while the file is open with `O_DIRECT`.
+    direct: Option<WriteBehind>,
     /// Buffered mode: everything before this offset went to writeback.
     flushed: u64,
     /// Bytes that went to the device directly.
@@ -349,13 +353,138 @@ impl Staging {
         let start = mem.as_ptr().align_offset(ALIGN);
         Staging { mem, start, len: 0 }
     }
-    fn window(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + STAGE]
+    fn bytes(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
     }
+}
+
+/// The filling buffer and the thread writing full ones.
+struct WriteBehind {
+    fill: Staging,
+    /// File offset of `fill`'s first byte.
+    fill_at: u64,
+    allocated: usize,
+    in_flight: usize,
+    jobs: Option<SyncSender<(Staging, u64)>>,
+    /// Written buffers come back (with whether they went directly), or the
+    /// error that ended the thread.
+    done: Receiver<std::io::Result<(Staging, bool)>>,
+}
+
+impl WriteBehind {
+    fn start(file: File) -> WriteBehind {
+        let (jobs, todo) = mpsc::sync_channel::<(Staging, u64)>(STAGES);
+        let (finished, done) = mpsc::sync_channel(STAGES);
+        std::thread::spawn(move || {
+            let mut direct = true;
+            while let Ok((stage, at)) = todo.recv() {
+                let result = write_block(&file, &stage, at, direct).map(|went_direct| {
+                    direct = went_direct;
+                    (stage, went_direct)
+                });
+                let failed = result.is_err();
+                if finished.send(result).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        WriteBehind {
+            fill: Staging::new(),
+            fill_at: 0,
+            allocated: 1,
+            in_flight: 0,
+            jobs: Some(jobs),
+            done,
+        }
+    }
+
+    /// Waits for one written buffer; returns it and the bytes that went
+    /// directly.
+    fn collect(&mut self) -> std::io::Result<(Staging, u64)> {
+        let (stage, direct) = self.done.recv().map_err(|_| {
+            std::io::Error::other("the pack's write-behind thread ended unexpectedly")
+        })??;
+        self.in_flight -= 1;
+        let direct = if direct { stage.len as u64 } else { 0 };
+        Ok((stage, direct))
+    }
+
+    /// Sends the full buffer to be written and takes an empty one; returns
+    /// the bytes known to have gone directly meanwhile.
+    fn hand_off(&mut self) -> std::io::Result<u64> {
+        let mut direct = 0;
+        let mut next = if self.allocated < STAGES {
+            self.allocated += 1;
+            Staging::new()
+        } else {
+            let (stage, d) = self.collect()?;
+            direct += d;
+            stage
+        };
+        next.len = 0;
+        let full = std::mem::replace(&mut self.fill, next);
+        let at = self.fill_at;
+        self.fill_at += full.len as u64;
+        let sent = match &self.jobs {
+            Some(jobs) => jobs.send((full, at)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread ended on an error; it is waiting in `done`.
+            return Err(match self.done.recv() {
+                Ok(Err(e)) => e,
+                _ => std::io::Error::other("the pack's write-behind thread ended unexpectedly"),
+            });
+        }
+        self.in_flight += 1;
+        Ok(direct)
+    }
+
+    /// Waits for every buffer in flight; returns the bytes that went
+    /// directly and what is left to write (the partial last buffer).
+    fn drain(&mut self) -> std::io::Result<(u64, &Staging, u64)> {
+        self.jobs = None;
+        let mut direct = 0;
+        while self.in_flight > 0 {
+            direct += self.collect()?.1;
+        }
+        Ok((direct, &self.fill, self.fill_at))
+    }
+}
+
+/// Writes one full staging buffer at `at`; `Ok(false)` when it went
+/// through the page cache because the file system refused direct IO after
+/// all (now or for an earlier buffer: `direct` is false then).
+fn write_block(file: &File, stage: &Staging, at: u64, direct: bool) -> std::io::Result<bool> {
+    match file.write_all_at(stage.bytes(), at) {
+        Ok(()) => Ok(direct),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            set_direct(file, false)?;
+            file.write_all_at(stage.bytes(), at)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    let flags = if on {
+        flags | rustix::fs::OFlags::DIRECT
+    } else {
+        flags - rustix::fs::OFlags::DIRECT
+    };
+    Ok(rustix::fs::fcntl_setfl(file, flags)?)
 }
 
 impl FilePack {
     pub fn create(path: &Path) -> Result<FilePack> {
+        Self::create_with(path, true)
+    }
+
+    /// `try_direct: false` always writes through the page cache (what
+    /// file systems without direct IO get; tests use it).
+    fn create_with(path: &Path, try_direct: bool) -> Result<FilePack> {
         let open = |flags: i32| {
             OpenOptions::new()
                 .write(true)
@@ -364,8 +493,13 @@ impl FilePack {
                 .custom_flags(flags)
                 .open(path)
         };
-        let (file, direct) = match open(libc::O_DIRECT) {
-            Ok(f) => (f, Some(Staging::new())),
+        let first = if try_direct { libc::O_DIRECT } else { 0 };
+        let (file, direct) = match open(first) {
+            Ok(f) if !try_direct => (f, None),
+            Ok(f) => {
+                let writer = f.try_clone().map_err(|e| VmError::io("open", path, e))?;
+                (f, Some(WriteBehind::start(writer)))
+            }
             // The file system does not do direct IO.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 (open(0).map_err(|e| VmError::io("create", path, e))?, None)
@@ -387,54 +521,10 @@ impl FilePack {
         (self.written, self.hasher.finalize().to_hex().to_string())
     }
 
-    /// Bytes written with direct IO (all but the last partial block, when
+    /// Bytes written with direct IO (all but the last partial buffer, when
     /// the file system allows it).
     pub fn direct_bytes(&self) -> u64 {
         self.direct_bytes
-    }
-
-    /// Writes the whole aligned part of the staging buffer; the unaligned
-    /// tail (only at the end of the pack) stays in it.
-    fn write_staged(&mut self) -> std::io::Result<()> {
-        let Some(stage) = self.direct.as_mut() else {
-            return Ok(());
-        };
-        let aligned = stage.len / ALIGN * ALIGN;
-        let tail = stage.len - aligned;
-        let start = stage.start;
-        let result = self.file.write_all(&stage.mem[start..start + aligned]);
-        match result {
-            Ok(()) => {
-                stage
-                    .mem
-                    .copy_within(start + aligned..start + stage.len, start);
-                stage.len = tail;
-                Ok(())
-            }
-            // A short write left the offset unaligned: the rest goes
-            // through the page cache. (What was written stays; `write_all`
-            // only fails after writing a prefix, so drop it here.)
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.leave_direct(),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Turns `O_DIRECT` off and writes what is staged through the page
-    /// cache.
-    fn leave_direct(&mut self) -> std::io::Result<()> {
-        let Some(stage) = self.direct.take() else {
-            return Ok(());
-        };
-        let flags = rustix::fs::fcntl_getfl(&self.file)?;
-        rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
-        // The file's length is where the staged bytes begin: direct writes
-        // that went through before the failure are kept.
-        let on_disk = self.file.metadata()?.len();
-        let staged_from = self.written - stage.len as u64;
-        let skip = on_disk.saturating_sub(staged_from).min(stage.len as u64) as usize;
-        self.file.seek(SeekFrom::Start(staged_from + skip as u64))?;
-        self.file
-            .write_all(&stage.mem[stage.start + skip..stage.start + stage.len])
     }
 
     /// Buffered mode: starts writeback of what was written since the last
@@ -461,16 +551,13 @@ impl FilePack {
 impl Write for FilePack {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = match self.direct.as_mut() {
-            Some(stage) => {
-                let n = buf.len().min(STAGE - stage.len);
-                let at = stage.len;
-                stage.window()[at..at + n].copy_from_slice(&buf[..n]);
-                stage.len += n;
-                if stage.len == STAGE {
-                    self.written += n as u64;
-                    self.hasher.update(&buf[..n]);
-                    self.write_staged()?;
-                    return Ok(n);
+            Some(d) => {
+                let n = buf.len().min(STAGE - d.fill.len);
+                let at = d.fill.start + d.fill.len;
+                d.fill.mem[at..at + n].copy_from_slice(&buf[..n]);
+                d.fill.len += n;
+                if d.fill.len == STAGE {
+                    self.direct_bytes += d.hand_off()?;
                 }
                 n
             }
@@ -490,9 +577,14 @@ impl Write for FilePack {
 
 impl PackSink for FilePack {
     fn finish(&mut self) -> std::io::Result<()> {
-        self.write_staged()?;
-        // The last partial block cannot be written directly.
-        self.leave_direct()?;
+        if let Some(mut d) = self.direct.take() {
+            let (direct, last, at) = d.drain()?;
+            self.direct_bytes += direct;
+            // The last partial buffer goes through the page cache: a
+            // direct write must be whole blocks.
+            set_direct(&self.file, false)?;
+            self.file.write_all_at(last.bytes(), at)?;
+        }
         self.file.sync_all()
     }
 }
@@ -1084,14 +1176,14 @@ mod tests {
         // Odd piece sizes across several staging buffers and a tail that is
         // not a whole block; on tmpfs too (no direct IO there on older
         // kernels), when the machine has one.
-        let data = noise(2 * STAGE + 3 * ALIGN + 1234, 29);
+        let data = noise((STAGES + 2) * STAGE + 3 * ALIGN + 1234, 29);
         let mut dirs = vec![tempfile::tempdir().unwrap()];
         if Path::new("/dev/shm").is_dir() {
             dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
         }
-        for dir in &dirs {
-            let path = dir.path().join("memory.pack");
-            let mut pack = FilePack::create(&path).unwrap();
+        for (dir, direct) in dirs.iter().flat_map(|d| [(d, true), (d, false)]) {
+            let path = dir.path().join(format!("memory-{direct}.pack"));
+            let mut pack = FilePack::create_with(&path, direct).unwrap();
             for piece in data.chunks(1_000_003) {
                 pack.write_all(piece).unwrap();
             }
@@ -1099,6 +1191,9 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
             assert_eq!(pack.digest(), crate::fsutil::hash_file(&path).unwrap());
             assert_eq!(pack.digest().0, data.len() as u64);
+            if !direct {
+                assert_eq!(pack.direct_bytes(), 0);
+            }
         }
     }
 }
