@@ -78,6 +78,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        die_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Image(cmd) => image_cmd::run(cmd),
@@ -105,5 +108,45 @@ fn main() -> ExitCode {
             eprintln!("vgrid: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// Commands that only talk to the API or read files and print: like
+    /// other Unix tools, they may simply end when their reader goes away
+    /// (`vgrid show 1 | grep -m1 state`). The commands that run VMs, pipe
+    /// QEMU's streams or serve are left alone: for them a closed pipe must
+    /// stay an error they handle.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Sim(_)
+                | Command::Submit(_)
+                | Command::Ps(_)
+                | Command::Show(_)
+                | Command::Logs(_)
+                | Command::Wait(_)
+                | Command::Cancel(_)
+                | Command::Hold(_)
+                | Command::Release(_)
+                | Command::Suspend(_)
+                | Command::Resume(_)
+                | Command::Checkpoint(_)
+                | Command::Migrate(_)
+                | Command::Nodes(_)
+                | Command::Users(_)
+        )
+    }
+}
+
+/// Restores the default action of SIGPIPE (end the process), which the
+/// Rust runtime sets to "ignore" so that a write to a closed pipe returns
+/// an error; `println!` turns that error into a panic. Sockets are not
+/// affected (the standard library sends with `MSG_NOSIGNAL`).
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: called at the start of `main`, before any thread exists;
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
