@@ -191,6 +191,7 @@ def bench_checkpoint(vg, vg2, sizes, work):
             shutil.rmtree(ck_root)
         os.makedirs(ck_root)
         dd = dd_write_speed(ck_root)
+        load = loadavg()
         dt, p = vg.timed("vm", "checkpoint", name, "--out", os.path.join(ck_root, "full"), "--json")
         full = json.loads(p.stdout)[0]
         time.sleep(5)
@@ -200,7 +201,7 @@ def bench_checkpoint(vg, vg2, sizes, work):
         dtr, p = vg2.timed("vm", "restore", os.path.join(ck_root, "full"), "--name", name)
         vg2.gone(name)
         row = {
-            "memory_mib": mem, "filled_mib": fill, "dd_bytes_per_s": dd,
+            "memory_mib": mem, "filled_mib": fill, "dd_bytes_per_s": dd, "load": load,
             "full": full, "full_wall_s": dt, "incr": incr, "incr_wall_s": dt2,
             "restore_wall_s": dtr, "restore_out": p.stdout.strip(),
         }
@@ -208,7 +209,7 @@ def bench_checkpoint(vg, vg2, sizes, work):
         log(f"{mem} MiB: full {full['stream_bytes']/2**20:.0f} MiB stream in {full['total_ms']} ms, "
             f"stored {full['stored_bytes']/2**20:.0f} MiB; dd {dd/2**20:.0f} MiB/s; "
             f"incremental stored {incr['stored_bytes']/2**20:.1f} MiB; restore {dtr:.1f} s "
-            f"(load {loadavg()})")
+            f"(load {loadavg()}); stages {full.get('memory_stages')}")
         shutil.rmtree(ck_root)
     return rows
 
@@ -272,8 +273,8 @@ def report(res):
         out.append(f"| same QEMU by hand | {mh:.2f} s | {min(h):.2f} s | {max(h):.2f} s |")
         out.append(f"\nOverhead of vgrid: {100 * (mv / mh - 1):+.1f}% (medians).\n")
     if res["checkpoint"]:
-        out.append("| guest | filled | stream | full: stored | full: time | throughput | dd | ratio | incremental: stored | incr/full | restore |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("| guest | filled | stream | full: stored | full: time | throughput | dd | ratio | incremental: stored | incr/full | restore | load |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in res["checkpoint"]:
             f, i = r["full"], r["incr"]
             thr = f["stream_bytes"] / (f["total_ms"] / 1000)
@@ -282,7 +283,8 @@ def report(res):
                 f"| {mib(f['stored_bytes']):.0f} MiB | {f['total_ms'] / 1000:.2f} s "
                 f"| {mib(thr):.0f} MiB/s | {mib(r['dd_bytes_per_s']):.0f} MiB/s "
                 f"| {100 * thr / r['dd_bytes_per_s']:.0f}% | {mib(i['stored_bytes']):.1f} MiB "
-                f"| {100 * i['stored_bytes'] / f['stored_bytes']:.1f}% | {r['restore_wall_s']:.1f} s |")
+                f"| {100 * i['stored_bytes'] / f['stored_bytes']:.1f}% | {r['restore_wall_s']:.1f} s "
+                f"| {r.get('load', '?')} |")
         out.append("")
     if res["repo"]:
         out.append("| data | start with the repository mounted | copy the data | start without data | copy + start |")

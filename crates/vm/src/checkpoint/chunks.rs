@@ -7,8 +7,8 @@
 //! named by its BLAKE3 hash, and a checkpoint stores only the chunks that
 //! no ancestor stores. Chunks are zstd-compressed when that makes them
 //! smaller and appended to one pack file per checkpoint (one sequential
-//! write, no file per chunk). Reading and cutting, hashing, and writing
-//! run on three threads at once ([`save_stream`]).
+//! write, no file per chunk). Reading and cutting, hashing, compressing
+//! and writing run on four threads at once ([`save_stream`]).
 //!
 //! `memory.idx` (binary, little-endian):
 //!
@@ -281,7 +281,7 @@ pub struct SavedStream {
     pub stages: StreamStages,
 }
 
-/// Busy and waiting times of the three stages that save a stream, in
+/// Busy and waiting times of the stages that save a stream, in
 /// milliseconds. The stages run on their own threads at once, so the
 /// figures overlap; the largest busy time bounds the throughput.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -290,8 +290,10 @@ pub struct StreamStages {
     pub read_wait_ms: u64,
     /// Reader: finding chunk boundaries (FastCDC).
     pub cut_ms: u64,
-    /// Hasher: BLAKE3 of every chunk, dedup, compression.
+    /// Hasher: BLAKE3 of every chunk, dedup.
     pub hash_ms: u64,
+    /// Packer: zstd samples and compression of the new chunks.
+    pub compress_ms: u64,
     /// Writer: appending to the pack (and hashing what it writes).
     pub write_ms: u64,
     /// Writer: the final fsync of the pack.
@@ -606,6 +608,9 @@ struct Batch {
     buf: Vec<u8>,
     /// `(start, len)` in `buf`, in stream order.
     chunks: Vec<(usize, usize)>,
+    /// The chunks to store (no ancestor and no earlier part of the stream
+    /// has them): index into `chunks` and hash.
+    fresh: Vec<(usize, Hash)>,
     /// Compressed chunk bytes, back to back.
     packed: Vec<u8>,
     /// What to append to the pack, in order: adjacent new chunks merged
@@ -624,6 +629,7 @@ impl Batch {
         Batch {
             buf: vec![0; SEGMENT],
             chunks: Vec::new(),
+            fresh: Vec::new(),
             packed: Vec::new(),
             writes: Vec::new(),
         }
@@ -644,11 +650,11 @@ impl Batch {
 /// `known` (the ancestors' chunks) and this stream itself, compressing, and
 /// appending new chunks to `pack`. `pack_name` names the pack in errors.
 ///
-/// Three stages run at once, so that a checkpoint uses more than one core:
+/// Four stages run at once, so that a checkpoint uses more than one core:
 /// a reader thread reads segments and cuts them into chunks (FastCDC), a
-/// hasher thread names every chunk (BLAKE3), drops known ones and
-/// compresses, and the calling thread writes the pack. Bounded channels
-/// carry a fixed set of segment buffers around the loop.
+/// hasher thread names every chunk (BLAKE3) and drops known ones, a packer
+/// thread compresses, and the calling thread writes the pack. Bounded
+/// channels carry a fixed set of segment buffers around the loop.
 pub fn save_stream(
     src: impl Read + Send,
     known: &ChunkLocator,
@@ -660,6 +666,7 @@ pub fn save_stream(
     let (free_tx, free_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
     let (cut_tx, cut_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
     let (hashed_tx, hashed_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
+    let (packed_tx, packed_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
     for _ in 0..SEGMENTS {
         let _ = free_tx.send(Batch::new());
     }
@@ -670,30 +677,37 @@ pub fn save_stream(
     };
     std::thread::scope(|s| {
         let reader = s.spawn(move || read_and_cut(src, free_rx, cut_tx));
-        let hasher = s.spawn(move || hash_and_pack(cut_rx, hashed_tx, known, compressor));
-        let written = write_pack(hashed_rx, free_tx, pack, pack_name);
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the stream reader thread panicked")));
-        let hashed = hasher.join().unwrap_or_else(|_| {
-            Err(VmError::io(
-                "hash",
+        let hasher = s.spawn(move || hash_chunks(cut_rx, hashed_tx, known));
+        let packer = s.spawn(move || pack_chunks(hashed_rx, packed_tx, compressor));
+        let written = write_pack(packed_rx, free_tx, pack, pack_name);
+        let panicked = |what: &str| {
+            VmError::io(
+                "save",
                 pack_name,
-                std::io::Error::other("the chunk hasher thread panicked"),
-            ))
-        });
+                std::io::Error::other(format!("the {what} thread panicked")),
+            )
+        };
+        let read = reader.join();
+        let hashed = hasher.join();
+        let packed = packer.join();
         // The writer's error comes first: the other stages stop because of
         // it (a full disk), not the other way round.
         let (write_ms, sync_ms) = written?;
-        let (read_wait_ms, cut_ms) =
-            read.map_err(|e| VmError::io("read", "the migration stream", e))?;
-        let mut out = hashed?;
+        let (read_wait_ms, cut_ms) = read
+            .map_err(|_| panicked("stream reader"))?
+            .map_err(|e| VmError::io("read", "the migration stream", e))?;
+        let mut out = hashed.map_err(|_| panicked("chunk hasher"))?;
+        let packed = packed.map_err(|_| panicked("chunk packer"))?;
+        out.index.stored = packed.index.stored;
+        out.pack_bytes = packed.pack_bytes;
+        out.new_chunks = packed.new_chunks;
         out.stages = StreamStages {
             read_wait_ms,
             cut_ms,
             write_ms,
             sync_ms,
             hash_ms: out.stages.hash_ms,
+            compress_ms: packed.stages.compress_ms,
             total_ms: ms(started.elapsed()),
         };
         Ok(out)
@@ -760,39 +774,62 @@ fn read_and_cut(
     Ok((ms(wait), ms(cutting)))
 }
 
-/// The hasher stage: names chunks, records the stream's order, keeps the
-/// chunks no ancestor and no earlier part of the stream has, and decides
-/// how each is stored. Offsets in the pack are assigned here; the writer
-/// appends in the same order.
-fn hash_and_pack(
+/// The hasher stage: names chunks, records the stream's order and picks
+/// the chunks no ancestor and no earlier part of the stream has.
+fn hash_chunks(
     cut: Receiver<Batch>,
     hashed: SyncSender<Batch>,
     known: &ChunkLocator,
-    mut compressor: Option<zstd::bulk::Compressor<'static>>,
-) -> Result<SavedStream> {
+) -> SavedStream {
     let mut out = SavedStream::default();
     let mut here: HashSet<Hash> = HashSet::new();
     let mut stream_hash = blake3::Hasher::new();
+    let mut busy = Duration::ZERO;
+    while let Ok(mut b) = cut.recv() {
+        let t = Instant::now();
+        b.fresh.clear();
+        for (i, &(start, len)) in b.chunks.iter().enumerate() {
+            let h: Hash = *blake3::hash(&b.buf[start..start + len]).as_bytes();
+            stream_hash.update(&h);
+            out.index.order.push((h, len as u32));
+            out.index.stream_len += len as u64;
+            if !known.contains(&h) && here.insert(h) {
+                b.fresh.push((i, h));
+            }
+        }
+        busy += t.elapsed();
+        if hashed.send(b).is_err() {
+            break;
+        }
+    }
+    out.stream_blake3 = stream_hash.finalize().to_hex().to_string();
+    out.stages.hash_ms = ms(busy);
+    out
+}
+
+/// The packer stage: decides how each new chunk is stored (zstd when that
+/// makes it smaller) and where in the pack; the writer appends in the same
+/// order. Compression has its own thread because on compressible memory it
+/// costs more than hashing.
+fn pack_chunks(
+    hashed: Receiver<Batch>,
+    packed: SyncSender<Batch>,
+    mut compressor: Option<zstd::bulk::Compressor<'static>>,
+) -> SavedStream {
+    let mut out = SavedStream::default();
     let mut busy = Duration::ZERO;
     // Compression output goes to one reused buffer, large enough for any
     // chunk (zstd's bound), then is copied into the batch.
     let mut scratch: Vec<u8> =
         Vec::with_capacity(zstd::zstd_safe::compress_bound(MAX_CHUNK as usize));
-    while let Ok(mut b) = cut.recv() {
+    while let Ok(mut b) = hashed.recv() {
         let t = Instant::now();
         b.packed.clear();
         b.writes.clear();
-        for i in 0..b.chunks.len() {
+        for k in 0..b.fresh.len() {
+            let (i, hash) = b.fresh[k];
             let (start, len) = b.chunks[i];
             let data = &b.buf[start..start + len];
-            let h: Hash = *blake3::hash(data).as_bytes();
-            stream_hash.update(&h);
-            let raw_len = len as u32;
-            out.index.order.push((h, raw_len));
-            out.index.stream_len += u64::from(raw_len);
-            if known.contains(&h) || !here.insert(h) {
-                continue;
-            }
             let compressed = match compressor.as_mut() {
                 Some(z) => {
                     worth_compressing(z, data, &mut scratch)
@@ -811,23 +848,22 @@ fn hash_and_pack(
                 len
             };
             out.index.stored.push(StoredChunk {
-                hash: h,
+                hash,
                 offset: out.pack_bytes,
                 stored_len: stored_len as u32,
-                raw_len,
+                raw_len: len as u32,
                 compressed,
             });
             out.pack_bytes += stored_len as u64;
             out.new_chunks += 1;
         }
         busy += t.elapsed();
-        if hashed.send(b).is_err() {
+        if packed.send(b).is_err() {
             break;
         }
     }
-    out.stream_blake3 = stream_hash.finalize().to_hex().to_string();
-    out.stages.hash_ms = ms(busy);
-    Ok(out)
+    out.stages.compress_ms = ms(busy);
+    out
 }
 
 /// The writer stage (the calling thread): appends each batch's pieces to
