@@ -301,16 +301,16 @@ impl VmLock {
         }
     }
 
-    /// Like `try_acquire`, but waits up to a second first: a lock can be
-    /// held for an instant by no vgrid at all (a child another thread of
-    /// this process forked holds a copy of the lock's descriptor until it
-    /// execs), and that is not "busy".
+    /// Like `try_acquire`, but keeps trying for a quarter of a second: a
+    /// lock can be held for an instant by no vgrid at all (a child that
+    /// another thread of this process forked holds a copy of the lock's
+    /// descriptor until it execs), and that is not "busy".
     pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>> {
-        for _ in 0..50 {
+        for _ in 0..25 {
             if let Some(lock) = Self::try_acquire(dir)? {
                 return Ok(Some(lock));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Self::try_acquire(dir)
     }
