@@ -361,7 +361,13 @@ fn a_controller_killed_with_sigkill_restarts_with_nothing_lost_and_reattaches_it
     assert_eq!(held["job"]["state"], "held", "accepted changes survive");
     ok(data, &["release", &waiting]);
     let done = run(data, &["wait", &running]);
-    assert!(done.status.success(), "{}", server_log(data));
+    assert!(
+        done.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&done.stderr),
+        show(data, &running),
+        server_log(data)
+    );
     let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
     assert_eq!(
         ok(data, &["logs", &running]),
