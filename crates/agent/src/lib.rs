@@ -353,6 +353,9 @@ fn spawn_unit<D: VmDriver>(
     });
 }
 
+/// How many failed looks at a unit in a row end it as failed.
+const STATUS_ERRORS_TO_FAIL: u32 = 3;
+
 /// Runs one unit from start (or reattach) to its end.
 struct UnitTask<D> {
     shared: Arc<Shared<D>>,
@@ -391,9 +394,24 @@ impl<D: VmDriver> UnitTask<D> {
                 }
             }
         }
+        // Looking at a VM can fail for a moment (QMP slow to answer on a
+        // loaded host); only errors in a row end the unit.
+        let mut errors_in_a_row = 0;
         loop {
             self.send_output(None).await;
-            match driver.status(self.unit).await {
+            let status = match driver.status(self.unit).await {
+                Err(DriverError(reason)) if errors_in_a_row + 1 < STATUS_ERRORS_TO_FAIL => {
+                    errors_in_a_row += 1;
+                    tracing::warn!(job, attempt, error = %reason, "cannot read the unit's state; trying again");
+                    Ok(UnitStatus::Running)
+                }
+                Err(e) => Err(e),
+                Ok(s) => {
+                    errors_in_a_row = 0;
+                    Ok(s)
+                }
+            };
+            match status {
                 Ok(UnitStatus::Running) => {}
                 Ok(UnitStatus::Exited(exit_code)) => {
                     self.send_output(None).await;

@@ -29,6 +29,8 @@ struct Vm {
 #[derive(Default)]
 struct CountingDriver {
     vms: Mutex<HashMap<Unit, Arc<Mutex<Vm>>>>,
+    /// How many of the next looks at a unit fail, as a QMP hiccup would.
+    failing_looks: std::sync::atomic::AtomicU32,
 }
 
 impl CountingDriver {
@@ -104,6 +106,13 @@ impl VmDriver for CountingDriver {
     }
 
     async fn status(&self, unit: Unit) -> Result<UnitStatus, DriverError> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failing_looks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(DriverError("QMP did not answer".into()));
+        }
         let vm = self.vm(unit)?;
         let v = lock(&vm);
         Ok(if v.exited {
@@ -267,6 +276,48 @@ async fn a_job_runs_through_the_agent_and_its_output_comes_back() {
     let job = wait_ended(&c.admin, id).await;
     assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
     assert_eq!(output(&c.admin, id).await, counting(12));
+}
+
+/// Runs a counting job on one agent whose driver fails `failing_looks`
+/// looks at the VM first; returns the ended job and its output.
+async fn count_with_failing_looks(failing_looks: u32) -> (vgrid_api::types::JobView, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(dir.path()).await;
+    let agent = c
+        .admin
+        .add_user("agent", Role::Agent)
+        .await
+        .expect("agent user");
+    let driver = CountingDriver {
+        failing_looks: failing_looks.into(),
+        ..CountingDriver::default()
+    };
+    start_agent(&c, dir.path(), &agent.token, "n1", Arc::new(driver));
+    let id = c
+        .admin
+        .submit(
+            "count.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/count\"]\nenv = { COUNT_TO = \"12\" }\n",
+            false,
+        )
+        .await
+        .expect("submitted");
+    let job = wait_ended(&c.admin, id).await;
+    (job, output(&c.admin, id).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_at_the_vm_that_fails_once_in_a_while_does_not_end_the_job() {
+    let (job, out) = count_with_failing_looks(STATUS_ERRORS_TO_FAIL - 1).await;
+    assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
+    assert_eq!(out, counting(12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looks_at_the_vm_that_keep_failing_end_the_job_as_failed_saying_why() {
+    let (job, _) = count_with_failing_looks(1000).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(job.reason.contains("QMP did not answer"), "{}", job.reason);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
