@@ -248,36 +248,6 @@ fn counting(to: u64) -> String {
     (1..=to).map(|i| format!("{i}\n")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_runs_through_the_agent_and_its_output_comes_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = cluster(dir.path()).await;
-    let agent = c
-        .admin
-        .add_user("agent", Role::Agent)
-        .await
-        .expect("agent user");
-    start_agent(
-        &c,
-        dir.path(),
-        &agent.token,
-        "n1",
-        Arc::new(CountingDriver::default()),
-    );
-    let id = c
-        .admin
-        .submit(
-            "count.toml",
-            "image = \"tiny\"\ncommand = [\"/bin/count\"]\nenv = { COUNT_TO = \"12\" }\n",
-            false,
-        )
-        .await
-        .expect("submitted");
-    let job = wait_ended(&c.admin, id).await;
-    assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
-    assert_eq!(output(&c.admin, id).await, counting(12));
-}
-
 /// Runs a counting job on one agent whose driver fails `failing_looks`
 /// looks at the VM first; returns the ended job and its output.
 async fn count_with_failing_looks(failing_looks: u32) -> (vgrid_api::types::JobView, String) {
@@ -304,6 +274,13 @@ async fn count_with_failing_looks(failing_looks: u32) -> (vgrid_api::types::JobV
         .expect("submitted");
     let job = wait_ended(&c.admin, id).await;
     (job, output(&c.admin, id).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_through_the_agent_and_its_output_comes_back() {
+    let (job, out) = count_with_failing_looks(0).await;
+    assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
+    assert_eq!(out, counting(12));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ use crate::error::{Result, VmError};
 use crate::fsutil;
 use crate::layout::{VmDir, check_vm_name, hostname_for};
 use crate::qemu::LaunchMode;
-use crate::record::{Intent, MountRecord, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix};
+use crate::record::{Intent, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix};
 use crate::runtime::{Runtime, VmLock, VmSpec};
 
 /// The tag of a kept VM's staging share. A kept VM always gets one, so that
@@ -204,23 +204,7 @@ impl Runtime {
         }
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
-        let mut mounts = Vec::new();
-        for (i, m) in spec.mounts.iter().enumerate() {
-            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
-            if !host.is_dir() {
-                return Err(VmError::bad_spec(
-                    "--mount",
-                    m.host.display().to_string(),
-                    "not a directory",
-                ));
-            }
-            mounts.push(MountRecord {
-                tag: format!("data{i}"),
-                host_path: host,
-                guest_path: m.guest.clone(),
-                readonly: m.readonly,
-            });
-        }
+        let mounts = self.resolve_mounts(&spec.mounts)?;
         let inputs = match &spec.staging {
             Some(st) => self.resolve_inputs(&st.inputs)?,
             None => Vec::new(),
@@ -411,24 +395,6 @@ impl Runtime {
             .unwrap_or(0);
         self.send_control(&dir, &HostMessage::SetClock { unix_ms })
             .await
-    }
-
-    /// Host files for staging: resolved inside the mount roots, with the
-    /// file name they get in the share.
-    fn resolve_inputs(&self, inputs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
-        let mut out = Vec::new();
-        for input in inputs {
-            let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
-            let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-                return Err(VmError::bad_spec(
-                    "staging input",
-                    input.display().to_string(),
-                    "has no file name",
-                ));
-            };
-            out.push((host, file_name));
-        }
-        Ok(out)
     }
 
     /// Empties the VM's staging share and copies `inputs` into it. The

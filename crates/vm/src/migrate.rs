@@ -21,7 +21,7 @@ use crate::layout::check_vm_name;
 use crate::process::{self, Sig};
 use crate::qemu::LaunchMode;
 use crate::record::{Intent, VmRecord, new_vm_id};
-use crate::runtime::{Runtime, VmInfo, VmLock, VmState};
+use crate::runtime::{Runtime, VmInfo, VmLock};
 
 /// What a live migration did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,24 +47,7 @@ impl Runtime {
             return Err(VmError::Exists(new_name.to_string()));
         }
         let _lock = VmLock::acquire(&old_dir, name).await?;
-        let state = self.state_locked(&old_dir, name).await?;
-        if !matches!(
-            state,
-            VmState::Running | VmState::Starting | VmState::Paused
-        ) {
-            return Err(VmError::WrongState {
-                name: name.to_string(),
-                state: state.word(),
-                action: "migrate it".into(),
-            });
-        }
-        let old = VmRecord::load(&old_dir.record())?;
-        if let Some(reason) = old.checkpoint_blocker() {
-            return Err(VmError::NotCheckpointable {
-                name: name.to_string(),
-                reason,
-            });
-        }
+        let old = self.live_and_saveable(&old_dir, name, "migrate it").await?;
         if !old.publish.is_empty() {
             return Err(VmError::bad_spec(
                 "vm migrate",

@@ -495,38 +495,11 @@ impl Runtime {
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
 
-        let mut mounts = Vec::new();
-        for (i, m) in spec.mounts.iter().enumerate() {
-            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
-            if !host.is_dir() {
-                return Err(VmError::bad_spec(
-                    "--mount",
-                    m.host.display().to_string(),
-                    "not a directory",
-                ));
-            }
-            mounts.push(MountRecord {
-                tag: format!("data{i}"),
-                host_path: host,
-                guest_path: m.guest.clone(),
-                readonly: m.readonly,
-            });
-        }
-        let mut staged_inputs = Vec::new();
-        if let Some(st) = &spec.staging {
-            for input in &st.inputs {
-                let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
-                let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned())
-                else {
-                    return Err(VmError::bad_spec(
-                        "staging input",
-                        input.display().to_string(),
-                        "has no file name",
-                    ));
-                };
-                staged_inputs.push((host, file_name));
-            }
-        }
+        let mounts = self.resolve_mounts(&spec.mounts)?;
+        let staged_inputs = match &spec.staging {
+            Some(st) => self.resolve_inputs(&st.inputs)?,
+            None => Vec::new(),
+        };
 
         let context = if image.agent {
             let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
@@ -884,6 +857,77 @@ impl Runtime {
         let rec = VmRecord::load(&dir.record())?;
         let pid = self.qemu_pid(&dir);
         Ok(self.info(&dir, &rec, state, pid))
+    }
+
+    /// Data repositories to share with the guest: each host directory
+    /// resolved inside the mount roots, tagged `data0`, `data1`, ...
+    pub(crate) fn resolve_mounts(&self, mounts: &[MountSpec]) -> Result<Vec<MountRecord>> {
+        let mut out = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
+            if !host.is_dir() {
+                return Err(VmError::bad_spec(
+                    "--mount",
+                    m.host.display().to_string(),
+                    "not a directory",
+                ));
+            }
+            out.push(MountRecord {
+                tag: format!("data{i}"),
+                host_path: host,
+                guest_path: m.guest.clone(),
+                readonly: m.readonly,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Host files for staging: resolved inside the mount roots, with the
+    /// file name they get in the share.
+    pub(crate) fn resolve_inputs(&self, inputs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+        let mut out = Vec::new();
+        for input in inputs {
+            let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
+            let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return Err(VmError::bad_spec(
+                    "staging input",
+                    input.display().to_string(),
+                    "has no file name",
+                ));
+            };
+            out.push((host, file_name));
+        }
+        Ok(out)
+    }
+
+    /// The record of VM `name` (whose lock the caller holds) when its
+    /// state can be saved: it runs (or starts, or is paused) and nothing
+    /// in it blocks a checkpoint. `action` completes "cannot ..." errors.
+    pub(crate) async fn live_and_saveable(
+        &self,
+        dir: &VmDir,
+        name: &str,
+        action: &str,
+    ) -> Result<VmRecord> {
+        let state = self.state_locked(dir, name).await?;
+        if !matches!(
+            state,
+            VmState::Running | VmState::Starting | VmState::Paused
+        ) {
+            return Err(VmError::WrongState {
+                name: name.to_string(),
+                state: state.word(),
+                action: action.into(),
+            });
+        }
+        let rec = VmRecord::load(&dir.record())?;
+        if let Some(reason) = rec.checkpoint_blocker() {
+            return Err(VmError::NotCheckpointable {
+                name: name.to_string(),
+                reason,
+            });
+        }
+        Ok(rec)
     }
 
     pub(crate) async fn state_locked(&self, dir: &VmDir, name: &str) -> Result<VmState> {

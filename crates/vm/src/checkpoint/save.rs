@@ -21,7 +21,7 @@ use crate::layout::VmDir;
 use crate::process::{self, Sig};
 use crate::qemu::{file_node_name, node_name};
 use crate::record::{Intent, VmRecord, now_unix};
-use crate::runtime::{Runtime, VmLock, VmState};
+use crate::runtime::{Runtime, VmLock};
 
 /// How to checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,24 +210,7 @@ impl Runtime {
         fs::create_dir_all(&parent_dir)
             .map_err(|e| VmError::io("create directory", &parent_dir, e))?;
         let lock = VmLock::acquire(&dir, name).await?;
-        let state = self.state_locked(&dir, name).await?;
-        if !matches!(
-            state,
-            VmState::Running | VmState::Starting | VmState::Paused
-        ) {
-            return Err(VmError::WrongState {
-                name: name.to_string(),
-                state: state.word(),
-                action: "checkpoint it".into(),
-            });
-        }
-        let rec = VmRecord::load(&dir.record())?;
-        if let Some(reason) = rec.checkpoint_blocker() {
-            return Err(VmError::NotCheckpointable {
-                name: name.to_string(),
-                reason,
-            });
-        }
+        let rec = self.live_and_saveable(&dir, name, "checkpoint it").await?;
         let (parent, known) = match &rec.last_checkpoint {
             Some(p) => match load_known(p) {
                 Ok((l, k)) => (Some(l), Some(k)),
