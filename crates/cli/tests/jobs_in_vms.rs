@@ -164,6 +164,19 @@ fn submit(data: &Path, name: &str, text: &str) -> String {
         .to_string()
 }
 
+/// `vgrid wait ID`, which must succeed; otherwise the failure shows what
+/// `wait` said, the job with its history and the server's log.
+fn wait_done(data: &Path, id: &str) {
+    let done = run(data, &["wait", id]);
+    assert!(
+        done.status.success(),
+        "vgrid wait {id}: {}\n{:#}\n{}",
+        String::from_utf8_lossy(&done.stderr),
+        show(data, id),
+        server_log(data)
+    );
+}
+
 fn show(data: &Path, id: &str) -> serde_json::Value {
     serde_json::from_str(&ok(data, &["show", id, "--json"])).expect("json")
 }
@@ -185,7 +198,14 @@ fn a_job_runs_in_a_vm_and_its_output_and_exit_status_come_back() {
         "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\nenv = { WHO = \"vgrid\" }\ncommand = [\"/bin/sh\", \"-c\", \"echo hello from $WHO; exit 3\"]\n",
     );
     let waited = run(data, &["wait", &id]);
-    assert_eq!(waited.status.code(), Some(3), "{}", server_log(data));
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "{}\n{:#}\n{}",
+        String::from_utf8_lossy(&waited.stderr),
+        show(data, &id),
+        server_log(data)
+    );
     assert_eq!(ok(data, &["logs", &id]), "hello from vgrid\n");
     let job = show(data, &id);
     let states: Vec<&str> = job["history"]
@@ -229,11 +249,9 @@ fn a_best_effort_job_preempted_by_a_normal_job_resumes_with_identical_output() {
         "urgent.toml",
         "image = \"tiny\"\ncpus = 2\nmemory_mb = 256\ncommand = [\"/bin/echo\", \"urgent\"]\n",
     );
-    let done = run(data, &["wait", &urgent]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &urgent);
     assert_eq!(ok(data, &["logs", &urgent]), "urgent\n");
-    let done = run(data, &["wait", &be]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &be);
     let expected: String = (1..=25).map(|i| format!("{i}\n")).collect();
     assert_eq!(ok(data, &["logs", &be]), expected, "{}", server_log(data));
     let job = show(data, &be);
@@ -298,8 +316,7 @@ fn an_agent_killed_with_sigkill_loses_its_job_which_resumes_on_another_from_its_
     drop(node_a);
     kill_vms(a_dir.path());
     let _node_b = agent(data, b_dir.path(), "node-b");
-    let done = run(data, &["wait", &id]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &id);
     let expected: String = (1..=30).map(|i| format!("{i}\n")).collect();
     assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
     let job = show(data, &id);
@@ -360,14 +377,7 @@ fn a_controller_killed_with_sigkill_restarts_with_nothing_lost_and_reattaches_it
     let held = show(data, &waiting);
     assert_eq!(held["job"]["state"], "held", "accepted changes survive");
     ok(data, &["release", &waiting]);
-    let done = run(data, &["wait", &running]);
-    assert!(
-        done.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&done.stderr),
-        show(data, &running),
-        server_log(data)
-    );
+    wait_done(data, &running);
     let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
     assert_eq!(
         ok(data, &["logs", &running]),
@@ -381,7 +391,7 @@ fn a_controller_killed_with_sigkill_restarts_with_nothing_lost_and_reattaches_it
         1,
         "reattached, not started again: {states:?}"
     );
-    assert!(run(data, &["wait", &waiting]).status.success());
+    wait_done(data, &waiting);
     assert_eq!(ok(data, &["logs", &waiting]), "later\n");
 }
 
@@ -409,8 +419,7 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
         )
     };
     let good = submit(data, "stage.toml", &job(&repos.join("out/count.txt")));
-    let done = run(data, &["wait", &good]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &good);
     let counted = std::fs::read_to_string(repos.join("out/count.txt")).expect("output copied");
     assert_eq!(counted.trim(), "3");
 
@@ -464,8 +473,7 @@ fn a_job_whose_qemu_is_sigkilled_resumes_from_the_checkpoint_its_user_took() {
     .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
     // QEMU dies; the agent and the node live on.
     kill_vms(data);
-    let done = run(data, &["wait", &id]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &id);
     let expected: String = (1..=25).map(|i| format!("{i}\n")).collect();
     assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
     let reasons: Vec<String> = show(data, &id)["history"]
@@ -514,8 +522,7 @@ fn migrate_moves_a_running_job_to_another_agent_without_losing_its_output() {
     .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
     let moved = ok(data, &["migrate", &id, "--to", "node-b"]);
     assert!(moved.contains("migrating"), "{moved}");
-    let done = run(data, &["wait", &id]);
-    assert!(done.status.success(), "{}", server_log(data));
+    wait_done(data, &id);
     let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
     assert_eq!(ok(data, &["logs", &id]), expected, "{}", server_log(data));
     let job = show(data, &id);
