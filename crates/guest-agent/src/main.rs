@@ -151,10 +151,15 @@ fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Re
         run: None,
     };
     let status = run::run_command(&task, &workdir, control, reporter);
-    reporter.send(&GuestMessage::Exited(status));
-    if let Some(stage) = &ctx.staging {
-        staging::stage_out(stage, Path::new(&workdir), reporter)?;
+    // The host copies the outputs out of the share as soon as it reads the
+    // exit, so they must all be there first; the exit status is reported
+    // even when some could not be staged out.
+    if let Some(stage) = &ctx.staging
+        && let Err(e) = staging::stage_out(stage, Path::new(&workdir), reporter)
+    {
+        reporter.error(&e);
     }
+    reporter.send(&GuestMessage::Exited(status));
     Ok(())
 }
 

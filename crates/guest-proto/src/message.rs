@@ -26,12 +26,13 @@
 //! | 68 | `Run` | JSON [`RunRequest`](crate::RunRequest) `{"id":5,"argv":["true"],"env":{},"user":null,"workdir":null,"staging":null}`: run a command in a VM kept running |
 //!
 //! Order of a run: `Hello`, `Log`s, `Staging` (in), `Started`, output,
-//! `Exited`, `Staging` (out), then the VM powers off. The outcome of a run is
+//! `Staging` (out), `Exited`, then the VM powers off: the host may copy the
+//! outputs away as soon as it reads `Exited`. The outcome of a run is
 //! its `Exited` message. When the agent cannot set up the job (bad context,
 //! a mount that fails) it sends `AgentError` and powers off without
 //! `Exited`; when the command cannot be executed it sends `AgentError` and
 //! `Exited` with code 127. A failure to stage outputs out is an
-//! `AgentError` after `Exited`. Unknown kinds are reported as
+//! `AgentError` before `Exited`. Unknown kinds are reported as
 //! [`MessageError::UnknownKind`] so that a reader can skip them.
 //!
 //! A VM started with `keep` in its context does not power off after its

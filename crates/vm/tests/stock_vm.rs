@@ -496,11 +496,13 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     std::fs::write(inputs.join("words.txt"), "pear\napple\n").unwrap();
     let mut spec = sh(
         "stager",
-        "sort words.txt > sorted.txt; echo sorted; sleep 15",
+        "sort words.txt > sorted.txt; dd if=/dev/zero of=big.bin bs=1M count=16 2>/dev/null; echo sorted; sleep 15",
     );
+    // A 16 MiB output takes the guest a while to copy out: the exit must
+    // not be reported before it is all in the share.
     spec.staging = Some(vgrid_vm::StagingSpec {
         inputs: vec![inputs.join("words.txt")],
-        outputs: vec!["sorted.txt".into()],
+        outputs: vec!["sorted.txt".into(), "big.bin".into()],
     });
     n.rt.start(spec).await.unwrap();
     let deadline = std::time::Instant::now() + LIMIT;
@@ -518,16 +520,35 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     )
     .await
     .unwrap();
-    let done = n.rt.wait("stager").await.unwrap();
+    // The node agent copies outputs from the share as soon as it sees the
+    // exit, while the guest is still powering off: look the same way.
+    let exited = loop {
+        let info = n.rt.inspect("stager").await.unwrap();
+        if !info.state.is_live() {
+            break info.state;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stage = n.rt.stage_dir("stager").unwrap();
+    let big = std::fs::metadata(stage.join("big.bin")).map(|m| m.len());
     assert_eq!(
-        done.state,
+        big.ok(),
+        Some(16 << 20),
+        "all of big.bin when the exit is seen"
+    );
+    assert_eq!(
+        std::fs::read_to_string(stage.join("sorted.txt")).unwrap(),
+        "apple\npear\n"
+    );
+    assert_eq!(
+        exited,
         VmState::Exited {
             code: Some(0),
             signal: None
         }
     );
-    let out = n.rt.stage_dir("stager").unwrap().join("sorted.txt");
-    assert_eq!(std::fs::read_to_string(out).unwrap(), "apple\npear\n");
+    n.rt.wait("stager").await.unwrap();
 }
 
 #[test]
