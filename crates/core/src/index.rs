@@ -72,6 +72,35 @@ impl FreeIndex {
         nodes.push(node);
     }
 
+    /// Put the nodes of `placement` (`(node, _)` pairs), in order, under
+    /// `key`: the same as inserting them one by one, with one bag lookup
+    /// and one reservation for all when none is in the index yet (a job's
+    /// nodes going back to the same shape when it ends).
+    pub(crate) fn insert_all(&mut self, key: Key, placement: &[(u32, u32)]) {
+        let absent = placement
+            .iter()
+            .all(|&(node, _)| self.pos.get(node as usize) == Some(&ABSENT));
+        if !absent {
+            for &(node, _) in placement {
+                self.insert(key, node);
+            }
+            return;
+        }
+        let bag = match self.last {
+            Some((k, b)) if k == key => b,
+            _ => self.bag_for(key),
+        };
+        let nodes = &mut self.bags[bag as usize];
+        if nodes.is_empty() && !placement.is_empty() {
+            self.empty -= 1;
+        }
+        let first = nodes.len() as u32;
+        nodes.extend(placement.iter().map(|&(node, _)| node));
+        for (at, &(node, _)) in (first..).zip(placement) {
+            self.pos[node as usize] = (bag, at);
+        }
+    }
+
     /// Make room for `node` in the position table and take it out of the
     /// index if it is there.
     #[cold]
@@ -107,7 +136,7 @@ impl FreeIndex {
     }
 
     /// Take a node out of the index, wherever it is.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove(&mut self, node: u32) {
         let Some(&(bag, at)) = self.pos.get(node as usize) else {
             return;
@@ -221,6 +250,30 @@ mod tests {
         ix.remove(10);
         assert_eq!(ix.count_slots(2, 0, u64::MAX), 0);
         assert_eq!(ix.iter().count(), 1);
+    }
+
+    #[test]
+    fn insert_all_is_the_same_as_inserting_one_by_one() {
+        let key = (false, 1, 0);
+        let mut a = FreeIndex::default();
+        let mut b = FreeIndex::default();
+        for ix in [&mut a, &mut b] {
+            for n in 0..4 {
+                ix.insert(key, n);
+            }
+            ix.insert((false, 2, 0), 9);
+        }
+        // All absent (one beyond the position table), then one present.
+        for nodes in [&[(5, 1), (12, 1), (6, 1)][..], &[(7, 1), (9, 1), (8, 1)]] {
+            a.insert_all(key, nodes);
+            for &(n, _) in nodes {
+                b.insert(key, n);
+            }
+            let shapes =
+                |ix: &FreeIndex| ix.iter().map(|(k, n)| (*k, n.to_vec())).collect::<Vec<_>>();
+            assert_eq!(shapes(&a), shapes(&b));
+        }
+        assert_eq!(a.count_slots(1, 0, u64::MAX), 10);
     }
 
     #[test]

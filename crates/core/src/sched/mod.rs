@@ -49,6 +49,9 @@ struct Scratch {
     releases: Vec<(Time, i64, i64)>,
     profiles: [Profile; 2],
     ids: Vec<JobId>,
+    /// Nodes of a placement outside its first node's pool (see
+    /// `Scheduler::charge`).
+    odd: Vec<(u32, u32)>,
 }
 
 impl Scheduler {
@@ -475,6 +478,7 @@ impl Scheduler {
         }
         match s.class {
             Class::Normal => {
+                d.count_queued(entry.need_c, true);
                 d.queue.insert(j.qkey(), entry);
                 d.arrivals.push(j.qkey());
             }
@@ -510,7 +514,9 @@ impl Scheduler {
         match j.spec.class {
             Class::Normal => {
                 let key = j.qkey();
-                d.queue.remove(&key);
+                if let Some(e) = d.queue.remove(&key) {
+                    d.count_queued(e.need_c, false);
+                }
                 if d.last_head.is_some_and(|(head, _)| head == key) {
                     // The queue's head leaves: the next pass looks again.
                     d.rescan = true;

@@ -245,12 +245,16 @@ impl Scheduler {
     ) -> Option<(QKey, Pick)> {
         let dom: &mut Domain = &mut self.domains[d];
         let version = dom.nodes_version;
+        let least_need = dom.least_need();
         let Domain { queue, pools, .. } = dom;
         let free = (pools[0].free_c, pools[0].free_m);
+        // Backfilling needs free cores, enough for some waiting job; none
+        // are freed during the scan. (The jobs not looked at get no reason
+        // from this pass, as when nothing is free.)
+        if shadow.is_some() && (free.0 <= 0 || free.0 < least_need) {
+            return None;
+        }
         for (k, e) in queue.range_mut((from, Bound::Unbounded)) {
-            if shadow.is_some() && free.0 <= 0 {
-                return None;
-            }
             if let Some(pick) = judge(e, now, version, pools, free, shadow, pass_no) {
                 return Some((*k, pick));
             }

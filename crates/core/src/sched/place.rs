@@ -98,6 +98,215 @@ fn reindex(pool: &mut super::state::Pool, be_active: bool, ix: u32, before: &Sha
     }
 }
 
+/// The bulk form of [`Scheduler::charge`] for a job on identical nodes
+/// that it fills (one-core VMs on one-core nodes: every SWF job of the
+/// simulator). Placing: each node has exactly the VMs' cores free and
+/// leaves the normal index. Releasing: each node was full and goes back
+/// under one shared shape, all in one insertion. A first pass only checks
+/// that this applies (all nodes in `serving`'s pool `kind`, no saturated
+/// arithmetic), so the second does the least per node: the same moves, in
+/// the same order, as node by node. Returns false, having changed nothing,
+/// when it does not apply.
+#[allow(clippy::too_many_arguments)]
+fn take_whole_nodes(
+    usage: &mut [Usage],
+    pool: &mut super::state::Pool,
+    placement: &[(u32, u32)],
+    c: u32,
+    m: u64,
+    serving: u16,
+    kind: u8,
+    add: bool,
+) -> bool {
+    let (mut sum_c, mut sum_m) = (0i64, 0i64);
+    let in_pool = |u: &Usage| u.in_pool && u.serving == serving && u.pool == kind;
+    if add {
+        for &(ix, k) in placement {
+            let Some(u) = usage.get(ix as usize) else {
+                return false;
+            };
+            // `k * c` as the node-by-node form computes it.
+            let (dc, dm) = (k * c, u64::from(k) * m);
+            let fills = dc > 0
+                && u.used_c <= u.cores
+                && u.cores - u.used_c == dc
+                && u.used_m <= u.mem
+                && u.mem - u.used_m >= dm;
+            if !in_pool(u) || !fills {
+                return false;
+            }
+            sum_c += i64::from(dc);
+            sum_m += dm as i64;
+        }
+        for &(ix, k) in placement {
+            let u = &mut usage[ix as usize];
+            u.used_c += k * c;
+            u.used_m += u64::from(k) * m;
+            u.jobs += 1;
+            pool.normal.remove(ix);
+        }
+        pool.free_c -= sum_c;
+        pool.free_m -= sum_m;
+        return true;
+    }
+    let mut shape = None;
+    for &(ix, k) in placement {
+        let Some(u) = usage.get(ix as usize) else {
+            return false;
+        };
+        let (dc, dm) = (k * c, u64::from(k) * m);
+        if !in_pool(u) || u.used_c < u.cores || u.used_c < dc || u.used_m < dm {
+            return false;
+        }
+        let nfc = u.cores.saturating_sub(u.used_c - dc);
+        let nfm = u.mem.saturating_sub(u.used_m - dm);
+        let key = (u.be_jobs > 0, nfc, nfm);
+        if nfc == 0 || shape.is_some_and(|s| s != key) {
+            return false;
+        }
+        shape = Some(key);
+        sum_c += i64::from(nfc);
+        sum_m += nfm as i64 - u.mem.saturating_sub(u.used_m) as i64;
+    }
+    let Some(key) = shape else {
+        return false;
+    };
+    for &(ix, k) in placement {
+        let u = &mut usage[ix as usize];
+        u.used_c -= k * c;
+        u.used_m -= u64::from(k) * m;
+        u.jobs -= 1;
+    }
+    pool.normal.insert_all(key, placement);
+    pool.free_c += sum_c;
+    pool.free_m += sum_m;
+    true
+}
+
+/// [`Scheduler::charge`] node by node, each in its own pool. Returns true
+/// when every node counts in a pool.
+fn charge_each(
+    usage: &mut [Usage],
+    domains: &mut [super::state::Domain],
+    placement: &[(u32, u32)],
+    c: u32,
+    m: u64,
+    be: bool,
+    add: bool,
+) -> bool {
+    let mut all_in_pool = true;
+    for &(ix, k) in placement {
+        let u = &mut usage[ix as usize];
+        let before = Shape::of(u);
+        let (dc, dm) = (k * c, u64::from(k) * m);
+        if be {
+            if add {
+                u.be_c += dc;
+                u.be_m = u.be_m.saturating_add(dm);
+                u.be_jobs += 1;
+            } else {
+                u.be_c -= dc;
+                u.be_m = u.be_m.saturating_sub(dm);
+                u.be_jobs -= 1;
+            }
+        } else if add {
+            u.used_c += dc;
+            u.used_m = u.used_m.saturating_add(dm);
+        } else {
+            u.used_c -= dc;
+            u.used_m = u.used_m.saturating_sub(dm);
+        }
+        if add {
+            u.jobs += 1;
+        } else {
+            u.jobs -= 1;
+        }
+        if !u.in_pool {
+            all_in_pool = false;
+            continue;
+        }
+        let dom = &mut domains[usize::from(u.serving)];
+        let be_active = dom.be_active;
+        let pool = &mut dom.pools[usize::from(u.pool)];
+        reindex(pool, be_active, ix, &before, &Shape::of(u));
+    }
+    all_in_pool
+}
+
+/// Take (`ADD`) or give back `k` VMs of `c` cores and `m` MiB on each node
+/// of `placement`, moving the nodes within the pool's normal index; returns
+/// the change of the pool's free cores and MiB. Monomorphised on the
+/// direction: this loop runs once per VM of every job that starts or ends.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn charge_nodes<const ADD: bool>(
+    usage: &mut [Usage],
+    index: &mut crate::index::FreeIndex,
+    placement: &[(u32, u32)],
+    c: u32,
+    m: u64,
+    serving: u16,
+    kind: u8,
+    odd: &mut Vec<(u32, u32)>,
+) -> (i64, i64) {
+    let (mut delta_c, mut delta_m) = (0i64, 0i64);
+    // Consecutive nodes that were full and go back into the same shape
+    // (a job ending on identical nodes): `placement[run_from..i]` under
+    // `run_key`, inserted together before any other change to the index,
+    // so the order of moves stays the same.
+    let mut run_from = 0;
+    let mut run_key = None;
+    let flush = |index: &mut crate::index::FreeIndex, key: Option<_>, from: usize, to: usize| {
+        if let Some(key) = key {
+            index.insert_all(key, &placement[from..to]);
+        }
+    };
+    for (i, &(ix, k)) in placement.iter().enumerate() {
+        let u = &mut usage[ix as usize];
+        if !u.in_pool || u.serving != serving || u.pool != kind {
+            flush(index, run_key.take(), run_from, i);
+            odd.push((ix, k));
+            continue;
+        }
+        let (dc, dm) = (k * c, u64::from(k) * m);
+        let (fc, fm) = u.free_normal();
+        let (nfc, nfm) = if ADD {
+            u.used_c += dc;
+            u.used_m = u.used_m.saturating_add(dm);
+            u.jobs += 1;
+            // The same as recomputing from the new usage.
+            (fc.saturating_sub(dc), fm.saturating_sub(dm))
+        } else {
+            u.used_c -= dc;
+            u.used_m = u.used_m.saturating_sub(dm);
+            u.jobs -= 1;
+            u.free_normal()
+        };
+        delta_c += i64::from(nfc) - i64::from(fc);
+        delta_m += nfm as i64 - fm as i64;
+        let key = (u.be_jobs > 0, nfc, nfm);
+        if !ADD && fc == 0 && nfc > 0 {
+            if run_key != Some(key) {
+                flush(index, run_key, run_from, i);
+                (run_key, run_from) = (Some(key), i);
+            }
+            continue;
+        }
+        flush(index, run_key.take(), run_from, i);
+        if fc == nfc && fm == nfm {
+            continue;
+        }
+        if fc > 0 {
+            index.remove(ix);
+        }
+        if nfc > 0 {
+            index.insert(key, ix);
+        }
+    }
+    flush(index, run_key, run_from, placement.len());
+    (delta_c, delta_m)
+}
+
 /// Put a node in its pool's indexes and totals, from its usage.
 fn index_usage(pool: &mut super::state::Pool, be_active: bool, ix: u32, u: &Usage) {
     let (fc, fm) = u.free_normal();
@@ -160,42 +369,55 @@ impl Scheduler {
     /// the nodes of `placement`, keeping the pools' indexes and totals in
     /// step. This is the per-VM hot path of placing and releasing jobs: a
     /// node moves between index shapes only when its shape changes.
-    pub(super) fn charge(&mut self, placement: &[(u32, u32)], c: u32, m: u64, be: bool, add: bool) {
-        let Scheduler { usage, domains, .. } = self;
-        for &(ix, k) in placement {
-            let u = &mut usage[ix as usize];
-            let before = Shape::of(u);
-            let (dc, dm) = (k * c, u64::from(k) * m);
-            if be {
-                if add {
-                    u.be_c += dc;
-                    u.be_m = u.be_m.saturating_add(dm);
-                    u.be_jobs += 1;
-                } else {
-                    u.be_c -= dc;
-                    u.be_m = u.be_m.saturating_sub(dm);
-                    u.be_jobs -= 1;
-                }
-            } else if add {
-                u.used_c += dc;
-                u.used_m = u.used_m.saturating_add(dm);
-            } else {
-                u.used_c -= dc;
-                u.used_m = u.used_m.saturating_sub(dm);
-            }
-            if add {
-                u.jobs += 1;
-            } else {
-                u.jobs -= 1;
-            }
-            if !u.in_pool {
-                continue;
-            }
-            let dom = &mut domains[usize::from(u.serving)];
-            let be_active = dom.be_active;
-            let pool = &mut dom.pools[usize::from(u.pool)];
-            reindex(pool, be_active, ix, &before, &Shape::of(u));
+    /// Returns true when every node of `placement` counts in a pool (then
+    /// none of them waits for its last job to leave).
+    pub(super) fn charge(
+        &mut self,
+        placement: &[(u32, u32)],
+        c: u32,
+        m: u64,
+        be: bool,
+        add: bool,
+    ) -> bool {
+        let Scheduler {
+            usage,
+            domains,
+            scratch,
+            ..
+        } = self;
+        let Some(&(first, _)) = placement.first() else {
+            return true;
+        };
+        let (serving, kind) = (usage[first as usize].serving, usage[first as usize].pool);
+        let dom = &mut domains[usize::from(serving)];
+        if be || dom.be_active || !usage[first as usize].in_pool {
+            return charge_each(usage, domains, placement, c, m, be, add);
         }
+        // A normal job whose nodes count in one pool of a domain that keeps
+        // no best-effort index (every SWF job of the simulator): the pool is
+        // looked up once and its totals change once. Nodes elsewhere (rare:
+        // leaving their pool) are charged after, the general way; they touch
+        // no index this loop touches, so the order of moves stays the same.
+        let pool = &mut dom.pools[usize::from(kind)];
+        if take_whole_nodes(usage, pool, placement, c, m, serving, kind, add) {
+            return true;
+        }
+        let odd = &mut scratch.odd;
+        odd.clear();
+        let (delta_c, delta_m) = if add {
+            charge_nodes::<true>(usage, &mut pool.normal, placement, c, m, serving, kind, odd)
+        } else {
+            charge_nodes::<false>(usage, &mut pool.normal, placement, c, m, serving, kind, odd)
+        };
+        pool.free_c += delta_c;
+        pool.free_m += delta_m;
+        if odd.is_empty() {
+            return true;
+        }
+        let odd = std::mem::take(odd);
+        let all_in_pool = charge_each(usage, domains, &odd, c, m, be, add);
+        scratch.odd = odd;
+        all_in_pool
     }
 
     /// Add a node (already marked `in_pool`) to its pool's indexes and totals.
@@ -465,7 +687,7 @@ impl Scheduler {
             i64::try_from(j.spec.total_memory_mb()).unwrap_or(i64::MAX),
         );
         self.dequeue(id);
-        self.charge(&placement, c, m, be, true);
+        let _ = self.charge(&placement, c, m, be, true);
         let end = self.expected_end_from(now, id, true);
         let cost = self.cfg.checkpoint_cost.cost_ms(m);
         let Some(j) = self.jobs.get_mut(&id) else {
@@ -592,7 +814,7 @@ impl Scheduler {
         let (c, m) = (j.spec.cores_per_vm, j.spec.memory_mb_per_vm);
         let (d, kind, end) = (usize::from(j.spec.domain.0), j.pool, j.expected_end);
         let was_vacating = j.st == St::Vacating;
-        self.charge(&placement, c, m, be, false);
+        let all_in_pool = self.charge(&placement, c, m, be, false);
         let dom = &mut self.domains[d];
         dom.dirty = true;
         dom.rescan = true;
@@ -610,6 +832,9 @@ impl Scheduler {
         }
         if was_vacating && let Some(p) = dom.vacating.iter().position(|&v| v == id) {
             dom.vacating.swap_remove(p);
+        }
+        if all_in_pool {
+            return;
         }
         for &(ix, _) in &placement {
             // Only nodes on their way out of a pool wait for their last job.
@@ -637,5 +862,111 @@ impl Scheduler {
         {
             self.finish_loan_drain(ix, why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::state::Domain;
+    use super::*;
+
+    /// `n` identical nodes in pool 0 of domain 0, all free.
+    fn cluster(n: u32, cores: u32, mem: u64) -> (Vec<Usage>, Vec<Domain>) {
+        let usage: Vec<Usage> = (0..n)
+            .map(|i| Usage {
+                cores,
+                mem,
+                in_pool: true,
+                id: i,
+                ..Usage::default()
+            })
+            .collect();
+        let mut dom = Domain::default();
+        for (ix, u) in usage.iter().enumerate() {
+            index_usage(&mut dom.pools[0], false, ix as u32, u);
+        }
+        (usage, vec![dom])
+    }
+
+    type Snapshot = (
+        Vec<(u32, u64, u32)>,
+        i64,
+        i64,
+        Vec<(crate::index::Key, Vec<u32>)>,
+    );
+
+    /// Everything a charge changes, index order included.
+    fn snapshot(usage: &[Usage], domains: &[Domain]) -> Snapshot {
+        let pool = &domains[0].pools[0];
+        (
+            usage.iter().map(|u| (u.used_c, u.used_m, u.jobs)).collect(),
+            pool.free_c,
+            pool.free_m,
+            pool.normal.iter().map(|(k, n)| (*k, n.to_vec())).collect(),
+        )
+    }
+
+    #[test]
+    fn bulk_charge_makes_the_same_moves_as_node_by_node() {
+        let (mut u1, mut d1) = cluster(8, 1, 100);
+        let (mut u2, mut d2) = cluster(8, 1, 100);
+        // Jobs take nodes from the back of the bag, as `find_placement` does.
+        type Step<'a> = (&'a [(u32, u32)], u64, bool);
+        let steps: [Step; 6] = [
+            (&[(7, 1), (6, 1), (5, 1)], 60, true),
+            (&[(4, 1), (3, 1)], 100, true),
+            (&[(7, 1), (6, 1), (5, 1)], 60, false),
+            (&[(5, 1), (6, 1), (7, 1), (2, 1)], 10, true),
+            (&[(4, 1), (3, 1)], 100, false),
+            (&[(5, 1), (6, 1), (7, 1), (2, 1)], 10, false),
+        ];
+        for (placement, m, add) in steps {
+            let pool = &mut d1[0].pools[0];
+            assert!(take_whole_nodes(&mut u1, pool, placement, 1, m, 0, 0, add));
+            assert!(charge_each(&mut u2, &mut d2, placement, 1, m, false, add));
+            assert_eq!(snapshot(&u1, &d1), snapshot(&u2, &d2));
+        }
+        assert_eq!(d1[0].pools[0].free_c, 8);
+    }
+
+    #[test]
+    fn bulk_charge_declines_nodes_it_would_not_fill() {
+        let (mut usage, mut domains) = cluster(4, 2, 100);
+        let before = snapshot(&usage, &domains);
+        let pool = &mut domains[0].pools[0];
+        // One core of two: the node stays in the index with a new shape.
+        assert!(!take_whole_nodes(
+            &mut usage,
+            pool,
+            &[(3, 1)],
+            1,
+            10,
+            0,
+            0,
+            true
+        ));
+        // More memory than the node has left.
+        assert!(!take_whole_nodes(
+            &mut usage,
+            pool,
+            &[(3, 1)],
+            2,
+            200,
+            0,
+            0,
+            true
+        ));
+        // A node of another pool.
+        assert!(!take_whole_nodes(
+            &mut usage,
+            pool,
+            &[(3, 1)],
+            2,
+            10,
+            0,
+            1,
+            true
+        ));
+        assert_eq!(snapshot(&usage, &domains), before);
     }
 }

@@ -334,6 +334,12 @@ pub(crate) struct Domain {
     pub pools: [Pool; 2],
     /// Waiting normal jobs (not held).
     pub queue: BTreeMap<QKey, QEntry>,
+    /// How many jobs of `queue` are in each size class (see `size_class`;
+    /// the last class takes all larger jobs too), and which classes are not
+    /// empty: the smallest job waiting needs at least `2^(lowest class)`
+    /// cores.
+    pub queue_sizes: [u32; 32],
+    pub queue_classes: u64,
     /// Waiting best-effort jobs (not held).
     pub be_queue: BTreeMap<QKey, QEntry>,
     /// The same jobs by size class: bucket `b` holds jobs needing
@@ -386,6 +392,31 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
+    /// A lower bound on the cores the smallest waiting normal job needs
+    /// (`i64::MAX` with none waiting).
+    pub(crate) fn least_need(&self) -> i64 {
+        match self.queue_classes {
+            0 => i64::MAX,
+            classes => 1i64 << classes.trailing_zeros(),
+        }
+    }
+
+    /// Count a job needing `need_c` cores into (`add`) or out of `queue`.
+    pub(crate) fn count_queued(&mut self, need_c: i64, add: bool) {
+        let b = size_class(need_c).min(31);
+        let n = &mut self.queue_sizes[b];
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+        }
+        if *n == 0 {
+            self.queue_classes &= !(1u64 << b);
+        } else {
+            self.queue_classes |= 1u64 << b;
+        }
+    }
+
     pub(crate) fn pool(&self, kind: PoolKind) -> &Pool {
         &self.pools[kind as usize]
     }
