@@ -934,39 +934,21 @@ mod tests {
         let (mut usage, mut domains) = cluster(4, 2, 100);
         let before = snapshot(&usage, &domains);
         let pool = &mut domains[0].pools[0];
-        // One core of two: the node stays in the index with a new shape.
-        assert!(!take_whole_nodes(
-            &mut usage,
-            pool,
-            &[(3, 1)],
-            1,
-            10,
-            0,
-            0,
-            true
-        ));
-        // More memory than the node has left.
-        assert!(!take_whole_nodes(
-            &mut usage,
-            pool,
-            &[(3, 1)],
-            2,
-            200,
-            0,
-            0,
-            true
-        ));
-        // A node of another pool.
-        assert!(!take_whole_nodes(
-            &mut usage,
-            pool,
-            &[(3, 1)],
-            2,
-            10,
-            0,
-            1,
-            true
-        ));
+        // (cores per VM, memory per VM, pool of the node): one core of two
+        // (the node stays in the index with a new shape), more memory than
+        // the node has left, a node of another pool.
+        for (cores, memory, pool_of_node) in [(1, 10, 0), (2, 200, 0), (2, 10, 1)] {
+            assert!(!take_whole_nodes(
+                &mut usage,
+                pool,
+                &[(3, 1)],
+                cores,
+                memory,
+                0,
+                pool_of_node,
+                true
+            ));
+        }
         assert_eq!(snapshot(&usage, &domains), before);
     }
 }
