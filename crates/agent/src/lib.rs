@@ -353,6 +353,9 @@ fn spawn_unit<D: VmDriver>(
     });
 }
 
+/// How long a checkpoint's output may take to reach the controller.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(120);
+
 /// How many failed looks at a unit in a row end it as failed.
 const STATUS_ERRORS_TO_FAIL: u32 = 3;
 
@@ -414,7 +417,7 @@ impl<D: VmDriver> UnitTask<D> {
             match status {
                 Ok(UnitStatus::Running) => {}
                 Ok(UnitStatus::Exited(exit_code)) => {
-                    self.send_output(None).await;
+                    self.deliver_output(None, OUTPUT_PATIENCE).await;
                     self.report(AgentEvent::Exited {
                         job,
                         attempt,
@@ -425,7 +428,7 @@ impl<D: VmDriver> UnitTask<D> {
                     return;
                 }
                 Ok(UnitStatus::Failed(reason)) | Err(DriverError(reason)) => {
-                    self.send_output(None).await;
+                    self.deliver_output(None, OUTPUT_PATIENCE).await;
                     self.report(AgentEvent::Failed {
                         job,
                         attempt,
@@ -455,9 +458,26 @@ impl<D: VmDriver> UnitTask<D> {
             Control::Checkpoint { seq, stop } => {
                 let dir = self.checkpoint_dir.join(seq.to_string());
                 match driver.checkpoint(self.unit, dir, stop).await {
+                    Ok(saved)
+                        if !self
+                            .deliver_output(Some(saved.output_bytes), OUTPUT_PATIENCE)
+                            .await =>
+                    {
+                        self.report(AgentEvent::CheckpointFailed {
+                            job,
+                            attempt,
+                            seq,
+                            reason: "the output up to the checkpoint could not be sent to the controller".into(),
+                            stopped: stop,
+                        })
+                        .await;
+                        if stop {
+                            let _ = driver.kill(self.unit).await;
+                        }
+                    }
                     Ok(saved) => {
-                        // Output up to the pause belongs to the checkpoint.
-                        self.send_output(Some(saved.output_bytes)).await;
+                        // Output up to the pause belongs to the checkpoint
+                        // (it is at the controller now).
                         self.report(AgentEvent::Checkpointed {
                             job,
                             attempt,
@@ -513,16 +533,18 @@ impl<D: VmDriver> UnitTask<D> {
     }
 
     /// Sends new output (up to `limit` bytes of the unit's stream, when
-    /// given) to the controller.
-    async fn send_output(&mut self, limit: Option<u64>) {
+    /// given) to the controller. Returns whether everything asked was
+    /// delivered (or refused for good: a write past the job's output limit
+    /// is dropped, as retrying cannot help).
+    async fn send_output(&mut self, limit: Option<u64>) -> bool {
         let Ok(mut data) = self.shared.driver.output(self.unit, self.sent).await else {
-            return;
+            return false;
         };
         if let Some(limit) = limit {
             data.truncate(limit.saturating_sub(self.sent) as usize);
         }
         if data.is_empty() {
-            return;
+            return true;
         }
         let len = data.len() as u64;
         let offset = self.base + self.sent;
@@ -541,19 +563,42 @@ impl<D: VmDriver> UnitTask<D> {
             {
                 Ok(()) => {
                     self.sent += len;
-                    return;
+                    return true;
                 }
                 Err(e) if e.status() == Some(409) => self.wait_for_registration().await,
+                Err(e) if e.status() == Some(400) => {
+                    tracing::warn!(job = self.unit.job, error = %e, "the controller refuses output; dropping it");
+                    self.sent += len;
+                    return true;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot send output; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
+        false
+    }
+
+    /// [`UnitTask::send_output`] until it is through or `patience` has
+    /// passed: a checkpoint's output must be at the controller before the
+    /// checkpoint is reported, or a resume would leave a hole.
+    async fn deliver_output(&mut self, limit: Option<u64>, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if self.send_output(limit).await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Reports an event; retries until the controller has it, waiting for
-    /// a new registration when it does not know the node.
+    /// a new registration when it does not know the node. A controller that
+    /// cannot write its database (503) is asked again later.
     async fn report(&self, event: AgentEvent) {
         let report = AgentReport {
             node: self.shared.cfg.name.clone(),
@@ -563,7 +608,7 @@ impl<D: VmDriver> UnitTask<D> {
             match self.shared.client.report(&report).await {
                 Ok(()) => return,
                 Err(e) if e.status() == Some(409) => self.wait_for_registration().await,
-                Err(e) if e.status().is_some() => {
+                Err(e) if e.status().is_some_and(|s| s < 500) => {
                     tracing::error!(error = %e, "the controller refused a report");
                     return;
                 }

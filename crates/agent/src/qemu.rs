@@ -714,7 +714,10 @@ impl QemuDriver {
             let _ = self.rt.remove(&vm).await;
         }
         let chain = self.chain_dir(id);
-        if chain.join(PINNED_FILE).exists() {
+        // A chain is kept while a job checkpoint that builds on it exists;
+        // the controller deletes a job's checkpoints when the job ends.
+        let pinned = std::fs::read_to_string(chain.join(PINNED_FILE)).unwrap_or_default();
+        if pinned.lines().any(|dir| Path::new(dir).exists()) {
             tracing::info!(chain = %chain.display(), "keeping a save chain that job checkpoints build on");
         } else {
             let _ = std::fs::remove_dir_all(chain);
@@ -1014,7 +1017,12 @@ impl VmDriver for QemuDriver {
         let paused_ms = paused.elapsed().as_millis() as u64;
         // Everything the guest wrote before the pause is in the checkpoint.
         let output_bytes = self.with_output(unit, |o| o.bytes.len() as u64)?;
-        result.map_err(err)?;
+        if let Err(e) = result {
+            // A failed checkpoint leaves nothing behind (the runtime wrote
+            // into a temporary directory); only the empty target remains.
+            let _ = std::fs::remove_dir(&dir);
+            return Err(err(e));
+        }
         if let Some(k) = &kept {
             // A restore follows the same run in the restored VM.
             let bytes = serde_json::to_vec(k).map_err(err)?;

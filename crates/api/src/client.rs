@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 
 use crate::server::{COMPLETE_HEADER, NEXT_OFFSET_HEADER};
 use crate::types::{
-    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, ErrorBody, JobDetail, JobView,
-    LogSlice, MigrateRequest, NodeView, RegisterNode, RegisterResponse, Role, SubmitRequest,
-    SubmitResponse, WaitResponse,
+    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, ErrorBody,
+    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, LogSlice, MigrateRequest, NodeView, RegisterNode,
+    RegisterResponse, Role, SubmitRequest, SubmitResponse, WaitResponse,
 };
 
 /// Why a call failed.
@@ -138,14 +138,29 @@ impl Client {
         source: &str,
         hold: bool,
     ) -> Result<u64, ClientError> {
+        self.submit_with_key(file_name, source, hold, None).await
+    }
+
+    /// [`Client::submit`] with an idempotency key: sent again with the same
+    /// key (after a broken connection, say), it returns the job the first
+    /// call made instead of making a second one.
+    pub async fn submit_with_key(
+        &self,
+        file_name: &str,
+        source: &str,
+        hold: bool,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64, ClientError> {
         let body = SubmitRequest {
             file_name: file_name.to_string(),
             source: source.to_string(),
             hold,
         };
-        let r: SubmitResponse = self
-            .json(self.request(Method::POST, "/v1/jobs").json(&body))
-            .await?;
+        let mut req = self.request(Method::POST, "/v1/jobs").json(&body);
+        if let Some(key) = idempotency_key {
+            req = req.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        let r: SubmitResponse = self.json(req).await?;
         Ok(r.id)
     }
 

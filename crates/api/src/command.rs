@@ -17,6 +17,9 @@ pub enum Command {
     Submit {
         spec: Box<JobSpec>,
         hold: bool,
+        /// A client's key for safe retries (see
+        /// [`crate::types::IDEMPOTENCY_KEY_HEADER`]).
+        idempotency_key: Option<String>,
     },
     ListJobs {
         all: bool,
@@ -86,6 +89,9 @@ pub enum Command {
 pub enum Reply {
     Submitted {
         id: u64,
+        /// False when an earlier submission with the same idempotency key
+        /// made the job.
+        created: bool,
     },
     Jobs(Vec<JobView>),
     Job(Box<JobDetail>),

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::command::{Backend, Command, CommandError, Reply};
 use crate::types::{
-    ActionsQuery, AddUserRequest, AgentReport, ErrorBody, MigrateRequest, OutputQuery, Principal,
-    RegisterNode, Role, SubmitRequest,
+    ActionsQuery, AddUserRequest, AgentReport, ErrorBody, IDEMPOTENCY_KEY_HEADER, MigrateRequest,
+    OutputQuery, Principal, RegisterNode, Role, SubmitRequest, check_idempotency_key,
 };
 
 /// Largest job file accepted, in bytes.
@@ -104,10 +104,15 @@ fn principal<B: Backend>(backend: &B, headers: &HeaderMap) -> Result<Principal, 
     let value = value
         .to_str()
         .map_err(|_| unauthorized("the Authorization header is not text"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?
-        .trim();
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => {
+            return Err(unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ));
+        }
+    };
     backend
         .authenticate(token)
         .ok_or_else(|| unauthorized("the token is not valid"))
@@ -191,6 +196,16 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
         return Err(ApiError::bad_request("the job file is larger than 1 MiB"));
     }
     let req: SubmitRequest = json_body(&body)?;
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                ApiError::bad_request("the Idempotency-Key header is not printable ASCII")
+            })?;
+            check_idempotency_key(key).map_err(ApiError::bad_request)?;
+            Some(key.to_string())
+        }
+    };
     let spec = vgrid_jobfile::parse(&req.file_name, &req.source).map_err(|e| {
         let diagnostic = e.diagnostic().cloned();
         ApiError {
@@ -205,9 +220,17 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
     let cmd = Command::Submit {
         spec: Box::new(spec),
         hold: req.hold,
+        idempotency_key,
     };
     match b.execute(p, cmd).await? {
-        Reply::Submitted { id } => json(StatusCode::CREATED, &crate::types::SubmitResponse { id }),
+        Reply::Submitted { id, created } => json(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &crate::types::SubmitResponse { id },
+        ),
         other => Err(unexpected(&other)),
     }
 }
@@ -407,6 +430,7 @@ async fn register<B: Backend>(
     let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "registering a node")?;
     let req: RegisterNode = json_body(&body)?;
+    req.validate().map_err(ApiError::bad_request)?;
     match b.execute(p, Command::RegisterNode(req)).await? {
         Reply::Registered(r) => json(StatusCode::OK, &r),
         other => Err(unexpected(&other)),
@@ -436,6 +460,7 @@ async fn report<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
     let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "reporting events")?;
     let req: AgentReport = json_body(&body)?;
+    req.validate().map_err(ApiError::bad_request)?;
     match b.execute(p, Command::Report(req)).await? {
         Reply::Done => Ok(StatusCode::NO_CONTENT.into_response()),
         other => Err(unexpected(&other)),
@@ -532,7 +557,10 @@ mod tests {
                 log.push((p.name.clone(), c.clone()));
             }
             match c {
-                Command::Submit { .. } => Ok(Reply::Submitted { id: 42 }),
+                Command::Submit { .. } => Ok(Reply::Submitted {
+                    id: 42,
+                    created: true,
+                }),
                 Command::ListJobs { .. } => Ok(Reply::Jobs(vec![view(1)])),
                 Command::ShowJob { id } => {
                     Err(CommandError::NotFound(format!("job {id} does not exist")))

@@ -26,6 +26,25 @@ pub enum Role {
     Agent,
 }
 
+/// The request header that makes a submission safe to retry: a second
+/// submission with the same key by the same user returns the first job.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Checks an idempotency key: 1 to 128 printable ASCII characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(format!(
+            "an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("an idempotency key is printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
 /// `POST /v1/jobs`: the job file's text; the server validates it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmitRequest {
@@ -403,6 +422,117 @@ pub struct AgentReport {
     pub events: Vec<AgentEvent>,
 }
 
+// ---- Limits of what crosses the network ----
+
+/// Most CPUs a node may announce.
+pub const MAX_NODE_CPUS: u32 = 1 << 16;
+/// Most memory a node may announce, in MiB (a thousand TiB).
+pub const MAX_NODE_MEMORY_MB: u64 = 1 << 30;
+/// Most labels of a node, and their longest key and value.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_LEN: usize = 256;
+/// Most jobs a registering node may say it still runs.
+pub const MAX_RUNNING: usize = 65_536;
+/// Most events in one report.
+pub const MAX_EVENTS: usize = 1024;
+/// Longest reason or location text in an event.
+pub const MAX_TEXT_LEN: usize = 4096;
+/// Longest pause a checkpoint may report (a week).
+pub const MAX_PAUSED_MS: u64 = 7 * 24 * 3_600_000;
+/// The largest integer the store holds.
+pub const MAX_STORED: u64 = i64::MAX as u64;
+
+fn within(field: &str, value: u64, max: u64) -> Result<(), String> {
+    if value > max {
+        Err(format!(
+            "`{field}` is {value}, more than the largest allowed, {max}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn short(field: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        Err(format!(
+            "`{field}` is {} bytes long, more than {max}",
+            text.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl RegisterNode {
+    /// Checks every number and text against what the controller and its
+    /// store can hold: a refusal is a clear 400, never a failed write.
+    pub fn validate(&self) -> Result<(), String> {
+        short("name", &self.name, MAX_LABEL_LEN)?;
+        within("cpus", u64::from(self.cpus), u64::from(MAX_NODE_CPUS))?;
+        within("memory_mb", self.memory_mb, MAX_NODE_MEMORY_MB)?;
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!("more than {MAX_LABELS} labels"));
+        }
+        for (k, v) in &self.labels {
+            short("labels (key)", k, MAX_LABEL_LEN)?;
+            short("labels (value)", v, MAX_LABEL_LEN)?;
+        }
+        if self.running.len() > MAX_RUNNING {
+            return Err(format!("more than {MAX_RUNNING} running jobs"));
+        }
+        for r in &self.running {
+            within("running.job", r.job, MAX_STORED)?;
+        }
+        Ok(())
+    }
+}
+
+impl AgentEvent {
+    /// Range checks of one event; see [`RegisterNode::validate`].
+    pub fn validate(&self) -> Result<(), String> {
+        let (job, _) = self.job();
+        within("job", job, MAX_STORED)?;
+        match self {
+            AgentEvent::Checkpointed {
+                seq,
+                location,
+                work_ms,
+                log_offset,
+                paused_ms,
+                ..
+            } => {
+                within("seq", *seq, MAX_STORED)?;
+                short("location", location, MAX_TEXT_LEN)?;
+                if *work_ms < 0 {
+                    return Err(format!("`work_ms` is {work_ms}, less than 0"));
+                }
+                within("log_offset", *log_offset, MAX_STORED)?;
+                within("paused_ms", *paused_ms, MAX_PAUSED_MS)
+            }
+            AgentEvent::CheckpointFailed { seq, reason, .. } => {
+                within("seq", *seq, MAX_STORED)?;
+                short("reason", reason, MAX_TEXT_LEN)
+            }
+            AgentEvent::Failed { reason, .. } => short("reason", reason, MAX_TEXT_LEN),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl AgentReport {
+    /// Range checks of the report and all its events.
+    pub fn validate(&self) -> Result<(), String> {
+        short("node", &self.node, MAX_LABEL_LEN)?;
+        if self.events.len() > MAX_EVENTS {
+            return Err(format!("more than {MAX_EVENTS} events in one report"));
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            e.validate().map_err(|why| format!("event {i}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// `PUT /v1/agent/jobs/{id}/output?node=N&attempt=A&offset=O`: the body is
 /// written at `offset` of the job's output, cutting off anything after it
 /// (a resumed job rewinds its output to its checkpoint).
@@ -416,6 +546,53 @@ pub struct OutputQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_the_store_cannot_hold_are_refused() {
+        let node = RegisterNode {
+            name: "n1".into(),
+            cpus: 2,
+            memory_mb: 9_223_372_036_854_775_808,
+            labels: BTreeMap::new(),
+            running: vec![],
+        };
+        let why = node.validate().expect_err("refused");
+        assert!(why.contains("memory_mb"), "{why}");
+        let ok = RegisterNode {
+            memory_mb: 4096,
+            ..node
+        };
+        ok.validate().expect("a real node");
+        let report = |event| AgentReport {
+            node: "n1".into(),
+            events: vec![event],
+        };
+        let ckpt = |seq, work_ms, paused_ms| AgentEvent::Checkpointed {
+            job: 1,
+            attempt: 1,
+            seq,
+            location: "/c".into(),
+            work_ms,
+            log_offset: 0,
+            stopped: false,
+            paused_ms,
+        };
+        let why = report(ckpt(9_223_372_036_854_775_808, 1, 0))
+            .validate()
+            .expect_err("refused");
+        assert!(why.contains("event 0: `seq`"), "{why}");
+        assert!(report(ckpt(1, -5, 0)).validate().is_err());
+        assert!(report(ckpt(1, 5, u64::MAX)).validate().is_err());
+        report(ckpt(1, 5, 10))
+            .validate()
+            .expect("a real checkpoint");
+        let long = AgentEvent::Failed {
+            job: 1,
+            attempt: 1,
+            reason: "x".repeat(MAX_TEXT_LEN + 1),
+        };
+        assert!(report(long).validate().is_err());
+    }
 
     #[test]
     fn events_and_actions_from_older_peers_still_parse() {

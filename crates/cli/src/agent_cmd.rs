@@ -19,10 +19,14 @@ pub struct AgentArgs {
     /// The controller's URL, e.g. http://10.0.0.1:7777.
     #[arg(long, env = "VGRID_URL")]
     controller: String,
-    /// A token with the agent or admin role (`vgrid users add NAME --role agent`).
-    #[arg(long, env = "VGRID_TOKEN", hide_env_values = true)]
-    token: String,
-    /// The node's name (default: the host name).
+    /// A file holding the node's token: an agent token made with
+    /// `vgrid users add NODE --role agent` (it acts only for node NODE), or
+    /// the admin's. Or set VGRID_TOKEN; a token is never taken on the
+    /// command line, where `ps` would show it.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The node's name (default: the host name); an agent token only works
+    /// for the node named like its user.
     #[arg(long)]
     name: Option<String>,
     /// CPUs offered to VMs (default: all).
@@ -54,10 +58,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let labels = args.labels.into_iter().collect();
+    let token = agent_token(args.token_file.as_deref())?;
     let cfg = agent_config(
         &data_dir,
         args.controller,
-        args.token,
+        token,
         args.name,
         args.cpus,
         args.memory_mb,
@@ -74,6 +79,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             .context("the agent failed")
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's token: from `--token-file`, else from `VGRID_TOKEN`.
+fn agent_token(file: Option<&Path>) -> anyhow::Result<String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        None => std::env::var("VGRID_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "no token: give --token-file FILE (a file holding the node's agent token) or set VGRID_TOKEN"
+            )
+        })?,
+    };
+    let token = token.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "the agent token is empty");
+    Ok(token)
 }
 
 /// The QEMU driver over the node's VM runtime and image store.

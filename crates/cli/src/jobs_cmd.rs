@@ -20,6 +20,11 @@ pub struct SubmitArgs {
     /// Keep the job held until `vgrid release`.
     #[arg(long)]
     hold: bool,
+    /// Makes the submission safe to repeat: the controller keeps one job per
+    /// key and user (default: a random key, used for this command's own
+    /// retries after a broken connection).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 /// List jobs.
@@ -78,10 +83,57 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     // Refuse a bad file here already: the same check runs on the server,
     // but this one works without a server and costs nothing.
     vgrid_jobfile::parse(&name, &source)?;
+    let key = match args.idempotency_key {
+        Some(k) => k,
+        None => random_key()?,
+    };
+    vgrid_api::types::check_idempotency_key(&key)
+        .map_err(|why| anyhow::anyhow!("--idempotency-key: {why}"))?;
     let c = client()?;
-    let id = block_on(c.submit(&name, &source, args.hold))??;
+    let id = block_on(submit_retrying(&c, &name, &source, args.hold, &key))??;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `submit` keeps trying when the controller cannot be reached.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Submits, and after a broken connection submits again with the same key:
+/// a job that was stored before the connection broke is found, not made
+/// twice. A refusal (a 503 from a controller that cannot write its
+/// database, too) is shown at once.
+async fn submit_retrying(
+    c: &vgrid_api::Client,
+    name: &str,
+    source: &str,
+    hold: bool,
+    key: &str,
+) -> Result<u64, vgrid_api::ClientError> {
+    let deadline = tokio::time::Instant::now() + SUBMIT_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match c.submit_with_key(name, source, hold, Some(key)).await {
+            Err(e) if matches!(e, vgrid_api::ClientError::Connect { .. }) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    return Err(e);
+                }
+                eprintln!("vgrid: {e}; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// 128 random bits as hex, from the kernel.
+fn random_key() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {

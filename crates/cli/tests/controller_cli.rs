@@ -223,3 +223,116 @@ fn acknowledged_submissions_survive_repeated_sigkills() {
     }
     drop(server);
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (a skip) when not root, except under `CI=true`, where the
+    /// test must run.
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false);
+        if !root {
+            assert!(
+                !vgrid_testkit::in_ci(),
+                "a full disk is tested on a tmpfs, which needs root"
+            );
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={megabytes}m,mode=0700"))
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount a tmpfs");
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0x5a; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..512]).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
+    let data = disk.path().join("state");
+    std::fs::create_dir(&data).expect("data dir");
+    let mut server = serve(&data);
+    let hello = examples().join("hello.toml");
+    let hello = hello.to_str().expect("utf-8");
+    let first = ok(run(&data, None, &["submit", "--hold", hello]));
+
+    let filler = disk.fill();
+    let refused = failed(run(&data, None, &["submit", "--hold", hello]));
+    assert!(refused.contains("database or disk is full"), "{refused}");
+    // Reads go on.
+    let listed = ok(run(&data, None, &["ps"]));
+    assert!(listed.contains(&first), "{listed}");
+    let shown = ok(run(&data, None, &["show", &first]));
+    assert!(shown.contains("held"), "{shown}");
+    assert!(
+        server.0.try_wait().expect("status").is_none(),
+        "the server runs"
+    );
+
+    // Space comes back: writes work again without a restart.
+    std::fs::remove_file(filler).expect("free space");
+    let mut second = None;
+    for _ in 0..100 {
+        let out = run(&data, None, &["submit", "--hold", hello]);
+        if out.status.success() {
+            second = Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = second.expect("a submission works again once space is back");
+    assert_ne!(second, first);
+    let listed = ok(run(&data, None, &["ps"]));
+    assert!(
+        listed.contains(&first) && listed.contains(&second),
+        "{listed}"
+    );
+    assert!(
+        server.0.try_wait().expect("status").is_none(),
+        "never restarted"
+    );
+    server.kill();
+}

@@ -80,7 +80,6 @@ fn serve_with(data: &Path, extra: &[&str]) -> Server {
 /// A `vgrid agent` for the controller whose state is in `controller`.
 fn agent(controller: &Path, data: &Path, name: &str) -> Server {
     let url = std::fs::read_to_string(controller.join("url")).expect("url");
-    let token = std::fs::read_to_string(controller.join("admin.token")).expect("token");
     let log = std::fs::File::create(data.join("agent.log")).expect("log file");
     Server::new(
         vgrid()
@@ -93,7 +92,9 @@ fn agent(controller: &Path, data: &Path, name: &str) -> Server {
                 "--memory-mb",
                 "2048",
             ])
-            .args(["--controller", url.trim(), "--token", token.trim()])
+            .args(["--controller", url.trim()])
+            .arg("--token-file")
+            .arg(controller.join("admin.token"))
             .env("VGRID_DATA_DIR", data)
             .env("VGRID_LOG", "info")
             .stdout(Stdio::null())

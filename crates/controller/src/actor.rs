@@ -30,6 +30,8 @@ use crate::views::{
 use crate::{ADMIN_TOKEN_FILE, Config, ControllerError};
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod replay_tests;
 
 /// Most commands taken into one round (one transaction).
@@ -149,6 +151,40 @@ pub(crate) struct Actor {
     last_pass_ms: u64,
     pass_gap_ms: u64,
     stats: Stats,
+    /// Submissions by (owner, idempotency key).
+    keys: HashMap<(u64, String), u64>,
+    /// Checkpoint directories to delete once the round is durable.
+    obsolete: Vec<PathBuf>,
+    /// Set while the database cannot be written (a full disk, a damaged
+    /// page): writes are refused, reads are served, and a probe tries the
+    /// database again now and then.
+    degraded: Option<Degraded>,
+}
+
+/// Why the controller refuses writes, and when it tries the database again.
+struct Degraded {
+    message: String,
+    next_probe_ms: u64,
+}
+
+/// How often a degraded controller tries to write its database again.
+const PROBE_INTERVAL_MS: u64 = 1_000;
+
+/// The controller's state as the database holds it.
+struct Loaded {
+    auth: HashMap<vgrid_store::TokenHash, Principal>,
+    users: HashMap<u64, UserRecord>,
+    user_names: HashSet<String>,
+    next_user_id: u64,
+    jobs: BTreeMap<u64, Job>,
+    next_job_id: u64,
+    nodes: BTreeMap<String, Node>,
+    node_names: HashMap<u32, String>,
+    next_node_id: u32,
+    sched: Scheduler,
+    keys: HashMap<(u64, String), u64>,
+    /// The time of the last logged input.
+    last_time: u64,
 }
 
 /// Counters for `/metrics`, since the controller started.
@@ -189,114 +225,29 @@ impl Actor {
         let ckpt_root = cfg.checkpoint_root();
         std::fs::create_dir_all(&ckpt_root).map_err(data_err(&ckpt_root))?;
 
-        let read = store.read();
-        let mut auth = HashMap::new();
-        let mut users = HashMap::new();
-        let mut user_names = HashSet::new();
-        for (user, hash) in read.users_with_token_hashes()? {
-            auth.insert(
-                hash,
-                Principal {
-                    user_id: user.id,
-                    name: user.name.clone(),
-                    role: role_to_api(user.role),
-                },
-            );
-            user_names.insert(user.name.clone());
-            users.insert(user.id, user);
-        }
-        let mut latest: HashMap<u64, CheckpointRecord> = read
-            .latest_checkpoints()?
-            .into_iter()
-            .map(|c| (c.job_id, c))
-            .collect();
-        let mut jobs = BTreeMap::new();
-        for rec in read.jobs()? {
-            let rt: Runtime = rec
-                .runtime
-                .as_deref()
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default();
-            let owner_name = users.get(&rec.owner).map_or_else(
-                || format!("user{}", rec.owner),
-                |u: &UserRecord| u.name.clone(),
-            );
-            jobs.insert(
-                rec.id,
-                Job {
-                    last_checkpoint: latest.remove(&rec.id),
-                    rec,
-                    owner_name,
-                    rt,
-                    waiters: Vec::new(),
-                },
-            );
-        }
-        let mut nodes = BTreeMap::new();
-        let mut node_names = HashMap::new();
-        for rec in read.nodes()? {
-            node_names.insert(rec.id, rec.name.clone());
-            nodes.insert(
-                rec.name.clone(),
-                Node {
-                    rec,
-                    connected: false,
-                    // Known nodes get a full lost-timeout from now to come
-                    // back before their jobs are moved.
-                    last_contact_ms: now,
-                    queue: VecDeque::new(),
-                    next_seq: 1,
-                    parked: None,
-                },
-            );
-        }
-        let next_job_id = read.max_job_id()? + 1;
-        let next_user_id = read.max_user_id()? + 1;
-        let next_node_id = read.max_node_id()? + 1;
-        let log = read.scheduler_log()?;
-
-        let mut sched = Scheduler::new(vgrid_core::Config {
-            policy: cfg.policy,
-            keep_finished_jobs: false,
-            ..vgrid_core::Config::default()
-        });
-        let mut last_time = 0;
-        for entry in log {
-            let input: SchedInput =
-                serde_json::from_str(&entry.input).map_err(|e| ControllerError::SchedulerLog {
-                    seq: entry.seq,
-                    why: e.to_string(),
-                })?;
-            let t = (entry.unix_ms.max(0) as u64).max(last_time);
-            last_time = t;
-            // Refusals cannot happen here (only accepted inputs are logged);
-            // actions were carried out before the restart.
-            let _ = apply_input(&mut sched, &jobs, Time(t), &input);
-            while sched.poll_action().is_some() {}
-        }
-
+        let loaded = load(&store, &cfg, now)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let auth: AuthMap = Arc::new(RwLock::new(auth));
+        let auth: AuthMap = Arc::new(RwLock::new(HashMap::new()));
         let handle = ControllerHandle {
             tx,
             auth: auth.clone(),
         };
-        let actor = Actor {
+        let mut actor = Actor {
             cfg,
             rx,
             store,
-            sched,
+            sched: Scheduler::new(vgrid_core::Config::default()),
             auth,
-            users,
-            user_names,
-            next_user_id,
-            jobs,
-            next_job_id,
-            nodes,
-            node_names,
-            next_node_id,
+            users: HashMap::new(),
+            user_names: HashSet::new(),
+            next_user_id: 1,
+            jobs: BTreeMap::new(),
+            next_job_id: 1,
+            nodes: BTreeMap::new(),
+            node_names: HashMap::new(),
+            next_node_id: 1,
             output,
-            now: now.max(last_time),
+            now,
             changes: Vec::new(),
             outbox: Vec::new(),
             new_tokens: Vec::new(),
@@ -305,8 +256,31 @@ impl Actor {
             last_pass_ms: 0,
             pass_gap_ms: MIN_PASS_INTERVAL_MS,
             stats: Stats::default(),
+            keys: HashMap::new(),
+            obsolete: Vec::new(),
+            degraded: None,
         };
+        actor.install(loaded);
         Ok((handle, actor))
+    }
+
+    /// Replaces the in-memory state with what the database holds.
+    fn install(&mut self, l: Loaded) {
+        if let Ok(mut auth) = self.auth.write() {
+            *auth = l.auth;
+        }
+        self.users = l.users;
+        self.user_names = l.user_names;
+        self.next_user_id = l.next_user_id;
+        self.jobs = l.jobs;
+        self.next_job_id = l.next_job_id;
+        self.nodes = l.nodes;
+        self.node_names = l.node_names;
+        self.next_node_id = l.next_node_id;
+        self.sched = l.sched;
+        self.keys = l.keys;
+        self.now = self.now.max(l.last_time);
+        self.sched_dirty = true;
     }
 
     /// The loop; returns when stopped or when the database fails.
@@ -332,6 +306,7 @@ impl Actor {
                 }
             }
             self.now = self.now.max(wall_clock_ms());
+            self.probe();
             for msg in batch.drain(..) {
                 match msg {
                     Msg::Command {
@@ -342,10 +317,11 @@ impl Actor {
                     Msg::Stop => stop = true,
                 }
             }
-            self.tick();
+            if self.degraded.is_none() {
+                self.tick();
+            }
             if let Err(e) = self.flush() {
-                tracing::error!(error = %e, "database write failed; the controller stops");
-                return Err(e);
+                self.recover(e);
             }
             if stop {
                 return Ok(());
@@ -363,7 +339,110 @@ impl Actor {
         if self.sched_dirty {
             next = next.min(self.last_pass_ms + self.pass_gap_ms);
         }
+        if let Some(d) = &self.degraded {
+            next = next.min(d.next_probe_ms);
+        }
         Duration::from_millis(next.saturating_sub(now))
+    }
+
+    /// After a failed commit: nothing of the round is acknowledged (its
+    /// replies become errors, its agent actions are dropped), memory is
+    /// rebuilt from the database (which holds exactly what was
+    /// acknowledged), and writes are refused until a probe succeeds.
+    fn recover(&mut self, e: ControllerError) {
+        let why = match &e {
+            ControllerError::Store(s) => s.fault().map_or_else(
+                || s.chain(),
+                |f| format!("{} ({})", f.describe(), s.chain()),
+            ),
+            other => other.to_string(),
+        };
+        let message = format!(
+            "the controller cannot write its database in {}: {why}; reads still work, \
+             writes are refused until it can write again",
+            self.cfg.data_dir.display()
+        );
+        tracing::error!(error = %why, "database write failed; refusing writes until it works again");
+        self.changes.clear();
+        self.new_tokens.clear();
+        self.touched_nodes.clear();
+        self.obsolete.clear();
+        for (tx, _) in self.outbox.drain(..) {
+            let _ = tx.send(Err(CommandError::Unavailable(message.clone())));
+        }
+        for node in self.nodes.values_mut() {
+            if let Some(tx) = node.parked.take() {
+                let _ = tx.send(Ok(Reply::Actions(Vec::new())));
+            }
+        }
+        let waiters: Vec<(u64, Vec<ReplyTx>)> = self
+            .jobs
+            .iter_mut()
+            .filter(|(_, j)| !j.waiters.is_empty())
+            .map(|(id, j)| (*id, std::mem::take(&mut j.waiters)))
+            .collect();
+        match load(&self.store, &self.cfg, self.now) {
+            Ok(loaded) => self.install(loaded),
+            // Memory may now be ahead of the disk by the failed round; it
+            // is reloaded at the next probe.
+            Err(e) => tracing::error!(error = %e, "cannot reload the state from the database"),
+        }
+        for (id, ws) in waiters {
+            match self.jobs.get_mut(&id) {
+                Some(job) => job.waiters.extend(ws),
+                None => {
+                    for w in ws {
+                        let _ = w.send(Err(not_found(id)));
+                    }
+                }
+            }
+        }
+        self.degraded = Some(Degraded {
+            message,
+            next_probe_ms: self.now + PROBE_INTERVAL_MS,
+        });
+    }
+
+    /// While degraded: tries a small write; when it works, the database is
+    /// reloaded and writes are taken again.
+    fn probe(&mut self) {
+        let Some(d) = &mut self.degraded else {
+            return;
+        };
+        if self.now < d.next_probe_ms {
+            return;
+        }
+        d.next_probe_ms = self.now + PROBE_INTERVAL_MS;
+        if let Err(e) = self.store.probe(self.now as i64) {
+            tracing::debug!(error = %e.chain(), "the database still cannot be written");
+            return;
+        }
+        match load(&self.store, &self.cfg, self.now) {
+            Ok(loaded) => {
+                let waiters: Vec<(u64, Vec<ReplyTx>)> = self
+                    .jobs
+                    .iter_mut()
+                    .map(|(id, j)| (*id, std::mem::take(&mut j.waiters)))
+                    .collect();
+                self.install(loaded);
+                for (id, ws) in waiters {
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.waiters.extend(ws);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the database can be written but not read back");
+                return;
+            }
+        }
+        // Agents could not register while writes were refused: every node
+        // gets a full lost-timeout from now to come back.
+        for node in self.nodes.values_mut() {
+            node.last_contact_ms = self.now;
+        }
+        self.degraded = None;
+        tracing::info!("the database can be written again; taking writes");
     }
 
     /// Ends a round: schedules, writes, then answers.
@@ -372,18 +451,19 @@ impl Actor {
         if !self.changes.is_empty() {
             let changes = std::mem::take(&mut self.changes);
             let started = std::time::Instant::now();
-            let results = self.store.apply(&changes).map_err(to_store_err)?;
+            // All or nothing: a refusal (a full disk, a damaged page, or
+            // memory and disk disagreeing) leaves the database as it was,
+            // and the caller rebuilds memory from it.
+            self.store.apply(&changes).map_err(to_store_err)?;
             self.stats.commits += 1;
             self.stats.committed_changes += changes.len() as u64;
             self.stats.commit_seconds += started.elapsed().as_secs_f64();
-            // Each change was checked against memory first, so a refusal by
-            // the database means memory and disk disagree: stop rather than
-            // acknowledge something that is not stored.
-            for (change, result) in changes.iter().zip(results) {
-                if let Err(e) = result {
-                    tracing::error!(?change, error = %e, "the database refused a change");
-                    return Err(to_store_err(e));
-                }
+        }
+        for dir in self.obsolete.drain(..) {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete an old checkpoint");
             }
         }
         if !self.new_tokens.is_empty()
@@ -451,6 +531,9 @@ impl Actor {
     }
 
     fn schedule(&mut self) {
+        if self.degraded.is_some() {
+            return;
+        }
         let due = self
             .sched
             .next_wakeup()
@@ -568,7 +651,7 @@ impl Actor {
             .iter()
             .filter_map(|(n, vms)| self.node_name(*n).map(|name| (name, *vms)))
             .collect();
-        let ckpt_dir = self.cfg.checkpoint_root().join(id.to_string());
+        let ckpt_dir = self.cfg.checkpoint_dir(id);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -735,6 +818,8 @@ impl Actor {
             exit_code,
         });
         if state.is_terminal() {
+            // Nothing resumes from an ended job's checkpoints.
+            self.obsolete.push(self.cfg.checkpoint_dir(id));
             let waiters = std::mem::take(&mut job.waiters);
             let view = self.view(id);
             if let Some(view) = view {
@@ -810,6 +895,12 @@ impl Actor {
 
     fn command(&mut self, p: Principal, command: Command, reply: ReplyTx) {
         self.stats.commands += 1;
+        if let Some(d) = &self.degraded
+            && writes(&command)
+        {
+            let _ = reply.send(Err(CommandError::Unavailable(d.message.clone())));
+            return;
+        }
         let answer = match command {
             Command::WaitJob { id, .. } => match self.visible(&p, id) {
                 Err(e) => Err(e),
@@ -850,7 +941,11 @@ impl Actor {
 
     fn simple_command(&mut self, p: &Principal, command: Command) -> Result<Reply, CommandError> {
         match command {
-            Command::Submit { spec, hold } => self.submit(p, *spec, hold),
+            Command::Submit {
+                spec,
+                hold,
+                idempotency_key,
+            } => self.submit(p, *spec, hold, idempotency_key),
             Command::ListJobs { all } => self.list_jobs(p, all),
             Command::ShowJob { id } => self.show_job(p, id),
             Command::Cancel { id } => self.cancel(p, id),
@@ -909,9 +1004,33 @@ impl Actor {
             .ok_or_else(|| not_found(id))
     }
 
-    fn submit(&mut self, p: &Principal, spec: JobSpec, hold: bool) -> Result<Reply, CommandError> {
+    fn submit(
+        &mut self,
+        p: &Principal,
+        spec: JobSpec,
+        hold: bool,
+        key: Option<String>,
+    ) -> Result<Reply, CommandError> {
         if !matches!(p.role, Role::User | Role::Admin) {
             return Err(CommandError::Forbidden("only users submit jobs".into()));
+        }
+        if let Some(key) = &key
+            && let Some(&id) = self.keys.get(&(p.user_id, key.clone()))
+        {
+            let same = self.jobs.get(&id).is_some_and(|j| j.rec.spec == spec);
+            if !same {
+                return Err(CommandError::Conflict(format!(
+                    "idempotency key `{key}` was used for job {id}, with another job file"
+                )));
+            }
+            return Ok(Reply::Submitted { id, created: false });
+        }
+        if let vgrid_jobfile::JobClass::Reservation { end_unix_s, .. } = spec.class
+            && end_unix_s.saturating_mul(1000) <= self.now as i64
+        {
+            return Err(CommandError::BadRequest(format!(
+                "the reservation window ended at Unix time {end_unix_s}, before now; it could never run"
+            )));
         }
         let id = self.next_job_id;
         self.next_job_id += 1;
@@ -935,7 +1054,11 @@ impl Actor {
             submitted_unix_ms: now,
             updated_unix_ms: now,
             runtime: None,
+            idempotency_key: key.clone(),
         };
+        if let Some(key) = key {
+            self.keys.insert((p.user_id, key), id);
+        }
         self.changes.push(Change::AddJob(Box::new(rec.clone())));
         self.jobs.insert(
             id,
@@ -951,7 +1074,7 @@ impl Actor {
         if hold {
             self.feed(SchedInput::Hold { job: id });
         }
-        Ok(Reply::Submitted { id })
+        Ok(Reply::Submitted { id, created: true })
     }
 
     fn list_jobs(&self, p: &Principal, all: bool) -> Result<Reply, CommandError> {
@@ -981,8 +1104,15 @@ impl Actor {
             .map(|j| j.rec.spec.clone())
             .ok_or_else(|| not_found(id))?;
         let read = self.store.read();
-        let unavailable =
-            |e: vgrid_store::StoreError| CommandError::Unavailable(format!("database: {e}"));
+        let unavailable = |e: vgrid_store::StoreError| {
+            let why = e.fault().map_or_else(
+                || e.chain(),
+                |f| format!("{} ({})", f.describe(), e.chain()),
+            );
+            CommandError::Unavailable(format!(
+                "cannot read job {id}'s history and checkpoints from the database: {why}"
+            ))
+        };
         // The history of this round is not on disk yet: show it from the
         // disk plus nothing pending (the caller sees it after the commit).
         let history = read.history(id).map_err(unavailable)?;
@@ -1408,6 +1538,7 @@ impl Actor {
         if !matches!(p.role, Role::Agent | Role::Admin) {
             return Err(CommandError::Forbidden("only agents register nodes".into()));
         }
+        for_own_node(p, &req.name)?;
         if !valid_name(&req.name, 64) {
             return Err(CommandError::BadRequest(format!(
                 "`{}` is not a node name (1-64 of a-z, 0-9, `_`, `-`, starting with a letter)",
@@ -1539,7 +1670,7 @@ impl Actor {
     }
 
     fn resend_start(&mut self, id: u64, node: &str) {
-        let ckpt_dir = self.cfg.checkpoint_root().join(id.to_string());
+        let ckpt_dir = self.cfg.checkpoint_dir(id);
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -1626,6 +1757,7 @@ impl Actor {
         if !matches!(p.role, Role::Agent | Role::Admin) {
             return Err(CommandError::Forbidden("only agents do this".into()));
         }
+        for_own_node(p, node)?;
         match self.nodes.get_mut(node) {
             Some(n) if n.connected => {
                 n.last_contact_ms = self.now;
@@ -1660,10 +1792,63 @@ impl Actor {
 
     fn report(&mut self, p: &Principal, report: AgentReport) -> Result<Reply, CommandError> {
         self.agent_node(p, &report.node)?;
+        // Every event is checked before any is applied: a report is taken
+        // whole or refused whole.
+        for (i, event) in report.events.iter().enumerate() {
+            self.check_event(&report.node, event)
+                .map_err(|why| CommandError::BadRequest(format!("event {i}: {why}")))?;
+        }
         for event in report.events {
             self.agent_event(&report.node, event);
         }
         Ok(Reply::Done)
+    }
+
+    /// Whether an event about the current attempt can be true: a
+    /// checkpoint must have been asked for, and its output length must be
+    /// what the controller holds. Events about stale attempts pass (they are
+    /// ignored).
+    fn check_event(&self, node: &str, event: &AgentEvent) -> Result<(), String> {
+        let (id, attempt) = event.job();
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let current = job.rt.attempt == attempt
+            && !job.rec.state.is_terminal()
+            && job.rt.placement.iter().any(|(n, _)| n == node);
+        if !current {
+            return Ok(());
+        }
+        match event {
+            AgentEvent::Checkpointed {
+                seq, log_offset, ..
+            } => {
+                let asked = job.rt.checkpoints_in_flight.iter().any(|f| f.seq == *seq);
+                let repeated = job.last_checkpoint.as_ref().is_some_and(|c| c.seq == *seq);
+                if !asked && !repeated {
+                    return Err(format!("checkpoint {seq} of job {id} was not asked for"));
+                }
+                let len = self
+                    .output
+                    .len(id)
+                    .map_err(|e| format!("cannot read the length of job {id}'s output: {e}"))?;
+                if *log_offset > len {
+                    return Err(format!(
+                        "checkpoint {seq} of job {id} says the output is {log_offset} bytes long, \
+                         but {len} bytes were written"
+                    ));
+                }
+                Ok(())
+            }
+            AgentEvent::CheckpointFailed { seq, .. } => {
+                if job.rt.checkpoints_in_flight.iter().any(|f| f.seq == *seq) {
+                    Ok(())
+                } else {
+                    Err(format!("checkpoint {seq} of job {id} is not in progress"))
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     fn agent_event(&mut self, node: &str, event: AgentEvent) {
@@ -1705,13 +1890,21 @@ impl Actor {
             }
             AgentEvent::Checkpointed {
                 seq,
-                location,
                 work_ms,
                 log_offset,
                 stopped,
                 paused_ms,
                 ..
             } => {
+                // Where the checkpoint is comes from the controller, never
+                // from the agent: a report cannot point a restore (or a
+                // deletion) at another path.
+                let location = self
+                    .cfg
+                    .checkpoint_dir(id)
+                    .join(seq.to_string())
+                    .display()
+                    .to_string();
                 let rec = CheckpointRecord {
                     job_id: id,
                     seq,
@@ -1935,6 +2128,23 @@ impl Actor {
                 "job {id} attempt {attempt} does not run on {node}"
             )));
         }
+        let len = self.output.len(id).map_err(|e| {
+            CommandError::Unavailable(format!("cannot read the output of job {id}: {e}"))
+        })?;
+        // Agents write where the output ends, or rewind to a checkpoint's
+        // length: never past the end, which would leave a hole.
+        if offset > len {
+            return Err(CommandError::BadRequest(format!(
+                "offset {offset} is past the end of job {id}'s output ({len} bytes)"
+            )));
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.cfg.max_output_bytes {
+            return Err(CommandError::BadRequest(format!(
+                "job {id}'s output would reach {end} bytes, more than the limit of {} bytes",
+                self.cfg.max_output_bytes
+            )));
+        }
         self.output.write_at(id, offset, data).map_err(|e| {
             CommandError::Unavailable(format!("cannot write the output of job {id}: {e}"))
         })?;
@@ -2005,8 +2215,153 @@ fn apply_input(
     Ok(sched.handle(now, event)?)
 }
 
+/// Reads the whole state from the database and replays the scheduler log
+/// into a fresh core.
+fn load(store: &Store, cfg: &Config, now: u64) -> Result<Loaded, ControllerError> {
+    let read = store.read();
+    let mut auth = HashMap::new();
+    let mut users = HashMap::new();
+    let mut user_names = HashSet::new();
+    for (user, hash) in read.users_with_token_hashes()? {
+        auth.insert(
+            hash,
+            Principal {
+                user_id: user.id,
+                name: user.name.clone(),
+                role: role_to_api(user.role),
+            },
+        );
+        user_names.insert(user.name.clone());
+        users.insert(user.id, user);
+    }
+    let mut latest: HashMap<u64, CheckpointRecord> = read
+        .latest_checkpoints()?
+        .into_iter()
+        .map(|c| (c.job_id, c))
+        .collect();
+    let mut jobs = BTreeMap::new();
+    let mut keys = HashMap::new();
+    for rec in read.jobs()? {
+        let rt: Runtime = match rec.runtime.as_deref() {
+            None => Runtime::default(),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                ControllerError::Store(vgrid_store::StoreError::Corrupt(format!(
+                    "runtime of job {}: {e}",
+                    rec.id
+                )))
+            })?,
+        };
+        let owner_name = users.get(&rec.owner).map_or_else(
+            || format!("user{}", rec.owner),
+            |u: &UserRecord| u.name.clone(),
+        );
+        if let Some(key) = &rec.idempotency_key {
+            keys.insert((rec.owner, key.clone()), rec.id);
+        }
+        jobs.insert(
+            rec.id,
+            Job {
+                last_checkpoint: latest.remove(&rec.id),
+                rec,
+                owner_name,
+                rt,
+                waiters: Vec::new(),
+            },
+        );
+    }
+    let mut nodes = BTreeMap::new();
+    let mut node_names = HashMap::new();
+    for rec in read.nodes()? {
+        node_names.insert(rec.id, rec.name.clone());
+        nodes.insert(
+            rec.name.clone(),
+            Node {
+                rec,
+                connected: false,
+                // Known nodes get a full lost-timeout from now to come
+                // back before their jobs are moved.
+                last_contact_ms: now,
+                queue: VecDeque::new(),
+                next_seq: 1,
+                parked: None,
+            },
+        );
+    }
+    let next_job_id = read.max_job_id()? + 1;
+    let next_user_id = read.max_user_id()? + 1;
+    let next_node_id = read.max_node_id()? + 1;
+    let log = read.scheduler_log()?;
+
+    let mut sched = Scheduler::new(vgrid_core::Config {
+        policy: cfg.policy,
+        keep_finished_jobs: false,
+        ..vgrid_core::Config::default()
+    });
+    let mut last_time = 0;
+    for entry in log {
+        let input: SchedInput =
+            serde_json::from_str(&entry.input).map_err(|e| ControllerError::SchedulerLog {
+                seq: entry.seq,
+                why: e.to_string(),
+            })?;
+        let t = (entry.unix_ms.max(0) as u64).max(last_time);
+        last_time = t;
+        // Only accepted inputs are logged, and the core is deterministic,
+        // so a refusal here means the log does not match the core.
+        if let Err(why) = apply_input(&mut sched, &jobs, Time(t), &input) {
+            return Err(ControllerError::SchedulerLog {
+                seq: entry.seq,
+                why: format!("the core refuses {input:?} on replay: {why}"),
+            });
+        }
+        // Actions were carried out before the restart.
+        while sched.poll_action().is_some() {}
+    }
+    Ok(Loaded {
+        auth,
+        users,
+        user_names,
+        next_user_id,
+        jobs,
+        next_job_id,
+        nodes,
+        node_names,
+        next_node_id,
+        sched,
+        keys,
+        last_time,
+    })
+}
+
+/// Whether a command needs to write (refused while the database cannot be
+/// written); the others only read.
+fn writes(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::ListJobs { .. }
+            | Command::ShowJob { .. }
+            | Command::WaitJob { .. }
+            | Command::ListNodes
+            | Command::Metrics
+            | Command::ReadOutput { .. }
+            | Command::PollActions { .. }
+    )
+}
+
 fn not_found(id: u64) -> CommandError {
     CommandError::NotFound(format!("job {id} does not exist"))
+}
+
+/// A node credential (an agent user) acts only for the node of its name;
+/// the admin acts for any (the embedded server's local agent).
+fn for_own_node(p: &Principal, node: &str) -> Result<(), CommandError> {
+    if p.role == Role::Agent && p.name != node {
+        return Err(CommandError::Forbidden(format!(
+            "this agent token belongs to node `{}`; it cannot act for node `{node}`",
+            p.name
+        )));
+    }
+    Ok(())
 }
 
 /// Names of users and nodes: a lower-case letter, then lower-case letters,
@@ -2038,7 +2393,7 @@ fn ensure_admin(store: &mut Store, cfg: &Config, now: u64) -> Result<(), Control
     let token = generate_token().map_err(token_err)?;
     write_secret(&path, &token).map_err(token_err)?;
     let id = store.read().max_user_id()? + 1;
-    let results = store.apply(&[Change::AddUser {
+    store.apply(&[Change::AddUser {
         user: UserRecord {
             id,
             name: "admin".into(),
@@ -2047,9 +2402,6 @@ fn ensure_admin(store: &mut Store, cfg: &Config, now: u64) -> Result<(), Control
         },
         token_hash: hash_token(&token),
     }])?;
-    for r in results {
-        r?;
-    }
     Ok(())
 }
 

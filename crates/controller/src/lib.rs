@@ -54,6 +54,9 @@ pub struct Config {
     /// Where checkpoints go; every agent must reach it (the embedded server
     /// and agents on one machine share the data directory).
     pub checkpoint_root: Option<PathBuf>,
+    /// The most output a job may write, in bytes; writes beyond it are
+    /// refused.
+    pub max_output_bytes: u64,
 }
 
 impl Config {
@@ -65,7 +68,14 @@ impl Config {
             lost_after_ms: 10_000,
             policy: Policy::Easy,
             checkpoint_root: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
+    }
+
+    /// The directory of one job's checkpoints (one subdirectory each,
+    /// named by its sequence number).
+    pub(crate) fn checkpoint_dir(&self, job: u64) -> PathBuf {
+        self.checkpoint_root().join(job.to_string())
     }
 
     pub(crate) fn checkpoint_root(&self) -> PathBuf {
@@ -74,6 +84,9 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("checkpoints"))
     }
 }
+
+/// The default limit of a job's output: 1 GiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 30;
 
 /// Why the controller could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,15 @@ impl OutputFiles {
         Ok(end)
     }
 
+    /// The length of a job's output (0 before its first byte).
+    pub(crate) fn len(&self, job: u64) -> std::io::Result<u64> {
+        match std::fs::metadata(self.path(job)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Up to `max` bytes from `offset`, and the file's length.
     pub(crate) fn read_at(
         &self,

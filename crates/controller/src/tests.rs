@@ -120,6 +120,20 @@ impl FakeAgent {
     }
 
     async fn report(&self, event: AgentEvent) {
+        // A real agent sends a checkpoint's output before reporting it.
+        if let AgentEvent::Checkpointed {
+            job,
+            attempt,
+            log_offset,
+            ..
+        } = event
+            && log_offset > 0
+        {
+            self.client
+                .write_output(job, &self.name, attempt, 0, vec![b'.'; log_offset as usize])
+                .await
+                .expect("checkpoint output");
+        }
         self.client
             .report(&AgentReport {
                 node: self.name.clone(),
@@ -130,13 +144,20 @@ impl FakeAgent {
     }
 }
 
-/// A controller with its data directory and an agent token's client (to
-/// register nodes).
+/// A controller with its data directory.
 struct Cluster {
     h: Harness,
-    agents: Client,
     /// Dropped last: the controller's data.
     dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Registers node `name` with its own agent token (a node credential
+    /// acts only for the node of its name).
+    async fn node(&self, name: &str, cpus: u32) -> FakeAgent {
+        let client = self.h.user(name, Role::Agent).await;
+        FakeAgent::register(client, name, cpus, vec![]).await
+    }
 }
 
 /// A cluster with the user `alice` and one node agent, `n1`.
@@ -144,9 +165,9 @@ async fn one_node(lost_after_ms: u64, cpus: u32) -> (Cluster, Client, FakeAgent)
     let dir = tempfile::tempdir().expect("tempdir");
     let h = Harness::start(dir.path(), lost_after_ms).await;
     let alice = h.user("alice", Role::User).await;
-    let agents = h.user("node-agent", Role::Agent).await;
-    let n1 = FakeAgent::register(agents.clone(), "n1", cpus, vec![]).await;
-    (Cluster { h, agents, dir }, alice, n1)
+    let agent = h.user("n1", Role::Agent).await;
+    let n1 = FakeAgent::register(agent, "n1", cpus, vec![]).await;
+    (Cluster { h, dir }, alice, n1)
 }
 
 const JOB: &str =
@@ -283,7 +304,7 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = Harness::start(dir.path(), 10_000).await;
     let alice = h.user("alice", Role::User).await;
-    let agent_client = h.user("node-agent", Role::Agent).await;
+    let agent_client = h.user("n1", Role::Agent).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
     // No node yet: the job waits, and says why (once a scheduling pass has
     // looked at it; passes are coalesced under load).
@@ -371,7 +392,7 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it() {
-    let (_cluster, alice, mut agent) = one_node(10_000, 2).await;
+    let (cluster, alice, mut agent) = one_node(10_000, 2).await;
     let be = alice
         .submit(
             "be.toml",
@@ -434,8 +455,8 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
     assert_eq!(a3, attempt + 1);
     let restore = restore.expect("resumes from a checkpoint");
     assert_eq!(
-        (restore.seq, restore.location.as_str(), restore.log_offset),
-        (1, "/ckpt/1", 42)
+        (restore.seq, restore.location, restore.log_offset),
+        (1, ckpt_at(&cluster, be, 1), 42)
     );
     assert_eq!(
         alice.job(normal).await.expect("show").job.state,
@@ -484,15 +505,15 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
     wait_state(&alice, id, JobState::Running).await;
     // n1 goes silent (SIGKILLed); a second node comes up.
     drop(n1);
-    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
+    let mut n2 = cluster.node("n2", 2).await;
     let AgentAction::Start { job, restore, .. } = n2.next_action().await else {
         panic!("expected the job to start on n2");
     };
     assert_eq!(job, id);
     let restore = restore.expect("resumes from its checkpoint");
     assert_eq!(
-        (restore.location.as_str(), restore.log_offset),
-        ("/ckpt/a", 7)
+        (restore.location, restore.log_offset),
+        (ckpt_at(&cluster, id, 1), 7)
     );
     let nodes = alice.nodes().await.expect("nodes");
     let n1_state = nodes
@@ -515,7 +536,7 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
     let (alice_token, agent_token, running_id, ids) = {
         let mut h = Harness::start(dir.path(), 10_000).await;
         let alice_added = h.admin.add_user("alice", Role::User).await.expect("alice");
-        let agent_added = h.admin.add_user("agent", Role::Agent).await.expect("agent");
+        let agent_added = h.admin.add_user("n1", Role::Agent).await.expect("agent");
         let alice = Client::new(&h.url, &alice_added.token).expect("client");
         let agent_client = Client::new(&h.url, &agent_added.token).expect("client");
         let mut agent = FakeAgent::register(agent_client, "n1", 2, vec![]).await;
@@ -790,7 +811,7 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails() {
-    let (_cluster, alice, mut agent) = one_node(10_000, 2).await;
+    let (cluster, alice, mut agent) = one_node(10_000, 2).await;
     let id = alice
         .submit(
             "c.toml",
@@ -837,8 +858,8 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
     assert_eq!((job, again), (id, attempt + 1));
     let restore = restore.expect("from its checkpoint");
     assert_eq!(
-        (restore.location.as_str(), restore.log_offset),
-        ("/ckpt/c", 9)
+        (restore.location, restore.log_offset),
+        (ckpt_at(&cluster, id, 1), 9)
     );
     let history = alice.job(id).await.expect("show").history;
     assert!(
@@ -875,7 +896,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
     let (cluster, alice, mut n1) = one_node(10_000, 2).await;
     let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let attempt = run_next(&mut n1, &alice, id).await;
-    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
+    let mut n2 = cluster.node("n2", 2).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("migrate");
     assert_eq!(view.state, JobState::Migrating);
     let AgentAction::Checkpoint {
@@ -905,7 +926,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
         panic!("expected the job to resume on n2");
     };
     assert_eq!((job, a2), (id, attempt + 1));
-    assert_eq!(restore.map(|r| r.location), Some("/ckpt/m".to_string()));
+    assert_eq!(restore.map(|r| r.location), Some(ckpt_at(&cluster, id, 1)));
     report_running(&n2, &alice, id, a2).await;
     let detail = alice.job(id).await.expect("show");
     assert_eq!(detail.job.node.as_deref(), Some("n2"));
@@ -928,6 +949,19 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
         "{:?}",
         detail.history
     );
+}
+
+/// Where the controller puts checkpoint `seq` of job `job` (agents' own
+/// idea of the place is never taken).
+fn ckpt_at(cluster: &Cluster, job: u64, seq: u64) -> String {
+    cluster
+        .dir
+        .path()
+        .join("checkpoints")
+        .join(job.to_string())
+        .join(seq.to_string())
+        .display()
+        .to_string()
 }
 
 /// A successful checkpoint report.
@@ -1005,7 +1039,7 @@ async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attemp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_vms_die_goes_back_to_its_place_in_the_queue() {
-    let (_cluster, alice, mut n1) = one_node(10_000, 2).await;
+    let (cluster, alice, mut n1) = one_node(10_000, 2).await;
     let first = alice.submit("a.toml", JOB, false).await.expect("submitted");
     let attempt = run_next(&mut n1, &alice, first).await;
     let seq = user_checkpoint(&mut n1, &alice, first, attempt).await;
@@ -1033,7 +1067,7 @@ async fn a_job_whose_vms_die_goes_back_to_its_place_in_the_queue() {
     assert_eq!(again, attempt + 1);
     assert_eq!(
         restore.map(|r| r.location),
-        Some(format!("/ckpt/{first}/{seq}"))
+        Some(ckpt_at(&cluster, first, seq))
     );
     let history = alice.job(first).await.expect("show").history;
     assert!(
@@ -1054,7 +1088,7 @@ async fn a_user_checkpoint_is_saved_progress_when_the_node_is_lost() {
     // n1 goes silent; the core requeues the job and restarts it on n2 from
     // the checkpoint it was told about, not from the beginning.
     drop(n1);
-    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
+    let mut n2 = cluster.node("n2", 2).await;
     let action = n2.next_action().await;
     let AgentAction::Start { job, restore, .. } = action else {
         panic!("expected the job to start on n2, got {action:?}");
@@ -1062,27 +1096,29 @@ async fn a_user_checkpoint_is_saved_progress_when_the_node_is_lost() {
     assert_eq!(job, id);
     let restore = restore.expect("resumes from the user's checkpoint");
     assert_eq!(
-        (restore.seq, restore.location.as_str()),
-        (seq, format!("/ckpt/{id}/{seq}").as_str())
+        (restore.seq, restore.location),
+        (seq, ckpt_at(&cluster, id, seq))
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (alice_token, agent_token, b1, b2, waiting) = {
+    let (alice_token, agent_tokens, b1, b2, waiting) = {
         let mut h = Harness::start(dir.path(), 10_000).await;
         let alice_added = h.admin.add_user("alice", Role::User).await.expect("alice");
-        let agent_added = h.admin.add_user("agent", Role::Agent).await.expect("agent");
+        let n1_added = h.admin.add_user("n1", Role::Agent).await.expect("agent");
+        let n2_added = h.admin.add_user("n2", Role::Agent).await.expect("agent");
         let alice = Client::new(&h.url, &alice_added.token).expect("client");
-        let agent_client = Client::new(&h.url, &agent_added.token).expect("client");
-        let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, vec![]).await;
+        let n1_client = Client::new(&h.url, &n1_added.token).expect("client");
+        let n2_client = Client::new(&h.url, &n2_added.token).expect("client");
+        let mut n1 = FakeAgent::register(n1_client, "n1", 2, vec![]).await;
         let b1 = alice
             .submit("b1.toml", JOB, false)
             .await
             .expect("submitted");
         run_next(&mut n1, &alice, b1).await;
-        let mut n2 = FakeAgent::register(agent_client, "n2", 2, vec![]).await;
+        let mut n2 = FakeAgent::register(n2_client, "n2", 2, vec![]).await;
         let b2 = alice
             .submit("b2.toml", JOB, false)
             .await
@@ -1102,16 +1138,23 @@ async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
             "{history:?}"
         );
         h.stop();
-        (alice_added.token, agent_added.token, b1, b2, waiting)
+        (
+            alice_added.token,
+            (n1_added.token, n2_added.token),
+            b1,
+            b2,
+            waiting,
+        )
     };
     // The restriction is in the scheduler log: a restarted controller
     // still keeps the waiting job off n1.
     let h = Harness::start(dir.path(), 10_000).await;
     let alice = Client::new(&h.url, &alice_token).expect("client");
-    let agent_client = Client::new(&h.url, &agent_token).expect("client");
+    let n1_client = Client::new(&h.url, &agent_tokens.0).expect("client");
+    let n2_client = Client::new(&h.url, &agent_tokens.1).expect("client");
     let running = |job| vec![RunningJob { job, attempt: 1 }];
-    let mut n1 = FakeAgent::register(agent_client.clone(), "n1", 2, running(b1)).await;
-    let mut n2 = FakeAgent::register(agent_client, "n2", 2, running(b2)).await;
+    let mut n1 = FakeAgent::register(n1_client, "n1", 2, running(b1)).await;
+    let mut n2 = FakeAgent::register(n2_client, "n2", 2, running(b2)).await;
     n1.report(AgentEvent::Exited {
         job: b1,
         attempt: 1,
@@ -1146,7 +1189,7 @@ async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts
     };
     // Still booting: it has done no work, so it may move although it
     // cannot be checkpointed.
-    let mut n2 = FakeAgent::register(cluster.agents, "n2", 2, vec![]).await;
+    let mut n2 = cluster.node("n2", 2).await;
     let view = alice.migrate(id, Some("n2".into())).await.expect("moves");
     assert_eq!(view.state, JobState::Migrating);
     assert_eq!(
@@ -1187,4 +1230,231 @@ async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts
         "{:?}",
         detail.history
     );
+}
+
+// ---- Hostile agents and users (issue: holes a hostile user or a broken
+// agent can use) ----
+
+/// A raw JSON call with a token, for bodies the typed client would never
+/// send.
+async fn raw(url: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            format!("{url}{path}"),
+        )
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_the_store_cannot_hold_are_refused_and_the_controller_goes_on() {
+    let (cluster, alice, mut n1) = one_node(10_000, 2).await;
+    let agent = cluster
+        .h
+        .admin
+        .add_user("n9", Role::Agent)
+        .await
+        .expect("agent");
+    let url = cluster.h.url.clone();
+    let (status, body) = raw(
+        &url,
+        &agent.token,
+        "POST",
+        "/v1/agent/register",
+        r#"{"name":"n9","cpus":2,"memory_mb":9223372036854775808}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("memory_mb"), "{body}");
+
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let attempt = run_next(&mut n1, &alice, id).await;
+    // A checkpoint that was never asked for, with a sequence number past
+    // what SQLite holds: refused whole, nothing recorded.
+    let (status, body) = raw(
+        &url,
+        &admin_token(&cluster),
+        "POST",
+        "/v1/agent/events",
+        &format!(
+            r#"{{"node":"n1","events":[{{"event":"checkpointed","job":{id},"attempt":{attempt},
+               "seq":9223372036854775808,"location":"/x","work_ms":1,"log_offset":0,"stopped":false}}]}}"#
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let report = |seq| AgentReport {
+        node: "n1".into(),
+        events: vec![saved(id, attempt, seq, false)],
+    };
+    let refused = n1
+        .client
+        .report(&report(7))
+        .await
+        .expect_err("not asked for");
+    assert_eq!(api_status(refused), 400);
+    // Everything still works: writes and reads.
+    let second = alice.submit("b.toml", JOB, false).await.expect("submitted");
+    let detail = alice.job(id).await.expect("show");
+    assert!(detail.checkpoints.is_empty(), "{:?}", detail.checkpoints);
+    assert!(
+        !detail
+            .history
+            .iter()
+            .any(|h| h.reason.contains("checkpoint")),
+        "{:?}",
+        detail.history
+    );
+    assert_eq!(alice.job(second).await.expect("show").job.id, second);
+}
+
+/// The admin's token (the admin may act for any node).
+fn admin_token(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.dir.path().join(ADMIN_TOKEN_FILE))
+        .expect("admin token")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_credential_acts_only_for_its_own_node() {
+    let (cluster, alice, mut n1) = one_node(10_000, 2).await;
+    let n2 = cluster.node("n2", 1).await;
+    let id = alice.submit("a.toml", JOB, false).await.expect("submitted");
+    let attempt = run_next(&mut n1, &alice, id).await;
+    // n2's token polls, reports and writes output as n1: all refused.
+    let poll = n2
+        .client
+        .actions("n1", 0, 10)
+        .await
+        .expect_err("not its node");
+    assert_eq!(api_status(poll), 403);
+    let forged = AgentReport {
+        node: "n1".into(),
+        events: vec![AgentEvent::Exited {
+            job: id,
+            attempt,
+            exit_code: 0,
+        }],
+    };
+    let report = n2.client.report(&forged).await.expect_err("not its node");
+    assert_eq!(api_status(report), 403);
+    let write = n2
+        .client
+        .write_output(id, "n1", attempt, 0, b"forged\n".to_vec())
+        .await
+        .expect_err("not its node");
+    assert_eq!(api_status(write), 403);
+    let register = n2
+        .client
+        .register(&RegisterNode {
+            name: "n1".into(),
+            cpus: 64,
+            memory_mb: 4096,
+            labels: Default::default(),
+            running: vec![],
+        })
+        .await
+        .expect_err("not its node");
+    assert_eq!(api_status(register), 403);
+    assert_eq!(
+        alice.job(id).await.expect("show").job.state,
+        JobState::Running
+    );
+
+    // n1 itself may not leave holes or write past the limit.
+    n1.client
+        .write_output(id, "n1", attempt, 0, b"1\n".to_vec())
+        .await
+        .expect("output");
+    for offset in [1u64 << 40, u64::MAX] {
+        let far = n1
+            .client
+            .write_output(id, "n1", attempt, offset, b"x".to_vec())
+            .await
+            .expect_err("past the end");
+        assert_eq!(api_status(far), 400, "offset {offset}");
+    }
+    let out = alice.output(id, 0).await.expect("output");
+    assert_eq!(out.data, b"1\n");
+    let file = cluster.dir.path().join("output").join(format!("{id}.log"));
+    assert_eq!(std::fs::metadata(file).expect("output file").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_in_the_past_is_refused_at_submission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let job = "image = \"tiny\"\ncommand = [\"/bin/true\"]\n\
+               class = \"reservation\"\nstart = 1970-01-02T00:00:00Z\nend = 1970-01-02T01:00:00Z\n";
+    let err = alice
+        .submit("r.toml", job, false)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("reservation window ended"),
+        "{err}"
+    );
+    assert_eq!(api_status(err), 400);
+    assert!(alice.jobs(false).await.expect("ps").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_submission_with_its_key_makes_one_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice_token = h
+        .admin
+        .add_user("alice", Role::User)
+        .await
+        .expect("alice")
+        .token;
+    let alice = Client::new(&h.url, &alice_token).expect("client");
+    let bob = h.user("bob", Role::User).await;
+    let first = alice
+        .submit_with_key("a.toml", JOB, false, Some("k-1"))
+        .await
+        .expect("submitted");
+    let again = alice
+        .submit_with_key("a.toml", JOB, false, Some("k-1"))
+        .await
+        .expect("found");
+    assert_eq!(first, again);
+    // The same key from another user is another job.
+    let bobs = bob
+        .submit_with_key("a.toml", JOB, false, Some("k-1"))
+        .await
+        .expect("submitted");
+    assert_ne!(bobs, first);
+    // The same key with another file is a mistake, said as such.
+    let other = JOB.replace("hi", "ho");
+    let err = alice
+        .submit_with_key("a.toml", &other, false, Some("k-1"))
+        .await
+        .expect_err("conflict");
+    assert_eq!(api_status(err), 409);
+    let bad = alice
+        .submit_with_key("a.toml", JOB, false, Some("with space"))
+        .await
+        .expect_err("bad key");
+    assert_eq!(api_status(bad), 400);
+    assert_eq!(alice.jobs(false).await.expect("ps").len(), 1);
+    // Keys survive a restart.
+    let token_dir = dir.path().to_path_buf();
+    drop(h);
+    let h = Harness::start(&token_dir, 10_000).await;
+    let alice = Client::new(&h.url, &alice_token).expect("client");
+    let after = alice
+        .submit_with_key("a.toml", JOB, false, Some("k-1"))
+        .await
+        .expect("found after a restart");
+    assert_eq!(after, first);
 }

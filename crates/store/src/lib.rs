@@ -53,6 +53,74 @@ pub enum StoreError {
     NoSuchJob(u64),
     #[error("node {0} does not exist")]
     NoSuchNode(String),
+    #[error("change {index} of the batch ({what}) was refused; nothing of the batch was written")]
+    Change {
+        index: usize,
+        what: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+/// What kind of trouble the storage under the database is in: the faults
+/// that come and go (or stay) without the program being wrong, which the
+/// controller survives instead of stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// A page of the database is damaged.
+    Corrupt,
+    /// The operating system failed a read or a write.
+    Io,
+    /// The database file cannot be written (permissions, a read-only mount).
+    ReadOnly,
+}
+
+impl Fault {
+    /// What the user is told.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::Full => "database or disk is full",
+            Fault::Corrupt => "a page of the database is damaged",
+            Fault::Io => "the disk failed a read or a write",
+            Fault::ReadOnly => "the database cannot be written (read-only file or file system)",
+        }
+    }
+}
+
+impl StoreError {
+    /// The storage fault behind this error, if it is one.
+    pub fn fault(&self) -> Option<Fault> {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Open { source, .. } | StoreError::Sqlite(source) => match source {
+                rusqlite::Error::SqliteFailure(e, _) => match e.code {
+                    C::DiskFull => Some(Fault::Full),
+                    C::DatabaseCorrupt | C::NotADatabase => Some(Fault::Corrupt),
+                    C::SystemIoFailure => Some(Fault::Io),
+                    C::ReadOnly => Some(Fault::ReadOnly),
+                    _ => None,
+                },
+                _ => None,
+            },
+            StoreError::Corrupt(_) => Some(Fault::Corrupt),
+            StoreError::Change { source, .. } => source.fault(),
+            _ => None,
+        }
+    }
+
+    /// The error and its causes in one line, for messages and logs.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
 }
 
 /// The writing side of the database.
@@ -97,31 +165,42 @@ impl Store {
         Reader::open(&self.path)
     }
 
-    /// Writes `changes` in one transaction and returns once it is durable.
-    ///
-    /// Each change runs in its own savepoint: one that fails (say, a
-    /// duplicate user name) is rolled back alone and reported in its slot;
-    /// the others are committed. The outer error means the commit itself
-    /// failed and nothing was written.
-    pub fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut tx = self.conn.transaction()?;
-        let mut results = Vec::with_capacity(changes.len());
-        for change in changes {
-            let mut sp = tx.savepoint()?;
-            match apply_one(&sp, change) {
-                Ok(()) => {
-                    sp.commit()?;
-                    results.push(Ok(()));
-                }
-                Err(e) => {
-                    sp.rollback()?;
-                    drop(sp);
-                    results.push(Err(e));
-                }
-            }
+    /// Writes `changes` in one transaction and returns once it is durable:
+    /// all of them, or (on any error) none of them. The error of a refused
+    /// change says which one it was.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for (index, change) in changes.iter().enumerate() {
+            apply_one(&tx, change).map_err(|e| StoreError::Change {
+                index,
+                what: change.kind(),
+                source: Box::new(e),
+            })?;
         }
+        // Dropping an uncommitted transaction rolls it back.
         tx.commit()?;
-        Ok(results)
+        Ok(())
+    }
+
+    /// Writes one small row and commits it: whether the database can be
+    /// written again after a fault (a freed disk).
+    pub fn probe(&mut self, unix_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO health (id, unix_ms) VALUES (1, ?1)")?
+            .execute(params![unix_ms])?;
+        Ok(())
+    }
+
+    /// Caps the database at `pages` pages (SQLite's `max_page_count`): a
+    /// write past it fails as a full disk would. For operators who bound
+    /// the database's size, and for tests of a full disk.
+    pub fn limit_pages(&mut self, pages: u64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+        Ok(())
     }
 
     /// Reads through the writing connection (sees everything committed).
@@ -150,8 +229,8 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("job spec does not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT INTO jobs (id, owner, spec, state, node, reason, exit_code,
-                                   submitted_unix_ms, updated_unix_ms, runtime)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                   submitted_unix_ms, updated_unix_ms, runtime, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 to_i64(job.id)?,
@@ -164,6 +243,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 job.submitted_unix_ms,
                 job.updated_unix_ms,
                 job.runtime,
+                job.idempotency_key,
             ])?;
             conn.prepare_cached(
                 "INSERT INTO job_history (job_id, seq, unix_ms, state, reason, node)
@@ -514,7 +594,7 @@ impl Queries<'_> {
 }
 
 const JOB_COLUMNS: &str = "SELECT id, owner, spec, state, node, reason, exit_code,
-    submitted_unix_ms, updated_unix_ms, runtime FROM jobs";
+    submitted_unix_ms, updated_unix_ms, runtime, idempotency_key FROM jobs";
 
 /// Rows are decoded in two steps: SQLite errors surface through rusqlite,
 /// and values we cannot understand become [`StoreError::Corrupt`].
@@ -565,6 +645,7 @@ fn job_row(r: &Row<'_>) -> Decoded<JobRecord> {
             submitted_unix_ms: r.get(7)?,
             updated_unix_ms: r.get(8)?,
             runtime: r.get(9)?,
+            idempotency_key: r.get(10)?,
         })
     })();
     Ok(record)
@@ -633,13 +714,8 @@ mod tests {
             submitted_unix_ms: 1000 + id as i64,
             updated_unix_ms: 1000 + id as i64,
             runtime: None,
+            idempotency_key: None,
         }))
-    }
-
-    fn all_ok(results: Vec<Result<(), StoreError>>) {
-        for r in results {
-            r.expect("change applied");
-        }
     }
 
     #[test]
@@ -688,7 +764,7 @@ mod tests {
     fn users_are_found_by_token_hash_only() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut store = Store::open(&dir.path().join("db"), 0)?;
-        all_ok(store.apply(&[user(1, "admin", Role::Admin), user(2, "alice", Role::User)])?);
+        store.apply(&[user(1, "admin", Role::Admin), user(2, "alice", Role::User)])?;
         let found = store.read().user_by_token(&hash_token("token-of-alice"))?;
         assert_eq!(
             found.map(|u| (u.id, u.name, u.role)),
@@ -708,21 +784,54 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_change_is_rolled_back_alone() -> Result<(), StoreError> {
+    fn a_batch_with_a_refused_change_writes_nothing() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut store = Store::open(&dir.path().join("db"), 0)?;
-        all_ok(store.apply(&[user(1, "alice", Role::User)])?);
-        let results = store.apply(&[
-            job(1, 1),
-            user(2, "alice", Role::User), // duplicate name
-            job(2, 1),
-            job(3, 99), // no such owner
-        ])?;
-        assert!(results[0].is_ok() && results[2].is_ok());
-        assert!(results[1].is_err() && results[3].is_err());
-        let ids: Vec<u64> = store.read().jobs()?.into_iter().map(|j| j.id).collect();
-        assert_eq!(ids, vec![1, 2]);
-        assert_eq!(store.read().history(3)?, vec![]);
+        store.apply(&[user(1, "alice", Role::User)])?;
+        let err = store
+            .apply(&[
+                job(1, 1),
+                user(2, "alice", Role::User), // duplicate name
+                job(2, 1),
+            ])
+            .expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::Change {
+                    index: 1,
+                    what: "add user",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(store.read().jobs()?.is_empty(), "nothing of the batch");
+        assert_eq!(store.read().history(1)?, vec![]);
+        // The connection is usable afterwards.
+        store.apply(&[job(1, 1)])?;
+        assert_eq!(store.read().jobs()?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_database_is_a_fault_that_passes_when_room_returns() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut store = Store::open(&dir.path().join("db"), 0)?;
+        store.apply(&[user(1, "alice", Role::User)])?;
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        store.limit_pages(pages as u64)?;
+        let big: Vec<Change> = (1..200).map(|id| job(id, 1)).collect();
+        let err = store.apply(&big).expect_err("no room");
+        assert_eq!(err.fault(), Some(Fault::Full), "{}", err.chain());
+        assert!(err.chain().contains("full"), "{}", err.chain());
+        assert!(store.read().jobs()?.is_empty());
+        store.limit_pages(1 << 30)?;
+        store.probe(5)?;
+        store.apply(&big)?;
+        assert_eq!(store.read().jobs()?.len(), 199);
         Ok(())
     }
 
@@ -730,7 +839,7 @@ mod tests {
     fn transitions_are_recorded_in_order() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut store = Store::open(&dir.path().join("db"), 0)?;
-        all_ok(store.apply(&[user(1, "alice", Role::User), job(7, 1)])?);
+        store.apply(&[user(1, "alice", Role::User), job(7, 1)])?;
         let step =
             |unix_ms, state, reason: &str, node: Option<&str>, exit_code| Change::Transition {
                 job_id: 7,
@@ -740,7 +849,7 @@ mod tests {
                 node: node.map(str::to_string),
                 exit_code,
             };
-        all_ok(store.apply(&[
+        store.apply(&[
             step(2000, JobState::Staging, "placed", Some("n1"), None),
             step(2001, JobState::Running, "command started", Some("n1"), None),
             step(
@@ -750,8 +859,8 @@ mod tests {
                 None,
                 None,
             ),
-        ])?);
-        all_ok(store.apply(&[step(2003, JobState::Done, "exited", Some("n2"), Some(3))])?);
+        ])?;
+        store.apply(&[step(2003, JobState::Done, "exited", Some("n2"), Some(3))])?;
         let job = store.read().job(7)?.expect("job 7");
         assert_eq!(job.state, JobState::Done);
         assert_eq!(job.node.as_deref(), Some("n2"));
@@ -782,8 +891,11 @@ mod tests {
             reason: String::new(),
             node: None,
             exit_code: None,
-        }])?;
-        assert!(matches!(missing[0], Err(StoreError::NoSuchJob(8))));
+        }]);
+        assert!(
+            matches!(&missing, Err(StoreError::Change { source, .. }) if matches!(**source, StoreError::NoSuchJob(8))),
+            "{missing:?}"
+        );
         Ok(())
     }
 
@@ -810,7 +922,7 @@ mod tests {
             log_offset: 123,
             unix_ms: 70_000,
         };
-        all_ok(store.apply(&[
+        store.apply(&[
             user(1, "alice", Role::User),
             job(1, 1),
             Change::PutNode(node.clone()),
@@ -820,7 +932,7 @@ mod tests {
                 unix_ms: 99,
             },
             Change::AddCheckpoint(ckpt.clone()),
-        ])?);
+        ])?;
         let nodes = store.read().nodes()?;
         assert_eq!(store.read().max_node_id()?, 1);
         assert_eq!(
@@ -837,16 +949,13 @@ mod tests {
             log_offset: 456,
             ..ckpt
         };
-        all_ok(store.apply(&[Change::AddCheckpoint(newer.clone())])?);
+        store.apply(&[Change::AddCheckpoint(newer.clone())])?;
         assert_eq!(store.read().latest_checkpoints()?, vec![newer]);
         let dup = store.apply(&[Change::AddCheckpoint(CheckpointRecord {
             location: "elsewhere".into(),
             ..store.read().checkpoints(1)?.remove(0)
-        })])?;
-        assert!(
-            dup[0].is_err(),
-            "a checkpoint sequence number is never reused"
-        );
+        })]);
+        assert!(dup.is_err(), "a checkpoint sequence number is never reused");
         Ok(())
     }
 
@@ -860,7 +969,7 @@ mod tests {
                 input: format!("input {i}"),
             })
             .collect();
-        all_ok(store.apply(&entries)?);
+        store.apply(&entries)?;
         let log = store.read().scheduler_log()?;
         let inputs: Vec<&str> = log.iter().map(|e| e.input.as_str()).collect();
         assert_eq!(
@@ -877,7 +986,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("db"), 0)?;
         let reader = store.reader()?;
         assert!(reader.read().jobs()?.is_empty());
-        all_ok(store.apply(&[user(1, "alice", Role::User), job(1, 1)])?);
+        store.apply(&[user(1, "alice", Role::User), job(1, 1)])?;
         assert_eq!(reader.read().jobs()?.len(), 1);
         assert_eq!(reader.read().max_job_id()?, 1);
         Ok(())
@@ -888,7 +997,7 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let path = dir.path().join("db");
         let mut store = Store::open(&path, 0)?;
-        all_ok(store.apply(&[user(1, "alice", Role::User), job(1, 1), job(2, 1)])?);
+        store.apply(&[user(1, "alice", Role::User), job(1, 1), job(2, 1)])?;
         // Leak the connection: no close, no WAL checkpoint, as in a crash.
         std::mem::forget(store);
         let store = Store::open(&path, 0)?;
@@ -912,12 +1021,12 @@ mod tests {
             return Ok(());
         };
         let mut store = Store::open(Path::new(&path), 0)?;
-        all_ok(store.apply(&[user(1, "alice", Role::User)])?);
+        store.apply(&[user(1, "alice", Role::User)])?;
         let mut next = 1u64;
         let mut out = std::io::stdout().lock();
         loop {
             let batch: Vec<Change> = (next..next + 50).map(|id| job(id, 1)).collect();
-            all_ok(store.apply(&batch)?);
+            store.apply(&batch)?;
             for id in next..next + 50 {
                 writeln!(out, "ACK {id}").map_err(|e| StoreError::Corrupt(e.to_string()))?;
             }

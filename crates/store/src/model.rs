@@ -61,6 +61,9 @@ pub struct JobRecord {
     /// Opaque runtime facts the controller needs to pick up after a restart
     /// (VM names, attempt counter), as JSON.
     pub runtime: Option<String>,
+    /// The key the client sent with the submission: a retried submission
+    /// with the same key (and owner) finds this job instead of making one.
+    pub idempotency_key: Option<String>,
 }
 
 /// One recorded state change of a job.
@@ -171,6 +174,22 @@ pub enum Change {
         unix_ms: i64,
         input: String,
     },
+}
+
+impl Change {
+    /// The change's name, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::AddUser { .. } => "add user",
+            Change::AddJob(_) => "add job",
+            Change::Transition { .. } => "job transition",
+            Change::SetRuntime { .. } => "job runtime",
+            Change::PutNode(_) => "put node",
+            Change::NodeSeen { .. } => "node seen",
+            Change::AddCheckpoint(_) => "add checkpoint",
+            Change::AppendSchedulerLog { .. } => "scheduler log",
+        }
+    }
 }
 
 /// One entry of the scheduler log.

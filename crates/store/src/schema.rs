@@ -68,6 +68,17 @@ const MIGRATIONS: &[&str] = &[
         input TEXT NOT NULL
     );
     "#,
+    // Version 2: a row to probe whether the database can be written again
+    // after a fault, and the idempotency key of a submission.
+    r#"
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        unix_ms INTEGER NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs(owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -13,13 +13,13 @@ use crate::Config;
 const JOB: &str =
     "image = \"tiny\"\ncommand = [\"/bin/echo\", \"hi\"]\ncpus = 2\nmemory_mb = 512\n";
 
-struct Driver {
-    actor: Actor,
+pub(super) struct Driver {
+    pub(super) actor: Actor,
     admin: Principal,
 }
 
 impl Driver {
-    fn open(cfg: Config) -> Driver {
+    pub(super) fn open(cfg: Config) -> Driver {
         let (_handle, actor) = Actor::open(cfg).expect("controller opens");
         Driver {
             actor,
@@ -32,23 +32,28 @@ impl Driver {
         }
     }
 
-    /// One command in one round (no coalescing of passes), answered.
-    fn call(&mut self, command: Command) -> Result<Reply, CommandError> {
+    /// One command in one round (no coalescing of passes), answered, as
+    /// the actor's loop does it.
+    pub(super) fn call(&mut self, command: Command) -> Result<Reply, CommandError> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.actor.now = self.actor.now.max(wall_clock_ms());
+        self.actor.probe();
         self.actor.command(self.admin.clone(), command, tx);
         self.actor.last_pass_ms = 0;
-        self.actor.flush().expect("the round is stored");
+        if let Err(e) = self.actor.flush() {
+            self.actor.recover(e);
+        }
         rx.try_recv().expect("answered at the end of the round")
     }
 
-    fn submit(&mut self) -> u64 {
+    pub(super) fn submit(&mut self) -> u64 {
         let spec = vgrid_jobfile::parse("j.toml", JOB).expect("valid job");
         match self.call(Command::Submit {
             spec: Box::new(spec),
             hold: false,
+            idempotency_key: None,
         }) {
-            Ok(Reply::Submitted { id }) => id,
+            Ok(Reply::Submitted { id, .. }) => id,
             other => panic!("submit: {other:?}"),
         }
     }
