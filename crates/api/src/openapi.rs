@@ -80,6 +80,25 @@ pub fn document() -> Value {
         "type": "string",
         "enum": vgrid_jobfile::JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     });
+    let submit = {
+        let mut o = op(
+            "Submit a job file. It is validated (a refusal names line, column and field) and stored before the answer. With an `Idempotency-Key` header, a repeated submission by the same user returns the first job (200) instead of making another; the same key with another job file is a 409.",
+            "201",
+            ok_json(
+                "the job was stored",
+                json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "integer" } } }),
+            ),
+            Some(json_content(schema_ref("SubmitRequest"))),
+            json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
+                     "description": "1 to 128 printable ASCII characters chosen by the client; keeps one job per key and user",
+                     "schema": { "type": "string" } }]),
+        );
+        o["responses"]["200"] = ok_json(
+            "a job with this idempotency key already existed",
+            json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "integer" } } }),
+        );
+        o
+    };
     let paths = json!({
         "/openapi.json": { "get": {
             "summary": "This document.",
@@ -87,13 +106,7 @@ pub fn document() -> Value {
             "responses": { "200": { "description": "the OpenAPI document", "content": { "application/json": {} } } }
         }},
         "/v1/jobs": {
-            "post": op(
-                "Submit a job file. It is validated (a refusal names line, column and field) and stored before the answer.",
-                "201",
-                ok_json("the job was stored", json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "integer" } } })),
-                Some(json_content(schema_ref("SubmitRequest"))),
-                json!([]),
-            ),
+            "post": submit,
             "get": op(
                 "List jobs: the caller's own, or with `all` (admin) everyone's.",
                 "200",

@@ -634,6 +634,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        let (url, _backend, _stop) = start().await;
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let resp = reqwest::Client::new()
+                .get(format!("{url}/v1/jobs"))
+                .header("authorization", format!("{scheme} alice-token"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(resp.status(), 200, "{scheme}");
+        }
+        let resp = reqwest::Client::new()
+            .get(format!("{url}/v1/jobs"))
+            .header("authorization", "Basic alice-token")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 401);
+    }
+
+    #[tokio::test]
     async fn roles_gate_admin_and_agent_calls() {
         let (url, _backend, _stop) = start().await;
         let alice = client(&url, "alice-token");

@@ -24,7 +24,7 @@ pub enum RoleArg {
     User,
     /// Sees and controls everything.
     Admin,
-    /// A node agent.
+    /// A node's credential: acts only for the node named like the user.
     Agent,
 }
 
