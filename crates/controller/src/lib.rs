@@ -27,9 +27,13 @@
 //! their agents register again.
 
 mod actor;
+mod book;
 mod handle;
+mod handlers;
+mod mailbox;
 mod output;
 mod schedlog;
+mod setup;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -72,11 +76,7 @@ impl Config {
         }
     }
 
-    /// The directory of one job's checkpoints (one subdirectory each,
-    /// named by its sequence number).
-    pub(crate) fn checkpoint_dir(&self, job: u64) -> PathBuf {
-        self.checkpoint_root().join(job.to_string())
-    }
+
 
     pub(crate) fn checkpoint_root(&self) -> PathBuf {
         self.checkpoint_root

@@ -79,8 +79,7 @@ impl Driver {
 
     /// The actions queued for a node since the last look.
     fn actions(&mut self, node: &str) -> Vec<AgentAction> {
-        let n = self.actor.nodes.get_mut(node).expect("known node");
-        n.queue.drain(..).map(|e| e.action).collect()
+        self.actor.mail.take(node)
     }
 
     fn checkpointed(&mut self, node: &str, job: u64, attempt: u32, seq: u64, stopped: bool) {
@@ -102,7 +101,7 @@ impl Driver {
 
 /// Everything the core shows about its jobs and nodes.
 fn core_state(actor: &Actor, jobs: &[u64]) -> String {
-    let s = &actor.sched;
+    let s = actor.book.scheduler();
     let views: Vec<_> = jobs.iter().map(|j| s.job(JobId(*j))).collect();
     format!(
         "{views:?}\n{:?}\n{:?}\n{:?}",
@@ -151,7 +150,7 @@ fn a_core_replayed_after_lost_vms_moves_and_user_checkpoints_equals_the_live_one
     };
     d.checkpointed("n1", first, 1, seq, false);
     // (Saved progress is the work before the pause: about 0 ms here.)
-    let saved = d.actor.sched.job(JobId(first)).expect("known");
+    let saved = d.actor.book.scheduler().job(JobId(first)).expect("known");
     assert!(saved.has_checkpoint, "{saved:?}");
     assert_replays(&d, &cfg, &[first, second, third]);
     d.report(
@@ -209,7 +208,7 @@ fn a_core_replayed_after_lost_vms_moves_and_user_checkpoints_equals_the_live_one
         "the moved waiting job starts on its target"
     );
 
-    let live = d.actor.sched.job(JobId(first)).expect("known");
+    let live = d.actor.book.scheduler().job(JobId(first)).expect("known");
     assert_eq!(live.preemptions, 2, "{live:?}");
     assert_replays(&d, &cfg, &[first, second, third]);
 }

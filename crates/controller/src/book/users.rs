@@ -1,0 +1,85 @@
+//! Users and their tokens.
+
+use vgrid_api::types::{Principal, Role};
+use vgrid_api::{CommandError, Reply};
+use vgrid_store::{Change, TokenHash, UserRecord};
+
+use super::{JobBook, valid_name};
+use crate::views::role_to_store;
+
+/// Longest user name.
+pub(crate) const MAX_USER_NAME: usize = 32;
+
+impl JobBook {
+    /// Adds a user whose token hashes to `token_hash` (the caller made the
+    /// token: randomness is IO). Answers with the new user's id.
+    pub(crate) fn add_user(
+        &mut self,
+        now: u64,
+        p: &Principal,
+        name: String,
+        role: Role,
+        token_hash: TokenHash,
+    ) -> Result<u64, CommandError> {
+        if p.role != Role::Admin {
+            return Err(CommandError::Forbidden("only an admin adds users".into()));
+        }
+        if !valid_name(&name, MAX_USER_NAME) {
+            return Err(CommandError::BadRequest(format!(
+                "`{name}` is not a user name (1-{MAX_USER_NAME} of a-z, 0-9, `_`, `-`, starting with a letter)"
+            )));
+        }
+        if self.users.names.contains(&name) {
+            return Err(CommandError::Conflict(format!(
+                "user `{name}` already exists"
+            )));
+        }
+        let id = self.users.next_id;
+        self.users.next_id += 1;
+        let user = UserRecord {
+            id,
+            name: name.clone(),
+            role: role_to_store(role),
+            created_unix_ms: now as i64,
+        };
+        self.fx.changes.push(Change::AddUser {
+            user: user.clone(),
+            token_hash,
+        });
+        let principal = Principal {
+            user_id: id,
+            name: name.clone(),
+            role,
+        };
+        self.users.tokens.insert(token_hash, principal.clone());
+        self.fx.tokens.push((token_hash, principal));
+        self.users.names.insert(name);
+        self.users.by_id.insert(id, user);
+        Ok(id)
+    }
+
+    /// Whether a command of `p` may act for node `node`: agents act only
+    /// for the node of their name, admins for any.
+    pub(crate) fn for_own_node(p: &Principal, node: &str) -> Result<(), CommandError> {
+        if !matches!(p.role, Role::Agent | Role::Admin) {
+            return Err(CommandError::Forbidden("only agents do this".into()));
+        }
+        if p.role == Role::Agent && p.name != node {
+            return Err(CommandError::Forbidden(format!(
+                "this agent token belongs to node `{}`; it cannot act for node `{node}`",
+                p.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The answer to an added user; the token is shown this once.
+    pub(crate) fn user_added(id: u64, name: String, role: Role, token: String) -> Reply {
+        Reply::UserAdded(vgrid_api::types::AddUserResponse {
+            id,
+            name,
+            role,
+            token,
+        })
+    }
+}
