@@ -89,12 +89,11 @@ impl Actor {
         let now = wall_clock_ms();
         let store = crate::setup::open(&cfg, now)?;
         let output_dir = crate::setup::output_dir(&cfg);
-        let output = OutputFiles::new(output_dir.clone()).map_err(|source| {
-            ControllerError::DataDir {
+        let output =
+            OutputFiles::new(output_dir.clone()).map_err(|source| ControllerError::DataDir {
                 path: output_dir,
                 source,
-            }
-        })?;
+            })?;
         let (book, last_time) =
             JobBook::from_records(book_config(&cfg), Records::read(&store)?, now)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -304,9 +303,10 @@ impl Actor {
     /// acknowledged), and writes are refused until a probe succeeds.
     pub(crate) fn recover(&mut self, e: ControllerError) {
         let why = match &e {
-            ControllerError::Store(s) => s
-                .fault()
-                .map_or_else(|| s.chain(), |f| format!("{} ({})", f.describe(), s.chain())),
+            ControllerError::Store(s) => s.fault().map_or_else(
+                || s.chain(),
+                |f| format!("{} ({})", f.describe(), s.chain()),
+            ),
             other => other.to_string(),
         };
         let message = format!(

@@ -76,8 +76,6 @@ impl Config {
         }
     }
 
-
-
     pub(crate) fn checkpoint_root(&self) -> PathBuf {
         self.checkpoint_root
             .clone()

@@ -336,6 +336,30 @@ impl JobBook {
             tracing::debug!(?event, node, "ignoring a report about a stale attempt");
             return;
         }
+        // A report that does not fit the job's state (a repeat, or one
+        // overtaken by another) changes nothing.
+        let state = self.jobs.get(&id).map(|j| j.rec.state);
+        let fits = |allowed: &[JobState]| state.is_some_and(|s| allowed.contains(&s));
+        let fitting = match &event {
+            AgentEvent::Booting { .. } => fits(&[JobState::Staging]),
+            AgentEvent::Running { .. } => fits(&[JobState::Staging, JobState::Booting]),
+            AgentEvent::Suspended { .. } => fits(&[JobState::Running]),
+            AgentEvent::Resumed { .. } => fits(&[JobState::Suspended]),
+            AgentEvent::StagingOut { .. } => fits(&[
+                JobState::Running,
+                JobState::Checkpointing,
+                JobState::Suspended,
+            ]),
+            _ => true,
+        };
+        if !fitting {
+            tracing::debug!(
+                ?event,
+                ?state,
+                "ignoring a report that does not fit the job's state"
+            );
+            return;
+        }
         let node_s = Some(node.to_string());
         match event {
             AgentEvent::Booting { .. } => {
@@ -507,8 +531,7 @@ impl JobBook {
                             | JobState::Migrating
                     )
                 });
-                if was_running && self.requeue_lost(now, id, &format!("its VM failed ({reason})"))
-                {
+                if was_running && self.requeue_lost(now, id, &format!("its VM failed ({reason})")) {
                     return;
                 }
                 self.feed(
@@ -522,7 +545,14 @@ impl JobBook {
             }
             AgentEvent::Stopped { .. } => {}
             AgentEvent::Suspended { .. } => {
-                self.transition(now, id, JobState::Suspended, "suspended".into(), node_s, None);
+                self.transition(
+                    now,
+                    id,
+                    JobState::Suspended,
+                    "suspended".into(),
+                    node_s,
+                    None,
+                );
             }
             AgentEvent::Resumed { .. } => {
                 self.transition(now, id, JobState::Running, "resumed".into(), node_s, None);

@@ -101,7 +101,12 @@ impl JobBook {
         Ok(Reply::Jobs(views))
     }
 
-    pub(crate) fn cancel(&mut self, now: u64, p: &Principal, id: u64) -> Result<Reply, CommandError> {
+    pub(crate) fn cancel(
+        &mut self,
+        now: u64,
+        p: &Principal,
+        id: u64,
+    ) -> Result<Reply, CommandError> {
         let state = self.visible(p, id)?.rec.state;
         if state.is_terminal() {
             return Err(CommandError::Conflict(format!(

@@ -28,7 +28,14 @@ fn sources(to: JobState) -> &'static [JobState] {
         Held => &[Pending, Preempted, Migrating, Held],
         Staging => WAITING,
         Booting => &[Staging],
-        Running => &[Staging, Booting, Running, Checkpointing, Suspended, Migrating],
+        Running => &[
+            Staging,
+            Booting,
+            Running,
+            Checkpointing,
+            Suspended,
+            Migrating,
+        ],
         Checkpointing => &[Running, Suspended, Checkpointing],
         Suspended => &[Running],
         Preempted => &[
@@ -108,9 +115,22 @@ mod tests {
     fn the_common_lives_are_allowed() {
         let lives: &[&[JobState]] = &[
             &[Pending, Staging, Booting, Running, StagingOut, Done],
-            &[Pending, Staging, Running, Checkpointing, Preempted, Staging, Running, Done],
-            &[Pending, Held, Pending, Staging, Running, Suspended, Running, Failed],
-            &[Pending, Staging, Running, Migrating, Staging, Booting, Running, Done],
+            &[
+                Pending,
+                Staging,
+                Running,
+                Checkpointing,
+                Preempted,
+                Staging,
+                Running,
+                Done,
+            ],
+            &[
+                Pending, Held, Pending, Staging, Running, Suspended, Running, Failed,
+            ],
+            &[
+                Pending, Staging, Running, Migrating, Staging, Booting, Running, Done,
+            ],
             &[Pending, Cancelled],
         ];
         for life in lives {

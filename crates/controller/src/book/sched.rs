@@ -54,6 +54,7 @@ impl JobBook {
             };
             node.connected = false;
             node.rec.state = NodeState::Lost;
+            node.rec.last_seen_unix_ms = now as i64;
             let id = node.rec.id;
             self.fx.deliveries.push(Delivery::Reset(name.clone()));
             self.fx.changes.push(Change::NodeSeen {

@@ -16,9 +16,10 @@ pub(super) fn show(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandEr
     let job = ctx.book.view(id).ok_or_else(|| not_found(id))?;
     let read = ctx.store.read();
     let unavailable = |e: vgrid_store::StoreError| {
-        let why = e
-            .fault()
-            .map_or_else(|| e.chain(), |f| format!("{} ({})", f.describe(), e.chain()));
+        let why = e.fault().map_or_else(
+            || e.chain(),
+            |f| format!("{} ({})", f.describe(), e.chain()),
+        );
         CommandError::Unavailable(format!(
             "cannot read job {id}'s history and checkpoints from the database: {why}"
         ))

@@ -15,13 +15,15 @@ pub(super) fn metrics(ctx: &Ctx, p: &Principal) -> Result<Reply, CommandError> {
             "only an admin reads metrics".into(),
         ));
     }
-    let mut by_state: BTreeMap<&str, u64> =
-        JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut by_state: BTreeMap<&str, u64> = JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for j in ctx.book.jobs() {
         *by_state.entry(j.rec.state.as_str()).or_default() += 1;
     }
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP vgrid_jobs Jobs by state.\n# TYPE vgrid_jobs gauge");
+    let _ = writeln!(
+        out,
+        "# HELP vgrid_jobs Jobs by state.\n# TYPE vgrid_jobs gauge"
+    );
     for (state, n) in &by_state {
         let _ = writeln!(out, "vgrid_jobs{{state=\"{state}\"}} {n}");
     }
@@ -47,14 +49,54 @@ pub(super) fn metrics(ctx: &Ctx, p: &Principal) -> Result<Reply, CommandError> {
         });
     let s = ctx.stats;
     for (name, help, kind, value) in [
-        ("vgrid_cpus", "CPUs of the nodes that are up.", "gauge", cpus as f64),
-        ("vgrid_free_cpus", "Free CPUs of the nodes that are up.", "gauge", free as f64),
-        ("vgrid_commands_total", "Commands received.", "counter", s.commands as f64),
-        ("vgrid_commits_total", "Database transactions (one per round).", "counter", s.commits as f64),
-        ("vgrid_committed_changes_total", "Changes written, all transactions.", "counter", s.committed_changes as f64),
-        ("vgrid_commit_seconds_total", "Time spent committing, fsync included.", "counter", s.commit_seconds),
-        ("vgrid_scheduling_passes_total", "Scheduling passes.", "counter", s.passes as f64),
-        ("vgrid_scheduling_seconds_total", "Time spent in scheduling passes.", "counter", s.pass_seconds),
+        (
+            "vgrid_cpus",
+            "CPUs of the nodes that are up.",
+            "gauge",
+            cpus as f64,
+        ),
+        (
+            "vgrid_free_cpus",
+            "Free CPUs of the nodes that are up.",
+            "gauge",
+            free as f64,
+        ),
+        (
+            "vgrid_commands_total",
+            "Commands received.",
+            "counter",
+            s.commands as f64,
+        ),
+        (
+            "vgrid_commits_total",
+            "Database transactions (one per round).",
+            "counter",
+            s.commits as f64,
+        ),
+        (
+            "vgrid_committed_changes_total",
+            "Changes written, all transactions.",
+            "counter",
+            s.committed_changes as f64,
+        ),
+        (
+            "vgrid_commit_seconds_total",
+            "Time spent committing, fsync included.",
+            "counter",
+            s.commit_seconds,
+        ),
+        (
+            "vgrid_scheduling_passes_total",
+            "Scheduling passes.",
+            "counter",
+            s.passes as f64,
+        ),
+        (
+            "vgrid_scheduling_seconds_total",
+            "Time spent in scheduling passes.",
+            "counter",
+            s.pass_seconds,
+        ),
         (
             "vgrid_illegal_transitions_total",
             "Job state changes the lifecycle refused (a bug when above 0).",
