@@ -299,18 +299,15 @@ impl JobBook {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
-        let in_flight = |seq: u64| {
-            job.dispatch
-                .checkpoints_in_flight
-                .iter()
-                .any(|f| f.seq == seq)
-        };
+        // A checkpoint the book asked for at some time: it may have ended
+        // since (a repeated report, or a repeated action after the agent
+        // registered again), which is ignored, not refused.
+        let asked = |seq: u64| seq <= job.dispatch.next_checkpoint;
         match event {
             AgentEvent::Checkpointed {
                 seq, log_offset, ..
             } => {
-                let repeated = job.last_checkpoint.as_ref().is_some_and(|c| c.seq == *seq);
-                if !in_flight(*seq) && !repeated {
+                if !asked(*seq) {
                     return Err(format!("checkpoint {seq} of job {id} was not asked for"));
                 }
                 let len = output_len(id)?;
@@ -322,8 +319,8 @@ impl JobBook {
                 }
                 Ok(())
             }
-            AgentEvent::CheckpointFailed { seq, .. } if !in_flight(*seq) => {
-                Err(format!("checkpoint {seq} of job {id} is not in progress"))
+            AgentEvent::CheckpointFailed { seq, .. } if !asked(*seq) => {
+                Err(format!("checkpoint {seq} of job {id} was not asked for"))
             }
             _ => Ok(()),
         }
@@ -340,7 +337,23 @@ impl JobBook {
         // overtaken by another) changes nothing.
         let state = self.jobs.get(&id).map(|j| j.rec.state);
         let fits = |allowed: &[JobState]| state.is_some_and(|s| allowed.contains(&s));
+        let in_flight = |seq: u64| {
+            self.jobs.get(&id).is_some_and(|j| {
+                j.dispatch
+                    .checkpoints_in_flight
+                    .iter()
+                    .any(|f| f.seq == seq)
+                    || j.last_checkpoint.as_ref().is_some_and(|c| c.seq == seq)
+            })
+        };
         let fitting = match &event {
+            AgentEvent::Checkpointed { seq, .. } => in_flight(*seq),
+            AgentEvent::CheckpointFailed { seq, .. } => self.jobs.get(&id).is_some_and(|j| {
+                j.dispatch
+                    .checkpoints_in_flight
+                    .iter()
+                    .any(|f| f.seq == *seq)
+            }),
             AgentEvent::Booting { .. } => fits(&[JobState::Staging]),
             AgentEvent::Running { .. } => fits(&[JobState::Staging, JobState::Booting]),
             AgentEvent::Suspended { .. } => fits(&[JobState::Running]),
