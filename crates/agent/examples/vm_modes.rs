@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vgrid_api::Client;
+use vgrid_client::Client;
 use vgrid_jobfile::JobState;
 use vgrid_sim::plot::{Chart, Line, write_chart};
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, RegisterNode, RunningJob};
-use vgrid_api::{Client, ClientError};
+use vgrid_client::{Client, ClientError};
 
 pub use driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
 

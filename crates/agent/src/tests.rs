@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vgrid_api::Client;
 use vgrid_api::types::{Role, VmStart};
+use vgrid_client::Client;
 use vgrid_jobfile::JobState;
 
 use super::*;
@@ -193,7 +193,7 @@ async fn cluster(dir: &std::path::Path) -> Cluster {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(vgrid_api::server::serve(
+    tokio::spawn(vgrid_server::serve(
         listener,
         Arc::new(controller.handle()),
         std::future::pending(),

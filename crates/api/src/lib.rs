@@ -1,18 +1,6 @@
-//! The controller's HTTP API.
-//!
-//! - [`types`]: the JSON bodies (the wire contract).
-//! - [`command`]: the one [`Command`] enum that transports emit, and the
-//!   [`Backend`] trait the controller implements.
-//! - [`server`]: the axum router; authenticates, parses, maps errors to
-//!   401/403/404/409 with JSON bodies.
-//! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
-//! - [`client`]: the typed client used by the CLI and the node agent.
+//! The wire contract of vgrid's HTTP API: the JSON bodies, headers and
+//! limits that the CLI, the node agents and the controller exchange. No
+//! transport here: the server is `vgrid-server`, the client
+//! `vgrid-client`, so that a node agent links no web server.
 
-pub mod client;
-pub mod command;
-pub mod openapi;
-pub mod server;
 pub mod types;
-
-pub use client::{Client, ClientError};
-pub use command::{Backend, Command, CommandError, Reply};

@@ -177,6 +177,11 @@ pub struct MigrateRequest {
 /// request was accepted and stored.
 pub type ControlResponse = JobView;
 
+/// Response headers of `GET /v1/jobs/{id}/output`: where to read on, and
+/// whether more will come.
+pub const NEXT_OFFSET_HEADER: &str = "x-vgrid-next-offset";
+pub const COMPLETE_HEADER: &str = "x-vgrid-complete";
+
 /// A slice of a job's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSlice {
@@ -639,7 +644,7 @@ mod tests {
             role: Role::User,
             token: "vgt_secret".into(),
         };
-        let text = format!("{r:?} {:?}", crate::Reply::UserAdded(r.clone()));
+        let text = format!("{r:?} {:?}", r.clone());
         assert!(!text.contains("vgt_secret"), "{text}");
         assert!(text.contains("alice"));
     }

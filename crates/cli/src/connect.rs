@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use vgrid_api::Client;
+use vgrid_client::Client;
 
 /// The file `vgrid serve` writes its URL to.
 pub const URL_FILE: &str = "url";

@@ -103,17 +103,17 @@ const SUBMIT_PATIENCE: Duration = Duration::from_secs(20);
 /// twice. A refusal (a 503 from a controller that cannot write its
 /// database, too) is shown at once.
 async fn submit_retrying(
-    c: &vgrid_api::Client,
+    c: &vgrid_client::Client,
     name: &str,
     source: &str,
     hold: bool,
     key: &str,
-) -> Result<u64, vgrid_api::ClientError> {
+) -> Result<u64, vgrid_client::ClientError> {
     let deadline = tokio::time::Instant::now() + SUBMIT_PATIENCE;
     let mut pause = Duration::from_millis(250);
     loop {
         match c.submit_with_key(name, source, hold, Some(key)).await {
-            Err(e) if matches!(e, vgrid_api::ClientError::Connect { .. }) => {
+            Err(e) if matches!(e, vgrid_client::ClientError::Connect { .. }) => {
                 if tokio::time::Instant::now() + pause > deadline {
                     return Err(e);
                 }

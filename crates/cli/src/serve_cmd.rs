@@ -54,7 +54,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let url = format!("http://{addr}");
         write_file(&data_dir.join(URL_FILE), &url)?;
         eprintln!("vgrid: serving {url} (state in {})", data_dir.display());
-        let server = tokio::spawn(vgrid_api::server::serve(
+        let server = tokio::spawn(vgrid_server::serve(
             listener,
             Arc::new(handle),
             shutdown_signal(),

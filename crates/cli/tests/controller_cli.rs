@@ -167,7 +167,7 @@ fn acknowledged_submissions_survive_repeated_sigkills() {
     let mut acked: Vec<u64> = Vec::new();
     for round in 0..3u64 {
         let url = std::fs::read_to_string(data.join("url")).expect("url");
-        let client = vgrid_api::Client::new(url.trim(), &token).expect("client");
+        let client = vgrid_client::Client::new(url.trim(), &token).expect("client");
         // Eight clients submit until the server dies under them.
         let got = rt.block_on(async {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

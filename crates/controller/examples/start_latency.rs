@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vgrid_api::Client;
 use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, RegisterNode, Role};
+use vgrid_client::Client;
 
 const JOB: &str = "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/true\"]\n";
 
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut samples = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(vgrid_api::server::serve(
+        tokio::spawn(vgrid_server::serve(
             listener,
             Arc::new(controller.handle()),
             std::future::pending(),

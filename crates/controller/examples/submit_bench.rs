@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vgrid_api::Client;
 use vgrid_api::types::Role;
+use vgrid_client::Client;
 
 const JOB: &str =
     "name = \"bench\"\nimage = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/true\"]\n";
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(vgrid_api::server::serve(
+        tokio::spawn(vgrid_server::serve(
             listener,
             Arc::new(controller.handle()),
             std::future::pending(),
@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for _ in 0..share {
                     client.submit("bench.toml", JOB, false).await?;
                 }
-                Ok::<_, vgrid_api::ClientError>(())
+                Ok::<_, vgrid_client::ClientError>(())
             }));
         }
         for t in tasks {

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vgrid_api::types::WaitResponse;
-use vgrid_api::{CommandError, Reply};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::Store;
 
 use crate::book::{BookConfig, Delivery, JobBook, Records};
@@ -189,7 +189,7 @@ impl Actor {
     pub(crate) fn command(
         &mut self,
         p: vgrid_api::types::Principal,
-        command: vgrid_api::Command,
+        command: vgrid_server::Command,
         reply: ReplyTx,
     ) {
         self.stats.commands += 1;

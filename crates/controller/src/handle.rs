@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use vgrid_api::types::{Principal, WaitResponse};
-use vgrid_api::{Backend, Command, CommandError, Reply};
+use vgrid_server::{Backend, Command, CommandError, Reply};
 use vgrid_store::{TokenHash, hash_token};
 
 pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;

@@ -2,8 +2,8 @@
 //!
 //! One thread (the *actor*) owns all state: the scheduling core, the jobs,
 //! the nodes and the database. Transports (the HTTP API) reach it through a
-//! [`ControllerHandle`], which implements [`vgrid_api::Backend`]: each
-//! [`vgrid_api::Command`] goes over a channel to the actor.
+//! [`ControllerHandle`], which implements [`vgrid_server::Backend`]: each
+//! [`vgrid_server::Command`] goes over a channel to the actor.
 //!
 //! # The actor's loop
 //!

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use vgrid_api::Reply;
 use vgrid_api::types::{ActionEnvelope, AgentAction};
+use vgrid_server::Reply;
 
 use crate::handle::ReplyTx;
 

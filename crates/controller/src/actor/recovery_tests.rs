@@ -3,7 +3,7 @@
 //! clear error, and the controller takes writes again by itself once the
 //! database can be written.
 
-use vgrid_api::{Command, CommandError, Reply};
+use vgrid_server::{Command, CommandError, Reply};
 
 use super::replay_tests::Driver;
 use crate::Config;

@@ -4,8 +4,8 @@
 //! without its thread or the HTTP API.
 
 use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, Principal, RegisterNode, Role};
-use vgrid_api::{Command, CommandError, Reply};
 use vgrid_core::{DomainId, JobId};
+use vgrid_server::{Command, CommandError, Reply};
 
 use super::{Actor, wall_clock_ms};
 use crate::Config;

@@ -6,9 +6,9 @@ use vgrid_api::types::{
     AgentAction, AgentEvent, AgentReport, NodeView, Principal, RegisterNode, RegisterResponse,
     RunningJob,
 };
-use vgrid_api::{CommandError, Reply};
 use vgrid_core::{NodeId, NodeStatus};
 use vgrid_jobfile::{JobState, VmMode};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, CheckpointRecord, NodeRecord, NodeState};
 
 use super::sched::checkpoint_ref;

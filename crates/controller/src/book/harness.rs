@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use vgrid_api::types::{
     AgentAction, AgentEvent, AgentReport, Principal, RegisterNode, Role, RunningJob,
 };
-use vgrid_api::{CommandError, Reply};
 use vgrid_core::{DomainId, JobId};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Store, hash_token};
 
 use super::{BookConfig, Delivery, JobBook, Records};

@@ -1,9 +1,9 @@
 //! Users' commands on jobs.
 
 use vgrid_api::types::{AgentAction, Principal, Role};
-use vgrid_api::{CommandError, Reply};
 use vgrid_core::Action;
 use vgrid_jobfile::{JobClass, JobSpec, JobState};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, JobRecord, NodeState};
 
 use super::sched::Refusal;

@@ -39,9 +39,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vgrid_api::types::{AgentAction, JobView, Principal, Role};
-use vgrid_api::{CommandError, Reply};
 use vgrid_core::{JobId, Scheduler};
 use vgrid_jobfile::JobState;
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, CheckpointRecord, JobRecord, NodeRecord, TokenHash, UserRecord};
 
 pub(crate) use load::Records;

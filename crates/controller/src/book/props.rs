@@ -231,7 +231,7 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
     let mut h = Harness::new();
     h.register("n1", 2);
     let be = match h.submit(0, &job_text(1, 2)) {
-        Ok(vgrid_api::Reply::Submitted { id, .. }) => id,
+        Ok(vgrid_server::Reply::Submitted { id, .. }) => id,
         other => panic!("{other:?}"),
     };
     h.advance(10);
@@ -250,7 +250,7 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
     h.register("n1", 2);
     // A normal job needs the node: the best-effort one is checkpointed.
     let normal = match h.submit(1, &job_text(0, 2)) {
-        Ok(vgrid_api::Reply::Submitted { id, .. }) => id,
+        Ok(vgrid_server::Reply::Submitted { id, .. }) => id,
         other => panic!("{other:?}"),
     };
     h.advance(10);

@@ -1,7 +1,7 @@
 //! Users and their tokens.
 
 use vgrid_api::types::{Principal, Role};
-use vgrid_api::{CommandError, Reply};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, TokenHash, UserRecord};
 
 use super::{JobBook, valid_name};

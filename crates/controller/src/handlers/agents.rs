@@ -1,7 +1,7 @@
 //! Node agents' requests: polls, reports and output.
 
 use vgrid_api::types::{AgentReport, Principal};
-use vgrid_api::{CommandError, Reply};
+use vgrid_server::{CommandError, Reply};
 
 use super::{Ctx, Handled};
 use crate::handle::ReplyTx;

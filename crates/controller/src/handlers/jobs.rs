@@ -1,7 +1,7 @@
 //! Reading jobs: details from the database, waiting for an end, output.
 
 use vgrid_api::types::{JobDetail, Principal, WaitResponse};
-use vgrid_api::{CommandError, Reply};
+use vgrid_server::{CommandError, Reply};
 
 use super::{Ctx, Handled};
 use crate::book::not_found;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use vgrid_api::types::{Principal, Role};
-use vgrid_api::{CommandError, Reply};
 use vgrid_jobfile::JobState;
+use vgrid_server::{CommandError, Reply};
 
 use super::Ctx;
 

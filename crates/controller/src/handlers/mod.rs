@@ -10,7 +10,7 @@ mod users;
 use std::collections::HashMap;
 
 use vgrid_api::types::Principal;
-use vgrid_api::{Command, CommandError, Reply};
+use vgrid_server::{Command, CommandError, Reply};
 use vgrid_store::Store;
 
 use crate::actor::Stats;

@@ -1,7 +1,7 @@
 //! Adding users: the token is made here (randomness is IO) and shown once.
 
 use vgrid_api::types::{Principal, Role};
-use vgrid_api::{CommandError, Reply};
+use vgrid_server::{CommandError, Reply};
 use vgrid_store::{generate_token, hash_token};
 
 use super::Ctx;

@@ -1,8 +1,8 @@
 //! Agents' protocol: starts, checkpoints, preemption, lost VMs and nodes,
 //! moves, restarts of the controller.
 
-use vgrid_api::Client;
 use vgrid_api::types::{AgentAction, AgentEvent, Role, RunningJob};
+use vgrid_client::Client;
 use vgrid_jobfile::JobState;
 
 use super::*;

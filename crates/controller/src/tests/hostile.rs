@@ -1,8 +1,8 @@
 //! Hostile agents and users: what they send is checked at the edge and
 //! cannot stop the controller or act for others.
 
-use vgrid_api::Client;
 use vgrid_api::types::{AgentEvent, AgentReport, RegisterNode, Role};
+use vgrid_client::Client;
 use vgrid_jobfile::JobState;
 
 use super::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use vgrid_api::types::{
     ActionEnvelope, AgentAction, AgentEvent, AgentReport, RegisterNode, Role, RunningJob,
 };
-use vgrid_api::{Client, ClientError};
+use vgrid_client::{Client, ClientError};
 use vgrid_jobfile::JobState;
 
 use crate::{ADMIN_TOKEN_FILE, Config, Controller};
@@ -32,7 +32,7 @@ impl Harness {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(vgrid_api::server::serve(
+        tokio::spawn(vgrid_server::serve(
             listener,
             Arc::new(controller.handle()),
             async move {

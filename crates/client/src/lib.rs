@@ -1,15 +1,15 @@
-//! A typed client of the API, used by the CLI and the node agent.
+//! A typed client of vgrid's HTTP API, used by the CLI and the node
+//! agents. The bodies are `vgrid-api`'s wire types.
 
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::server::{COMPLETE_HEADER, NEXT_OFFSET_HEADER};
-use crate::types::{
-    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, ErrorBody,
-    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, LogSlice, MigrateRequest, NodeView, RegisterNode,
-    RegisterResponse, Role, SubmitRequest, SubmitResponse, WaitResponse,
+use vgrid_api::types::{
+    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, COMPLETE_HEADER, ErrorBody,
+    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, LogSlice, MigrateRequest, NEXT_OFFSET_HEADER,
+    NodeView, RegisterNode, RegisterResponse, Role, SubmitRequest, SubmitResponse, WaitResponse,
 };
 
 /// Why a call failed.

@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::{Backend, Command, CommandError, Reply};
-use crate::types::{
-    ActionsQuery, AddUserRequest, AgentReport, ErrorBody, IDEMPOTENCY_KEY_HEADER, MigrateRequest,
-    OutputQuery, Principal, RegisterNode, Role, SubmitRequest, check_idempotency_key,
+use vgrid_api::types::{
+    ActionsQuery, AddUserRequest, AgentReport, COMPLETE_HEADER, ErrorBody, IDEMPOTENCY_KEY_HEADER,
+    MigrateRequest, NEXT_OFFSET_HEADER, OutputQuery, Principal, RegisterNode, Role, SubmitRequest,
+    check_idempotency_key,
 };
 
 /// Largest job file accepted, in bytes.
@@ -25,10 +26,6 @@ pub const MAX_JOB_FILE_BYTES: usize = 1 << 20;
 pub const MAX_WAIT_MS: u64 = 60_000;
 /// Most output bytes returned by one read.
 pub const MAX_OUTPUT_READ: u64 = 1 << 20;
-
-/// Response headers of `GET /v1/jobs/{id}/output`.
-pub const NEXT_OFFSET_HEADER: &str = "x-vgrid-next-offset";
-pub const COMPLETE_HEADER: &str = "x-vgrid-complete";
 
 /// The API's routes over a backend.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
@@ -229,7 +226,7 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
             } else {
                 StatusCode::OK
             },
-            &crate::types::SubmitResponse { id },
+            &vgrid_api::types::SubmitResponse { id },
         ),
         other => Err(unexpected(&other)),
     }
@@ -510,8 +507,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::client::{Client, ClientError};
-    use crate::types::{JobView, SubmitResponse};
+    use vgrid_api::types::{JobView, SubmitResponse};
+    use vgrid_client::{Client, ClientError};
 
     #[derive(Default)]
     struct FakeBackend {
@@ -575,7 +572,7 @@ mod tests {
                     complete: true,
                 }),
                 Command::AddUser { name, role } => {
-                    Ok(Reply::UserAdded(crate::types::AddUserResponse {
+                    Ok(Reply::UserAdded(vgrid_api::types::AddUserResponse {
                         id: 9,
                         name,
                         role,

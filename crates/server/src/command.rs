@@ -6,7 +6,7 @@ use std::future::Future;
 
 use vgrid_jobfile::JobSpec;
 
-use crate::types::{
+use vgrid_api::types::{
     ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, NodeView, Principal,
     RegisterNode, RegisterResponse, Role, WaitResponse,
 };
@@ -18,7 +18,7 @@ pub enum Command {
         spec: Box<JobSpec>,
         hold: bool,
         /// A client's key for safe retries (see
-        /// [`crate::types::IDEMPOTENCY_KEY_HEADER`]).
+        /// [`vgrid_api::types::IDEMPOTENCY_KEY_HEADER`]).
         idempotency_key: Option<String>,
     },
     ListJobs {

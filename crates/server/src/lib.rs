@@ -1,0 +1,15 @@
+//! The controller's HTTP server: authenticates each request, parses it into
+//! the one [`Command`] enum every transport emits, hands it to a
+//! [`Backend`] (the controller), and turns the answer into JSON with the
+//! right status. No HTTP type goes further in.
+//!
+//! - [`command`]: [`Command`], [`Reply`], [`CommandError`], [`Backend`].
+//! - [`server`]: the axum router; errors map to 400/401/403/404/409/503.
+//! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
+
+pub mod command;
+pub mod openapi;
+pub mod server;
+
+pub use command::{Backend, Command, CommandError, Reply};
+pub use server::{router, serve};
