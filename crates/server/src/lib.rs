@@ -6,10 +6,12 @@
 //! - [`command`]: [`Command`], [`Reply`], [`CommandError`], [`Backend`].
 //! - [`server`]: the axum router; errors map to 400/401/403/404/409/503.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
+//! - [`tls`]: the listener that serves over TLS.
 
 pub mod command;
 pub mod openapi;
 pub mod server;
+pub mod tls;
 
 pub use command::{Backend, Command, CommandError, Reply};
-pub use server::{router, serve};
+pub use server::{router, serve, serve_tls};

@@ -499,6 +499,20 @@ pub async fn serve<B: Backend>(
         .await
 }
 
+/// Serves the API over TLS with `config` on `listener` until `shutdown`
+/// completes.
+pub async fn serve_tls<B: Backend>(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    backend: Arc<B>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::tls::TlsListener::new(listener, config)?;
+    axum::serve(listener, router(backend))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     //! The server against a small in-memory backend, through the real
