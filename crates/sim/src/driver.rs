@@ -465,10 +465,7 @@ impl Driver<'_> {
     fn later(&self, delay: Ms, kind: Kind) -> Result<Ms, SimError> {
         self.now
             .checked_add(delay)
-            .ok_or_else(|| SimError::ClockOverflow {
-                at_ms: self.now,
-                what: self.describe(kind),
-            })
+            .ok_or_else(|| self.overflow(kind))
     }
 
     /// What an event is about, for messages.
