@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+echo "== scripts/tests/install-deps.sh (fake apt)" >&2
+bash scripts/tests/install-deps.sh
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check

@@ -143,13 +143,19 @@ pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
+    write_ps(&mut std::io::stdout().lock(), &jobs)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `ps` table. Every text from the server goes through [`safe`]:
+/// names and reasons from an older database may hold control characters.
+fn write_ps(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<()> {
     writeln!(
         out,
         "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  REASON",
         "ID", "NAME", "OWNER", "STATE", "NODE", "CLASS", "CPUS", "MEM_MB"
     )?;
-    for j in &jobs {
+    for j in jobs {
         writeln!(
             out,
             "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  {}",
@@ -158,18 +164,26 @@ pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
             clip(&j.owner, 10),
             j.state.as_str(),
             clip(j.node.as_deref().unwrap_or("-"), 10),
-            j.class,
-            j.cpus * j.vms,
-            j.memory_mb * u64::from(j.vms),
-            j.reason
+            safe(&j.class),
+            u64::from(j.cpus) * u64::from(j.vms),
+            j.memory_mb.saturating_mul(u64::from(j.vms)),
+            safe(&j.reason)
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
+/// Server text made printable on one line: control characters escaped.
+fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    vgrid_jobfile::display_safe(s)
+}
+
+/// At most `n` characters of `s`, escaped first so that the cut counts
+/// what is printed.
 fn clip(s: &str, n: usize) -> String {
+    let s = safe(s);
     if s.chars().count() <= n {
-        s.to_string()
+        s.into_owned()
     } else {
         let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
         t.push('~');
@@ -189,23 +203,32 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_detail(d: &JobDetail) -> anyhow::Result<()> {
+    write_detail(&mut std::io::stdout().lock(), d)?;
+    Ok(())
+}
+
+/// `show`'s text. Every text from the server goes through [`safe`].
+fn write_detail(out: &mut impl Write, d: &JobDetail) -> std::io::Result<()> {
     let j = &d.job;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "job {}  {}", j.id, j.name)?;
-    writeln!(out, "  owner:     {}", j.owner)?;
-    writeln!(out, "  state:     {} ({})", j.state, j.reason)?;
-    writeln!(out, "  node:      {}", j.node.as_deref().unwrap_or("-"))?;
+    writeln!(out, "job {}  {}", j.id, safe(&j.name))?;
+    writeln!(out, "  owner:     {}", safe(&j.owner))?;
+    writeln!(out, "  state:     {} ({})", j.state, safe(&j.reason))?;
+    writeln!(
+        out,
+        "  node:      {}",
+        safe(j.node.as_deref().unwrap_or("-"))
+    )?;
     writeln!(
         out,
         "  request:   {} VM(s) x {} CPU, {} MiB, image {}, class {}, mode {}",
         j.vms,
         j.cpus,
         j.memory_mb,
-        j.image,
-        j.class,
+        safe(&j.image),
+        safe(&j.class),
         d.spec.mode.name()
     )?;
-    writeln!(out, "  command:   {}", d.spec.command.join(" "))?;
+    writeln!(out, "  command:   {}", safe(&d.spec.command.join(" ")))?;
     if let Some(code) = j.exit_code {
         writeln!(out, "  exit code: {code}")?;
     }
@@ -216,8 +239,8 @@ fn print_detail(d: &JobDetail) -> anyhow::Result<()> {
             "    {}  {:<13} {:<10} {}",
             format_time(h.unix_ms),
             h.state.as_str(),
-            h.node.as_deref().unwrap_or("-"),
-            h.reason
+            safe(h.node.as_deref().unwrap_or("-")),
+            safe(&h.reason)
         )?;
     }
     if !d.checkpoints.is_empty() {
@@ -228,9 +251,9 @@ fn print_detail(d: &JobDetail) -> anyhow::Result<()> {
                 "    #{:<3} {}  on {:<10} after {:.1} s of work  {}",
                 c.seq,
                 format_time(c.unix_ms),
-                c.node,
+                safe(&c.node),
                 c.work_ms as f64 / 1000.0,
-                c.location
+                safe(&c.location)
             )?;
         }
     }
@@ -276,7 +299,7 @@ pub fn wait(args: IdArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })??;
-    eprintln!("job {}: {} ({})", job.id, job.state, job.reason);
+    eprintln!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
     Ok(exit_code_of(&job))
 }
 
@@ -294,13 +317,117 @@ fn exit_code_of(job: &JobView) -> ExitCode {
 pub fn control(verb: &str, args: IdArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
     let job = block_on(c.control(args.id, verb))??;
-    println!("job {}: {} ({})", job.id, job.state, job.reason);
+    println!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
     let job = block_on(c.migrate(args.id, args.to))??;
-    println!("job {}: {} ({})", job.id, job.state, job.reason);
+    println!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use vgrid_api::types::{CheckpointView, HistoryView};
+    use vgrid_jobfile::JobState;
+
+    use super::*;
+
+    fn view(id: u64, name: &str, reason: &str) -> JobView {
+        JobView {
+            id,
+            name: name.into(),
+            owner: "alice".into(),
+            state: JobState::Pending,
+            reason: reason.into(),
+            node: None,
+            class: "normal".into(),
+            image: "tiny".into(),
+            cpus: 1,
+            memory_mb: 256,
+            vms: 1,
+            exit_code: None,
+            submitted_unix_ms: 0,
+            updated_unix_ms: 0,
+        }
+    }
+
+    /// Item 7 of issue 8: a name (or reason) holding a newline and escape
+    /// sequences printed a forged row; stored names from an older database
+    /// may still hold them, so `ps` escapes whatever it prints.
+    #[test]
+    fn ps_rows_cannot_be_forged_by_names_or_reasons() {
+        let forged = "x\n     7  payroll          root       running       n1         normal         1     256  ok";
+        let jobs = [
+            view(1, forged, "submitted"),
+            view(2, "fine", "waits\n     8  fake  root\u{1b}[2K\r"),
+            view(3, "\u{1b}]0;title\u{7}\u{202e}", "ok"),
+        ];
+        let mut out = Vec::new();
+        write_ps(&mut out, &jobs).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        // A header and one line per job, nothing else.
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && vgrid_jobfile::is_unsafe_char(c)),
+            "{text:?}"
+        );
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert!(rows[0].trim_start().starts_with("1  x\\n"), "{}", rows[0]);
+        assert!(
+            rows[1].ends_with("waits\\n     8  fake  root\\u{1b}[2K\\r"),
+            "{}",
+            rows[1]
+        );
+        assert!(rows[2].contains("\\u{1b}]0;title"), "{}", rows[2]);
+    }
+
+    #[test]
+    fn show_escapes_every_text_from_the_server() {
+        let spec = vgrid_jobfile::parse(
+            "j.toml",
+            "image = \"tiny\"\ncommand = [\"/bin/echo\", \"a\\nb\"]\n",
+        )
+        .expect("valid");
+        let mut job = view(4, "n\nm", "r\u{1b}[31m");
+        job.node = Some("node\r".into());
+        let d = JobDetail {
+            job,
+            spec,
+            history: vec![HistoryView {
+                unix_ms: 0,
+                state: JobState::Pending,
+                reason: "h\ni".into(),
+                node: Some("\u{1b}n".into()),
+            }],
+            checkpoints: vec![CheckpointView {
+                seq: 1,
+                node: "c\nn".into(),
+                location: "/l\u{7}".into(),
+                work_ms: 1000,
+                unix_ms: 0,
+            }],
+        };
+        let mut out = Vec::new();
+        write_detail(&mut out, &d).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 10, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && vgrid_jobfile::is_unsafe_char(c)),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn clip_counts_escaped_characters() {
+        assert_eq!(clip("short", 16), "short");
+        assert_eq!(clip("a\nb", 16), "a\\nb");
+        assert_eq!(clip(&"x".repeat(20), 16), format!("{}~", "x".repeat(15)));
+    }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use vgrid_core::{BrokerConfig, CostModel, Policy, PreemptionMode, ReclaimPolicy};
 use vgrid_sim::config::{CheckpointJobs, DomainInput, Failures, SimConfig, Trade};
 use vgrid_sim::synthetic::{SyntheticSpec, generate};
-use vgrid_swf::{MachineSource, Mode, Workload};
+use vgrid_swf::{LoadError, MAX_MACHINE_PROCS, MachineSource, Mode, Workload, WorkloadError};
 
 const CONVENTIONS: &str = "\
 Conventions (Standard Workload Format, see docs/sim.md):
@@ -21,7 +21,11 @@ Conventions (Standard Workload Format, see docs/sim.md):
   - arrivals are ordered by submit time, then job number; at equal times
     completions are processed before arrivals;
   - machine size: --procs, else the header's MaxProcs, else MaxNodes, else
-    the largest job (with a warning);
+    the largest job (with a warning); at most 1048576 processors (one
+    simulated node each) for all traces together: a larger header is an
+    error, a larger job is dropped;
+  - submit, run and requested times above 10^12 s and memory sizes above
+    2^40 KB make a line malformed;
   - gzip is detected by its magic bytes; a malformed line is an error naming
     file, line and field, unless --lenient (skipped, counted, reported);
   - wait = first start - submit; bounded slowdown = max(1, (end - submit) /
@@ -36,8 +40,9 @@ pub struct SimArgs {
     /// The trace file (.swf, or gzipped .swf.gz).
     #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
     trace: Option<PathBuf>,
-    /// Processors of the machine (overrides the trace header).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Processors of the machine (overrides the trace header); at most
+    /// 1048576 (one simulated node each).
+    #[arg(long, value_name = "N", value_parser = machine_size)]
     procs: Option<u32>,
     /// Scheduling policy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Easy)]
@@ -134,8 +139,9 @@ struct TradeArgs {
     /// A second trace: a second domain with its own nodes and queue.
     #[arg(long, value_name = "FILE")]
     trace2: Option<PathBuf>,
-    /// Processors of the second domain's machine.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Processors of the second domain's machine (at most 1048576 for both
+    /// domains together).
+    #[arg(long, value_name = "N", value_parser = machine_size)]
     procs2: Option<u32>,
     /// Domain names, comma-separated (default: from the file names).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
@@ -215,6 +221,20 @@ enum ReclaimArg {
     Gradual,
 }
 
+/// A machine size: 1 to `MAX_MACHINE_PROCS` processors (the simulator holds
+/// one node per processor).
+fn machine_size(s: &str) -> Result<u32, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    match u32::try_from(v) {
+        Ok(p) if (1..=MAX_MACHINE_PROCS).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "{v} processors cannot be simulated: a machine has 1 to {MAX_MACHINE_PROCS} (one simulated node each)"
+        )),
+    }
+}
+
 fn parse_f64(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if v.is_finite() {
@@ -281,9 +301,23 @@ fn name_from_path(path: &Path) -> String {
 }
 
 /// Reads a trace and applies the conventions, printing warnings on stderr.
-fn load(path: &Path, procs: Option<u32>, lenient: bool) -> anyhow::Result<Workload> {
+/// `procs_flag` names the option that sets this trace's machine size.
+fn load(
+    path: &Path,
+    procs: Option<u32>,
+    lenient: bool,
+    procs_flag: &str,
+) -> anyhow::Result<Workload> {
     let mode = if lenient { Mode::Lenient } else { Mode::Strict };
-    let loaded = Workload::read(path, procs, mode)?;
+    let loaded = match Workload::read(path, procs, mode) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Workload(e @ WorkloadError::MachineTooLarge { .. })) => {
+            bail!(
+                "{e}: run with {procs_flag} N (N at most {MAX_MACHINE_PROCS}) to simulate a smaller machine; jobs larger than it are dropped and counted"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     if loaded.skipped.count > 0 {
         eprintln!(
             "vgrid sim: warning: {}: skipped {} malformed lines (--lenient); the first:",
@@ -363,14 +397,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             workload: w,
         });
     } else if let Some(path) = &args.trace {
-        let w = load(path, args.procs, args.lenient)?;
+        let w = load(path, args.procs, args.lenient, "--procs")?;
         domains.push(DomainInput {
             name: name_from_path(path),
             workload: w,
         });
     }
     if let Some(path) = &t.trace2 {
-        let w = load(path, t.procs2, args.lenient)?;
+        let w = load(path, t.procs2, args.lenient, "--procs2")?;
         domains.push(DomainInput {
             name: name_from_path(path),
             workload: w,
@@ -560,6 +594,42 @@ mod tests {
         assert_eq!(ms(1.5, 1000.0), 1500);
         assert_eq!(ms(-1.0, 1000.0), 0);
         assert_eq!(ms(1e30, 1000.0), 1_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn machine_sizes_are_bounded() {
+        assert_eq!(machine_size("1"), Ok(1));
+        assert_eq!(machine_size("1048576"), Ok(MAX_MACHINE_PROCS));
+        for bad in [
+            "0",
+            "1048577",
+            "4294967295",
+            "99999999999999999999",
+            "-1",
+            "x",
+        ] {
+            assert!(machine_size(bad).is_err(), "{bad}");
+        }
+        assert!(machine_size("4294967295").is_err_and(|e| e.contains("1048576")));
+    }
+
+    #[test]
+    fn a_huge_header_names_the_option_to_use_instead() {
+        let dir = std::env::temp_dir().join(format!("vgrid-sim-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("huge.swf");
+        std::fs::write(
+            &path,
+            "; MaxProcs: 4294967295\n1 0 -1 10 1 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n",
+        )
+        .ok();
+        let err = load(&path, None, false, "--procs2")
+            .err()
+            .map(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).ok();
+        let err = err.unwrap_or_default();
+        assert!(err.contains("huge.swf:1: header MaxProcs"), "{err}");
+        assert!(err.contains("run with --procs2 N"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::name::display_safe;
+
 /// Why a job file was refused, with the place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
@@ -21,12 +23,20 @@ pub struct Diagnostic {
 }
 
 impl std::fmt::Display for Diagnostic {
+    // The file name and the message may quote what a client sent: escaped,
+    // they print on one line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        write!(
+            f,
+            "{}:{}:{}: ",
+            display_safe(&self.file),
+            self.line,
+            self.column
+        )?;
         if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
+            write!(f, "field `{}`: ", display_safe(field))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&display_safe(&self.message))
     }
 }
 

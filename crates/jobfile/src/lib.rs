@@ -19,6 +19,7 @@
 
 mod error;
 mod lifecycle;
+mod name;
 mod raw;
 mod spec;
 mod time;
@@ -27,6 +28,7 @@ use std::path::Path;
 
 pub use error::{Diagnostic, JobFileError};
 pub use lifecycle::JobState;
+pub use name::{MAX_NAME_CHARS, display_safe, is_unsafe_char, name_problem, quoted_excerpt};
 pub use raw::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
 pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
 

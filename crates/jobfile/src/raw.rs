@@ -10,6 +10,7 @@ use toml::Spanned;
 use toml::value::Datetime;
 
 use crate::error::{JobFileError, Locator};
+use crate::name::{name_problem, quoted_excerpt};
 use crate::spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
 use crate::time::unix_seconds;
 
@@ -163,7 +164,7 @@ impl Validator<'_> {
                 self.check_name(&n)?;
                 n.into_inner()
             }
-            None => default_name(file),
+            None => self.default_name(file)?,
         };
         self.check_image(&raw.image)?;
         let cpus = self.ranged(raw.cpus.as_ref(), "cpus", 1, 1, i64::from(MAX_CPUS))? as u32;
@@ -248,17 +249,34 @@ impl Validator<'_> {
     }
 
     fn check_name(&self, n: &Spanned<String>) -> Result<(), JobFileError> {
-        let s = n.get_ref();
-        if s.trim().is_empty() {
-            return self.err(n.span(), "name", "must not be empty");
+        match name_problem(n.get_ref()) {
+            Some(why) => self.err(n.span(), "name", why),
+            None => Ok(()),
         }
-        if s.chars().count() > 128 {
-            return self.err(n.span(), "name", "must be at most 128 characters long");
+    }
+
+    /// The job name when the file gives none: the file's stem, under the
+    /// same check as a written name. A stem that cannot be a name is
+    /// refused rather than rewritten (as Slurm refuses an over-long job
+    /// name whether it was given or taken from the script's name): a
+    /// silently changed name would not be the one the user looks for.
+    fn default_name(&self, file: &str) -> Result<String, JobFileError> {
+        let name = Path::new(file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("job");
+        match name_problem(name) {
+            None => Ok(name.to_string()),
+            Some(why) => self.err(
+                0..0,
+                "name",
+                format!(
+                    "the file gives no `name`, and its file name `{}` cannot be one: a name {why}; add a line such as `name = \"my-job\"`",
+                    quoted_excerpt(name, 40)
+                ),
+            ),
         }
-        if s.chars().any(char::is_control) {
-            return self.err(n.span(), "name", "must not contain control characters");
-        }
-        Ok(())
     }
 
     fn check_image(&self, image: &Spanned<String>) -> Result<(), JobFileError> {
@@ -637,16 +655,6 @@ enum Side {
     Guest,
 }
 
-/// The job name when the file gives none: the file's stem.
-fn default_name(file: &str) -> String {
-    Path::new(file)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("job")
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,6 +924,57 @@ readonly = true
             9,
             "env.A-B",
             "not a variable name",
+        );
+    }
+
+    /// Item 7 of issue 8: a name taken from the file name skipped the
+    /// checks, so a file name with a newline forged a row of `vgrid ps` and
+    /// one of 600,000 characters passed the 128-character limit.
+    #[test]
+    fn names_taken_from_the_file_name_get_the_same_check() {
+        // The stem of a good file name is the name.
+        let spec = parse("dir/nightly run.toml", BASE).map(|s| s.name).ok();
+        assert_eq!(spec.as_deref(), Some("nightly run"));
+        let forged = "x\n    99  fake-job         root       running       n1         normal";
+        let long = "y".repeat(600_000);
+        for (file, why) in [
+            (format!("/tmp/{forged}.toml"), "control characters"),
+            (format!("{long}.toml"), "at most 128 characters"),
+            (
+                "/tmp/\u{1b}]0;owned\u{7}.toml".to_string(),
+                "control characters",
+            ),
+        ] {
+            let err = parse(&file, BASE).expect_err("refused");
+            let d = err.diagnostic().expect("a diagnostic");
+            assert_eq!((d.line, d.field.as_deref()), (1, Some("name")), "{d}");
+            assert!(d.message.contains(why), "{}", d.message);
+            assert!(d.message.contains("name = "), "{}", d.message);
+            // The message quotes the file name escaped and cut short.
+            let shown = err.to_string();
+            assert!(
+                !shown.contains('\n') && !shown.contains('\u{1b}'),
+                "{shown}"
+            );
+            assert!(d.message.len() < 300, "{}", d.message.len());
+        }
+        // A name written in the file overrides a bad file name.
+        let named = parse(&format!("{long}.toml"), &format!("name = \"ok\"\n{BASE}"));
+        assert_eq!(named.map(|s| s.name).ok().as_deref(), Some("ok"));
+        // A written name gets the same check, with its place in the file.
+        check(
+            &refuse_extra("name = \"a\\u001b[2Jb\"\n"),
+            3,
+            8,
+            "name",
+            "control characters",
+        );
+        check(
+            &refuse_extra(&format!("name = \"{}\"\n", "z".repeat(129))),
+            3,
+            8,
+            "name",
+            "at most 128 characters",
         );
     }
 

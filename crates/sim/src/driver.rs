@@ -27,6 +27,8 @@ use vgrid_core::{
     PreemptionMode, Scheduler, StopMode, Time,
 };
 
+use vgrid_swf::{MAX_MACHINE_PROCS, MAX_TIME_S};
+
 use crate::config::{CheckpointJobs, DomainInput, SimConfig};
 use crate::metrics::{Accounting, JobRecord, Ms};
 use crate::rng::Rng;
@@ -38,9 +40,43 @@ pub enum SimError {
     /// No domain, or more domains than the core supports.
     #[error("a simulation needs between 1 and 65535 domains, got {0}")]
     Domains(usize),
-    /// The machines have more nodes than node ids can number.
-    #[error("too many nodes in total ({0})")]
-    TooManyNodes(u64),
+    /// The machines have more nodes than a simulation can hold.
+    #[error(
+        "the machines of this run have {nodes} nodes in total, more than a simulation can hold (at most {max})",
+        max = MAX_MACHINE_PROCS
+    )]
+    TooManyNodes {
+        /// Nodes of all domains together.
+        nodes: u64,
+    },
+    /// A job's time is outside what a simulation can take (a workload
+    /// built by hand or generated; traces are checked when read).
+    #[error(
+        "domain {domain}, job {job} (line {line}): {what} {value} s is outside what a simulation can take (0 to {max} s)",
+        max = MAX_TIME_S
+    )]
+    JobTime {
+        /// The domain's name.
+        domain: String,
+        /// The job's number.
+        job: i64,
+        /// Its line in the trace (0 when generated).
+        line: u64,
+        /// Which time: submit, run or estimate.
+        what: &'static str,
+        /// The value, seconds.
+        value: i64,
+    },
+    /// The virtual clock would pass the largest time it can hold.
+    #[error(
+        "the simulated time would pass its end (2^64 ms) after t={at_ms} ms, at {what}: the workload's times are too long to simulate together"
+    )]
+    ClockOverflow {
+        /// Virtual time when it happened.
+        at_ms: Ms,
+        /// What was being scheduled.
+        what: String,
+    },
     /// The core refused a node or a job at setup, which is a bug in the
     /// conventions (for instance a job larger than its machine).
     #[error("the core refused {what}: {why}")]
@@ -139,17 +175,23 @@ struct SimJob {
 impl SimJob {
     fn work_at(&self, now: Ms) -> u64 {
         if self.working {
-            let wall = now.saturating_sub(self.mark);
-            self.work + wall * 1000 / (1000 + self.slow)
+            let wall = u128::from(now.saturating_sub(self.mark));
+            // In u128 the product cannot overflow; the quotient is at most
+            // `wall`, which fits.
+            let done = wall * 1000 / (1000 + u128::from(self.slow));
+            self.work
+                .saturating_add(u64::try_from(done).unwrap_or(u64::MAX))
         } else {
             self.work
         }
     }
 
-    /// Wall time until the job has done `run` of work, from now on.
-    fn wall_to_finish(&self, run: Ms) -> Ms {
-        let left = run.saturating_sub(self.work);
-        (left * (1000 + self.slow)).div_ceil(1000)
+    /// Wall time until the job has done `run` of work, from now on; `None`
+    /// when it does not fit the clock (an absurd slowdown).
+    fn wall_to_finish(&self, run: Ms) -> Option<Ms> {
+        let left = u128::from(run.saturating_sub(self.work));
+        let wall = (left * (1000 + u128::from(self.slow))).div_ceil(1000);
+        u64::try_from(wall).ok()
     }
     fn pause(&mut self, now: Ms) {
         self.work = self.work_at(now);
@@ -214,13 +256,15 @@ pub fn run_with_progress(
     if domains.is_empty() || domains.len() > usize::from(u16::MAX) {
         return Err(SimError::Domains(domains.len()));
     }
+    // Checked before anything is allocated: one node per processor.
     let total_nodes: u64 = domains
         .iter()
         .map(|d| u64::from(d.workload.machine_procs))
         .sum();
-    if total_nodes > u64::from(u32::MAX) {
-        return Err(SimError::TooManyNodes(total_nodes));
+    if total_nodes > u64::from(MAX_MACHINE_PROCS) {
+        return Err(SimError::TooManyNodes { nodes: total_nodes });
     }
+    check_times(domains)?;
     let core_cfg = Config {
         policy: cfg.policy,
         preemption: cfg.preemption,
@@ -345,7 +389,7 @@ pub fn run_with_progress(
     if let Some(f) = cfg.failures {
         #[allow(clippy::cast_precision_loss)]
         let gap = drv.fail_rng.exponential(f.mtbf_ms / n_nodes.max(1) as f64);
-        drv.push(start + ms_from_f64(gap), Kind::NodeFail);
+        drv.push_after(ms_from_f64(gap), Kind::NodeFail)?;
     }
 
     let t0 = Instant::now();
@@ -367,6 +411,31 @@ pub fn run_with_progress(
     })
 }
 
+/// Every job's times lie in `0..=MAX_TIME_S`, so that no single value can
+/// overflow the clock (sums of them are checked as they happen).
+fn check_times(domains: &[DomainInput]) -> Result<(), SimError> {
+    for d in domains {
+        for j in &d.workload.jobs {
+            for (what, value) in [
+                ("submit time", j.submit_s),
+                ("run time", j.run_s),
+                ("estimate", j.estimate_s),
+            ] {
+                if !(0..=MAX_TIME_S).contains(&value) {
+                    return Err(SimError::JobTime {
+                        domain: d.name.clone(),
+                        job: j.id,
+                        line: j.line,
+                        what,
+                        value,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Seconds (from a trace) to milliseconds; negative values are 0.
 fn secs(s: i64) -> Ms {
     u64::try_from(s).unwrap_or(0).saturating_mul(1000)
@@ -383,9 +452,38 @@ fn ms_from_f64(v: f64) -> Ms {
 }
 
 impl Driver<'_> {
-    fn push(&mut self, at: Ms, kind: Kind) {
+    /// Schedules `kind` `delay` from now, unless that is past the end of
+    /// the clock.
+    fn push_after(&mut self, delay: Ms, kind: Kind) -> Result<(), SimError> {
+        let at = self.later(delay, kind)?;
         self.seq += 1;
         self.heap.push(Reverse((at, kind, self.seq)));
+        Ok(())
+    }
+
+    /// `delay` from now, or the error that says the clock cannot get there.
+    fn later(&self, delay: Ms, kind: Kind) -> Result<Ms, SimError> {
+        self.now
+            .checked_add(delay)
+            .ok_or_else(|| self.overflow(kind))
+    }
+
+    /// What an event is about, for messages.
+    fn describe(&self, kind: Kind) -> String {
+        let job = |ix: u32| {
+            let r = &self.records[ix as usize];
+            format!("job {} of domain {}", r.id, r.domain)
+        };
+        match kind {
+            Kind::JobFinish { job: j, .. } => format!("the end of {}", job(j)),
+            Kind::CheckpointDone { job: j, .. } => format!("a checkpoint of {}", job(j)),
+            Kind::JobRunning { job: j, .. } => format!("the start of {}", job(j)),
+            Kind::LoanReturned { node } | Kind::LoanReady { node } => {
+                format!("a loan of node {node}")
+            }
+            Kind::NodeRepair { node } => format!("the repair of node {node}"),
+            Kind::NodeFail => "the next node failure".to_string(),
+        }
     }
 
     fn deliver(&mut self, event: Event) {
@@ -480,7 +578,7 @@ impl Driver<'_> {
                     break;
                 }
                 self.heap.pop();
-                self.on_timed(kind);
+                self.on_timed(kind)?;
             }
             while let Some(&(t, d, _)) = order.get(next_arrival) {
                 if t > now {
@@ -490,13 +588,13 @@ impl Driver<'_> {
                 #[allow(clippy::cast_possible_truncation)]
                 let job = next_arrival as u32;
                 next_arrival += 1;
-                self.gauges[d].demand += self.procs_of(job);
+                self.gauges[d].demand = self.gauges[d].demand.saturating_add(self.procs_of(job));
                 let spec = self.spec(job);
                 self.deliver(Event::Submit(spec));
             }
             self.core.schedule(Time(now));
             while let Some(action) = self.core.poll_action() {
-                self.on_action(action);
+                self.on_action(action)?;
             }
         }
         // One last sample so the series reach the end of the run.
@@ -532,7 +630,7 @@ impl Driver<'_> {
     fn back_to_queue(&mut self, job: u32) {
         let d = self.domain_of(job);
         let p = self.procs_of(job);
-        self.gauges[d].demand += p;
+        self.gauges[d].demand = self.gauges[d].demand.saturating_add(p);
         self.jobs[job as usize].phase = Phase::Queued;
         self.jobs[job as usize].working = false;
         self.records[job as usize].preemptions += 1;
@@ -561,13 +659,13 @@ impl Driver<'_> {
         j.generation = j.generation.wrapping_add(1);
     }
 
-    fn on_timed(&mut self, kind: Kind) {
+    fn on_timed(&mut self, kind: Kind) -> Result<(), SimError> {
         let now = self.now;
         match kind {
             Kind::JobFinish { job, epoch } => {
                 let j = &mut self.jobs[job as usize];
                 if j.generation != epoch || j.phase != Phase::Running {
-                    return;
+                    return Ok(());
                 }
                 j.phase = Phase::Done;
                 j.working = false;
@@ -585,7 +683,7 @@ impl Driver<'_> {
                 let p = u128::from(self.procs_of(job));
                 let j = &mut self.jobs[job as usize];
                 if j.generation != epoch {
-                    return;
+                    return Ok(());
                 }
                 self.acct[d].checkpoint_core_ms += u128::from(now.saturating_sub(j.op_since)) * p;
                 j.saved = j.saving;
@@ -595,14 +693,16 @@ impl Driver<'_> {
                         j.resume(now);
                         let remaining = j.wall_to_finish(self.records[job as usize].run);
                         let epoch = j.generation;
-                        self.push(now + remaining, Kind::JobFinish { job, epoch });
+                        let kind = Kind::JobFinish { job, epoch };
+                        let remaining = remaining.ok_or_else(|| self.overflow(kind))?;
+                        self.push_after(remaining, kind)?;
                     }
                     Phase::Stopping => {
                         j.generation = j.generation.wrapping_add(1);
                         self.release_nodes(job);
                         self.back_to_queue(job);
                     }
-                    _ => return,
+                    _ => return Ok(()),
                 }
                 self.deliver(Event::CheckpointFinished {
                     job: JobId(u64::from(job)),
@@ -614,7 +714,7 @@ impl Driver<'_> {
                 let p = u128::from(self.procs_of(job));
                 let j = &mut self.jobs[job as usize];
                 if j.generation != epoch || j.phase != Phase::Starting {
-                    return;
+                    return Ok(());
                 }
                 if now > j.op_since {
                     self.acct[d].checkpoint_core_ms += u128::from(now - j.op_since) * p;
@@ -627,7 +727,9 @@ impl Driver<'_> {
                 if rec.first_start.is_none() {
                     rec.first_start = Some(now);
                 }
-                self.push(now + remaining, Kind::JobFinish { job, epoch });
+                let kind = Kind::JobFinish { job, epoch };
+                let remaining = remaining.ok_or_else(|| self.overflow(kind))?;
+                self.push_after(remaining, kind)?;
                 self.deliver(Event::JobRunning {
                     job: JobId(u64::from(job)),
                 });
@@ -644,18 +746,27 @@ impl Driver<'_> {
                 }
                 self.deliver(Event::LoanReturned { node: NodeId(node) });
             }
-            Kind::NodeFail => self.fail_a_node(),
+            Kind::NodeFail => self.fail_a_node()?,
             Kind::NodeRepair { node } => {
                 self.node_up[node as usize] = true;
                 let spec = self.node_specs[node as usize].clone();
                 self.deliver(Event::NodeUp(spec));
             }
         }
+        Ok(())
     }
 
-    fn fail_a_node(&mut self) {
+    /// The clock overflow error for an event whose delay did not fit.
+    fn overflow(&self, kind: Kind) -> SimError {
+        SimError::ClockOverflow {
+            at_ms: self.now,
+            what: self.describe(kind),
+        }
+    }
+
+    fn fail_a_node(&mut self) -> Result<(), SimError> {
         let Some(f) = self.cfg.failures else {
-            return;
+            return Ok(());
         };
         let n = self.node_specs.len() as u64;
         // n fits u32 (checked at setup).
@@ -666,14 +777,14 @@ impl Driver<'_> {
             let d = usize::from(self.node_specs[node as usize].domain.0);
             self.acct[d].failures += 1;
             self.deliver(Event::NodeLost { node: NodeId(node) });
-            self.push(self.now + f.repair_ms, Kind::NodeRepair { node });
+            self.push_after(f.repair_ms, Kind::NodeRepair { node })?;
         }
         #[allow(clippy::cast_precision_loss)]
         let gap = self.fail_rng.exponential(f.mtbf_ms / n.max(1) as f64);
-        self.push(self.now + ms_from_f64(gap).max(1), Kind::NodeFail);
+        self.push_after(ms_from_f64(gap).max(1), Kind::NodeFail)
     }
 
-    fn on_action(&mut self, action: Action) {
+    fn on_action(&mut self, action: Action) -> Result<(), SimError> {
         let now = self.now;
         match action {
             Action::Start {
@@ -700,7 +811,7 @@ impl Driver<'_> {
                     0
                 };
                 self.gauges[d].demand = self.gauges[d].demand.saturating_sub(p);
-                self.gauges[d].busy += p;
+                self.gauges[d].busy = self.gauges[d].busy.saturating_add(p);
                 let restore = self.cfg.restore_cost;
                 let j = &mut self.jobs[job as usize];
                 if !resume && j.saved > 0 {
@@ -722,19 +833,22 @@ impl Driver<'_> {
                 } else {
                     0
                 };
+                let epoch = j.generation;
+                let kind = Kind::JobRunning { job, epoch };
+                let at = self.later(delay, kind)?;
+                let j = &mut self.jobs[job as usize];
                 if !resume || j.saved == 0 {
                     // Nothing to restore: no restore time to account.
-                    j.op_since = now + delay;
+                    j.op_since = at;
                 }
-                let epoch = j.generation;
-                self.push(now + delay, Kind::JobRunning { job, epoch });
+                self.push_after(delay, kind)?;
             }
             Action::Checkpoint { job } => {
                 let job = Self::job_index(job);
                 let cost = self.cfg.checkpoint_cost;
                 let j = &mut self.jobs[job as usize];
                 if j.phase != Phase::Running {
-                    return;
+                    return Ok(());
                 }
                 j.pause(now);
                 j.saving = j.work;
@@ -742,8 +856,8 @@ impl Driver<'_> {
                 j.op_since = now;
                 j.generation = j.generation.wrapping_add(1);
                 let epoch = j.generation;
-                let at = now + cost.cost_ms(j.mem_mb);
-                self.push(at, Kind::CheckpointDone { job, epoch });
+                let delay = cost.cost_ms(j.mem_mb);
+                self.push_after(delay, Kind::CheckpointDone { job, epoch })?;
             }
             Action::Preempt { job, mode } => {
                 let job = Self::job_index(job);
@@ -769,14 +883,14 @@ impl Driver<'_> {
                                 self.acct[d].checkpoint_core_ms +=
                                     u128::from(now.saturating_sub(j.op_since)) * p;
                             }
-                            _ => return,
+                            _ => return Ok(()),
                         }
                         j.phase = Phase::Stopping;
                         j.op_since = now;
                         j.generation = j.generation.wrapping_add(1);
                         let epoch = j.generation;
-                        let at = now + cost.cost_ms(j.mem_mb);
-                        self.push(at, Kind::CheckpointDone { job, epoch });
+                        let delay = cost.cost_ms(j.mem_mb);
+                        self.push_after(delay, Kind::CheckpointDone { job, epoch })?;
                     }
                     StopMode::Kill => self.kill_and_requeue(job),
                 }
@@ -789,7 +903,7 @@ impl Driver<'_> {
                 let job = Self::job_index(job);
                 let j = &self.jobs[job as usize];
                 if matches!(j.phase, Phase::Done) {
-                    return;
+                    return Ok(());
                 }
                 let was_placed = !matches!(j.phase, Phase::Queued);
                 self.lose_unsaved_work(job);
@@ -811,14 +925,15 @@ impl Driver<'_> {
                 let a = &mut self.acct[usize::from(to.0)];
                 a.loans += 1;
                 a.boot_core_ms += u128::from(boot);
-                self.push(now + boot, Kind::LoanReady { node: node.0 });
+                self.push_after(boot, Kind::LoanReady { node: node.0 })?;
             }
             Action::Reclaim { node, borrower, .. } => {
                 let halt = self.cfg.trade.as_ref().map_or(0, |t| t.halt_ms);
                 self.acct[usize::from(borrower.0)].boot_core_ms += u128::from(halt);
-                self.push(now + halt, Kind::LoanReturned { node: node.0 });
+                self.push_after(halt, Kind::LoanReturned { node: node.0 })?;
             }
         }
+        Ok(())
     }
 
     /// Kill-and-requeue (preemption in kill mode, or a lost node): work

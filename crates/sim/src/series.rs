@@ -26,10 +26,17 @@ pub struct Sample {
     pub domains: Vec<Gauge>,
 }
 
+/// Most samples a run keeps. When a run outlasts `MAX_SAMPLES` intervals
+/// (a job far longer than the arrivals span, or a tiny interval asked for),
+/// every other sample is dropped and the interval doubles, so that memory
+/// stays bounded whatever the trace's times.
+pub const MAX_SAMPLES: usize = 1 << 16;
+
 /// Takes a sample every `interval` of virtual time. The state between two
 /// events is constant, so the driver calls [`Sampler::advance`] before it
 /// applies the events of a new instant: every boundary before that instant
-/// sees the state left by the previous one.
+/// sees the state left by the previous one. Sample `k` is at `start + k *
+/// interval`, also after the interval doubled (see [`MAX_SAMPLES`]).
 #[derive(Debug, Clone)]
 pub struct Sampler {
     interval: Ms,
@@ -51,11 +58,31 @@ impl Sampler {
     /// Records samples for every boundary strictly before `now`.
     pub fn advance(&mut self, now: Ms, gauges: &[Gauge]) {
         while self.next < now {
+            if self.samples.len() >= MAX_SAMPLES {
+                self.coarsen();
+                continue;
+            }
             self.samples.push(Sample {
                 t: self.next,
                 domains: gauges.to_vec(),
             });
-            self.next = self.next.saturating_add(self.interval);
+            // At the end of the clock no boundary is before any `now`.
+            self.next = self.next.checked_add(self.interval).unwrap_or(Ms::MAX);
+        }
+    }
+
+    /// Keeps every other sample (those at even multiples of the interval)
+    /// and doubles the interval: the next boundary is then again one
+    /// interval after the last sample kept.
+    fn coarsen(&mut self) {
+        let mut k = 0usize;
+        self.samples.retain(|_| {
+            k += 1;
+            k % 2 == 1
+        });
+        self.interval = self.interval.saturating_mul(2);
+        if let Some(last) = self.samples.last() {
+            self.next = last.t.saturating_add(self.interval);
         }
     }
 
@@ -119,6 +146,25 @@ mod tests {
             .map(|x| (x.t, x.domains[0].demand))
             .collect();
         assert_eq!(got, vec![(0, 2), (10, 2), (20, 2), (30, 4)]);
+    }
+
+    #[test]
+    fn a_long_run_keeps_a_bounded_number_of_evenly_spaced_samples() {
+        let mut s = Sampler::new(5, 10);
+        let g = [Gauge::default()];
+        // Far more boundaries than MAX_SAMPLES, in one step and then more.
+        s.advance(5 + 10 * (3 * MAX_SAMPLES as u64), &g);
+        s.advance(u64::MAX, &g);
+        let n = s.samples.len();
+        s.advance(u64::MAX, &g);
+        assert_eq!(s.samples.len(), n);
+        assert!(s.samples.len() <= MAX_SAMPLES, "{}", s.samples.len());
+        assert!(s.samples.len() >= MAX_SAMPLES / 2, "{}", s.samples.len());
+        let i = s.interval();
+        assert!(i > 10 && (i / 10).is_power_of_two(), "{i}");
+        for (k, x) in s.samples.iter().enumerate() {
+            assert_eq!(x.t, 5 + k as u64 * i);
+        }
     }
 
     #[test]

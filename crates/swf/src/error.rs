@@ -70,6 +70,17 @@ pub enum LineProblem {
         /// How many whitespace-separated fields the line has.
         found: usize,
     },
+    /// A number is larger than any simulation can take (a time beyond
+    /// [`crate::MAX_TIME_S`], a memory size beyond
+    /// [`crate::MAX_MEMORY_KB`]).
+    TooLarge {
+        /// The value in the trace.
+        value: i64,
+        /// The most that is accepted.
+        max: i64,
+        /// Its unit, for the message (`s`, `KB`).
+        unit: &'static str,
+    },
     /// A header comment that vgrid interprets (`MaxProcs`, `MaxNodes`) has a
     /// value that is not a non-negative integer.
     BadHeaderValue {
@@ -87,6 +98,10 @@ impl fmt::Display for LineProblem {
             LineProblem::OutOfRange { text } => {
                 write!(f, "number out of range for a 64-bit integer: {text:?}")
             }
+            LineProblem::TooLarge { value, max, unit } => write!(
+                f,
+                "{value} {unit} is more than a simulation can take (at most {max} {unit})"
+            ),
             LineProblem::FieldCount { found } => {
                 write!(f, "expected 18 whitespace-separated fields, found {found}")
             }

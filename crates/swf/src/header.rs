@@ -10,6 +10,10 @@ pub struct Header {
     pub max_procs: Option<u64>,
     /// `; MaxNodes: N`: the number of nodes of the machine.
     pub max_nodes: Option<u64>,
+    /// The 1-based line of the `MaxProcs` comment that gave `max_procs`.
+    pub max_procs_line: Option<u64>,
+    /// The 1-based line of the `MaxNodes` comment that gave `max_nodes`.
+    pub max_nodes_line: Option<u64>,
     /// `; UnixStartTime: T`: the epoch second that submit time 0 stands for.
     pub unix_start_time: Option<i64>,
     /// Every `Key: value` comment, in file order (including the ones above).
@@ -17,9 +21,10 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads one comment line (the text after `;`). Lines that are not
-    /// `Key: value` are free text and are ignored.
-    pub(crate) fn read_comment(&mut self, text: &[u8]) -> Result<(), LineProblem> {
+    /// Reads one comment line (the text after `;`, on 1-based line
+    /// `line`). Lines that are not `Key: value` are free text and are
+    /// ignored.
+    pub(crate) fn read_comment(&mut self, text: &[u8], line: u64) -> Result<(), LineProblem> {
         let text = trim(text);
         let Some(colon) = text.iter().position(|&b| b == b':') else {
             return Ok(());
@@ -33,8 +38,10 @@ impl Header {
         let value = trim(&text[colon + 1..]);
         if key.eq_ignore_ascii_case(b"MaxProcs") {
             self.max_procs = Some(leading_u64(value, "MaxProcs")?);
+            self.max_procs_line = Some(line);
         } else if key.eq_ignore_ascii_case(b"MaxNodes") {
             self.max_nodes = Some(leading_u64(value, "MaxNodes")?);
+            self.max_nodes_line = Some(line);
         } else if key.eq_ignore_ascii_case(b"UnixStartTime") {
             // Informative only; a value we cannot read is not worth refusing
             // the trace for.
@@ -97,8 +104,8 @@ mod tests {
 
     fn read(lines: &[&str]) -> Result<Header, LineProblem> {
         let mut h = Header::default();
-        for l in lines {
-            h.read_comment(l.as_bytes())?;
+        for (i, l) in lines.iter().enumerate() {
+            h.read_comment(l.as_bytes(), i as u64 + 1)?;
         }
         Ok(h)
     }
@@ -116,6 +123,10 @@ mod tests {
         let h = h.ok();
         assert_eq!(h.as_ref().and_then(|h| h.max_nodes), Some(338));
         assert_eq!(h.as_ref().and_then(|h| h.max_procs), Some(338));
+        assert_eq!(
+            h.as_ref().map(|h| (h.max_nodes_line, h.max_procs_line)),
+            Some((Some(2), Some(3)))
+        );
         assert_eq!(h.as_ref().and_then(|h| h.unix_start_time), Some(835823160));
         assert_eq!(h.as_ref().map(|h| h.fields.len()), Some(4));
     }

@@ -22,6 +22,17 @@
 //!   time, keeps its fraction);
 //! - the machine size is the caller's, else the header's `MaxProcs`, else
 //!   `MaxNodes`, else the largest job's processors (with a warning).
+//!
+//! # Limits
+//! What a simulation can hold is bounded, so that no trace can make it
+//! allocate without end or overflow its clock:
+//! - a submit, run or requested time (fields 2, 4, 9) above
+//!   [`MAX_TIME_S`] and a memory size (fields 7, 10) above
+//!   [`MAX_MEMORY_KB`] make the line malformed;
+//! - a machine has at most [`MAX_MACHINE_PROCS`] processors: a larger
+//!   `MaxProcs`/`MaxNodes` header is an error naming its line (the caller
+//!   can give a smaller size), and a job asking for more is dropped as
+//!   larger than the machine.
 
 mod error;
 mod header;
@@ -38,6 +49,22 @@ pub use workload::{
     Dropped, Job, JobSink, LoadError, Loaded, MachineSource, Workload, WorkloadError,
 };
 pub use write::write_swf;
+
+/// The largest submit, run or requested time (fields 2, 4 and 9) a trace may
+/// hold: 10^12 s, about 31,700 years. Real traces span a few years; in
+/// milliseconds this leaves the simulator's clock room for millions of such
+/// values end to end.
+pub const MAX_TIME_S: i64 = 1_000_000_000_000;
+
+/// The largest memory per processor (fields 7 and 10) a trace may hold:
+/// 2^40 KB (1 PiB).
+pub const MAX_MEMORY_KB: i64 = 1 << 40;
+
+/// The most processors a simulated machine may have, all domains of a run
+/// together: 2^20 (1,048,576). The simulator holds one node per processor,
+/// about 330 bytes each (350 MB at this bound), and allocates them all
+/// before the first event.
+pub const MAX_MACHINE_PROCS: u32 = 1 << 20;
 
 /// One job line with all 18 SWF fields. `-1` means "unknown", as in the
 /// format. Times are in seconds, memory in kilobytes per processor.

@@ -2,7 +2,7 @@
 //! allocation per line, 18 numbers per job line.
 
 use crate::error::{LineError, LineProblem, Location, shown};
-use crate::{Header, Record, Skipped, Trace};
+use crate::{Header, MAX_MEMORY_KB, MAX_TIME_S, Record, Skipped, Trace};
 
 /// How to treat malformed lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -280,7 +280,7 @@ fn parse_line_at(
     if data[i] == b';' {
         let end = line_end(data, i);
         let res = header
-            .read_comment(&data[i + 1..end])
+            .read_comment(&data[i + 1..end], line_no)
             .map(|()| None)
             .map_err(|p| (None, p));
         return (res, end + 1);
@@ -350,6 +350,9 @@ fn parse_line_at(
     if count != 18 {
         return (Err((None, LineProblem::FieldCount { found: count })), next);
     }
+    if let Some(problem) = beyond_limits(&fields) {
+        return (Err(problem), next);
+    }
     let f = |k: usize| fields[k];
     let record = Record {
         job_id: f(0),
@@ -373,6 +376,28 @@ fn parse_line_at(
         line: line_no,
     };
     (Ok(Some(record)), next)
+}
+
+/// The fields the simulator computes with, with the most it can take: a
+/// value above it is a malformed line (an error naming the field, or a
+/// skipped line with `--lenient`), never an overflow further on.
+const LIMITED_FIELDS: [(usize, i64, &str); 5] = [
+    (1, MAX_TIME_S, "s"),
+    (3, MAX_TIME_S, "s"),
+    (6, MAX_MEMORY_KB, "KB"),
+    (8, MAX_TIME_S, "s"),
+    (9, MAX_MEMORY_KB, "KB"),
+];
+
+/// The first field (1-based) of a job line above its limit, and why.
+fn beyond_limits(fields: &[i64; 18]) -> Option<(Option<u8>, LineProblem)> {
+    LIMITED_FIELDS.iter().find_map(|&(k, max, unit)| {
+        let value = fields[k];
+        // k < 18 fits a u8.
+        #[allow(clippy::cast_possible_truncation)]
+        let field_no = k as u8 + 1;
+        (value > max).then_some((Some(field_no), LineProblem::TooLarge { value, max, unit }))
+    })
 }
 
 /// Parses one line on its own (tests).

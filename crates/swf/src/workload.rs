@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::{Header, Mode, Parsed, Record, RecordSink, Skipped, SwfError, Trace};
+use crate::{
+    Header, MAX_MACHINE_PROCS, Mode, Parsed, Record, RecordSink, Skipped, SwfError, Trace,
+};
 
 /// One job as the simulator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,21 +81,36 @@ pub enum WorkloadError {
     /// No machine size from the caller or the header, and no job to take it
     /// from.
     #[error(
-        "{file}: cannot tell the machine size: no --procs, no MaxProcs/MaxNodes header and no job with a processor count"
+        "{file}: cannot tell the machine size: no --procs, no MaxProcs/MaxNodes header and no job with a usable processor count"
     )]
     NoMachineSize {
         /// The trace.
         file: String,
     },
-    /// The machine size does not fit (more than 2^32 - 1 processors) or is 0.
+    /// The caller's machine size is 0 or more than a simulation can hold.
     #[error(
-        "{file}: machine size {procs} is not usable (it must be between 1 and {})",
-        u32::MAX
+        "{file}: a machine of {procs} processors cannot be simulated (it must have between 1 and {max})",
+        max = MAX_MACHINE_PROCS
     )]
     BadMachineSize {
         /// The trace.
         file: String,
-        /// The size found.
+        /// The size given.
+        procs: u64,
+    },
+    /// The header's machine size is more than a simulation can hold.
+    #[error(
+        "{file}:{line}: header {key}: {procs} processors is more than a simulation can hold (at most {max} one-core nodes); give a smaller machine size",
+        max = MAX_MACHINE_PROCS
+    )]
+    MachineTooLarge {
+        /// The trace.
+        file: String,
+        /// The 1-based line of the header comment.
+        line: u64,
+        /// `MaxProcs` or `MaxNodes`.
+        key: &'static str,
+        /// The size the header gives.
         procs: u64,
     },
 }
@@ -114,7 +131,8 @@ enum Kept {
     RunNegative,
     SubmitNegative,
     ProcsBelowOne,
-    /// More processors than any machine of ours (2^32 - 1) can have.
+    /// More processors than any machine a simulation can hold
+    /// ([`MAX_MACHINE_PROCS`]): larger than the machine, whatever it is.
     Huge,
 }
 
@@ -130,7 +148,10 @@ fn keep(r: &Record) -> Kept {
     if procs < 1 {
         return Kept::ProcsBelowOne;
     }
-    let Ok(procs) = u32::try_from(procs) else {
+    let Some(procs) = u32::try_from(procs)
+        .ok()
+        .filter(|&p| p <= MAX_MACHINE_PROCS)
+    else {
         return Kept::Huge;
     };
     let mem = [r.used_mem_kb, r.req_mem_kb]
@@ -268,12 +289,30 @@ impl Workload {
             mut jobs,
             mut dropped,
         } = sink;
+        let too_large =
+            |key: &'static str, line: Option<u64>, procs: u64| WorkloadError::MachineTooLarge {
+                file: file.to_string(),
+                line: line.unwrap_or(0),
+                key,
+                procs,
+            };
         let (machine, source) = match procs {
             Some(p) => (u64::from(p), MachineSource::Given),
             None => match (header.max_procs, header.max_nodes) {
-                (Some(p), _) if p > 0 => (p, MachineSource::HeaderMaxProcs),
-                (_, Some(n)) if n > 0 => (n, MachineSource::HeaderMaxNodes),
+                (Some(p), _) if p > 0 => {
+                    if p > u64::from(MAX_MACHINE_PROCS) {
+                        return Err(too_large("MaxProcs", header.max_procs_line, p));
+                    }
+                    (p, MachineSource::HeaderMaxProcs)
+                }
+                (_, Some(n)) if n > 0 => {
+                    if n > u64::from(MAX_MACHINE_PROCS) {
+                        return Err(too_large("MaxNodes", header.max_nodes_line, n));
+                    }
+                    (n, MachineSource::HeaderMaxNodes)
+                }
                 _ => {
+                    // Jobs above MAX_MACHINE_PROCS were dropped already.
                     let largest =
                         jobs.iter()
                             .map(|j| u64::from(j.procs))
@@ -287,7 +326,7 @@ impl Workload {
         };
         let machine_procs = u32::try_from(machine)
             .ok()
-            .filter(|&p| p > 0)
+            .filter(|&p| p > 0 && p <= MAX_MACHINE_PROCS)
             .ok_or_else(|| WorkloadError::BadMachineSize {
                 file: file.to_string(),
                 procs: machine,
@@ -425,10 +464,17 @@ mod tests {
         let err = workload("; MaxProcs: 5000000000\n", None).err();
         assert!(matches!(
             err,
-            Some(WorkloadError::BadMachineSize {
+            Some(WorkloadError::MachineTooLarge {
                 procs: 5_000_000_000,
+                line: 1,
+                key: "MaxProcs",
                 ..
             })
+        ));
+        let err = workload("1 0 0 10 6 -1 -1 -1 -1 -1 1 1 1 1 1 1 -1 -1\n", Some(0)).err();
+        assert!(matches!(
+            err,
+            Some(WorkloadError::BadMachineSize { procs: 0, .. })
         ));
     }
 
