@@ -416,6 +416,7 @@ mod tests {
             run_as: None,
             qemu_version: "7.2.0".into(),
             intent: Intent::Run,
+            owner: None,
         }
     }
 
