@@ -15,9 +15,12 @@
 //! checkpoint_interval_s = 60
 //! ```
 //!
-//! See `docs/jobs.md` for every field.
+//! See `docs/jobs.md` for every field. Where host paths may be (each
+//! user's own directory of the node's allowed roots) is checked apart,
+//! with [`JobSpec::check_host_paths`], since it depends on who submits.
 
 mod error;
+mod hostpaths;
 mod lifecycle;
 mod raw;
 mod spec;
@@ -26,6 +29,7 @@ mod time;
 use std::path::Path;
 
 pub use error::{Diagnostic, JobFileError};
+pub use hostpaths::{HostPathError, is_owner_name, owner_dirs};
 pub use lifecycle::JobState;
 pub use raw::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
 pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
