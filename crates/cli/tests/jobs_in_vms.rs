@@ -405,8 +405,9 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
     };
     let dir = vgrid_testkit::data_dir_with_stock_image(&image);
     let data = dir.path();
-    // `repos/` under the data directory is where host paths may be.
-    let repos = data.join("repos");
+    // `repos/<user>/` under the data directory is where a user's host
+    // paths may be; these jobs are the admin's.
+    let repos = data.join("repos/admin");
     std::fs::create_dir_all(repos.join("in")).expect("in dir");
     std::fs::create_dir_all(repos.join("out")).expect("out dir");
     std::fs::write(repos.join("in/numbers.txt"), "1\n2\n3\n").expect("input");
@@ -435,10 +436,13 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        reason.contains("outside the allowed directories"),
+        reason.contains("outputs[0].to") && reason.contains("outside the allowed directories"),
         "{reason}"
     );
     assert!(!target.exists(), "nothing was written outside");
+    // Refused when the job starts, not after it ran.
+    let states = history_states(&shown);
+    assert!(!states.iter().any(|s| s == "running"), "{states:?}");
 }
 
 #[test]
