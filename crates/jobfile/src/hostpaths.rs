@@ -45,10 +45,12 @@ pub fn owner_dirs(roots: &[PathBuf], owner: &str) -> Result<Vec<PathBuf>, HostPa
     Ok(roots.iter().map(|r| normal(r).join(owner)).collect())
 }
 
-/// `path` without `.` components (job file paths are already normalised;
-/// roots from the configuration may not be).
+/// `path` made absolute (against the working directory, lexically) and
+/// without `.` components: job file paths are already so; roots from the
+/// configuration (`VGRID_DATA_DIR=state`) may not be.
 fn normal(path: &Path) -> PathBuf {
-    path.components()
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.components()
         .filter(|c| !matches!(c, Component::CurDir))
         .collect()
 }
@@ -59,7 +61,8 @@ impl JobSpec {
         !(self.inputs.is_empty() && self.outputs.is_empty() && self.mounts.is_empty())
     }
 
-    /// Checks, without looking at any file, that every host path of the job
+    /// Checks, without looking at any file (a relative root is taken from
+    /// the working directory), that every host path of the job
     /// (each input's `from`, output's `to` and mount's `host`) lies in its
     /// owner's directory of one of `roots`, `<root>/<owner>/`: inputs and
     /// outputs strictly below it, a mount there or below. The first path
