@@ -377,14 +377,20 @@ pub fn remove_entry_nofollow(dir: &Path, name: &OsStr) -> Result<()> {
     }
 }
 
-/// Copies everything from `src` to `dst` (open files), returning the bytes
-/// copied and their BLAKE3 hash.
+/// Copies `src` to `dst` (open files), returning the bytes copied and
+/// their BLAKE3 hash. At most the bytes `src` held when the copy began are
+/// copied: a file that a guest keeps growing cannot make it endless.
 pub fn copy_open_hashed(
     src: &mut File,
     src_path: &Path,
     dst: &mut File,
     dst_path: &Path,
 ) -> Result<(u64, String)> {
+    let limit = src
+        .metadata()
+        .map_err(|e| VmError::io("stat", src_path, e))?
+        .len();
+    let mut src = Read::take(&mut *src, limit);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
