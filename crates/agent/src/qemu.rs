@@ -429,8 +429,12 @@ impl QemuDriver {
         spec.check_host_paths(cfg_roots, &req.owner).map_err(err)?;
         let roots = self.rt.host_roots(Some(&req.owner)).map_err(err)?;
         make_owner_dir(cfg_roots, &roots)?;
-        for (i, t) in spec.inputs.iter().enumerate() {
-            fsutil::open_file_inside(&format!("inputs[{i}].from"), &t.from, &roots).map_err(err)?;
+        // A job resumed from a checkpoint has its inputs in the VM already.
+        if req.restore.is_none() {
+            for (i, t) in spec.inputs.iter().enumerate() {
+                fsutil::open_file_inside(&format!("inputs[{i}].from"), &t.from, &roots)
+                    .map_err(err)?;
+            }
         }
         for (i, t) in spec.outputs.iter().enumerate() {
             let field = format!("outputs[{i}].to");
