@@ -204,7 +204,7 @@ impl Runtime {
         }
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
-        let roots = self.host_roots(spec.owner.as_deref())?;
+        let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let inputs = match &spec.staging {
             Some(st) => open_inputs(&st.inputs, &roots)?,
@@ -352,7 +352,7 @@ impl Runtime {
                     action: "run a task in it".into(),
                 });
             }
-            let roots = self.host_roots(rec.owner.as_deref())?;
+            let roots = self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?;
             let staged = open_inputs(inputs, &roots)?;
             if run.staging.is_some() || !staged.is_empty() {
                 let Some(tag) = rec.staging_tag.clone() else {

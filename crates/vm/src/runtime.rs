@@ -166,6 +166,11 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
+    /// Whether the VM uses host paths (data repositories or staged inputs).
+    pub fn has_host_paths(&self) -> bool {
+        !self.mounts.is_empty() || self.staging.as_ref().is_some_and(|s| !s.inputs.is_empty())
+    }
+
     pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
         VmSpec {
             name: name.into(),
@@ -408,6 +413,15 @@ impl Runtime {
     /// each allowed root; the whole roots for `None` (an administrator's
     /// VM started by hand).
     pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>> {
+        self.host_roots_if(owner, true)
+    }
+
+    /// [`Runtime::host_roots`] when `needed` (the VM has host paths); none
+    /// otherwise, so that a VM without host paths starts whatever its owner.
+    pub(crate) fn host_roots_if(&self, owner: Option<&str>, needed: bool) -> Result<Vec<PathBuf>> {
+        if !needed {
+            return Ok(Vec::new());
+        }
         match owner {
             None => Ok(self.cfg.mount_roots.clone()),
             Some(o) => {
@@ -545,7 +559,7 @@ impl Runtime {
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
 
-        let roots = self.host_roots(spec.owner.as_deref())?;
+        let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let staged_inputs = match &spec.staging {
             Some(st) => open_inputs(&st.inputs, &roots)?,
