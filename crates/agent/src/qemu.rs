@@ -36,7 +36,7 @@ use vgrid_jobfile::VmMode;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
 use vgrid_vm::exec::{RunEnd, RunReader};
 use vgrid_vm::output::OutputReader;
-use vgrid_vm::{MountSpec, Runtime, StagingSpec, VmSpec, VmState};
+use vgrid_vm::{MountSpec, Runtime, StagingSpec, VmSpec, VmState, fsutil};
 
 use crate::driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
 use crate::kept::{Claim, Entry, KeepKey, KeptState, Pool, run_id};
@@ -107,6 +107,8 @@ struct UnitOutput {
     /// Staged outputs to copy to the host when the command has exited:
     /// (path relative to the guest working directory, host path).
     outputs: Vec<(String, PathBuf)>,
+    /// The job's owner: outputs go only into their directories.
+    owner: String,
     delivered: bool,
 }
 
@@ -142,6 +144,8 @@ struct UnitMeta {
     cpus: u32,
     memory_mb: u64,
     outputs: Vec<(String, PathBuf)>,
+    #[serde(default)]
+    owner: String,
     kept: Option<KeptRun>,
 }
 
@@ -298,6 +302,7 @@ impl QemuDriver {
                 prior_work_ms: meta.prior_work_ms,
                 vms: meta.vms.max(1),
                 outputs: meta.outputs,
+                owner: meta.owner,
                 delivered: false,
             });
         }
@@ -347,6 +352,7 @@ impl QemuDriver {
         vm.memory_mb = spec.memory_mb;
         vm.env = spec.env.clone();
         vm.user = spec.user.clone();
+        vm.owner = Some(req.owner.clone());
         vm.mounts = spec
             .mounts
             .iter()
@@ -392,47 +398,109 @@ impl QemuDriver {
         Ok(r)
     }
 
-    /// Copies staged outputs of `vm` to their host paths. A destination
-    /// must lie in an existing directory inside the node's allowed host
-    /// directories (the runtime's mount roots), symbolic links followed; an
-    /// existing symbolic link is never written through.
+    /// Copies the staged outputs of `vm` to their host paths, inside the
+    /// directories of the job's `owner` (see [`deliver_staged`]).
     fn deliver_outputs(
         &self,
         vm: &str,
+        owner: &str,
         spec_outputs: &[(String, PathBuf)],
     ) -> Result<(), DriverError> {
+        if spec_outputs.is_empty() {
+            return Ok(());
+        }
         let stage = self.rt.stage_dir(vm).map_err(err)?;
-        let roots = &self.rt.config().mount_roots;
-        for (rel, to) in spec_outputs {
-            let from = stage.join(rel);
-            let (Some(parent), Some(file)) = (to.parent(), to.file_name()) else {
-                return Err(DriverError(format!(
-                    "output {} has no file name",
-                    to.display()
-                )));
-            };
-            let parent = vgrid_vm::fsutil::resolve_inside("outputs.to", parent, roots)
-                .map_err(|e| DriverError(format!("output {}: {e}", to.display())))?;
-            let dest = parent.join(file);
-            if dest
-                .symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err(DriverError(format!(
-                    "output {} is a symbolic link; refusing to write through it",
-                    dest.display()
-                )));
+        let roots = self.rt.host_roots(Some(owner)).map_err(err)?;
+        deliver_staged(&stage, &roots, spec_outputs)
+    }
+
+    /// Checks every host path of a job on this node before a VM boots, so
+    /// that a bad input, output or mount fails the job at once with the
+    /// field and why: first lexically (the check the controller makes at
+    /// submit), then with links resolved inside the owner's directories
+    /// (an output's directory must exist there). Makes the owner's
+    /// directory in the first root when it is missing.
+    fn check_host_paths(&self, req: &StartRequest) -> Result<(), DriverError> {
+        let spec = &req.spec;
+        if !spec.has_host_paths() {
+            return Ok(());
+        }
+        let cfg_roots = &self.rt.config().mount_roots;
+        spec.check_host_paths(cfg_roots, &req.owner).map_err(err)?;
+        let roots = self.rt.host_roots(Some(&req.owner)).map_err(err)?;
+        make_owner_dir(cfg_roots, &roots)?;
+        // A job resumed from a checkpoint has its inputs in the VM already.
+        if req.restore.is_none() {
+            for (i, t) in spec.inputs.iter().enumerate() {
+                fsutil::open_file_inside(&format!("inputs[{i}].from"), &t.from, &roots)
+                    .map_err(err)?;
             }
-            std::fs::copy(&from, &dest).map_err(|e| {
-                DriverError(format!(
-                    "cannot copy output {} to {}: {e}",
-                    from.display(),
-                    dest.display()
-                ))
-            })?;
+        }
+        for (i, t) in spec.outputs.iter().enumerate() {
+            let field = format!("outputs[{i}].to");
+            let parent = t.to.parent().unwrap_or(&t.to);
+            fsutil::open_dir_inside(&field, parent, &roots).map_err(err)?;
+        }
+        for (i, m) in spec.mounts.iter().enumerate() {
+            fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, &roots).map_err(err)?;
         }
         Ok(())
     }
+}
+
+/// Makes the owner's directory in the first allowed root (private to
+/// vgrid) when that root exists and the directory does not.
+fn make_owner_dir(cfg_roots: &[PathBuf], owner_dirs: &[PathBuf]) -> Result<(), DriverError> {
+    let (Some(root), Some(dir)) = (cfg_roots.first(), owner_dirs.first()) else {
+        return Ok(());
+    };
+    if !root.is_dir() || dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DriverError(format!(
+            "cannot create the job owner's directory {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Copies staged outputs from a VM's staging share `stage` to their host
+/// paths. The share is written by the guest, so each output is opened
+/// there without following a link at any component (regular files only)
+/// and copied from that descriptor. A destination's directory must exist
+/// inside `roots` (links followed only within them); the file is written
+/// as a new file in that directory and renamed over the name, never
+/// through a link, with mode 0600 (never the guest's mode bits).
+fn deliver_staged(
+    stage: &Path,
+    roots: &[PathBuf],
+    outputs: &[(String, PathBuf)],
+) -> Result<(), DriverError> {
+    for (i, (rel, to)) in outputs.iter().enumerate() {
+        let field = format!("outputs[{i}].to");
+        let (Some(parent), Some(file)) = (to.parent(), to.file_name()) else {
+            return Err(DriverError(format!(
+                "{field} `{}` has no file name",
+                to.display()
+            )));
+        };
+        let (dir, parent) = fsutil::open_dir_inside(&field, parent, roots).map_err(err)?;
+        let from = stage.join(rel);
+        let mut src = fsutil::open_beneath_nofollow(stage, Path::new(rel))
+            .map_err(|e| DriverError(format!("staged output `{rel}`: {e}")))?;
+        fsutil::replace_file_in(&dir, &parent, file, &mut src, &from, 0o600).map_err(|e| {
+            DriverError(format!(
+                "cannot copy output {} to {}: {e}",
+                from.display(),
+                parent.join(file).display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The guest directory inputs go to: every input's `to` must be a file
@@ -819,6 +887,8 @@ impl VmDriver for QemuDriver {
         let skip = req.restore.as_ref().map_or(0, |c| c.log_offset);
         let prior = req.restore.as_ref().map_or(0, |c| c.work_ms);
         let outputs = host_outputs(&req.spec)?;
+        // Before anything is booted or claimed.
+        self.check_host_paths(&req)?;
         let cpus = u64::from(req.spec.cpus) * u64::from(req.vms);
         let memory = req.spec.memory_mb * u64::from(req.vms);
         if let Ok(mut active) = self.active.lock() {
@@ -831,6 +901,7 @@ impl VmDriver for QemuDriver {
             cpus: req.spec.cpus,
             memory_mb: req.spec.memory_mb,
             outputs: outputs.clone(),
+            owner: req.owner.clone(),
             kept: None,
         };
         self.save_meta(req.unit, &meta)?;
@@ -899,6 +970,7 @@ impl VmDriver for QemuDriver {
                 prior_work_ms: prior,
                 vms: req.vms,
                 outputs,
+                owner: req.owner.clone(),
                 delivered: false,
             },
         );
@@ -1143,18 +1215,18 @@ impl QemuDriver {
         code: i32,
         error: Option<String>,
     ) -> Result<UnitStatus, DriverError> {
-        let pending = self.with_output(unit, |o| {
+        let (pending, owner) = self.with_output(unit, |o| {
             if o.delivered {
-                Vec::new()
+                (Vec::new(), o.owner.clone())
             } else {
                 o.delivered = true;
-                o.outputs.clone()
+                (o.outputs.clone(), o.owner.clone())
             }
         })?;
         if let Some(message) = error {
             return Ok(UnitStatus::Failed(message));
         }
-        if let Err(e) = self.deliver_outputs(vm, &pending) {
+        if let Err(e) = self.deliver_outputs(vm, &owner, &pending) {
             return Ok(UnitStatus::Failed(e.0));
         }
         Ok(UnitStatus::Exited(code))
@@ -1211,6 +1283,78 @@ mod qemu_tests {
         assert_eq!(parse_vm_name("j42-a3-v1"), Some((u, 1)));
         assert_eq!(parse_vm_name("web"), None);
         assert_eq!(parse_vm_name("j1-ax-v0"), None);
+    }
+
+    /// What a hostile guest can leave in its staging share: a link at an
+    /// output's name, a link on the way to it, a FIFO. None is followed or
+    /// read; a plain output is delivered with the host's mode.
+    #[test]
+    fn staged_outputs_are_never_read_through_links() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let secret_dir = tmp.path().join("secret");
+        std::fs::create_dir(&secret_dir).expect("dir");
+        std::fs::write(secret_dir.join("shadow"), "root-only").expect("secret");
+        let stage = tmp.path().join("stage");
+        std::fs::create_dir_all(stage.join("out")).expect("stage");
+        std::fs::write(stage.join("out/good.txt"), "guest data").expect("good");
+        std::fs::set_permissions(
+            stage.join("out/good.txt"),
+            std::fs::Permissions::from_mode(0o4777),
+        )
+        .expect("chmod");
+        symlink(secret_dir.join("shadow"), stage.join("last.txt")).expect("link");
+        symlink(&secret_dir, stage.join("mid")).expect("link");
+        let made = std::process::Command::new("mkfifo")
+            .arg(stage.join("fifo"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let area = tmp.path().join("repos/alice");
+        std::fs::create_dir_all(area.join("out")).expect("area");
+        let roots = vec![area.clone()];
+        let to = |name: &str| area.join("out").join(name);
+
+        deliver_staged(&stage, &roots, &[("out/good.txt".into(), to("good.txt"))])
+            .expect("a plain output is delivered");
+        assert_eq!(
+            std::fs::read_to_string(to("good.txt")).expect("delivered"),
+            "guest data"
+        );
+        let mode = std::fs::metadata(to("good.txt"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o600);
+
+        for (rel, why) in [
+            ("last.txt", "symbolic link"),
+            ("mid/shadow", "symbolic link"),
+            ("fifo", "FIFO"),
+            ("out", "directory"),
+        ] {
+            let e = deliver_staged(&stage, &roots, &[(rel.into(), to("x"))]).unwrap_err();
+            assert!(
+                e.0.contains(why) && e.0.contains("staged output"),
+                "{rel}: {e}"
+            );
+        }
+        assert!(!to("x").exists());
+        // A destination outside the owner's directory is refused by field.
+        let e = deliver_staged(
+            &stage,
+            &roots,
+            &[
+                ("out/good.txt".into(), to("again.txt")),
+                ("out/good.txt".into(), secret_dir.join("shadow")),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("outputs[1].to"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(secret_dir.join("shadow")).expect("kept"),
+            "root-only"
+        );
     }
 
     #[test]

@@ -406,8 +406,9 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
     };
     let dir = vgrid_testkit::data_dir_with_stock_image(&image);
     let data = dir.path();
-    // `repos/` under the data directory is where host paths may be.
-    let repos = data.join("repos");
+    // `repos/<user>/` under the data directory is where a user's host
+    // paths may be; these jobs are the admin's.
+    let repos = data.join("repos/admin");
     std::fs::create_dir_all(repos.join("in")).expect("in dir");
     std::fs::create_dir_all(repos.join("out")).expect("out dir");
     std::fs::write(repos.join("in/numbers.txt"), "1\n2\n3\n").expect("input");
@@ -427,19 +428,35 @@ fn inputs_are_staged_in_and_outputs_out_only_inside_allowed_directories() {
     // An output aimed outside the allowed directories is refused.
     let outside = tempfile::tempdir().expect("outside dir");
     let target = outside.path().join("count.txt");
-    let bad = submit(data, "escape.toml", &job(&target));
-    let done = run(data, &["wait", &bad]);
-    assert!(!done.status.success());
-    let shown = show(data, &bad);
-    let reason = shown["job"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let file = data.join("escape.toml");
+    std::fs::write(&file, job(&target)).expect("job file");
+    let submitted = run(data, &["submit", file.to_str().expect("utf-8")]);
+    // Refused at submit (a controller that checks host paths) or when the
+    // job starts on the node, never after it ran.
+    let (reason, states) = if submitted.status.success() {
+        let bad = String::from_utf8_lossy(&submitted.stdout)
+            .trim()
+            .to_string();
+        let done = run(data, &["wait", &bad]);
+        assert!(!done.status.success());
+        let shown = show(data, &bad);
+        let reason = shown["job"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (reason, history_states(&shown))
+    } else {
+        (
+            String::from_utf8_lossy(&submitted.stderr).to_string(),
+            Vec::new(),
+        )
+    };
     assert!(
-        reason.contains("outside the allowed directories"),
+        reason.contains("outputs[0].to") && reason.contains("outside the allowed directories"),
         "{reason}"
     );
     assert!(!target.exists(), "nothing was written outside");
+    assert!(!states.iter().any(|s| s == "running"), "{states:?}");
 }
 
 #[test]

@@ -153,9 +153,10 @@ fn job(ctx: &JobContext, control: &Arc<Control>, reporter: &Arc<Reporter>) -> Re
     let status = run::run_command(&task, &workdir, control, reporter);
     // The host copies the outputs out of the share as soon as it reads the
     // exit, so they must all be there first; the exit status is reported
-    // even when some could not be staged out.
+    // even when some could not be staged out. Nothing the command started
+    // may still run while they are copied.
     if let Some(stage) = &ctx.staging
-        && let Err(e) = staging::stage_out(stage, Path::new(&workdir), reporter)
+        && let Err(e) = stage_out_alone(stage, &workdir, reporter)
     {
         reporter.error(&e);
     }
@@ -203,8 +204,13 @@ fn one_run(run: &RunRequest, hostname: &str, control: &Arc<Control>, reporter: &
                 run: Some(run.id),
             };
             let status = run::run_command(&task, &workdir, control, reporter);
+            // A kept VM's next run must not meet this one's processes
+            // either, so they end whether or not there are outputs.
             let error = match &run.staging {
-                Some(stage) => staging::stage_out(stage, Path::new(&workdir), reporter).err(),
+                Some(stage) => stage_out_alone(stage, &workdir, reporter).err(),
+                None if !run::end_leftovers(reporter) => {
+                    Some("processes left behind by the command could not be ended".into())
+                }
                 None => None,
             };
             (status, error)
@@ -215,6 +221,22 @@ fn one_run(run: &RunRequest, hostname: &str, control: &Arc<Control>, reporter: &
         status,
         error,
     });
+}
+
+/// Ends every process the command left behind, then stages the outputs
+/// out; when some process cannot be ended, stages nothing.
+fn stage_out_alone(
+    stage: &vgrid_guest_proto::Staging,
+    workdir: &str,
+    reporter: &Reporter,
+) -> Result<(), String> {
+    if !run::end_leftovers(reporter) {
+        return Err(
+            "processes left behind by the command could not be ended; outputs were not staged out"
+                .into(),
+        );
+    }
+    staging::stage_out(stage, Path::new(workdir), reporter)
 }
 
 /// Checks a run and prepares its user, working directory and inputs;

@@ -298,6 +298,43 @@ pub fn run_command(
     status
 }
 
+/// How long the processes the command left behind get to die after
+/// SIGKILL (one stuck in the kernel, on 9p say, takes a while).
+const LEFTOVERS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Ends every process but this one (PID 1): SIGKILL to all (`kill(-1)`),
+/// then reaps them until none is left. Called after the command and before
+/// its outputs are staged out, so that nothing the job started (a
+/// background process that escaped into its own session, say) can change
+/// the staging share while the agent and the host read it. The agent needs
+/// no other process (udhcpc runs in the foreground and has exited).
+/// Returns false, having said why, when some process outlived the deadline.
+pub fn end_leftovers(reporter: &Reporter) -> bool {
+    // ESRCH: there was nothing left to signal.
+    let _ = sys::kill(-1, libc::SIGKILL);
+    let deadline = std::time::Instant::now() + LEFTOVERS_DEADLINE;
+    loop {
+        match sys::wait_any(true) {
+            Ok(Some(sys::Waited::NoChildren)) => return true,
+            Ok(Some(_)) => {}
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                reporter.log(&format!(
+                    "processes left behind by the command are still alive {} s after SIGKILL",
+                    LEFTOVERS_DEADLINE.as_secs()
+                ));
+                return false;
+            }
+            Err(e) => {
+                reporter.log(&format!("waitpid: {e}"));
+                return false;
+            }
+        }
+    }
+}
+
 fn spawn_pump(
     mut src: impl Read + Send + 'static,
     stdout: bool,

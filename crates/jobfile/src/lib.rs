@@ -15,9 +15,12 @@
 //! checkpoint_interval_s = 60
 //! ```
 //!
-//! See `docs/jobs.md` for every field.
+//! See `docs/jobs.md` for every field. Where host paths may be (each
+//! user's own directory of the node's allowed roots) is checked apart,
+//! with [`JobSpec::check_host_paths`], since it depends on who submits.
 
 mod error;
+mod hostpaths;
 mod lifecycle;
 mod name;
 mod raw;
@@ -27,6 +30,7 @@ mod time;
 use std::path::Path;
 
 pub use error::{Diagnostic, JobFileError};
+pub use hostpaths::{HostPathError, is_owner_name, owner_dirs};
 pub use lifecycle::JobState;
 pub use name::{MAX_NAME_CHARS, display_safe, is_unsafe_char, name_problem, quoted_excerpt};
 pub use raw::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};

@@ -33,6 +33,11 @@ pub enum VmError {
         path: PathBuf,
         reason: String,
     },
+    /// A file below a directory that a guest (or another job) can write is
+    /// not what the host may touch: a symbolic link on the way, or not a
+    /// regular file. The host never follows a link there.
+    #[error("{path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
     #[error("a VM named `{0}` already exists")]
     Exists(String),
     #[error("no VM named `{0}`")]

@@ -31,7 +31,7 @@ use crate::fsutil;
 use crate::layout::{VmDir, check_vm_name, hostname_for};
 use crate::qemu::LaunchMode;
 use crate::record::{Intent, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix};
-use crate::runtime::{Runtime, VmLock, VmSpec};
+use crate::runtime::{Runtime, VmLock, VmSpec, open_inputs, resolve_mounts};
 
 /// The tag of a kept VM's staging share. A kept VM always gets one, so that
 /// any later run can stage files.
@@ -204,9 +204,10 @@ impl Runtime {
         }
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
-        let mounts = self.resolve_mounts(&spec.mounts)?;
+        let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
+        let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let inputs = match &spec.staging {
-            Some(st) => self.resolve_inputs(&st.inputs)?,
+            Some(st) => open_inputs(&st.inputs, &roots)?,
             None => Vec::new(),
         };
 
@@ -229,7 +230,7 @@ impl Runtime {
             .collect();
         ctx.staging = spec.staging.as_ref().map(|st| Staging {
             tag: STAGE_TAG.into(),
-            inputs: inputs.iter().map(|(_, n)| n.clone()).collect(),
+            inputs: inputs.iter().map(|i| i.name.clone()).collect(),
             outputs: st.outputs.clone(),
         });
         ctx.keep = true;
@@ -272,7 +273,7 @@ impl Runtime {
             let top = dir.disk_layer(0);
             self.create_overlay(&top, disk_bytes)?;
             fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
-            self.fill_stage(&dir, &inputs)?;
+            self.fill_stage(&dir, inputs)?;
             let id = new_vm_id(&spec.name);
             let rec = VmRecord {
                 format: RECORD_FORMAT,
@@ -300,6 +301,7 @@ impl Runtime {
                 run_as: self.run_as.name(),
                 qemu_version: qemu.version.clone(),
                 intent: Intent::Run,
+                owner: spec.owner.clone(),
             };
             rec.save(&dir.record())?;
             self.give_to_vm_user(&dir)?;
@@ -320,8 +322,9 @@ impl Runtime {
     }
 
     /// Runs `run` in the kept VM `name`. `inputs` are host files (inside
-    /// the mount roots) copied into the VM's staging share under their file
-    /// names, replacing the previous run's files; `run.staging`, when set,
+    /// the VM owner's directories, see [`Runtime::host_roots`]) copied into
+    /// the VM's staging share under their file names, replacing whatever
+    /// the previous runs left there; `run.staging`, when set,
     /// names the outputs (its tag and inputs are filled in here). Returns
     /// once the command has started (or already ended), with a reader of
     /// the run.
@@ -349,7 +352,8 @@ impl Runtime {
                     action: "run a task in it".into(),
                 });
             }
-            let staged = self.resolve_inputs(inputs)?;
+            let roots = self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?;
+            let staged = open_inputs(inputs, &roots)?;
             if run.staging.is_some() || !staged.is_empty() {
                 let Some(tag) = rec.staging_tag.clone() else {
                     return Err(VmError::bad_spec(
@@ -361,13 +365,13 @@ impl Runtime {
                 let outputs = run.staging.take().map(|s| s.outputs).unwrap_or_default();
                 run.staging = Some(Staging {
                     tag,
-                    inputs: staged.iter().map(|(_, n)| n.clone()).collect(),
+                    inputs: staged.iter().map(|i| i.name.clone()).collect(),
                     outputs,
                 });
             }
             run.validate()
                 .map_err(|e| VmError::bad_spec("run", run.id.to_string(), e.to_string()))?;
-            self.fill_stage(&dir, &staged)?;
+            self.fill_stage(&dir, staged)?;
             let offset = fs::metadata(dir.agent_out()).map(|m| m.len()).unwrap_or(0);
             self.send_control(&dir, &HostMessage::Run(run.clone()))
                 .await?;
@@ -395,28 +399,6 @@ impl Runtime {
             .unwrap_or(0);
         self.send_control(&dir, &HostMessage::SetClock { unix_ms })
             .await
-    }
-
-    /// Empties the VM's staging share and copies `inputs` into it. The
-    /// directory itself stays: QEMU holds it open as the share's root.
-    fn fill_stage(&self, dir: &VmDir, inputs: &[(PathBuf, String)]) -> Result<()> {
-        let stage = dir.stage();
-        fsutil::create_dir_mode(&stage, 0o700)?;
-        let entries = fs::read_dir(&stage).map_err(|e| VmError::io("read", &stage, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| VmError::io("read", &stage, e))?.path();
-            let removed = match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
-                Ok(_) => fs::remove_file(&path),
-                Err(e) => Err(e),
-            };
-            removed.map_err(|e| VmError::io("remove", &path, e))?;
-        }
-        for (host, name) in inputs {
-            fsutil::copy_hashed(host, &stage.join(name))?;
-            self.run_as.chown(&stage.join(name))?;
-        }
-        self.run_as.chown(&stage)
     }
 
     /// Waits until the run's command started or the run ended; fails when

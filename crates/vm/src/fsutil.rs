@@ -1,10 +1,30 @@
 //! Small file-system helpers: atomic writes, directory fsync, copies that
-//! hard-link when they can, and the "stays inside its root" check.
+//! hard-link when they can, the "stays inside its root" check, and access
+//! to directories a guest can write that never follows a link.
+//!
+//! # Directories a guest can write
+//!
+//! A VM's staging share (`stage/`) and its writable data repositories are
+//! written by the guest, so by an attacker (see the threat model): any
+//! name in them may be a symbolic link to a host file, a FIFO, or a
+//! directory where a file was expected, and it may change between two
+//! system calls. The host reads there only through
+//! [`open_beneath_nofollow`] (every component opened with `O_NOFOLLOW`,
+//! regular files only, read from the open descriptor), writes there only
+//! through [`create_new_in`] (`O_CREAT|O_EXCL|O_NOFOLLOW`) after
+//! [`remove_entry_nofollow`], and reads and writes host paths inside the
+//! allowed roots through [`open_file_inside`] and [`open_dir_inside`],
+//! which resolve once and then walk the resolved path without following
+//! anything, so a link swapped in after the check is refused.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::error::{Result, VmError};
 
@@ -173,6 +193,365 @@ pub fn resolve_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<Pat
     )))
 }
 
+/// The components of `rel`, a relative path below some directory: plain
+/// names only (`.` is dropped; `..`, a root or a prefix are refused).
+fn plain_components(rel: &Path) -> std::result::Result<Vec<&OsStr>, String> {
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("`..` is not allowed".into()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("an absolute path is not allowed here".into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens `base` as a directory. `base` is the host's own path (a VM's
+/// `stage/`, a resolved root): it is trusted and followed as given.
+fn open_base_dir(base: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        base,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| VmError::io("open directory", base, e.into()))
+}
+
+/// What the entry `name` of `dir` is, in words, when opening it without
+/// following links failed with `errno`.
+fn refusal(dir: &OwnedFd, name: &OsStr, errno: rustix::io::Errno, want_dir: bool) -> String {
+    let kind = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| FileType::from_raw_mode(st.st_mode));
+    match kind {
+        Ok(FileType::Symlink) => {
+            "is a symbolic link; the host never follows links in a directory a guest can write"
+                .into()
+        }
+        Ok(FileType::Directory) if !want_dir => "is a directory, not a regular file".into(),
+        Ok(k) if want_dir && k != FileType::Directory => {
+            format!("is {}, not a directory", file_kind(k))
+        }
+        _ => std::io::Error::from(errno).to_string(),
+    }
+}
+
+fn file_kind(k: FileType) -> &'static str {
+    match k {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of an unknown kind",
+    }
+}
+
+/// Opens the directory `rel` below `base` (`base` itself when `rel` is
+/// empty), refusing a symbolic link at any component of `rel`.
+pub fn open_dir_beneath_nofollow(base: &Path, rel: &Path) -> Result<OwnedFd> {
+    let unsafe_path = |reason: String| VmError::Unsafe {
+        path: base.join(rel),
+        reason,
+    };
+    let comps = plain_components(rel).map_err(unsafe_path)?;
+    let mut dir = open_base_dir(base)?;
+    let mut walked = base.to_path_buf();
+    for name in comps {
+        walked.push(name);
+        dir = match rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e == rustix::io::Errno::NOENT => {
+                return Err(VmError::io("open directory", walked, e.into()));
+            }
+            Err(e) => {
+                return Err(VmError::Unsafe {
+                    reason: refusal(&dir, name, e, true),
+                    path: walked,
+                });
+            }
+        };
+    }
+    Ok(dir)
+}
+
+/// Opens the regular file `rel` below the directory `base` for reading
+/// without following a symbolic link at any component: every directory
+/// on the way is opened with `O_DIRECTORY|O_NOFOLLOW` from the one before,
+/// the file with `O_NOFOLLOW|O_NONBLOCK` (a FIFO does not block the open),
+/// and what was opened must be a regular file (FIFOs, devices, sockets and
+/// directories are refused). Read from the returned file, never from the
+/// path again: the name may point elsewhere a moment later.
+pub fn open_beneath_nofollow(base: &Path, rel: &Path) -> Result<File> {
+    let path = base.join(rel);
+    let mut comps = plain_components(rel).map_err(|reason| VmError::Unsafe {
+        path: path.clone(),
+        reason,
+    })?;
+    let Some(name) = comps.pop() else {
+        return Err(VmError::Unsafe {
+            path,
+            reason: "names no file".into(),
+        });
+    };
+    let parent: PathBuf = comps.iter().collect();
+    let dir = open_dir_beneath_nofollow(base, &parent)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOENT => VmError::io("open", &path, e.into()),
+        _ => VmError::Unsafe {
+            reason: refusal(&dir, name, e, false),
+            path: path.clone(),
+        },
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| VmError::io("stat", &path, e.into()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(VmError::Unsafe {
+            path,
+            reason: format!("is {}; only regular files are copied", file_kind(kind)),
+        });
+    }
+    Ok(File::from(fd))
+}
+
+/// Creates the file `name` in the directory `dir` (whose path is
+/// `dir_path`, for messages) with `O_CREAT|O_EXCL|O_NOFOLLOW`: whatever
+/// stands under that name (a link a guest planted, above all) makes it
+/// fail instead of being opened. Remove the old entry first with
+/// [`remove_entry_nofollow`].
+pub fn create_new_in(dir: &impl AsFd, dir_path: &Path, name: &OsStr, mode: u32) -> Result<File> {
+    let path = dir_path.join(name);
+    if plain_components(Path::new(name)).map_or(true, |c| c.len() != 1) {
+        return Err(VmError::Unsafe {
+            path,
+            reason: "is not a plain file name".into(),
+        });
+    }
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map(File::from)
+    .map_err(|e| VmError::io("create", path, e.into()))
+}
+
+/// Removes the entry `name` of the directory `dir` without following a
+/// link: a file, link, FIFO or socket is unlinked; a directory is removed
+/// with everything below it. Gone already is fine.
+pub fn remove_entry_nofollow(dir: &Path, name: &OsStr) -> Result<()> {
+    let path = dir.join(name);
+    let fd = open_base_dir(dir)?;
+    match rustix::fs::unlinkat(&fd, name, AtFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        // A directory (EISDIR on Linux, EPERM elsewhere): the standard
+        // library's `remove_dir_all` opens every directory it descends into
+        // with O_NOFOLLOW relative to its parent and unlinks links as
+        // entries (race-free since Rust 1.58.1), so it never leaves `path`.
+        Err(rustix::io::Errno::ISDIR | rustix::io::Errno::PERM) => {
+            match fs::remove_dir_all(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(VmError::io("remove", &path, e)),
+            }
+        }
+        Err(e) => Err(VmError::io("remove", &path, e.into())),
+    }
+}
+
+/// Copies `src` to `dst` (open files), returning the bytes copied and
+/// their BLAKE3 hash. At most the bytes `src` held when the copy began are
+/// copied: a file that a guest keeps growing cannot make it endless.
+pub fn copy_open_hashed(
+    src: &mut File,
+    src_path: &Path,
+    dst: &mut File,
+    dst_path: &Path,
+) -> Result<(u64, String)> {
+    let limit = src
+        .metadata()
+        .map_err(|e| VmError::io("stat", src_path, e))?
+        .len();
+    let mut src = Read::take(&mut *src, limit);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(VmError::io("read", src_path, e)),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])
+            .map_err(|e| VmError::io("write", dst_path, e))?;
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+/// Replaces the file `name` in the directory `dir` (opened by the caller;
+/// `dir_path` for messages) with the content of `src`, with permissions
+/// `mode`: written to a temporary file created exclusively in `dir`
+/// (`O_EXCL|O_NOFOLLOW`), fsynced, and renamed over `name`. A rename
+/// replaces a link instead of writing through it, and the temporary name
+/// cannot be redirected; a `name` that is a symbolic link or a directory
+/// now is refused outright. Returns the bytes written.
+pub fn replace_file_in(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &OsStr,
+    src: &mut File,
+    src_path: &Path,
+    mode: u32,
+) -> Result<u64> {
+    let dest = dir_path.join(name);
+    if plain_components(Path::new(name)).map_or(true, |c| c.len() != 1) {
+        return Err(VmError::Unsafe {
+            path: dest,
+            reason: "is not a plain file name".into(),
+        });
+    }
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind != FileType::RegularFile {
+                return Err(VmError::Unsafe {
+                    path: dest,
+                    reason: format!("is {}; refusing to replace it", file_kind(kind)),
+                });
+            }
+        }
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(VmError::io("stat", &dest, e.into())),
+    }
+    let mut tmp_name = None;
+    let mut out = None;
+    for attempt in 0..16u32 {
+        let candidate = format!(
+            ".{}.vgrid-{}-{}-{attempt}",
+            name.to_string_lossy(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        match rustix::fs::openat(
+            dir,
+            candidate.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => {
+                tmp_name = Some(candidate);
+                out = Some(File::from(fd));
+                break;
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => {
+                return Err(VmError::io(
+                    "create a temporary file in",
+                    dir_path,
+                    e.into(),
+                ));
+            }
+        }
+    }
+    let (Some(tmp_name), Some(mut out)) = (tmp_name, out) else {
+        return Err(VmError::io(
+            "create a temporary file in",
+            dir_path,
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ));
+    };
+    let tmp_path = dir_path.join(&tmp_name);
+    let written = copy_open_hashed(src, src_path, &mut out, &tmp_path)
+        .and_then(|(n, _)| {
+            out.set_permissions(fs::Permissions::from_mode(mode))
+                .and_then(|()| out.sync_all())
+                .map_err(|e| VmError::io("write", &tmp_path, e))?;
+            Ok(n)
+        })
+        .and_then(|n| {
+            rustix::fs::renameat(dir, tmp_name.as_str(), dir, name)
+                .map_err(|e| VmError::io("rename into", &dest, e.into()))?;
+            Ok(n)
+        });
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(dir, tmp_name.as_str(), AtFlags::empty());
+    }
+    let n = written?;
+    let _ = rustix::fs::fsync(dir);
+    Ok(n)
+}
+
+/// The resolved root of `roots` that `real` (a resolved path) lies in,
+/// and the rest of `real` below it.
+fn split_at_root(real: &Path, roots: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
+    roots.iter().find_map(|root| {
+        let root_real = fs::canonicalize(root).ok()?;
+        let rest = real.strip_prefix(&root_real).ok()?.to_path_buf();
+        Some((root_real, rest))
+    })
+}
+
+/// Resolves `path` inside `roots` like [`resolve_inside`], then opens the
+/// resolved file without following anything below its root: a link
+/// swapped into the path after the check (by a guest with a writable
+/// mount there, say) is refused. Regular files only. Returns the file and
+/// its resolved path.
+pub fn open_file_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<(File, PathBuf)> {
+    let real = resolve_inside(field, path, roots)?;
+    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| VmError::PathEscape {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        reason: "its directory changed while it was checked".into(),
+    })?;
+    let file = open_beneath_nofollow(&root, &rest).map_err(|e| VmError::PathEscape {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok((file, real))
+}
+
+/// Resolves the directory `path` inside `roots` like [`resolve_inside`],
+/// then opens it without following anything below its root. Returns the
+/// directory and its resolved path.
+pub fn open_dir_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<(OwnedFd, PathBuf)> {
+    let real = resolve_inside(field, path, roots)?;
+    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| VmError::PathEscape {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        reason: "its directory changed while it was checked".into(),
+    })?;
+    let dir = open_dir_beneath_nofollow(&root, &rest).map_err(|e| VmError::PathEscape {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok((dir, real))
+}
+
 /// The last `n` lines of a text file (lossy UTF-8); empty when unreadable.
 pub fn tail_lines(path: &Path, n: usize) -> String {
     let Ok(mut f) = File::open(path) else {
@@ -253,6 +632,196 @@ mod tests {
         assert_eq!(h, blake3::hash(&vec![5u8; 3_000_000]).to_hex().to_string());
         // The destination must not exist.
         assert!(copy_hashed(&a, &b).is_err());
+    }
+
+    fn read_all(mut f: File) -> String {
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    fn refused(r: Result<File>) -> String {
+        match r {
+            Ok(_) => panic!("opened"),
+            Err(e @ VmError::Unsafe { .. }) => e.to_string(),
+            Err(e) => panic!("wrong error: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_below_a_guest_directory_follow_no_link() {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::tempdir().unwrap();
+        let secret = host.path().join("secret");
+        fs::create_dir(&secret).unwrap();
+        fs::write(secret.join("shadow"), "root-only").unwrap();
+        let stage = host.path().join("stage");
+        fs::create_dir_all(stage.join("out/deep")).unwrap();
+        fs::write(stage.join("out/deep/real.txt"), "guest data").unwrap();
+
+        // A regular file through plain directories is read.
+        let f = open_beneath_nofollow(&stage, Path::new("out/deep/real.txt")).unwrap();
+        assert_eq!(read_all(f), "guest data");
+        let f = open_beneath_nofollow(&stage, Path::new("./out/deep/real.txt")).unwrap();
+        assert_eq!(read_all(f), "guest data");
+
+        // A link at the last component.
+        symlink(secret.join("shadow"), stage.join("out/last.txt")).unwrap();
+        let why = refused(open_beneath_nofollow(&stage, Path::new("out/last.txt")));
+        assert!(why.contains("symbolic link"), "{why}");
+        // A link at a middle component (to a directory holding the file).
+        symlink(&secret, stage.join("mid")).unwrap();
+        let why = refused(open_beneath_nofollow(&stage, Path::new("mid/shadow")));
+        assert!(
+            why.contains("symbolic link") && why.contains("mid"),
+            "{why}"
+        );
+        // A relative link that stays inside is refused all the same.
+        symlink("deep", stage.join("out/alias")).unwrap();
+        refused(open_beneath_nofollow(
+            &stage,
+            Path::new("out/alias/real.txt"),
+        ));
+
+        // A FIFO: refused without blocking on the open.
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            stage.join("fifo"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let why = refused(open_beneath_nofollow(&stage, Path::new("fifo")));
+        assert!(why.contains("FIFO"), "{why}");
+        // A directory where a file was expected.
+        let why = refused(open_beneath_nofollow(&stage, Path::new("out/deep")));
+        assert!(why.contains("directory"), "{why}");
+        // A file where a directory was expected.
+        let err = open_beneath_nofollow(&stage, Path::new("out/deep/real.txt/x")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+
+        // Paths that leave the directory by name.
+        for bad in [
+            "../secret/shadow",
+            "/etc/passwd",
+            "out/../../secret/shadow",
+            "",
+        ] {
+            refused(open_beneath_nofollow(&stage, Path::new(bad)));
+        }
+        // Missing is an ordinary error, not a refusal.
+        let missing = open_beneath_nofollow(&stage, Path::new("out/none")).unwrap_err();
+        assert!(matches!(missing, VmError::Io { .. }), "{missing:?}");
+    }
+
+    #[test]
+    fn files_created_in_a_guest_directory_never_reuse_a_planted_name() {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::tempdir().unwrap();
+        let victim = host.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let stage = host.path().join("stage");
+        fs::create_dir_all(stage.join("tree/sub")).unwrap();
+        fs::write(stage.join("tree/sub/f"), "x").unwrap();
+        symlink(&victim, stage.join("in.txt")).unwrap();
+        // A link to a directory outside, inside a tree to remove.
+        let outside = host.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep").unwrap();
+        symlink(&outside, stage.join("tree/link")).unwrap();
+
+        let dir = open_dir_beneath_nofollow(&stage, Path::new("")).unwrap();
+        // The planted link makes the exclusive create fail...
+        assert!(create_new_in(&dir, &stage, OsStr::new("in.txt"), 0o644).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        // ...and removing it removes the link, not its target.
+        remove_entry_nofollow(&stage, OsStr::new("in.txt")).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        let mut f = create_new_in(&dir, &stage, OsStr::new("in.txt"), 0o644).unwrap();
+        f.write_all(b"input").unwrap();
+        assert_eq!(fs::read_to_string(stage.join("in.txt")).unwrap(), "input");
+        // A whole tree goes, the directory its link points at stays.
+        remove_entry_nofollow(&stage, OsStr::new("tree")).unwrap();
+        assert!(!stage.join("tree").exists());
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep"
+        );
+        remove_entry_nofollow(&stage, OsStr::new("gone")).unwrap();
+        for bad in ["a/b", "..", ""] {
+            assert!(create_new_in(&dir, &stage, OsStr::new(bad), 0o644).is_err());
+        }
+    }
+
+    #[test]
+    fn a_destination_is_replaced_by_rename_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::tempdir().unwrap();
+        let src_path = host.path().join("src");
+        fs::write(&src_path, "new content").unwrap();
+        fs::set_permissions(&src_path, fs::Permissions::from_mode(0o4755)).unwrap();
+        let out = host.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old.txt"), "old").unwrap();
+        let victim = host.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        symlink(&victim, out.join("link.txt")).unwrap();
+        fs::create_dir(out.join("adir")).unwrap();
+        let dir = open_dir_beneath_nofollow(&out, Path::new("")).unwrap();
+        let copy = |name: &str| {
+            let mut src = File::open(&src_path).unwrap();
+            replace_file_in(&dir, &out, OsStr::new(name), &mut src, &src_path, 0o644)
+        };
+
+        assert_eq!(copy("new.txt").unwrap(), 11);
+        assert_eq!(copy("old.txt").unwrap(), 11);
+        assert_eq!(
+            fs::read_to_string(out.join("old.txt")).unwrap(),
+            "new content"
+        );
+        // The guest's mode bits (set-uid here) are not carried over.
+        let mode = fs::metadata(out.join("new.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o644);
+        let why = copy("link.txt").unwrap_err().to_string();
+        assert!(why.contains("symbolic link"), "{why}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(copy("adir").is_err());
+        // No temporary file is left behind.
+        let mut names: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["adir", "link.txt", "new.txt", "old.txt"]);
+    }
+
+    #[test]
+    fn host_paths_are_opened_inside_their_root_without_a_late_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repos/alice");
+        fs::create_dir_all(root.join("data/v1")).unwrap();
+        fs::write(root.join("data/v1/in.txt"), "mine").unwrap();
+        fs::create_dir_all(dir.path().join("repos/bob")).unwrap();
+        fs::write(dir.path().join("repos/bob/theirs.txt"), "bob's").unwrap();
+        symlink(root.join("data"), root.join("alias")).unwrap();
+        symlink(dir.path().join("repos/bob"), root.join("to-bob")).unwrap();
+        let roots = vec![root.clone()];
+
+        let (f, real) =
+            open_file_inside("inputs[0].from", &root.join("alias/v1/in.txt"), &roots).unwrap();
+        assert_eq!(read_all(f), "mine");
+        assert!(real.ends_with("data/v1/in.txt"));
+        let err = open_file_inside("inputs[0].from", &root.join("to-bob/theirs.txt"), &roots)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("inputs[0].from"), "{err}");
+        assert!(err.to_string().contains("outside"), "{err}");
+        let (_, real) = open_dir_inside("outputs[0].to", &root.join("alias/v1"), &roots).unwrap();
+        assert!(real.ends_with("data/v1"));
+        assert!(open_dir_inside("outputs[0].to", &root.join("data/v1/in.txt"), &roots).is_err());
+        assert!(open_file_inside("inputs[0].from", &root.join("data"), &roots).is_err());
     }
 
     #[test]

@@ -239,7 +239,18 @@ impl RunAs {
         }
     }
 
+    /// Gives the open file `f` (at `path`, for messages) to the VM user:
+    /// through the descriptor, so a name swapped meanwhile is not touched.
+    pub fn fchown(&self, f: &std::fs::File, path: &Path) -> Result<()> {
+        if let RunAs::User { uid, gid, .. } = self {
+            std::os::unix::fs::fchown(f, Some(*uid), Some(*gid))
+                .map_err(|e| VmError::io("chown", path, e))?;
+        }
+        Ok(())
+    }
+
     /// Gives `path` to the VM user (a no-op for [`RunAs::CurrentUser`]).
+    /// Only for paths the guest cannot replace (it follows links).
     pub fn chown(&self, path: &Path) -> Result<()> {
         if let RunAs::User { uid, gid, .. } = self {
             std::os::unix::fs::chown(path, Some(*uid), Some(*gid))

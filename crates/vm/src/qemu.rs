@@ -7,7 +7,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,8 +78,71 @@ pub fn kernel_append(rec: &VmRecord) -> String {
     }
 }
 
-/// Builds the argument list (without the program name).
-pub fn qemu_args(rec: &VmRecord, dir: &VmDir, run_as: &RunAs, mode: LaunchMode) -> Vec<OsString> {
+/// The host directories of a VM's 9p shares (its data repositories, then
+/// its staging share), opened by vgrid without following any link. QEMU
+/// opens a share's root by path, as root, before it drops to the VM user:
+/// given `/proc/self/fd/N` of a descriptor it inherits, it opens exactly
+/// the directory vgrid checked, even if a directory on the way was swapped
+/// for a link in between (by another VM with a writable mount above it).
+pub struct ShareDirs {
+    fds: Vec<OwnedFd>,
+}
+
+impl ShareDirs {
+    /// Opens the shares of `rec`: each data repository by walking its
+    /// resolved path from `/`, the staging share from the VMs' directory.
+    pub fn open(rec: &VmRecord, dir: &VmDir) -> Result<ShareDirs> {
+        let mut fds = Vec::new();
+        for m in &rec.mounts {
+            let rel = m.host_path.strip_prefix("/").map_err(|_| {
+                VmError::bad_spec(
+                    "--mount",
+                    m.host_path.display().to_string(),
+                    "the recorded directory is not an absolute path",
+                )
+            })?;
+            fds.push(fsutil::open_dir_beneath_nofollow(Path::new("/"), rel)?);
+        }
+        if rec.staging_tag.is_some() {
+            let root = dir.root();
+            let (Some(vms), Some(name)) = (root.parent(), root.file_name()) else {
+                return Err(VmError::bad_spec(
+                    "VM directory",
+                    root.display().to_string(),
+                    "has no parent directory",
+                ));
+            };
+            fds.push(fsutil::open_dir_beneath_nofollow(
+                vms,
+                &Path::new(name).join("stage"),
+            )?);
+        }
+        Ok(ShareDirs { fds })
+    }
+
+    /// The paths QEMU opens, `/proc/self/fd/N`, in the order of the shares.
+    pub fn paths(&self) -> Vec<OsString> {
+        self.fds
+            .iter()
+            .map(|fd| OsString::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+            .collect()
+    }
+
+    fn raw_fds(&self) -> Vec<RawFd> {
+        self.fds.iter().map(|fd| fd.as_raw_fd()).collect()
+    }
+}
+
+/// Builds the argument list (without the program name). With `shares`,
+/// QEMU opens the share roots through their descriptors (see
+/// [`ShareDirs`]); without, by the paths in the record.
+pub fn qemu_args(
+    rec: &VmRecord,
+    dir: &VmDir,
+    run_as: &RunAs,
+    mode: LaunchMode,
+    shares: Option<&ShareDirs>,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
     let s = |x: &'static str| OsStr::new(x);
@@ -247,6 +313,7 @@ pub fn qemu_args(rec: &VmRecord, dir: &VmDir, run_as: &RunAs, mode: LaunchMode) 
         ]);
     }
 
+    let share_dirs = shares;
     let mut shares: Vec<(String, OsString, bool)> = rec
         .mounts
         .iter()
@@ -260,6 +327,11 @@ pub fn qemu_args(rec: &VmRecord, dir: &VmDir, run_as: &RunAs, mode: LaunchMode) 
         .collect();
     if let Some(tag) = &rec.staging_tag {
         shares.push((tag.clone(), dir.stage().into_os_string(), false));
+    }
+    if let Some(dirs) = share_dirs {
+        for ((_, host, _), path) in shares.iter_mut().zip(dirs.paths()) {
+            *host = path;
+        }
     }
     for (i, (tag, host, readonly)) in shares.iter().enumerate() {
         let mut fsdev = opt(&[
@@ -313,15 +385,35 @@ pub async fn launch(
         .try_clone()
         .map_err(|e| VmError::io("open", &log_path, e))?;
     let _ = std::fs::remove_file(dir.qmp());
-    let args = qemu_args(rec, dir, run_as, mode);
+    let shares = ShareDirs::open(rec, dir)?;
+    let args = qemu_args(rec, dir, run_as, mode, Some(&shares));
     tracing::debug!(vm = %rec.name, ?args, "starting QEMU");
-    let mut child = crate::process::detach(&mut Command::new(&tools.qemu))
+    let mut cmd = Command::new(&tools.qemu);
+    let inherit = shares.raw_fds();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl(2), async-signal-safe, over a vector allocated before the
+    // fork: the share descriptors (close-on-exec in vgrid, so no other
+    // child gets them) stay open in QEMU, under the same numbers.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = crate::process::detach(&mut cmd)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .spawn()
-        .map_err(|e| VmError::io("run", &tools.qemu, e))?;
+        .map_err(|e| VmError::io("run", &tools.qemu, e));
+    // QEMU holds its own copies now.
+    drop(shares);
+    let mut child = spawned?;
     fsutil::write_replace(
         &dir.qemu_pid(),
         format!("{}\n", child.id()).as_bytes(),
@@ -416,6 +508,7 @@ mod tests {
             run_as: None,
             qemu_version: "7.2.0".into(),
             intent: Intent::Run,
+            owner: None,
         }
     }
 
@@ -423,6 +516,47 @@ mod tests {
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn qemu_opens_share_roots_through_descriptors_vgrid_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repos/alice/data");
+        std::fs::create_dir_all(&repo).unwrap();
+        let dir = VmDir::new(tmp.path().join("vms/job-1"));
+        std::fs::create_dir_all(dir.stage()).unwrap();
+        let mut rec = sample_record();
+        rec.mounts[0].host_path = std::fs::canonicalize(&repo).unwrap();
+        rec.staging_tag = Some("stage".into());
+        let shares = ShareDirs::open(&rec, &dir).unwrap();
+        let args = args_text(&qemu_args(
+            &rec,
+            &dir,
+            &RunAs::CurrentUser,
+            LaunchMode::default(),
+            Some(&shares),
+        ));
+        let paths: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("local,id=fs"))
+            .collect();
+        assert_eq!(paths.len(), 2);
+        for (fsdev, want) in paths.iter().zip([repo.clone(), dir.stage()]) {
+            let at = fsdev.find("path=").unwrap() + 5;
+            let path = fsdev[at..].split(',').next().unwrap();
+            assert!(path.starts_with("/proc/self/fd/"), "{fsdev}");
+            assert_eq!(
+                std::fs::canonicalize(path).unwrap(),
+                std::fs::canonicalize(want).unwrap()
+            );
+        }
+        // A directory swapped for a link since it was resolved.
+        std::fs::rename(&repo, tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink("/etc", &repo).unwrap();
+        assert!(matches!(
+            ShareDirs::open(&rec, &dir),
+            Err(VmError::Unsafe { .. })
+        ));
     }
 
     #[test]
@@ -434,6 +568,7 @@ mod tests {
             &dir,
             &RunAs::CurrentUser,
             LaunchMode::default(),
+            None,
         ));
         let fsdev = args.iter().find(|a| a.starts_with("local,id=fs0")).unwrap();
         assert!(fsdev.contains("path=/srv/data,,evil=on"), "{fsdev}");
@@ -450,7 +585,7 @@ mod tests {
         let mut rec = sample_record();
         rec.disks.insert(1, "/ckpt/a/disk-0.qcow2".into());
         let dir = VmDir::new("/data/vms/job-1");
-        let args = qemu_args(&rec, &dir, &RunAs::CurrentUser, LaunchMode::default());
+        let args = qemu_args(&rec, &dir, &RunAs::CurrentUser, LaunchMode::default(), None);
         let nodes: Vec<serde_json::Value> = args
             .windows(2)
             .filter(|w| w[0] == "-blockdev")
@@ -475,7 +610,13 @@ mod tests {
             uid: 999,
             gid: 999,
         };
-        let text = args_text(&qemu_args(&rec, &dir, &user, LaunchMode { incoming: true }));
+        let text = args_text(&qemu_args(
+            &rec,
+            &dir,
+            &user,
+            LaunchMode { incoming: true },
+            None,
+        ));
         let runas = text.iter().position(|a| a == "-runas").unwrap();
         assert_eq!(text[runas + 1], "vgrid-vm");
         assert!(text.iter().any(|a| a.starts_with("on,obsolete=deny")));
@@ -485,6 +626,7 @@ mod tests {
             &dir,
             &RunAs::CurrentUser,
             LaunchMode::default(),
+            None,
         ));
         assert!(!plain.iter().any(|a| a == "-runas" || a == "-incoming"));
         assert!(plain.iter().any(|a| a.contains("elevateprivileges=deny")));

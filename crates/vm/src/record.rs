@@ -136,6 +136,11 @@ pub struct VmRecord {
     pub run_as: Option<String>,
     pub qemu_version: String,
     pub intent: Intent,
+    /// The owner of the job the VM runs: its host paths (inputs, mounts,
+    /// and those of later runs in a kept VM) resolve inside `<root>/<owner>/`
+    /// of each allowed root. `None` (a VM started by hand): the whole roots.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl VmRecord {

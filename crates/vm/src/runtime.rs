@@ -45,6 +45,8 @@ pub struct RuntimeConfig {
     /// The unprivileged user QEMU and passt run as when vgrid is root.
     pub vm_user: String,
     /// Host directories that `--mount` and staging inputs may come from.
+    /// A job's host paths lie in its owner's directory inside them,
+    /// `<root>/<owner>/` (see [`Runtime::host_roots`]).
     pub mount_roots: Vec<PathBuf>,
     /// How long `start` waits for the command to start (TCG boots slowly).
     pub start_timeout: Duration,
@@ -157,9 +159,18 @@ pub struct VmSpec {
     /// The command and its arguments (empty for images without the agent).
     pub command: Vec<String>,
     pub staging: Option<StagingSpec>,
+    /// The job's owner: host paths resolve inside `<root>/<owner>/` of
+    /// each allowed root. `None` (`vgrid vm start` by an administrator):
+    /// the whole roots.
+    pub owner: Option<String>,
 }
 
 impl VmSpec {
+    /// Whether the VM uses host paths (data repositories or staged inputs).
+    pub fn has_host_paths(&self) -> bool {
+        !self.mounts.is_empty() || self.staging.as_ref().is_some_and(|s| !s.inputs.is_empty())
+    }
+
     pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
         VmSpec {
             name: name.into(),
@@ -175,7 +186,38 @@ impl VmSpec {
             network: true,
             command,
             staging: None,
+            owner: None,
         }
+    }
+}
+
+/// A staged input, opened once when its path was checked and copied from
+/// that open file, so the path cannot be redirected in between.
+#[derive(Debug)]
+pub(crate) struct StagedInput {
+    pub(crate) file: File,
+    /// The resolved host path (for messages).
+    pub(crate) host: PathBuf,
+    /// Its name in the staging share.
+    pub(crate) name: String,
+}
+
+/// Whether `owner` can name a directory below a root: a user name as the
+/// controller allows them (a lower-case letter, then lower-case letters,
+/// digits, `_` and `-`), so never empty, `.`, `..` or with a `/`.
+pub fn check_owner_name(owner: &str) -> Result<()> {
+    let mut chars = owner.chars();
+    let ok = owner.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(VmError::bad_spec(
+            "owner",
+            owner,
+            "not a user name (a lower-case letter, then lower-case letters, digits, `_`, `-`), so it has no host directory",
+        ))
     }
 }
 
@@ -367,6 +409,28 @@ impl Runtime {
         &self.cfg
     }
 
+    /// The host directories a job of `owner` may use: `<root>/<owner>` for
+    /// each allowed root; the whole roots for `None` (an administrator's
+    /// VM started by hand).
+    pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>> {
+        self.host_roots_if(owner, true)
+    }
+
+    /// [`Runtime::host_roots`] when `needed` (the VM has host paths); none
+    /// otherwise, so that a VM without host paths starts whatever its owner.
+    pub(crate) fn host_roots_if(&self, owner: Option<&str>, needed: bool) -> Result<Vec<PathBuf>> {
+        if !needed {
+            return Ok(Vec::new());
+        }
+        match owner {
+            None => Ok(self.cfg.mount_roots.clone()),
+            Some(o) => {
+                check_owner_name(o)?;
+                Ok(self.cfg.mount_roots.iter().map(|r| r.join(o)).collect())
+            }
+        }
+    }
+
     pub fn tools(&self) -> &HostTools {
         &self.tools
     }
@@ -495,9 +559,10 @@ impl Runtime {
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
 
-        let mounts = self.resolve_mounts(&spec.mounts)?;
+        let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
+        let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let staged_inputs = match &spec.staging {
-            Some(st) => self.resolve_inputs(&st.inputs)?,
+            Some(st) => open_inputs(&st.inputs, &roots)?,
             None => Vec::new(),
         };
 
@@ -522,7 +587,7 @@ impl Runtime {
             if let Some(st) = &spec.staging {
                 ctx.staging = Some(Staging {
                     tag: "stage".into(),
-                    inputs: staged_inputs.iter().map(|(_, n)| n.clone()).collect(),
+                    inputs: staged_inputs.iter().map(|i| i.name.clone()).collect(),
                     outputs: st.outputs.clone(),
                 });
             }
@@ -602,7 +667,7 @@ impl Runtime {
         image: crate::record::BootImage,
         context: Option<JobContext>,
         mounts: Vec<MountRecord>,
-        staged_inputs: Vec<(PathBuf, String)>,
+        staged_inputs: Vec<StagedInput>,
         accel: AccelChoice,
         machine: String,
         qemu_version: String,
@@ -618,13 +683,7 @@ impl Runtime {
             fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
         }
         let staging_tag = if spec.staging.is_some() {
-            let stage = dir.stage();
-            fsutil::create_dir_mode(&stage, 0o700)?;
-            for (host, name) in &staged_inputs {
-                fsutil::copy_hashed(host, &stage.join(name))?;
-                self.run_as.chown(&stage.join(name))?;
-            }
-            self.run_as.chown(&stage)?;
+            self.fill_stage(dir, staged_inputs)?;
             Some("stage".to_string())
         } else {
             None
@@ -659,6 +718,7 @@ impl Runtime {
             },
             qemu_version,
             intent: Intent::Run,
+            owner: spec.owner.clone(),
         };
         rec.save(&dir.record())?;
         self.give_to_vm_user(dir)?;
@@ -859,45 +919,31 @@ impl Runtime {
         Ok(self.info(&dir, &rec, state, pid))
     }
 
-    /// Data repositories to share with the guest: each host directory
-    /// resolved inside the mount roots, tagged `data0`, `data1`, ...
-    pub(crate) fn resolve_mounts(&self, mounts: &[MountSpec]) -> Result<Vec<MountRecord>> {
-        let mut out = Vec::new();
-        for (i, m) in mounts.iter().enumerate() {
-            let host = fsutil::resolve_inside("--mount", &m.host, &self.cfg.mount_roots)?;
-            if !host.is_dir() {
-                return Err(VmError::bad_spec(
-                    "--mount",
-                    m.host.display().to_string(),
-                    "not a directory",
-                ));
-            }
-            out.push(MountRecord {
-                tag: format!("data{i}"),
-                host_path: host,
-                guest_path: m.guest.clone(),
-                readonly: m.readonly,
-            });
+    /// Empties the VM's staging share and fills it with `inputs`. The guest
+    /// may have written there (a kept VM between runs): whatever it left is
+    /// removed without following links, and each input is created with
+    /// `O_EXCL|O_NOFOLLOW` and copied from the input opened when it was
+    /// checked. The directory itself stays: QEMU holds it open as the
+    /// share's root.
+    pub(crate) fn fill_stage(&self, dir: &VmDir, inputs: Vec<StagedInput>) -> Result<()> {
+        let stage = dir.stage();
+        fsutil::create_dir_mode(&stage, 0o700)?;
+        let entries = fs::read_dir(&stage).map_err(|e| VmError::io("read", &stage, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| VmError::io("read", &stage, e))?;
+            fsutil::remove_entry_nofollow(&stage, &entry.file_name())?;
         }
-        Ok(out)
-    }
-
-    /// Host files for staging: resolved inside the mount roots, with the
-    /// file name they get in the share.
-    pub(crate) fn resolve_inputs(&self, inputs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
-        let mut out = Vec::new();
-        for input in inputs {
-            let host = fsutil::resolve_inside("staging input", input, &self.cfg.mount_roots)?;
-            let Some(file_name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-                return Err(VmError::bad_spec(
-                    "staging input",
-                    input.display().to_string(),
-                    "has no file name",
-                ));
-            };
-            out.push((host, file_name));
+        let stage_fd = fsutil::open_dir_beneath_nofollow(&stage, Path::new(""))?;
+        for mut input in inputs {
+            let name = std::ffi::OsStr::new(&input.name);
+            let dst_path = stage.join(name);
+            let mut out = fsutil::create_new_in(&stage_fd, &stage, name, 0o644)?;
+            fsutil::copy_open_hashed(&mut input.file, &input.host, &mut out, &dst_path)?;
+            out.sync_all()
+                .map_err(|e| VmError::io("fsync", &dst_path, e))?;
+            self.run_as.fchown(&out, &dst_path)?;
         }
-        Ok(out)
+        self.run_as.chown(&stage)
     }
 
     /// The record of VM `name` (whose lock the caller holds) when its
@@ -1255,6 +1301,48 @@ impl Runtime {
     pub fn is_stock(rec: &VmRecord) -> bool {
         rec.image.kind == ImageKind::Stock
     }
+}
+
+/// Data repositories to share with the guest: each host directory
+/// resolved inside `roots`, tagged `data0`, `data1`, ...
+pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<Vec<MountRecord>> {
+    let mut out = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let (_dir, host) = fsutil::open_dir_inside("--mount", &m.host, roots)?;
+        out.push(MountRecord {
+            tag: format!("data{i}"),
+            host_path: host,
+            guest_path: m.guest.clone(),
+            readonly: m.readonly,
+        });
+    }
+    Ok(out)
+}
+
+/// Host files for staging, resolved inside `roots` and opened there
+/// (regular files only, no link followed after the check), with the file
+/// name they get in the share.
+pub(crate) fn open_inputs(inputs: &[PathBuf], roots: &[PathBuf]) -> Result<Vec<StagedInput>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let (file, host) = fsutil::open_file_inside("staging input", input, roots)?;
+        let Some(name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Err(VmError::bad_spec(
+                "staging input",
+                input.display().to_string(),
+                "has no file name",
+            ));
+        };
+        if out.iter().any(|i: &StagedInput| i.name == name) {
+            return Err(VmError::bad_spec(
+                "staging input",
+                input.display().to_string(),
+                format!("another input has the file name `{name}` too"),
+            ));
+        }
+        out.push(StagedInput { file, host, name });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
