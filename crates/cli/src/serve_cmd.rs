@@ -38,6 +38,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = vgrid_controller::Config::new(data_dir.clone());
     cfg.heartbeat_ms = args.heartbeat_ms.max(10);
     cfg.lost_after_ms = args.lost_after_ms.max(cfg.heartbeat_ms * 2);
+    // The same roots the node agents use (`VGRID_MOUNT_ROOTS`).
+    cfg.staging_roots = vgrid_vm::RuntimeConfig::from_env(&data_dir)?.mount_roots;
     let controller = vgrid_controller::Controller::start(cfg)
         .with_context(|| format!("cannot start the controller in {}", data_dir.display()))?;
     let handle = controller.handle();

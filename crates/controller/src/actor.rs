@@ -390,5 +390,6 @@ fn book_config(cfg: &Config) -> BookConfig {
         policy: cfg.policy,
         lost_after_ms: cfg.lost_after_ms,
         checkpoint_root: cfg.checkpoint_root(),
+        staging_roots: cfg.staging_roots.clone(),
     }
 }

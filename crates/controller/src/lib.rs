@@ -61,18 +61,23 @@ pub struct Config {
     /// The most output a job may write, in bytes; writes beyond it are
     /// refused.
     pub max_output_bytes: u64,
+    /// The nodes' allowed roots for host paths (`VGRID_MOUNT_ROOTS`): a
+    /// job's inputs, outputs and mounts must lie in `<root>/<owner>/`,
+    /// checked at submit (the node checks again, links resolved).
+    pub staging_roots: Vec<PathBuf>,
 }
 
 impl Config {
     /// Defaults for a data directory: 2 s heartbeat, lost after 10 s, EASY.
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
-            data_dir,
             heartbeat_ms: 2_000,
             lost_after_ms: 10_000,
             policy: Policy::Easy,
             checkpoint_root: None,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            staging_roots: vec![data_dir_repos(&data_dir)],
+            data_dir,
         }
     }
 
@@ -81,6 +86,12 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("checkpoints"))
     }
+}
+
+/// The default allowed root of host paths: `repos/` in the data directory,
+/// as the node agents' default.
+fn data_dir_repos(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("repos")
 }
 
 /// The default limit of a job's output: 1 GiB.

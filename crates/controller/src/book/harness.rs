@@ -49,6 +49,7 @@ impl Harness {
             policy: vgrid_core::Policy::Easy,
             lost_after_ms: 10_000,
             checkpoint_root: dir.path().join("checkpoints"),
+            staging_roots: vec![dir.path().join("repos")],
         };
         let store = Store::open(&dir.path().join("vgrid.db"), 0).expect("store");
         let now = 1_700_000_000_000;

@@ -33,6 +33,8 @@ impl JobBook {
             }
             return Ok(Reply::Submitted { id, created: false });
         }
+        spec.check_host_paths(&self.cfg.staging_roots, &p.name)
+            .map_err(|e| CommandError::BadRequest(e.to_string()))?;
         if let JobClass::Reservation { end_unix_s, .. } = spec.class
             && end_unix_s.saturating_mul(1000) <= now as i64
         {

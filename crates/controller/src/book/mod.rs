@@ -57,6 +57,8 @@ pub(crate) struct BookConfig {
     pub lost_after_ms: u64,
     /// Where checkpoints live: `<root>/<job>/<seq>`.
     pub checkpoint_root: PathBuf,
+    /// The nodes' allowed roots for host paths (see [`crate::Config`]).
+    pub staging_roots: Vec<PathBuf>,
 }
 
 impl BookConfig {

@@ -586,8 +586,11 @@ async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_booting_job_restarts_it_on_the_target_and_a_job_with_mounts_cannot_move() {
     let (cluster, alice, mut n1) = one_node(10_000, 2).await;
-    let job_file =
-        format!("{JOB}[[mounts]]\nhost = \"/srv/data\"\nguest = \"/data\"\nreadonly = true\n");
+    let data = cluster.dir.path().join("repos/alice/data");
+    let job_file = format!(
+        "{JOB}[[mounts]]\nhost = \"{}\"\nguest = \"/data\"\nreadonly = true\n",
+        data.display()
+    );
     let id = alice
         .submit("m.toml", &job_file, false)
         .await

@@ -234,3 +234,33 @@ async fn a_retried_submission_with_its_key_makes_one_job() {
         .expect("found after a restart");
     assert_eq!(after, first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_outside_the_owners_directory_are_refused_at_submission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), 10_000).await;
+    let alice = h.user("alice", Role::User).await;
+    let repos = dir.path().join("repos");
+    let job = |to: &str| {
+        format!(
+            "image = \"tiny\"\ncommand = [\"/bin/true\"]\n[[outputs]]\nfrom = \"/work/r.txt\"\nto = \"{to}\"\n"
+        )
+    };
+    let bobs = repos.join("bob/r.txt");
+    let err = alice
+        .submit("o.toml", &job(&bobs.display().to_string()), false)
+        .await
+        .expect_err("another user's directory");
+    assert_eq!(api_status(err), 400);
+    let err = alice
+        .submit("o.toml", &job("/etc/passwd"), false)
+        .await
+        .expect_err("outside every root");
+    assert!(err.to_string().contains("outputs[0].to"), "{err}");
+    let own = repos.join("alice/out/r.txt");
+    alice
+        .submit("o.toml", &job(&own.display().to_string()), false)
+        .await
+        .expect("the owner's own directory");
+    assert_eq!(alice.jobs(false).await.expect("ps").len(), 1);
+}
