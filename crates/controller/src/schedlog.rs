@@ -105,7 +105,7 @@ fn label_value(v: &str) -> AttrValue {
 pub(crate) const DEFAULT_WALLTIME_MS: u64 = 3_600_000;
 
 /// The core's view of a job request.
-pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobSpec {
+pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobRequest {
     let class = match spec.class {
         JobClass::Normal => Class::Normal,
         JobClass::BestEffort => Class::BestEffort,
@@ -117,7 +117,7 @@ pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobS
             end: Time::from_secs(end_unix_s.max(0) as u64),
         },
     };
-    vgrid_core::JobSpec {
+    vgrid_core::JobRequest {
         id: JobId(id),
         user: owner.to_string(),
         domain: DomainId(0),

@@ -20,7 +20,7 @@
 use std::time::Instant;
 
 use vgrid_core::{
-    Action, Config, DomainId, Event, JobId, JobSpec, NodeId, NodeSpec, Policy, Scheduler, Time,
+    Action, Config, DomainId, Event, JobId, JobRequest, NodeId, NodeSpec, Policy, Scheduler, Time,
 };
 
 struct Rng(u64);
@@ -76,14 +76,14 @@ fn parse_opts() -> Opts {
     o
 }
 
-fn job(rng: &mut Rng, id: u64) -> JobSpec {
+fn job(rng: &mut Rng, id: u64) -> JobRequest {
     let vms = if rng.below(20) == 0 {
         1 + rng.below(512) as u32
     } else {
         1 + rng.below(64) as u32
     };
     let walltime = 60_000 + rng.below(86_400_000);
-    JobSpec::simple(JobId(id), vms, walltime)
+    JobRequest::simple(JobId(id), vms, walltime)
 }
 
 fn setup(o: &Opts, policy: Policy, depth: Option<u32>, seed: u64) -> Scheduler {

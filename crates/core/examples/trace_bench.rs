@@ -21,7 +21,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use vgrid_core::{
-    Action, Config, DomainId, Event, JobId, JobSpec, NodeId, NodeSpec, Policy, Scheduler, Time,
+    Action, Config, DomainId, Event, JobId, JobRequest, NodeId, NodeSpec, Policy, Scheduler, Time,
 };
 
 struct Job {
@@ -240,7 +240,7 @@ fn main() {
             if j.submit != now {
                 break;
             }
-            let mut spec = JobSpec::simple(JobId(j.id), j.procs, j.estimate);
+            let mut spec = JobRequest::simple(JobId(j.id), j.procs, j.estimate);
             if best_effort.is_some() && j.id % 3 == 0 {
                 spec.class = vgrid_core::Class::BestEffort;
                 spec.checkpointable = true;

@@ -1,6 +1,6 @@
 //! Events the driver feeds in, and why the core may refuse one.
 
-use crate::model::{JobSpec, NodeSpec};
+use crate::model::{JobRequest, NodeSpec};
 use crate::types::{DomainId, JobId, NodeId};
 
 /// Something that happened. Pass it with the time it happened to
@@ -22,7 +22,7 @@ pub enum Event {
         node: NodeId,
     },
     /// A new job.
-    Submit(JobSpec),
+    Submit(JobRequest),
     /// The user cancels a job; a running job is killed.
     Cancel {
         /// The job.

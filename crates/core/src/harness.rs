@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::{Action, Config, Event, JobId, JobSpec, NodeId, NodeSpec, Scheduler, StopMode, Time};
+use crate::{
+    Action, Config, Event, JobId, JobRequest, NodeId, NodeSpec, Scheduler, StopMode, Time,
+};
 
 /// Operation times the fake cluster takes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,7 +129,7 @@ impl Harness {
     }
 
     /// Submit `spec` at `t`; the job really needs `work` ms of run time.
-    pub(crate) fn submit(&mut self, t: u64, spec: JobSpec, work: u64) {
+    pub(crate) fn submit(&mut self, t: u64, spec: JobRequest, work: u64) {
         self.shapes
             .insert(spec.id, (spec.cores_per_vm, spec.memory_mb_per_vm));
         self.runs.insert(

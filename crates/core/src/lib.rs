@@ -9,12 +9,12 @@
 //! # How to drive the core
 //!
 //! ```
-//! use vgrid_core::{Action, Config, Event, JobId, JobSpec, NodeId, NodeSpec, DomainId, Scheduler, Time};
+//! use vgrid_core::{Action, Config, Event, JobId, JobRequest, NodeId, NodeSpec, DomainId, Scheduler, Time};
 //!
 //! let mut core = Scheduler::new(Config::default());
 //! let now = Time::from_secs(0);
 //! core.handle(now, Event::NodeUp(NodeSpec::new(NodeId(1), DomainId(0), 4, 8192))).unwrap();
-//! core.handle(now, Event::Submit(JobSpec::simple(JobId(7), 2, 60_000))).unwrap();
+//! core.handle(now, Event::Submit(JobRequest::simple(JobId(7), 2, 60_000))).unwrap();
 //! core.schedule(now); // one pass for everything that happened at `now`
 //! while let Some(action) = core.poll_action() {
 //!     match action {
@@ -80,7 +80,7 @@
 //! - Work time: a job works while `Running`, from its `JobRunning` event;
 //!   it does not work while its VMs boot or restore or while a checkpoint
 //!   is being saved. A checkpoint saves the work done when it *started*.
-//! - Saved progress ([`JobView::saved_progress_ms`]) is what the last
+//! - Saved progress ([`JobStatus::saved_progress_ms`]) is what the last
 //!   successful checkpoint saved; it never goes down. After a kill or a
 //!   node loss, work since then is lost; the driver measures how much
 //!   from real run times (the core cannot know).
@@ -96,7 +96,7 @@
 //!   every waiting job gets a reservation; a job starts early only if it
 //!   delays no earlier one. Reservations are kept from pass to pass and
 //!   only move earlier (compression), so with correct estimates a job never
-//!   starts later than the start it was given ([`JobView::planned_start`]).
+//!   starts later than the start it was given ([`JobStatus::planned_start`]).
 //!   A conservative pass costs O(queue x profile); see
 //!   [`Scheduler::set_conservative_depth`] for a bound on large queues.
 //! - Queue order: higher `priority` first, then earlier submission, then
@@ -194,8 +194,8 @@ pub use config::{
     BrokerConfig, Config, CostModel, DomainConfig, Policy, PreemptionMode, ReclaimPolicy,
 };
 pub use event::{Event, Rejected};
-pub use model::{Class, JobSpec, NodeSpec};
+pub use model::{Class, JobRequest, NodeSpec};
 pub use sched::Scheduler;
 pub use types::{DomainId, JobId, NodeId, Time};
 pub use vgrid_expr::{AttrValue, Expr};
-pub use view::{DomainView, JobState, JobView, NodeStatus, NodeView, Outcome, WaitReason};
+pub use view::{DomainView, JobPhase, JobStatus, NodeLoad, NodeStatus, Outcome, WaitReason};

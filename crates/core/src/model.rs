@@ -61,7 +61,7 @@ pub enum Class {
 
 /// A job: one or more identical VMs that run together.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct JobSpec {
+pub struct JobRequest {
     /// Chosen by the driver; unique for the core's lifetime.
     pub id: JobId,
     /// Who submitted it (shown, not interpreted).
@@ -91,11 +91,11 @@ pub struct JobSpec {
     pub checkpoint_interval_ms: Option<u64>,
 }
 
-impl JobSpec {
+impl JobRequest {
     /// A normal job of `vms` one-core VMs without memory, requirements or
     /// checkpoints: the shape of an SWF job in the simulator.
-    pub fn simple(id: JobId, vms: u32, walltime_ms: u64) -> JobSpec {
-        JobSpec {
+    pub fn simple(id: JobId, vms: u32, walltime_ms: u64) -> JobRequest {
+        JobRequest {
             id,
             user: String::new(),
             domain: DomainId(0),

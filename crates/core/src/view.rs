@@ -47,7 +47,7 @@ pub enum Outcome {
 /// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
-pub enum JobState {
+pub enum JobPhase {
     /// In the queue (or held), with the reason it waits.
     Pending {
         /// Why it waits.
@@ -68,23 +68,23 @@ pub enum JobState {
     },
 }
 
-impl JobState {
+impl JobPhase {
     /// A short lowercase name, for messages.
     pub fn name(&self) -> &'static str {
         match self {
-            JobState::Pending { .. } => "pending",
-            JobState::Starting => "starting",
-            JobState::Running => "running",
-            JobState::Checkpointing => "checkpointing",
-            JobState::Preempting => "preempting",
-            JobState::Done { .. } => "done",
+            JobPhase::Pending { .. } => "pending",
+            JobPhase::Starting => "starting",
+            JobPhase::Running => "running",
+            JobPhase::Checkpointing => "checkpointing",
+            JobPhase::Preempting => "preempting",
+            JobPhase::Done { .. } => "done",
         }
     }
 }
 
 /// Everything the core knows about one job.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct JobView {
+pub struct JobStatus {
     /// The job.
     pub id: JobId,
     /// Its domain.
@@ -92,7 +92,7 @@ pub struct JobView {
     /// Its class.
     pub class: Class,
     /// Its state (with the wait reason when pending).
-    pub state: JobState,
+    pub state: JobPhase,
     /// When it was submitted.
     pub submitted: Time,
     /// Work saved by its last successful checkpoint, in ms of run time.
@@ -134,7 +134,7 @@ pub enum NodeStatus {
 
 /// A node as the core sees it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NodeView {
+pub struct NodeLoad {
     /// The node.
     pub id: NodeId,
     /// Its name.

@@ -23,7 +23,7 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use vgrid_core::{
-    Action, Class, Config, DomainConfig, DomainId, Event, JobId, JobSpec, NodeId, NodeSpec,
+    Action, Class, Config, DomainConfig, DomainId, Event, JobId, JobRequest, NodeId, NodeSpec,
     PreemptionMode, Scheduler, StopMode, Time,
 };
 
@@ -497,7 +497,7 @@ impl Driver<'_> {
     }
 
     /// The core's view of a job, built when it arrives.
-    fn spec(&self, job: u32) -> JobSpec {
+    fn spec(&self, job: u32) -> JobRequest {
         let rec = &self.records[job as usize];
         let j = &self.jobs[job as usize];
         let checkpointing = self.cfg.preemption == PreemptionMode::Checkpoint;
@@ -505,7 +505,7 @@ impl Driver<'_> {
             CheckpointJobs::All => true,
             CheckpointJobs::BestEffort => rec.best_effort,
         };
-        JobSpec {
+        JobRequest {
             id: JobId(u64::from(job)),
             user: String::new(),
             domain: domain_id(usize::from(rec.domain)),

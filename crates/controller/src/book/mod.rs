@@ -271,7 +271,7 @@ impl JobBook {
         let reason = match job.rec.state {
             JobState::Pending | JobState::Preempted | JobState::Held | JobState::Migrating => {
                 match self.sched.job(JobId(id)).map(|v| v.state) {
-                    Some(vgrid_core::JobState::Pending { reason }) => {
+                    Some(vgrid_core::JobPhase::Pending { reason }) => {
                         if matches!(job.rec.state, JobState::Preempted | JobState::Migrating) {
                             format!("{}; {}", job.rec.reason, wait_reason_text(reason))
                         } else {

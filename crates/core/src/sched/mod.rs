@@ -15,10 +15,10 @@ use crate::action::{Action, StopMode};
 use crate::config::{Config, PreemptionMode};
 use crate::event::{Event, Rejected};
 use crate::hash::IdMap;
-use crate::model::{Class, JobSpec, NodeSpec};
+use crate::model::{Class, JobRequest, NodeSpec};
 use crate::profile::Profile;
 use crate::types::{DomainId, JobId, NodeId, Time};
-use crate::view::{DomainView, JobState, JobView, NodeStatus, NodeView, Outcome, WaitReason};
+use crate::view::{DomainView, JobPhase, JobStatus, NodeLoad, NodeStatus, Outcome, WaitReason};
 
 use state::{Domain, Job, Node, PoolKind, QEntry, St, Timer};
 
@@ -183,14 +183,14 @@ impl Scheduler {
     // ----- queries -----
 
     /// The state of a job, with a reason if it waits.
-    pub fn job_state(&self, job: JobId) -> Option<JobState> {
+    pub fn job_phase(&self, job: JobId) -> Option<JobPhase> {
         self.jobs.get(&job).map(|j| self.state_of(j))
     }
 
     /// Everything known about a job.
-    pub fn job(&self, job: JobId) -> Option<JobView> {
+    pub fn job(&self, job: JobId) -> Option<JobStatus> {
         let j = self.jobs.get(&job)?;
-        Some(JobView {
+        Some(JobStatus {
             id: j.spec.id,
             domain: j.spec.domain,
             class: j.spec.class,
@@ -215,7 +215,7 @@ impl Scheduler {
     }
 
     /// The job's specification as submitted.
-    pub fn job_spec(&self, job: JobId) -> Option<&JobSpec> {
+    pub fn job_spec(&self, job: JobId) -> Option<&JobRequest> {
         self.jobs.get(&job).map(|j| &j.spec)
     }
 
@@ -240,11 +240,11 @@ impl Scheduler {
     }
 
     /// A node's view.
-    pub fn node(&self, node: NodeId) -> Option<NodeView> {
+    pub fn node(&self, node: NodeId) -> Option<NodeLoad> {
         let &ix = self.node_ix.get(&node)?;
         let n = &self.nodes[ix as usize];
         let u = &self.usage[ix as usize];
-        Some(NodeView {
+        Some(NodeLoad {
             id: n.spec.id,
             name: n.spec.name.clone(),
             owner: n.spec.domain,
@@ -260,7 +260,7 @@ impl Scheduler {
     }
 
     /// Every node, in the order they first came up.
-    pub fn nodes(&self) -> Vec<NodeView> {
+    pub fn nodes(&self) -> Vec<NodeLoad> {
         self.nodes
             .iter()
             .filter_map(|n| self.node(n.spec.id))
@@ -339,7 +339,7 @@ impl Scheduler {
         current.then_some(e.planned).flatten().map(|(t, _)| t)
     }
 
-    fn state_of(&self, j: &Job) -> JobState {
+    fn state_of(&self, j: &Job) -> JobPhase {
         match j.st {
             St::Queued | St::Vacating => {
                 let reason = if j.held {
@@ -369,13 +369,13 @@ impl Scheduler {
                         WaitReason::Priority
                     }
                 };
-                JobState::Pending { reason }
+                JobPhase::Pending { reason }
             }
-            St::Starting => JobState::Starting,
-            St::Running => JobState::Running,
-            St::Checkpointing => JobState::Checkpointing,
-            St::Preempting => JobState::Preempting,
-            St::Done(outcome) => JobState::Done { outcome },
+            St::Starting => JobPhase::Starting,
+            St::Running => JobPhase::Running,
+            St::Checkpointing => JobPhase::Checkpointing,
+            St::Preempting => JobPhase::Preempting,
+            St::Done(outcome) => JobPhase::Done { outcome },
         }
     }
 
@@ -390,7 +390,7 @@ impl Scheduler {
         }
     }
 
-    fn submit(&mut self, now: Time, spec: JobSpec) -> Result<(), Rejected> {
+    fn submit(&mut self, now: Time, spec: JobRequest) -> Result<(), Rejected> {
         self.domain_ix(spec.domain)?;
         if self.jobs.contains_key(&spec.id) {
             return Err(Rejected::DuplicateJob(spec.id));

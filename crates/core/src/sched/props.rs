@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use crate::harness::Harness;
 use crate::{
-    Class, Config, CostModel, Event, Expr, JobId, JobSpec, JobState, NodeId, NodeSpec, Policy,
+    Class, Config, CostModel, Event, Expr, JobId, JobPhase, JobRequest, NodeId, NodeSpec, Policy,
     PreemptionMode, Time, WaitReason,
 };
 
@@ -164,8 +164,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     })
 }
 
-fn spec_of(i: usize, g: &GenJob) -> JobSpec {
-    let mut j = JobSpec::simple(JobId(i as u64), g.vms, g.walltime);
+fn spec_of(i: usize, g: &GenJob) -> JobRequest {
+    let mut j = JobRequest::simple(JobId(i as u64), g.vms, g.walltime);
     j.cores_per_vm = g.cores;
     j.memory_mb_per_vm = g.mem;
     j.priority = g.priority;
@@ -252,7 +252,7 @@ fn check_step(h: &Harness, sc: &Scenario, progress: &mut HashMap<JobId, u64>) {
         );
         *last = v.saved_progress_ms;
         // Every waiting job has a reason that fits its class.
-        if let JobState::Pending { reason } = v.state {
+        if let JobPhase::Pending { reason } = v.state {
             let ok = match (v.class, reason) {
                 (_, WaitReason::New) => false,
                 (_, WaitReason::Held | WaitReason::Requirements | WaitReason::TooLarge) => true,
@@ -292,8 +292,8 @@ proptest! {
         for id in h.s.job_ids() {
             let v = h.s.job(id).unwrap_or_else(|| panic!("{id}"));
             let stuck = match v.state {
-                JobState::Done { .. } => false,
-                JobState::Pending { reason } => !matches!(
+                JobPhase::Done { .. } => false,
+                JobPhase::Pending { reason } => !matches!(
                     reason,
                     WaitReason::Held | WaitReason::TooLarge | WaitReason::Requirements
                 ),
@@ -378,7 +378,7 @@ proptest! {
             h.at(0, Event::NodeUp(NodeSpec::new(NodeId(i as u32), crate::DomainId(0), cores, 0)));
         }
         for (i, g) in sc.jobs.iter().enumerate() {
-            let spec = JobSpec::simple(JobId(i as u64), g.vms, g.walltime);
+            let spec = JobRequest::simple(JobId(i as u64), g.vms, g.walltime);
             let work = (g.walltime * g.run_pct.min(100) / 100).max(1);
             h.submit(g.submit, spec, work);
         }
@@ -520,8 +520,8 @@ proptest! {
         for id in h.s.job_ids() {
             let v = h.s.job(id).unwrap_or_else(|| panic!("{id}"));
             let stuck = match v.state {
-                JobState::Done { .. } => false,
-                JobState::Pending { reason } => !matches!(
+                JobPhase::Done { .. } => false,
+                JobPhase::Pending { reason } => !matches!(
                     reason,
                     WaitReason::Held | WaitReason::TooLarge | WaitReason::Requirements
                 ),
@@ -533,8 +533,8 @@ proptest! {
         // nodes are home after the brokers' next rounds.
         let waiting = h.s.job_ids().iter().any(|&id| {
             matches!(
-                h.s.job_state(id),
-                Some(JobState::Pending { reason }) if reason != WaitReason::Held
+                h.s.job_phase(id),
+                Some(JobPhase::Pending { reason }) if reason != WaitReason::Held
             )
         });
         if !waiting {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vgrid_expr::{Attributes, Value};
 
 use crate::index::FreeIndex;
-use crate::model::{Class, JobSpec, NodeSpec};
+use crate::model::{Class, JobRequest, NodeSpec};
 use crate::types::{DomainId, JobId, Time};
 use crate::view::{NodeStatus, Outcome, WaitReason};
 
@@ -60,7 +60,7 @@ impl St {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
-    pub spec: JobSpec,
+    pub spec: JobRequest,
     pub submitted: Time,
     pub st: St,
     pub held: bool,

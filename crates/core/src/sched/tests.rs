@@ -2,12 +2,12 @@
 
 use crate::harness::Harness;
 use crate::{
-    Action, Config, Event, JobId, JobSpec, JobState, Policy, PreemptionMode, StopMode, Time,
+    Action, Config, Event, JobId, JobPhase, JobRequest, Policy, PreemptionMode, StopMode, Time,
     WaitReason,
 };
 
-fn job(id: u64, vms: u32, walltime: u64) -> JobSpec {
-    JobSpec::simple(JobId(id), vms, walltime)
+fn job(id: u64, vms: u32, walltime: u64) -> JobRequest {
+    JobRequest::simple(JobId(id), vms, walltime)
 }
 
 fn harness(policy: Policy, nodes: u32) -> Harness {
@@ -17,8 +17,8 @@ fn harness(policy: Policy, nodes: u32) -> Harness {
 }
 
 fn reason(h: &Harness, id: u64) -> Option<WaitReason> {
-    match h.s.job_state(JobId(id)) {
-        Some(JobState::Pending { reason }) => Some(reason),
+    match h.s.job_phase(JobId(id)) {
+        Some(JobPhase::Pending { reason }) => Some(reason),
         _ => None,
     }
 }
@@ -194,8 +194,8 @@ fn cancel_kills_a_running_job_and_frees_its_nodes() {
     );
     assert_eq!(h.start_of(2), 30);
     assert_eq!(
-        h.s.job_state(JobId(1)),
-        Some(JobState::Done {
+        h.s.job_phase(JobId(1)),
+        Some(JobPhase::Done {
             outcome: crate::Outcome::Cancelled
         })
     );
@@ -247,7 +247,7 @@ fn sorted_actions(h: &Harness, id: u64) -> Vec<(u64, Action)> {
         .collect()
 }
 
-fn be_job(id: u64, vms: u32, walltime: u64) -> JobSpec {
+fn be_job(id: u64, vms: u32, walltime: u64) -> JobRequest {
     let mut j = job(id, vms, walltime);
     j.class = crate::Class::BestEffort;
     j.checkpointable = true;
@@ -432,7 +432,7 @@ fn a_failed_preemption_checkpoint_keeps_the_previous_progress() {
     assert_eq!(h.end_of(1), 660);
 }
 
-fn reservation(id: u64, vms: u32, start: u64, end: u64) -> JobSpec {
+fn reservation(id: u64, vms: u32, start: u64, end: u64) -> JobRequest {
     let mut j = job(id, vms, end - start);
     j.class = crate::Class::Reservation {
         start: Time(start),
@@ -457,8 +457,8 @@ fn reservation_window_keeps_capacity_and_ends_with_a_kill() {
             .contains(&(200, Action::Kill { job: JobId(1) }))
     );
     assert_eq!(
-        h.s.job_state(JobId(1)),
-        Some(JobState::Done {
+        h.s.job_phase(JobId(1)),
+        Some(JobPhase::Done {
             outcome: crate::Outcome::WindowEnded
         })
     );
@@ -520,7 +520,7 @@ fn two_domains(reclaim: crate::ReclaimPolicy) -> Harness {
     h
 }
 
-fn in_domain(mut j: JobSpec, d: u16) -> JobSpec {
+fn in_domain(mut j: JobRequest, d: u16) -> JobRequest {
     j.domain = crate::DomainId(d);
     j
 }
@@ -711,7 +711,7 @@ fn a_lost_job_keeps_its_place_and_resumes_from_its_checkpoint() {
     assert_eq!(h.start_of(2), h.end_of(1), "B stayed behind A");
 }
 
-fn movable(id: u64, walltime: u64) -> JobSpec {
+fn movable(id: u64, walltime: u64) -> JobRequest {
     let mut j = job(id, 1, walltime);
     j.checkpointable = true;
     j
@@ -837,7 +837,7 @@ fn a_job_that_cannot_be_checkpointed_is_not_moved() {
         },
     );
     assert!(matches!(refused, Err(crate::Rejected::InvalidJob { .. })));
-    assert_eq!(h.s.job_state(JobId(1)), Some(JobState::Running));
+    assert_eq!(h.s.job_phase(JobId(1)), Some(JobPhase::Running));
     // In kill mode no checkpoint exists to move with either.
     let mut h = ckpt_harness(PreemptionMode::Kill, 2);
     h.submit(0, movable(1, 300), 300);
