@@ -66,6 +66,41 @@ pub(crate) enum SchedInput {
     Schedule,
 }
 
+/// The version of the log's entries this build writes. Persisted: a change
+/// of an input's meaning or fields needs a new version, and [`decode`]
+/// must then read the old one or refuse it saying what to do.
+pub(crate) const LOG_VERSION: u32 = 1;
+
+/// An entry of the log: an input with the version of its form.
+#[derive(Serialize, Deserialize)]
+struct Entry<T> {
+    /// Absent from entries written before versions (the same form as 1).
+    #[serde(default)]
+    v: u32,
+    #[serde(flatten)]
+    input: T,
+}
+
+/// The text an input is logged as.
+pub(crate) fn encode(input: &SchedInput) -> serde_json::Result<String> {
+    serde_json::to_string(&Entry {
+        v: LOG_VERSION,
+        input,
+    })
+}
+
+/// An input read back from the log.
+pub(crate) fn decode(text: &str) -> Result<SchedInput, String> {
+    let entry: Entry<SchedInput> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if entry.v > LOG_VERSION {
+        return Err(format!(
+            "the entry has version {}, but this vgrid reads only up to {LOG_VERSION}: run a newer vgrid",
+            entry.v
+        ));
+    }
+    Ok(entry.input)
+}
+
 /// A node as announced to the core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LoggedNode {
@@ -184,6 +219,20 @@ mod tests {
             let back: SchedInput = serde_json::from_str(&text).expect("parses");
             assert_eq!(back, input);
         }
+    }
+
+    #[test]
+    fn entries_carry_their_version_and_a_newer_one_is_refused() {
+        let text = encode(&SchedInput::Submit { job: 3 }).expect("encodes");
+        assert_eq!(text, r#"{"v":1,"in":"submit","job":3}"#);
+        assert_eq!(decode(&text), Ok(SchedInput::Submit { job: 3 }));
+        // Written before versions: read as version 1.
+        assert_eq!(
+            decode(r#"{"in":"submit","job":3}"#),
+            Ok(SchedInput::Submit { job: 3 })
+        );
+        let newer = decode(r#"{"v":2,"in":"submit","job":3}"#).expect_err("refused");
+        assert!(newer.contains("newer vgrid"), "{newer}");
     }
 
     #[test]

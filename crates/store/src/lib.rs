@@ -16,6 +16,7 @@
 //! - Times are Unix milliseconds passed in by the caller: the store reads no
 //!   clock, so the same changes give the same database.
 
+mod json;
 mod model;
 mod schema;
 mod token;
@@ -225,7 +226,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             ])?;
         }
         Change::AddJob(job) => {
-            let spec = serde_json::to_string(&job.spec)
+            let spec = json::encode(&job.spec)
                 .map_err(|e| StoreError::Corrupt(format!("job spec does not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT INTO jobs (id, owner, spec, state, node, reason, exit_code,
@@ -299,7 +300,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             }
         }
         Change::PutNode(node) => {
-            let labels = serde_json::to_string(&node.labels)
+            let labels = json::encode(&node.labels)
                 .map_err(|e| StoreError::Corrupt(format!("node labels do not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO nodes
@@ -632,7 +633,7 @@ fn job_row(r: &Row<'_>) -> Decoded<JobRecord> {
     let spec: String = r.get(2)?;
     let state: String = r.get(3)?;
     let record = (|| {
-        let spec: JobSpec = serde_json::from_str(&spec)
+        let spec: JobSpec = json::decode(&spec)
             .map_err(|e| StoreError::Corrupt(format!("spec of job {id}: {e}")))?;
         Ok(JobRecord {
             id: id as u64,
@@ -662,7 +663,7 @@ fn node_row(r: &Row<'_>) -> Decoded<NodeRecord> {
     let id: u32 = r.get(7)?;
     Ok((|| {
         Ok(NodeRecord {
-            labels: serde_json::from_str(&labels)
+            labels: json::decode(&labels)
                 .map_err(|e| StoreError::Corrupt(format!("labels of node {name}: {e}")))?,
             state: NodeState::parse(&state).ok_or_else(|| {
                 StoreError::Corrupt(format!("unknown state `{state}` of node {name}"))

@@ -11,7 +11,6 @@ use vgrid_store::{
 
 use super::{BookConfig, DISPATCH_VERSION, Dispatch, Effects, Job, JobBook, Node, Users};
 use crate::ControllerError;
-use crate::schedlog::SchedInput;
 use crate::views::role_to_api;
 
 /// Everything the book is built from, as read from the database.
@@ -112,11 +111,12 @@ impl JobBook {
         });
         let mut last_time = 0;
         for entry in records.log {
-            let input: SchedInput =
-                serde_json::from_str(&entry.input).map_err(|e| ControllerError::SchedulerLog {
+            let input = crate::schedlog::decode(&entry.input).map_err(|why| {
+                ControllerError::SchedulerLog {
                     seq: entry.seq,
-                    why: e.to_string(),
-                })?;
+                    why,
+                }
+            })?;
             let t = (entry.unix_ms.max(0) as u64).max(last_time);
             last_time = t;
             // Only accepted inputs are logged, and the core is

@@ -383,7 +383,7 @@ impl JobBook {
     }
 
     fn log(&mut self, now: u64, input: &SchedInput) {
-        match serde_json::to_string(input) {
+        match crate::schedlog::encode(input) {
             Ok(text) => self.fx.changes.push(Change::AppendSchedulerLog {
                 unix_ms: now as i64,
                 input: text,
