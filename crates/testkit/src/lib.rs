@@ -180,12 +180,16 @@ pub fn data_dir_with_stock_image(stock: &StockImage) -> tempfile::TempDir {
     dir
 }
 
-/// A fresh temporary directory under `target/vgrid-test/tmp`.
+/// A fresh temporary directory under `target/vgrid-test/tmp`, mode 0700
+/// like `mktemp -d` makes it: a data directory only root may enter, which
+/// VMs must work in (QEMU and passt drop to an unprivileged user).
 pub fn temp_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
     let base = test_root().join("tmp");
     std::fs::create_dir_all(&base).expect("create target/vgrid-test/tmp");
     tempfile::Builder::new()
         .prefix("t")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&base)
         .expect("create a temporary directory")
 }
