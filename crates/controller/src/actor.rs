@@ -180,14 +180,14 @@ impl Actor {
             let path = path.clone();
             move |source| ControllerError::DataDir { path, source }
         };
-        std::fs::create_dir_all(&cfg.data_dir).map_err(data_err(&cfg.data_dir))?;
+        crate::output::create_private_dir(&cfg.data_dir).map_err(data_err(&cfg.data_dir))?;
         let now = wall_clock_ms();
         let mut store = Store::open(&cfg.data_dir.join("vgrid.db"), now as i64)?;
         ensure_admin(&mut store, &cfg, now)?;
         let output_dir = cfg.data_dir.join("output");
         let output = OutputFiles::new(output_dir.clone()).map_err(data_err(&output_dir))?;
         let ckpt_root = cfg.checkpoint_root();
-        std::fs::create_dir_all(&ckpt_root).map_err(data_err(&ckpt_root))?;
+        crate::output::create_private_dir(&ckpt_root).map_err(data_err(&ckpt_root))?;
 
         let read = store.read();
         let mut auth = HashMap::new();
