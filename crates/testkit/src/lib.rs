@@ -168,16 +168,28 @@ fn build_stock_image() -> Result<StockImage, String> {
     })
 }
 
-/// A temporary `VGRID_DATA_DIR` (removed on drop) whose `images/tiny` is a
-/// link to the shared stock image. Created under `target/vgrid-test/tmp`
-/// so that paths stay short (unix socket paths are limited to 107 bytes).
+/// A temporary `VGRID_DATA_DIR` (removed on drop, mode 0700) whose
+/// `images/tiny` is a link to the shared stock image (`images/` 0700, as
+/// vgrid makes it). Created under `target/vgrid-test/tmp` so that paths
+/// stay short (unix socket paths are limited to 107 bytes).
 pub fn data_dir_with_stock_image(stock: &StockImage) -> tempfile::TempDir {
     let dir = temp_dir();
-    let images = dir.path().join("images");
-    std::fs::create_dir_all(&images).expect("create images dir");
+    link_stock_image(stock, dir.path());
+    dir
+}
+
+/// Links the shared stock image as `images/tiny` of the data directory
+/// `data` (which must exist), creating `images/` 0700 when missing.
+pub fn link_stock_image(stock: &StockImage, data: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    let images = data.join("images");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&images)
+        .expect("create images dir");
     std::os::unix::fs::symlink(&stock.image.dir, images.join(STOCK_IMAGE))
         .expect("link the stock image");
-    dir
 }
 
 /// A fresh temporary directory under `target/vgrid-test/tmp`, mode 0700
