@@ -69,6 +69,11 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         None,
     )
     .map_err(|e| VmError::io("create", "a socket pair for passt", e.into()))?;
+    let lift = |fd| {
+        crate::process::above_stdio(fd)
+            .map_err(|e| VmError::io("duplicate", "a socket pair for passt", e))
+    };
+    let (passt_end, qemu_end) = (lift(passt_end)?, lift(qemu_end)?);
     let err_path = dir.passt_log();
     let err = OpenOptions::new()
         .create(true)

@@ -2,7 +2,7 @@
 //! passt. A pid alone may be reused by an unrelated process, so a process
 //! counts as ours only when its command line names our VM directory.
 
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use rustix::process::{Pid, Signal};
@@ -62,10 +62,21 @@ pub fn detach(cmd: &mut std::process::Command) -> &mut std::process::Command {
     }
 }
 
+/// `fd` under a number above standard input, output and error (where it
+/// can land when vgrid runs with one of them closed): a child's standard
+/// streams are set up before it would inherit it, and would replace it.
+pub fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
+}
+
 /// Makes the program `cmd` starts inherit `fd` under the same number.
 /// Descriptors vgrid opens are close-on-exec; the flag is cleared in the
 /// forked child only, so no other program vgrid starts inherits it. The
-/// caller keeps `fd` open until `spawn` returns.
+/// caller keeps `fd` open until `spawn` returns; it must not be 0, 1 or 2
+/// (see [`above_stdio`]).
 pub fn inherit_fd(cmd: &mut std::process::Command, fd: RawFd) -> &mut std::process::Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only
@@ -126,6 +137,16 @@ mod tests {
         assert_eq!(read_pid(&pid_file), Some(1234));
         std::fs::write(&pid_file, "junk").unwrap();
         assert_eq!(read_pid(&pid_file), None);
+    }
+
+    #[test]
+    fn a_descriptor_above_the_standard_streams_stays_where_it_is() {
+        // (One on 0, 1 or 2 cannot be made here without closing the test
+        // process's own standard streams.)
+        let (_read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let number = write.as_raw_fd();
+        assert!(number > 2);
+        assert_eq!(above_stdio(write).unwrap().as_raw_fd(), number);
     }
 
     #[test]
