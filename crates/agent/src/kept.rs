@@ -156,7 +156,7 @@ impl Pool {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
+        crate::private::write(&tmp, &bytes)?;
         std::fs::rename(tmp, path)
     }
 

@@ -15,6 +15,7 @@
 
 mod driver;
 pub mod kept;
+mod private;
 pub mod qemu;
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,7 +88,7 @@ pub async fn run<D: VmDriver>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let units_dir = cfg.state_dir.join("units");
-    std::fs::create_dir_all(&units_dir).map_err(|source| AgentError::StateDir {
+    private::create_dir_all(&units_dir).map_err(|source| AgentError::StateDir {
         path: units_dir.clone(),
         source,
     })?;
@@ -293,9 +294,9 @@ impl UnitState {
     fn save(&self, state_dir: &Path, unit: Unit) -> std::io::Result<()> {
         let path = Self::path(state_dir, unit);
         let tmp = path.with_extension("tmp");
-        std::fs::write(
+        private::write(
             &tmp,
-            format!("{}\n{}\n", self.base_offset, self.checkpoint_dir.display()),
+            format!("{}\n{}\n", self.base_offset, self.checkpoint_dir.display()).as_bytes(),
         )?;
         std::fs::rename(tmp, path)
     }

@@ -224,7 +224,7 @@ impl QemuDriver {
         state_dir: PathBuf,
         keep: KeepConfig,
     ) -> Result<QemuDriver, DriverError> {
-        std::fs::create_dir_all(state_dir.join("qemu-units")).map_err(err)?;
+        crate::private::create_dir_all(&state_dir.join("qemu-units")).map_err(err)?;
         let pool = Pool::load(&state_dir.join("kept.json")).map_err(err)?;
         Ok(QemuDriver {
             rt,
@@ -247,7 +247,7 @@ impl QemuDriver {
         let bytes = serde_json::to_vec(meta).map_err(err)?;
         let path = self.meta_path(unit);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)
+        crate::private::write(&tmp, &bytes)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(err)
     }
@@ -804,10 +804,7 @@ impl QemuDriver {
             return Ok(());
         };
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.chain_dir(id).join(PINNED_FILE))
+        crate::private::append(&self.chain_dir(id).join(PINNED_FILE))
             .and_then(|mut f| writeln!(f, "{}", dir.display()))
             .map_err(err)
     }
@@ -1073,7 +1070,7 @@ impl VmDriver for QemuDriver {
                 .map(|i| (vm_name(unit, i), dir.join(format!("v{i}"))))
                 .collect(),
         };
-        std::fs::create_dir_all(&dir).map_err(err)?;
+        crate::private::create_dir_all(&dir).map_err(err)?;
         // The group is paused, saved and resumed (or stopped) in this call.
         let paused = Instant::now();
         let result = self
@@ -1098,7 +1095,7 @@ impl VmDriver for QemuDriver {
         if let Some(k) = &kept {
             // A restore follows the same run in the restored VM.
             let bytes = serde_json::to_vec(k).map_err(err)?;
-            std::fs::write(dir.join(KEPT_RUN_FILE), bytes).map_err(err)?;
+            crate::private::write(&dir.join(KEPT_RUN_FILE), &bytes).map_err(err)?;
             self.pin_chain(unit, &dir)?;
         }
         Ok(SavedCheckpoint {

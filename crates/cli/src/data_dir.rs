@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 /// The state directory: `$VGRID_DATA_DIR` when set, else `/var/lib/vgrid`
 /// for root and `$XDG_DATA_HOME/vgrid` (or `~/.local/share/vgrid`) otherwise.
-/// It is created on first use.
+/// It is created on first use, mode 0700 (with any missing parent): it holds
+/// the database, checkpoints, outputs and tokens. A directory that exists
+/// keeps its mode: it may be the user's.
 pub fn data_dir() -> anyhow::Result<PathBuf> {
     let dir = if let Some(dir) = std::env::var_os("VGRID_DATA_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(dir)
@@ -17,7 +19,11 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
     } else {
         anyhow::bail!("cannot choose a data directory: set VGRID_DATA_DIR");
     };
-    std::fs::create_dir_all(&dir)
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
     Ok(dir)
 }

@@ -20,14 +20,20 @@ fn have_qemu() -> bool {
 }
 
 /// A data directory with the `blank` image imported; kills its VMs on drop.
+/// It is private (0700, like `mktemp -d` makes it): QEMU and passt run as
+/// the unprivileged VM user, who cannot enter it, and VMs must work there.
 struct Node {
     data: tempfile::TempDir,
 }
 
 impl Node {
     fn new(disk: &Path) -> Node {
+        use std::os::unix::fs::PermissionsExt;
         let node = Node {
-            data: tempfile::tempdir().unwrap(),
+            data: tempfile::Builder::new()
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .unwrap(),
         };
         let out = node.vgrid(&[
             "image".as_ref(),
@@ -113,6 +119,14 @@ fn the_vm_commands_drive_a_real_qemu() {
     let a = Node::new(&disk);
     let b = Node::new(&disk);
 
+    // A networked VM (the default) in a private data directory: QEMU and
+    // passt reach each other through descriptors, not a socket path.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.data.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
     let out = a.run(&[
         "vm",
         "start",
@@ -129,6 +143,11 @@ fn the_vm_commands_drive_a_real_qemu() {
         text(&out.stdout)
     );
     assert_eq!(state_of(&a, "fw"), "running");
+    // Its passt runs, linked to QEMU by a descriptor.
+    let passt = std::fs::read_to_string(a.data.path().join("vms/fw/passt.pid")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", passt.trim())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--fd"), "{cmdline}");
     let table = text(&a.run(&["vm", "ls"]).stdout);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("fw "), "{table}");

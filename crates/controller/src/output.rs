@@ -7,7 +7,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` and any missing parent 0700: vgrid's state is private.
+/// Directories that exist keep their modes (the data directory may be the
+/// user's).
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 pub(crate) struct OutputFiles {
     dir: PathBuf,
@@ -15,7 +26,10 @@ pub(crate) struct OutputFiles {
 
 impl OutputFiles {
     pub(crate) fn new(dir: PathBuf) -> std::io::Result<OutputFiles> {
-        std::fs::create_dir_all(&dir)?;
+        // Jobs' output is their owners' only; `output/` is vgrid's own, so
+        // one made 0755 by an older vgrid is closed too.
+        create_private_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(OutputFiles { dir })
     }
 
@@ -29,6 +43,7 @@ impl OutputFiles {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(self.path(job))?;
         let end = offset + data.len() as u64;
         f.set_len(offset)?;
@@ -87,6 +102,10 @@ mod tests {
         assert_eq!(files.read_at(1, 0, 100)?, (b"1\n2\n3\n".to_vec(), 6));
         assert_eq!(files.read_at(1, 2, 2)?, (b"2\n".to_vec(), 6));
         assert_eq!(files.read_at(1, 9, 2)?, (Vec::new(), 6));
+        // A job's output is vgrid's alone.
+        let mode = |p: PathBuf| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(dir.path().join("output"))?, 0o700);
+        assert_eq!(mode(dir.path().join("output/1.log"))?, 0o600);
         Ok(())
     }
 }

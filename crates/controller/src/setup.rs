@@ -14,9 +14,9 @@ pub(crate) fn open(cfg: &Config, now: u64) -> Result<Store, ControllerError> {
         let path = path.to_path_buf();
         move |source| ControllerError::DataDir { path, source }
     };
-    std::fs::create_dir_all(&cfg.data_dir).map_err(data_err(&cfg.data_dir))?;
+    crate::output::create_private_dir(&cfg.data_dir).map_err(data_err(&cfg.data_dir))?;
     let ckpt_root = cfg.checkpoint_root();
-    std::fs::create_dir_all(&ckpt_root).map_err(data_err(&ckpt_root))?;
+    crate::output::create_private_dir(&ckpt_root).map_err(data_err(&ckpt_root))?;
     let mut store = Store::open(&cfg.data_dir.join("vgrid.db"), now as i64)?;
     ensure_admin(&mut store, cfg, now)?;
     Ok(store)

@@ -17,8 +17,8 @@ use crate::kernel;
 use crate::modules::{BOOT_MODULES, ModuleIndex, NINEP_MODULES};
 use crate::name::validate_name;
 use crate::store::{
-    FileEntry, Image, ImageKind, ImageStore, MANIFEST_FORMAT, Manifest, hash_file, now_unix,
-    write_manifest,
+    FileEntry, Image, ImageKind, ImageStore, MANIFEST_FORMAT, Manifest, hash_file, make_private,
+    now_unix, write_manifest,
 };
 use crate::tools::{self, MKFS_EXT4, QEMU_IMG};
 
@@ -498,8 +498,10 @@ impl ImageStore {
         let dir = self.image_dir(name);
         if !dir.exists() {
             write_manifest(work, manifest)?;
+            make_private(work)?;
             return fs::rename(work, &dir).map_err(ImageError::io(&dir));
         }
+        make_private(work)?;
         // Replace files one by one: a running VM keeps its kernel and
         // initramfs in memory, and its overlay keeps pointing at the same
         // disk file when the disk is kept.
@@ -518,7 +520,9 @@ impl ImageStore {
             let to = dir.join(file);
             fs::rename(work.join(file), &to).map_err(ImageError::io(&to))?;
         }
-        write_manifest(&dir, manifest)
+        write_manifest(&dir, manifest)?;
+        // An image an older vgrid built open is closed too.
+        make_private(&dir)
     }
 }
 

@@ -1,10 +1,15 @@
 //! The image store: `$VGRID_DATA_DIR/images/<name>/` with a `manifest.json`
 //! written last (temp file, fsync, rename), so a directory without a valid
 //! manifest is never mistaken for an image.
+//!
+//! Images are vgrid's: directories 0700, files 0600 (an imported disk may
+//! hold anything). QEMU opens them before dropping its privileges, so the
+//! VM user needs no access.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -165,7 +170,7 @@ impl ImageStore {
         let store = ImageStore {
             data_dir: data_dir.to_path_buf(),
         };
-        fs::create_dir_all(store.images_dir()).map_err(ImageError::io(store.images_dir()))?;
+        create_private_dir_all(&store.images_dir())?;
         Ok(store)
     }
 
@@ -364,6 +369,7 @@ impl ImageStore {
                 source: Some(file.display().to_string()),
             };
             write_manifest(&work, &manifest)?;
+            make_private(&work)?;
             let dir = self.image_dir(name);
             fs::rename(&work, &dir).map_err(ImageError::io(&dir))?;
             Ok(Image { dir, manifest })
@@ -380,7 +386,7 @@ impl ImageStore {
             .images_dir()
             .join(format!(".build-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(ImageError::io(&dir))?;
+        create_private_dir_all(&dir)?;
         Ok(dir)
     }
 
@@ -492,7 +498,13 @@ pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), Imag
         why: e.to_string(),
     })?;
     bytes.push(b'\n');
-    let mut f = File::create(&tmp).map_err(ImageError::io(&tmp))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(ImageError::io(&tmp))?;
     f.write_all(&bytes).map_err(ImageError::io(&tmp))?;
     f.sync_all().map_err(ImageError::io(&tmp))?;
     fs::rename(&tmp, &path).map_err(ImageError::io(&path))?;
@@ -500,6 +512,30 @@ pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), Imag
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Creates `dir` and any missing parent 0700; existing directories keep
+/// their modes (the data directory may be the user's).
+pub(crate) fn create_private_dir_all(dir: &Path) -> Result<(), ImageError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(ImageError::io(dir))
+}
+
+/// Makes an image directory vgrid's own: the directory 0700, its files
+/// 0600 (tools such as `qemu-img` create theirs 0644).
+pub(crate) fn make_private(dir: &Path) -> Result<(), ImageError> {
+    for entry in fs::read_dir(dir).map_err(ImageError::io(dir))? {
+        let entry = entry.map_err(ImageError::io(dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(ImageError::io(&path))?.is_file() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(ImageError::io(&path))?;
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(ImageError::io(dir))
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -525,6 +561,7 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(path)
             .map_err(ImageError::io(path))?;
         loop {
@@ -606,6 +643,25 @@ mod tests {
             err.contains("disk.qcow2") && err.contains("checksum mismatch"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_store_and_its_images_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = ImageStore::open(&data).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&store.images_dir()), 0o700);
+        let work = store.work_dir("x").unwrap();
+        assert_eq!(mode(&work), 0o700);
+        fs::write(work.join("disk.qcow2"), b"made 0644 by a tool").unwrap();
+        fs::set_permissions(work.join("disk.qcow2"), fs::Permissions::from_mode(0o644)).unwrap();
+        make_private(&work).unwrap();
+        assert_eq!(mode(&work.join("disk.qcow2")), 0o600);
+        let img = fake_image(&store, "y");
+        write_manifest(&img.dir, &img.manifest).unwrap();
+        assert_eq!(mode(&img.dir.join("manifest.json")), 0o600);
     }
 
     #[test]

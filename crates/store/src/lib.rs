@@ -44,6 +44,12 @@ pub enum StoreError {
     },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot make the database file {path} private")]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the database has schema version {found} but this vgrid knows only up to {known}; use a newer vgrid"
     )]
@@ -124,6 +130,36 @@ impl StoreError {
     }
 }
 
+/// Creates the database file 0600 before SQLite opens it (SQLite gives
+/// `-wal` and `-shm` the database's mode): it holds token hashes and jobs'
+/// environments. Files an older vgrid left readable by others are closed.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut names = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(PathBuf::from(name));
+    }
+    for p in names {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The writing side of the database.
 pub struct Store {
     conn: Connection,
@@ -138,6 +174,10 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        make_private(path).map_err(|source| StoreError::Private {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers never block the writer; FULL: the WAL is fsynced at
         // every commit, so an acknowledged change is durable.
@@ -738,6 +778,33 @@ mod tests {
             .conn
             .query_row("PRAGMA synchronous", [], |r| r.get(0))?;
         assert_eq!(sync, 2, "synchronous must be FULL");
+        Ok(())
+    }
+
+    #[test]
+    fn the_database_and_its_wal_and_shm_are_private() -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vgrid.db");
+        let modes = || -> Vec<u32> {
+            ["", "-wal", "-shm"]
+                .iter()
+                .map(|s| {
+                    let p = format!("{}{s}", path.display());
+                    std::fs::metadata(&p).map_or(0, |m| m.permissions().mode() & 0o777)
+                })
+                .collect()
+        };
+        {
+            let _store = Store::open(&path, 5)?;
+            // Open: the WAL and the shared memory exist.
+            assert_eq!(modes(), vec![0o600; 3]);
+        }
+        // A database an older vgrid left readable is closed at open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _store = Store::open(&path, 6)?;
+        assert_eq!(modes(), vec![0o600; 3]);
         Ok(())
     }
 

@@ -168,24 +168,40 @@ fn build_stock_image() -> Result<StockImage, String> {
     })
 }
 
-/// A temporary `VGRID_DATA_DIR` (removed on drop) whose `images/tiny` is a
-/// link to the shared stock image. Created under `target/vgrid-test/tmp`
-/// so that paths stay short (unix socket paths are limited to 107 bytes).
+/// A temporary `VGRID_DATA_DIR` (removed on drop, mode 0700) whose
+/// `images/tiny` is a link to the shared stock image (`images/` 0700, as
+/// vgrid makes it). Created under `target/vgrid-test/tmp` so that paths
+/// stay short (unix socket paths are limited to 107 bytes).
 pub fn data_dir_with_stock_image(stock: &StockImage) -> tempfile::TempDir {
     let dir = temp_dir();
-    let images = dir.path().join("images");
-    std::fs::create_dir_all(&images).expect("create images dir");
-    std::os::unix::fs::symlink(&stock.image.dir, images.join(STOCK_IMAGE))
-        .expect("link the stock image");
+    link_stock_image(stock, dir.path());
     dir
 }
 
-/// A fresh temporary directory under `target/vgrid-test/tmp`.
+/// Links the shared stock image as `images/tiny` of the data directory
+/// `data` (which must exist), creating `images/` 0700 when missing.
+pub fn link_stock_image(stock: &StockImage, data: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    let images = data.join("images");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&images)
+        .expect("create images dir");
+    std::os::unix::fs::symlink(&stock.image.dir, images.join(STOCK_IMAGE))
+        .expect("link the stock image");
+}
+
+/// A fresh temporary directory under `target/vgrid-test/tmp`, mode 0700
+/// like `mktemp -d` makes it: a data directory only root may enter, which
+/// VMs must work in (QEMU and passt drop to an unprivileged user).
 pub fn temp_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
     let base = test_root().join("tmp");
     std::fs::create_dir_all(&base).expect("create target/vgrid-test/tmp");
     tempfile::Builder::new()
         .prefix("t")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&base)
         .expect("create a temporary directory")
 }

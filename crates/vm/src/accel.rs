@@ -120,7 +120,7 @@ pub fn choose(tools: &HostTools, qemu: &str, cache: &Path, kernel: Option<&Path>
         choice: choice.clone(),
     };
     if let Ok(bytes) = serde_json::to_vec_pretty(&entry) {
-        let _ = fsutil::write_atomic(cache, &bytes, 0o644);
+        let _ = fsutil::write_atomic(cache, &bytes, 0o600);
     }
     choice
 }

@@ -97,6 +97,18 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| VmError::io("fsync directory", dir, e))
 }
 
+/// Creates `dir` and any missing parent with mode 0700, leaving the modes
+/// of directories that exist alone (they may be the user's): vgrid's
+/// state is private to it.
+pub fn create_private_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| VmError::io("create directory", dir, e))
+}
+
 /// Creates `dir` (and parents) and sets its mode.
 pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| VmError::io("create directory", dir, e))?;
@@ -104,15 +116,15 @@ pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<()> {
         .map_err(|e| VmError::io("set permissions of", dir, e))
 }
 
-/// Copies `src` to `dst` (which must not exist) and fsyncs it. Returns the
-/// number of bytes and the BLAKE3 hash of the content, computed while
-/// copying so the data is read once.
+/// Copies `src` to `dst` (which must not exist, and is created 0600) and
+/// fsyncs it. Returns the number of bytes and the BLAKE3 hash of the
+/// content, computed while copying so the data is read once.
 pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, String)> {
     let mut input = File::open(src).map_err(|e| VmError::io("open", src, e))?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(dst)
         .map_err(|e| VmError::io("create", dst, e))?;
     let mut hasher = blake3::Hasher::new();

@@ -144,7 +144,7 @@ impl HostTools {
             info: info.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec_pretty(&entry) {
-            let _ = crate::fsutil::write_atomic(cache, &bytes, 0o644);
+            let _ = crate::fsutil::write_atomic(cache, &bytes, 0o600);
         }
         Ok(info)
     }

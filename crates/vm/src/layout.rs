@@ -35,8 +35,12 @@ impl VmDir {
     pub fn ctl(&self) -> PathBuf {
         self.root.join("ctl.sock")
     }
-    pub fn passt_sock(&self) -> PathBuf {
-        self.root.join("passt.sock")
+    /// passt's `argv[0]`: it names this directory, so that a restarted
+    /// vgrid recognises the VM's passt (passt is given its socket as a
+    /// descriptor and has no path argument). A passt started by an older
+    /// vgrid (`--socket DIR/passt.sock`) matches it too.
+    pub fn passt_program_name(&self) -> PathBuf {
+        self.root.join("passt")
     }
     pub fn qemu_pid(&self) -> PathBuf {
         self.root.join("qemu.pid")
@@ -74,7 +78,7 @@ impl VmDir {
     /// Refuses data directories so deep that the VM's sockets could not be
     /// bound (unix socket paths are limited to 107 bytes).
     pub fn check_socket_paths(&self) -> Result<()> {
-        for p in [self.qmp(), self.ctl(), self.passt_sock()] {
+        for p in [self.qmp(), self.ctl()] {
             if p.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(VmError::bad_spec(
                     "VGRID_DATA_DIR",

@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,13 +135,16 @@ impl ShareDirs {
 
 /// Builds the argument list (without the program name). With `shares`,
 /// QEMU opens the share roots through their descriptors (see
-/// [`ShareDirs`]); without, by the paths in the record.
+/// [`ShareDirs`]); without, by the paths in the record. `net_fd` is QEMU's
+/// end of the socket pair to the VM's passt (see [`crate::passt`]); without
+/// it the VM has no network card.
 pub fn qemu_args(
     rec: &VmRecord,
     dir: &VmDir,
     run_as: &RunAs,
     mode: LaunchMode,
     shares: Option<&ShareDirs>,
+    net_fd: Option<RawFd>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| a.extend(items.iter().map(|s| s.to_os_string()));
@@ -298,13 +301,15 @@ pub fn qemu_args(
         ),
     ]);
 
-    if rec.network {
+    if let Some(fd) = net_fd {
+        // A descriptor, not a socket path: QEMU connects to a path only
+        // after dropping to the VM user, who may not reach the data
+        // directory.
         push(&[
             s("-netdev"),
-            &opt(&[
-                s("stream,id=net0,server=off,addr.type=unix,addr.path="),
-                &escape_opt(dir.passt_sock().as_os_str()),
-            ]),
+            OsStr::new(&format!(
+                "stream,id=net0,server=off,addr.type=fd,addr.str={fd}"
+            )),
             s("-device"),
             OsStr::new(
                 &json!({"driver": "virtio-net-pci", "netdev": "net0", "mac": rec.mac, "id": "nic0"})
@@ -367,18 +372,21 @@ pub struct Launched {
 
 /// Starts QEMU in its own session (so a terminal's Ctrl-C or the
 /// exit of vgrid does not reach it), with standard error going to
-/// `qemu.log`, writes `qemu.pid`, and connects to QMP.
+/// `qemu.log`, writes `qemu.pid`, and connects to QMP. `net` is QEMU's end
+/// of the link to passt; QEMU inherits it and vgrid closes its copy.
 pub async fn launch(
     tools: &HostTools,
     rec: &VmRecord,
     dir: &VmDir,
     run_as: &RunAs,
     mode: LaunchMode,
+    net: Option<OwnedFd>,
 ) -> Result<Launched> {
     let log_path = dir.qemu_log();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| VmError::io("open", &log_path, e))?;
     let log2 = log
@@ -386,38 +394,31 @@ pub async fn launch(
         .map_err(|e| VmError::io("open", &log_path, e))?;
     let _ = std::fs::remove_file(dir.qmp());
     let shares = ShareDirs::open(rec, dir)?;
-    let args = qemu_args(rec, dir, run_as, mode, Some(&shares));
+    let net_fd = net.as_ref().map(|fd| fd.as_raw_fd());
+    let args = qemu_args(rec, dir, run_as, mode, Some(&shares), net_fd);
     tracing::debug!(vm = %rec.name, ?args, "starting QEMU");
     let mut cmd = Command::new(&tools.qemu);
-    let inherit = shares.raw_fds();
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls fcntl(2), async-signal-safe, over a vector allocated before the
-    // fork: the share descriptors (close-on-exec in vgrid, so no other
-    // child gets them) stay open in QEMU, under the same numbers.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &inherit {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    crate::process::detach(&mut cmd);
+    // The share descriptors and QEMU's end of the link to passt stay open
+    // in QEMU under the same numbers (and in no other child).
+    for fd in shares.raw_fds().into_iter().chain(net_fd) {
+        crate::process::inherit_fd(&mut cmd, fd);
     }
-    let spawned = crate::process::detach(&mut cmd)
+    let spawned = cmd
         .args(&args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .spawn()
-        .map_err(|e| VmError::io("run", &tools.qemu, e));
-    // QEMU holds its own copies now.
+        .spawn();
+    // QEMU holds its own copies now (or failed to start): passt must see
+    // the link close when QEMU ends, so vgrid keeps none.
     drop(shares);
-    let mut child = spawned?;
+    drop(net);
+    let mut child = spawned.map_err(|e| VmError::io("run", &tools.qemu, e))?;
     fsutil::write_replace(
         &dir.qemu_pid(),
         format!("{}\n", child.id()).as_bytes(),
-        0o644,
+        0o600,
     )?;
 
     // QEMU creates the QMP socket while it starts up; until then, or if it
@@ -535,6 +536,7 @@ mod tests {
             &RunAs::CurrentUser,
             LaunchMode::default(),
             Some(&shares),
+            Some(9),
         ));
         let paths: Vec<&String> = args
             .iter()
@@ -569,6 +571,7 @@ mod tests {
             &RunAs::CurrentUser,
             LaunchMode::default(),
             None,
+            Some(9),
         ));
         let fsdev = args.iter().find(|a| a.starts_with("local,id=fs0")).unwrap();
         assert!(fsdev.contains("path=/srv/data,,evil=on"), "{fsdev}");
@@ -585,7 +588,14 @@ mod tests {
         let mut rec = sample_record();
         rec.disks.insert(1, "/ckpt/a/disk-0.qcow2".into());
         let dir = VmDir::new("/data/vms/job-1");
-        let args = qemu_args(&rec, &dir, &RunAs::CurrentUser, LaunchMode::default(), None);
+        let args = qemu_args(
+            &rec,
+            &dir,
+            &RunAs::CurrentUser,
+            LaunchMode::default(),
+            None,
+            Some(9),
+        );
         let nodes: Vec<serde_json::Value> = args
             .windows(2)
             .filter(|w| w[0] == "-blockdev")
@@ -616,6 +626,7 @@ mod tests {
             &user,
             LaunchMode { incoming: true },
             None,
+            Some(9),
         ));
         let runas = text.iter().position(|a| a == "-runas").unwrap();
         assert_eq!(text[runas + 1], "vgrid-vm");
@@ -627,8 +638,14 @@ mod tests {
             &RunAs::CurrentUser,
             LaunchMode::default(),
             None,
+            None,
         ));
         assert!(!plain.iter().any(|a| a == "-runas" || a == "-incoming"));
+        // The network is a descriptor from vgrid, never a path QEMU would
+        // open after dropping to the VM user; no descriptor, no card.
+        assert!(text.contains(&"stream,id=net0,server=off,addr.type=fd,addr.str=9".to_string()));
+        assert!(!text.iter().any(|a| a.contains("passt")));
+        assert!(!plain.iter().any(|a| a == "-netdev"));
         assert!(plain.iter().any(|a| a.contains("elevateprivileges=deny")));
         // The stock image boots its kernel and gets the job context.
         assert!(plain.iter().any(|a| a == "-kernel"));

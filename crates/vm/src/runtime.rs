@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -334,6 +335,7 @@ impl VmLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| VmError::io("open", &path, e))?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
@@ -393,7 +395,11 @@ impl Runtime {
     pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime> {
         let tools = HostTools::discover(cfg.qemu.as_deref())?;
         let run_as = RunAs::for_this_process(&cfg.vm_user)?;
-        fsutil::create_dir_mode(&cfg.data_dir.join("vms"), 0o755)?;
+        // Private: no other local user, nor the VM user (one VM's QEMU),
+        // reaches a VM directory; QEMU and passt get what they need as
+        // descriptors or open it before dropping privileges.
+        fsutil::create_private_dir_all(&cfg.data_dir)?;
+        fsutil::create_dir_mode(&cfg.data_dir.join("vms"), 0o700)?;
         Ok(Runtime {
             cfg,
             tools,
@@ -500,7 +506,8 @@ impl Runtime {
     }
 
     pub(crate) fn passt_pid(&self, dir: &VmDir) -> Option<i32> {
-        process::read_pid(&dir.passt_pid()).filter(|pid| process::alive(*pid, &dir.passt_sock()))
+        process::read_pid(&dir.passt_pid())
+            .filter(|pid| process::alive(*pid, &dir.passt_program_name()))
     }
 
     pub(crate) async fn connect(&self, dir: &VmDir, name: &str) -> Result<Qmp> {
@@ -624,8 +631,7 @@ impl Runtime {
             }
         };
 
-        fs::create_dir_all(self.cfg.data_dir.join("vms"))
-            .map_err(|e| VmError::io("create directory", self.cfg.data_dir.join("vms"), e))?;
+        fsutil::create_private_dir_all(&self.cfg.data_dir.join("vms"))?;
         match fs::create_dir(dir.root()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -728,9 +734,12 @@ impl Runtime {
     /// The VM directory and the files QEMU writes belong to the VM user.
     pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<()> {
         for p in [dir.console(), dir.agent_out()] {
-            if !p.exists() {
-                File::create(&p).map_err(|e| VmError::io("create", &p, e))?;
-            }
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| VmError::io("create", &p, e))?;
         }
         let entries = fs::read_dir(dir.root()).map_err(|e| VmError::io("read", dir.root(), e))?;
         for entry in entries.flatten() {
@@ -741,11 +750,14 @@ impl Runtime {
 
     /// Starts passt (when networked) and QEMU for a prepared directory.
     pub(crate) async fn boot(&self, dir: &VmDir, rec: &VmRecord, mode: LaunchMode) -> Result<Qmp> {
-        if rec.network {
-            let child = passt::spawn(&self.tools, dir, &rec.publish, &self.run_as)?;
-            self.adopt(child);
-        }
-        match qemu::launch(&self.tools, rec, dir, &self.run_as, mode).await {
+        let net = if rec.network {
+            let passt = passt::spawn(&self.tools, dir, &rec.publish, &self.run_as)?;
+            self.adopt(passt.child);
+            Some(passt.qemu_end)
+        } else {
+            None
+        };
+        match qemu::launch(&self.tools, rec, dir, &self.run_as, mode, net).await {
             Ok(launched) => {
                 self.adopt(launched.child);
                 Ok(launched.qmp)

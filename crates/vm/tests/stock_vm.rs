@@ -487,6 +487,154 @@ async fn the_guest_reaches_the_host_and_a_published_port_reaches_the_guest() {
     }
 }
 
+/// Answers one HTTP request on `listener` with `body`, in a thread that
+/// ends after answering.
+fn answer_once(listener: std::net::TcpListener, body: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut req = [0u8; 512];
+        let _ = conn.read(&mut req);
+        let reply = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(reply.as_bytes()).unwrap();
+    })
+}
+
+/// The live passt of VM `name` under `data`, if any.
+fn passt_of(data: &Path, name: &str) -> Option<i32> {
+    let dir = data.join("vms").join(name);
+    let pid: i32 = std::fs::read_to_string(dir.join("passt.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+    (state != "Z").then_some(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networked_vm_runs_is_checkpointed_and_restored_in_private_data_directories() {
+    let Some(stock) = setup() else { return };
+    let a = node(&stock);
+    let b = node(&stock);
+    // Private, as `mktemp -d` makes them: when vgrid is root, QEMU and
+    // passt run as the VM user, who cannot enter them.
+    use std::os::unix::fs::PermissionsExt;
+    for n in [&a, &b] {
+        let mode = std::fs::metadata(n.data.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    // The guest fetches from the host once before the checkpoint and,
+    // every tenth step of its counter, tries a second port that only
+    // answers after the restore.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let before_port = listener.local_addr().unwrap().port();
+    let before = answer_once(listener, "before!\n");
+    let after_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "gw=$(ip -4 route | awk '/^default/ {{print $3}}'); wget -q -O - http://$gw:{before_port}/; \
+         i=0; while :; do echo $i; i=$((i+1)); \
+         [ $((i % 10)) = 0 ] && wget -q -O - http://$gw:{after_port}/ 2>/dev/null; sleep 0.1; done"
+    );
+    let mut spec = sh("net", &script);
+    spec.network = true;
+    a.rt.start(spec).await.unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !stdout_of(&a.rt, "net").contains("before!") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stderr_of(&a.rt, "net")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    before.join().unwrap();
+    wait_lines(&a.rt, "net", 5).await;
+    let passt = passt_of(a.data.path(), "net").expect("passt runs");
+
+    let ckpts = vgrid_testkit::temp_dir();
+    let ck = ckpts.path().join("net");
+    a.rt.checkpoint("net", &ck, CheckpointOptions::default())
+        .await
+        .unwrap();
+    let saved = numbers(&vgrid_testkit::stdout_of(&vgrid_testkit::read_messages(
+        &ck.join("agent.out"),
+    )));
+    a.rt.kill("net").await.unwrap();
+    // passt ends with its QEMU (the link closes).
+    vgrid_testkit::wait_for("passt to end with QEMU", LIMIT, || {
+        passt_of(a.data.path(), "net").is_none()
+    })
+    .unwrap_or_else(|e| panic!("{e}: passt {passt} {}", process_detail(passt)));
+
+    let restored =
+        b.rt.restore(&ck, "net2", RestoreOptions::default())
+            .await
+            .unwrap();
+    assert_eq!(restored.vm.state, VmState::Running);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", after_port)).unwrap();
+    let after = answer_once(listener, "after!\n");
+    while !stdout_of(&b.rt, "net2").contains("after!") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stderr_of(&b.rt, "net2")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    after.join().unwrap();
+    let seq = numbers(&stdout_of(&b.rt, "net2"));
+    assert!(seq.len() > saved.len(), "{seq:?}");
+    assert_consecutive(&seq);
+
+    // A restarted vgrid reattaches to the VM and its passt.
+    let passt = passt_of(b.data.path(), "net2").expect("passt runs");
+    {
+        let again = runtime(b.data.path());
+        assert_eq!(again.inspect("net2").await.unwrap().state, VmState::Running);
+    }
+    assert_eq!(passt_of(b.data.path(), "net2"), Some(passt));
+    b.rt.stop("net2", Duration::from_secs(5)).await.unwrap();
+    vgrid_testkit::wait_for("passt to end with the VM", LIMIT, || {
+        passt_of(b.data.path(), "net2").is_none()
+    })
+    .unwrap_or_else(|e| panic!("{e}: passt {passt} {}", process_detail(passt)));
+}
+
+/// What a process is doing and holds, for a failure message.
+fn process_detail(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path()).unwrap_or_default();
+                    format!(
+                        "{} -> {}",
+                        e.file_name().to_string_lossy(),
+                        target.display()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{}\nfds: {fds:?}",
+        status.lines().take(8).collect::<Vec<_>>().join("\n")
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     let Some(stock) = setup() else { return };

@@ -491,7 +491,7 @@ impl FilePack {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .custom_flags(flags)
                 .open(path)
         };

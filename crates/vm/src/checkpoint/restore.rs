@@ -111,8 +111,7 @@ impl Runtime {
             saved.cpu_model.clone()
         };
 
-        fs::create_dir_all(self.cfg.data_dir.join("vms"))
-            .map_err(|e| VmError::io("create directory", self.cfg.data_dir.join("vms"), e))?;
+        fsutil::create_private_dir_all(&self.cfg.data_dir.join("vms"))?;
         match fs::create_dir(vm_dir.root()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -207,8 +207,7 @@ impl Runtime {
             ));
         }
         let parent_dir = out.parent().unwrap_or(Path::new("/")).to_path_buf();
-        fs::create_dir_all(&parent_dir)
-            .map_err(|e| VmError::io("create directory", &parent_dir, e))?;
+        fsutil::create_private_dir_all(&parent_dir)?;
         let lock = VmLock::acquire(&dir, name).await?;
         let rec = self.live_and_saveable(&dir, name, "checkpoint it").await?;
         let (parent, known) = match &rec.last_checkpoint {
@@ -227,7 +226,8 @@ impl Runtime {
             .unwrap_or_else(|| "checkpoint".into());
         let tmp = parent_dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
-        fsutil::create_dir_mode(&tmp, 0o755)?;
+        // A checkpoint holds the guest's memory and the job's environment.
+        fsutil::create_dir_mode(&tmp, 0o700)?;
         let qmp = match self.connect(&dir, name).await {
             Ok(q) => q,
             Err(e) => {
@@ -339,7 +339,7 @@ impl Runtime {
         let (saved, pack) = saved?;
         let idx_bytes = saved.index.encode();
         let idx_path = job.tmp.join(MEMORY_IDX);
-        fsutil::write_atomic(&idx_path, &idx_bytes, 0o644)?;
+        fsutil::write_atomic(&idx_path, &idx_bytes, 0o600)?;
         let idx = (
             idx_bytes.len() as u64,
             blake3::hash(&idx_bytes).to_hex().to_string(),
@@ -475,7 +475,7 @@ impl Runtime {
             path: job.tmp.join(MANIFEST),
             reason: e.to_string(),
         })?;
-        fsutil::write_atomic(&job.tmp.join(MANIFEST), &bytes, 0o644)?;
+        fsutil::write_atomic(&job.tmp.join(MANIFEST), &bytes, 0o600)?;
         fsutil::fsync_dir(&job.tmp)?;
         fs::rename(&job.tmp, &job.out).map_err(|e| VmError::io("rename into", &job.out, e))?;
         if let Some(parent) = job.out.parent() {
@@ -555,7 +555,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
             "needs a directory name",
         ));
     };
-    fs::create_dir_all(parent).map_err(|e| VmError::io("create directory", parent, e))?;
+    fsutil::create_private_dir_all(parent)?;
     let parent = fs::canonicalize(parent).map_err(|e| VmError::io("resolve", parent, e))?;
     Ok(parent.join(name))
 }
