@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vgrid_client::Client;
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 use vgrid_sim::plot::{Chart, Line, write_chart};
 
 /// The task: hash 4 MiB of zeros (CPU work), print the digest's start and

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use vgrid_api::types::{CheckpointRef, VmStart};
-use vgrid_jobfile::JobSpec;
+use vgrid_model::JobSpec;
 
 /// One attempt of one job on this node: the unit a driver runs.
 #[derive(

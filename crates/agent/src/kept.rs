@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vgrid_jobfile::{JobSpec, Mount, VmMode};
+use vgrid_model::{JobSpec, Mount, VmMode};
 
 use crate::driver::Unit;
 

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vgrid_api::types::VmStart;
 use vgrid_guest_proto::{GuestMessage, RunRequest, Staging, User};
-use vgrid_jobfile::VmMode;
+use vgrid_model::VmMode;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
 use vgrid_vm::exec::{RunEnd, RunReader};
 use vgrid_vm::output::OutputReader;
@@ -505,7 +505,7 @@ fn deliver_staged(
 
 /// The guest directory inputs go to: every input's `to` must be a file
 /// named like its source, in one directory, and outputs must lie below it.
-fn staging_workdir(spec: &vgrid_jobfile::JobSpec) -> Result<PathBuf, DriverError> {
+fn staging_workdir(spec: &vgrid_model::JobSpec) -> Result<PathBuf, DriverError> {
     let mut dirs = spec
         .inputs
         .iter()
@@ -540,7 +540,7 @@ fn staging_workdir(spec: &vgrid_jobfile::JobSpec) -> Result<PathBuf, DriverError
 
 /// Outputs as paths relative to the guest working directory.
 fn relative_outputs(
-    spec: &vgrid_jobfile::JobSpec,
+    spec: &vgrid_model::JobSpec,
     workdir: &Path,
 ) -> Result<Vec<String>, DriverError> {
     spec.outputs
@@ -562,7 +562,7 @@ fn relative_outputs(
 
 /// Where each staged output goes on the host: (path relative to the guest
 /// working directory, host path).
-fn host_outputs(spec: &vgrid_jobfile::JobSpec) -> Result<Vec<(String, PathBuf)>, DriverError> {
+fn host_outputs(spec: &vgrid_model::JobSpec) -> Result<Vec<(String, PathBuf)>, DriverError> {
     if spec.outputs.is_empty() {
         return Ok(Vec::new());
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use vgrid_api::types::{Role, VmStart};
 use vgrid_client::Client;
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use super::*;
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vgrid_jobfile::{Diagnostic, JobSpec, JobState};
+use vgrid_jobfile::Diagnostic;
+use vgrid_model::{JobSpec, JobState};
 
 /// Who a request acts as, resolved from its bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,23 +15,12 @@ pub struct Principal {
     pub role: Role,
 }
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Sees and controls only their own jobs.
-    User,
-    /// Sees and controls every job; adds users.
-    Admin,
-    /// A node agent: registers a node and reports on its jobs.
-    Agent,
-}
+pub use vgrid_model::Role;
 
 /// The request header that makes a submission safe to retry: a second
 /// submission with the same key by the same user returns the first job.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-/// Longest idempotency key.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+pub use vgrid_model::limits::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// Checks an idempotency key: 1 to 128 printable ASCII characters.
 pub fn check_idempotency_key(key: &str) -> Result<(), String> {
@@ -429,23 +419,10 @@ pub struct AgentReport {
 
 // ---- Limits of what crosses the network ----
 
-/// Most CPUs a node may announce.
-pub const MAX_NODE_CPUS: u32 = 1 << 16;
-/// Most memory a node may announce, in MiB (a thousand TiB).
-pub const MAX_NODE_MEMORY_MB: u64 = 1 << 30;
-/// Most labels of a node, and their longest key and value.
-pub const MAX_LABELS: usize = 64;
-pub const MAX_LABEL_LEN: usize = 256;
-/// Most jobs a registering node may say it still runs.
-pub const MAX_RUNNING: usize = 65_536;
-/// Most events in one report.
-pub const MAX_EVENTS: usize = 1024;
-/// Longest reason or location text in an event.
-pub const MAX_TEXT_LEN: usize = 4096;
-/// Longest pause a checkpoint may report (a week).
-pub const MAX_PAUSED_MS: u64 = 7 * 24 * 3_600_000;
-/// The largest integer the store holds.
-pub const MAX_STORED: u64 = i64::MAX as u64;
+use vgrid_model::limits::{
+    MAX_EVENTS, MAX_LABEL_LEN, MAX_LABELS, MAX_NODE_CPUS, MAX_NODE_MEMORY_MB, MAX_NODE_NAME,
+    MAX_PAUSED_MS, MAX_RUNNING, MAX_STORED, MAX_TEXT_LEN,
+};
 
 fn within(field: &str, value: u64, max: u64) -> Result<(), String> {
     if value > max {
@@ -472,7 +449,7 @@ impl RegisterNode {
     /// Checks every number and text against what the controller and its
     /// store can hold: a refusal is a clear 400, never a failed write.
     pub fn validate(&self) -> Result<(), String> {
-        short("name", &self.name, MAX_LABEL_LEN)?;
+        short("name", &self.name, MAX_NODE_NAME)?;
         within("cpus", u64::from(self.cpus), u64::from(MAX_NODE_CPUS))?;
         within("memory_mb", self.memory_mb, MAX_NODE_MEMORY_MB)?;
         if self.labels.len() > MAX_LABELS {
@@ -527,7 +504,7 @@ impl AgentEvent {
 impl AgentReport {
     /// Range checks of the report and all its events.
     pub fn validate(&self) -> Result<(), String> {
-        short("node", &self.node, MAX_LABEL_LEN)?;
+        short("node", &self.node, MAX_NODE_NAME)?;
         if self.events.len() > MAX_EVENTS {
             return Err(format!("more than {MAX_EVENTS} events in one report"));
         }

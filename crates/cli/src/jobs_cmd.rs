@@ -175,7 +175,7 @@ fn write_ps(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<()> {
 
 /// Server text made printable on one line: control characters escaped.
 fn safe(s: &str) -> std::borrow::Cow<'_, str> {
-    vgrid_jobfile::display_safe(s)
+    vgrid_model::names::display_safe(s)
 }
 
 /// At most `n` characters of `s`, escaped first so that the cut counts
@@ -308,7 +308,7 @@ pub fn wait(args: IdArgs) -> anyhow::Result<ExitCode> {
 fn exit_code_of(job: &JobView) -> ExitCode {
     match job.exit_code {
         Some(code) => ExitCode::from((code & 0xff) as u8),
-        None if job.state == vgrid_jobfile::JobState::Done => ExitCode::SUCCESS,
+        None if job.state == vgrid_model::JobState::Done => ExitCode::SUCCESS,
         None => ExitCode::FAILURE,
     }
 }
@@ -331,7 +331,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use vgrid_api::types::{CheckpointView, HistoryView};
-    use vgrid_jobfile::JobState;
+    use vgrid_model::JobState;
 
     use super::*;
 
@@ -373,7 +373,7 @@ mod tests {
         assert!(
             !text
                 .chars()
-                .any(|c| c != '\n' && vgrid_jobfile::is_unsafe_char(c)),
+                .any(|c| c != '\n' && vgrid_model::names::is_unsafe_char(c)),
             "{text:?}"
         );
         let rows: Vec<&str> = text.lines().skip(1).collect();
@@ -419,7 +419,7 @@ mod tests {
         assert!(
             !text
                 .chars()
-                .any(|c| c != '\n' && vgrid_jobfile::is_unsafe_char(c)),
+                .any(|c| c != '\n' && vgrid_model::names::is_unsafe_char(c)),
             "{text:?}"
         );
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vgrid_core::{AttrValue, Class, DomainId, JobId, NodeId, NodeSpec, Time};
-use vgrid_jobfile::{JobClass, JobSpec};
+use vgrid_model::{JobClass, JobSpec};
 
 /// One input of the core. Job specs are not repeated here: a job's request
 /// never changes and is in the jobs table.

@@ -1,6 +1,6 @@
 //! Turning the controller's records into API views.
 
-use vgrid_api::types::{CheckpointView, HistoryView, JobView, Role};
+use vgrid_api::types::{CheckpointView, HistoryView, JobView};
 use vgrid_core::WaitReason;
 use vgrid_store::{CheckpointRecord, HistoryEntry, JobRecord};
 
@@ -56,21 +56,5 @@ pub(crate) fn checkpoint_view(c: CheckpointRecord) -> CheckpointView {
         location: c.location,
         work_ms: c.work_ms,
         unix_ms: c.unix_ms,
-    }
-}
-
-pub(crate) fn role_to_api(r: vgrid_store::Role) -> Role {
-    match r {
-        vgrid_store::Role::User => Role::User,
-        vgrid_store::Role::Admin => Role::Admin,
-        vgrid_store::Role::Agent => Role::Agent,
-    }
-}
-
-pub(crate) fn role_to_store(r: Role) -> vgrid_store::Role {
-    match r {
-        Role::User => vgrid_store::Role::User,
-        Role::Admin => vgrid_store::Role::Admin,
-        Role::Agent => vgrid_store::Role::Agent,
     }
 }

@@ -21,15 +21,7 @@ use crate::tools::{self, QEMU_IMG};
 /// The manifest format this crate writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
-/// How an image came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageKind {
-    /// Built by `vgrid image build`: kernel + initramfs + scratch disk.
-    Stock,
-    /// A user's disk, booted through firmware.
-    Imported,
-}
+pub use vgrid_model::ImageKind;
 
 /// One file of an image, with its checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

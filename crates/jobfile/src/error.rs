@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::name::display_safe;
+use vgrid_model::names::display_safe;
 
 /// Why a job file was refused, with the place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,26 +15,20 @@
 //! checkpoint_interval_s = 60
 //! ```
 //!
-//! See `docs/jobs.md` for every field. Where host paths may be (each
-//! user's own directory of the node's allowed roots) is checked apart,
-//! with [`JobSpec::check_host_paths`], since it depends on who submits.
+//! See `docs/jobs.md` for every field. The result is `vgrid-model`'s
+//! [`JobSpec`]; this crate only reads TOML into it. Where host paths may be
+//! (each user's own directory of the node's allowed roots) is checked
+//! apart, with `JobSpec::check_host_paths`, since it depends on who
+//! submits.
 
 mod error;
-mod hostpaths;
-mod lifecycle;
-mod name;
 mod raw;
-mod spec;
 mod time;
 
 use std::path::Path;
 
 pub use error::{Diagnostic, JobFileError};
-pub use hostpaths::{HostPathError, is_owner_name, owner_dirs};
-pub use lifecycle::JobState;
-pub use name::{MAX_NAME_CHARS, display_safe, is_unsafe_char, name_problem, quoted_excerpt};
-pub use raw::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
-pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
+use vgrid_model::JobSpec;
 
 /// Reads and validates the job file at `path`.
 pub fn read(path: &Path) -> Result<JobSpec, JobFileError> {

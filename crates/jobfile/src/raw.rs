@@ -10,20 +10,10 @@ use toml::Spanned;
 use toml::value::Datetime;
 
 use crate::error::{JobFileError, Locator};
-use crate::name::{name_problem, quoted_excerpt};
-use crate::spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
 use crate::time::unix_seconds;
-
-/// Most virtual CPUs one VM may ask for.
-pub const MAX_CPUS: u32 = 1024;
-/// Least memory a guest can boot with, in MiB.
-pub const MIN_MEMORY_MB: u64 = 32;
-/// Most memory one VM may ask for, in MiB (16 TiB).
-pub const MAX_MEMORY_MB: u64 = 16 * 1024 * 1024;
-/// Most VMs one job may ask for.
-pub const MAX_VMS: u32 = 4096;
-/// Priorities lie in `-PRIORITY_LIMIT..=PRIORITY_LIMIT`.
-pub const PRIORITY_LIMIT: i32 = 1_000_000;
+use vgrid_model::limits::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
+use vgrid_model::names::{name_problem, quoted_excerpt};
+use vgrid_model::{JobClass, JobSpec, Mount, Transfer, VmMode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,11 +317,12 @@ impl Validator<'_> {
     ) -> Result<i64, JobFileError> {
         let Some(v) = value else { return Ok(default) };
         let n = *v.get_ref();
-        if n < min {
-            return self.err(v.span(), field, format!("must be at least {min} (got {n})"));
-        }
-        if n > max {
-            return self.err(v.span(), field, format!("must be at most {max} (got {n})"));
+        if n < min || n > max {
+            return self.err(
+                v.span(),
+                field,
+                vgrid_model::limits::out_of_range(field, n, min, max),
+            );
         }
         Ok(n)
     }
@@ -848,36 +839,43 @@ readonly = true
 
     #[test]
     fn impossible_requests_are_refused() {
-        check(&refuse_extra("cpus = 0\n"), 3, 8, "cpus", "at least 1");
-        check(&refuse_extra("cpus = 5000\n"), 3, 8, "cpus", "at most 1024");
+        // The bounds and their sentence are the model's, as everywhere.
+        check(
+            &refuse_extra("cpus = 0\n"),
+            3,
+            8,
+            "cpus",
+            "cpus is 0; use 1 to 255",
+        );
+        check(&refuse_extra("cpus = 5000\n"), 3, 8, "cpus", "use 1 to 255");
         check(
             &refuse_extra("memory_mb = 8\n"),
             3,
             13,
             "memory_mb",
-            "at least 32",
+            "use 64 to 1048576",
         );
-        check(&refuse_extra("vms = 0\n"), 3, 7, "vms", "at least 1");
+        check(&refuse_extra("vms = 0\n"), 3, 7, "vms", "use 1 to 4096");
         check(
             &refuse_extra("checkpoint_interval_s = 0\n"),
             3,
             25,
             "checkpoint_interval_s",
-            "at least 1",
+            "checkpoint_interval_s is 0; use 1 to",
         );
         check(
             &refuse_extra("walltime_s = -1\n"),
             3,
             14,
             "walltime_s",
-            "at least 1",
+            "walltime_s is -1; use 1 to",
         );
         check(
             &refuse_extra("priority = 2000000\n"),
             3,
             12,
             "priority",
-            "at most",
+            "use -1000000 to 1000000",
         );
         check(
             &refuse("image = \"tiny\"\ncommand = []\n"),

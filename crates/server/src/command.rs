@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use vgrid_jobfile::JobSpec;
+use vgrid_model::JobSpec;
 
 use vgrid_api::types::{
     ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, NodeView, Principal,

@@ -78,7 +78,7 @@ fn control(summary: &str) -> Value {
 pub fn document() -> Value {
     let job_state = json!({
         "type": "string",
-        "enum": vgrid_jobfile::JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "enum": vgrid_model::JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     });
     let submit = {
         let mut o = op(

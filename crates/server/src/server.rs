@@ -534,7 +534,7 @@ mod tests {
             id,
             name: "j".into(),
             owner: "alice".into(),
-            state: vgrid_jobfile::JobState::Pending,
+            state: vgrid_model::JobState::Pending,
             reason: "waiting".into(),
             node: None,
             class: "normal".into(),

@@ -24,7 +24,7 @@ mod token;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use vgrid_jobfile::{JobSpec, JobState};
+use vgrid_model::{JobSpec, JobState};
 
 pub use model::{
     Change, CheckpointRecord, HistoryEntry, JobRecord, NodeRecord, NodeState, Role,

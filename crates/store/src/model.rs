@@ -3,37 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vgrid_jobfile::{JobSpec, JobState};
+use vgrid_model::{JobSpec, JobState};
 
 use crate::token::TokenHash;
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Sees and controls only their own jobs.
-    User,
-    /// Sees and controls everything, adds users and nodes.
-    Admin,
-    /// A node agent: registers its node and reports on the jobs it runs.
-    Agent,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-            Role::Agent => "agent",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::User, Role::Admin, Role::Agent]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
+pub use vgrid_model::Role;
 
 /// A user and their role; the token is not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

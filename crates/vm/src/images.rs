@@ -84,10 +84,7 @@ pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage> {
             name: name.clone(),
             reason: format!("its manifest has no checksum for the disk `{}`", m.disk),
         })?;
-    let kind = match image.kind() {
-        vgrid_image::ImageKind::Stock => crate::record::ImageKind::Stock,
-        vgrid_image::ImageKind::Imported => crate::record::ImageKind::Imported,
-    };
+    let kind = image.kind();
     Ok(BootImage {
         name,
         kind,

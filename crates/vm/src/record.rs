@@ -15,15 +15,7 @@ use crate::fsutil;
 /// The record format this crate writes and reads.
 pub const RECORD_FORMAT: u32 = 1;
 
-/// How an image boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageKind {
-    /// vgrid's stock guest: kernel + initramfs with the guest agent.
-    Stock,
-    /// A user's disk booted through firmware.
-    Imported,
-}
+pub use vgrid_model::ImageKind;
 
 /// An image as the runtime needs it to boot a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

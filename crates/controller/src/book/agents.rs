@@ -7,16 +7,16 @@ use vgrid_api::types::{
     RunningJob,
 };
 use vgrid_core::{NodeId, NodeStatus};
-use vgrid_jobfile::{JobState, VmMode};
+use vgrid_model::{JobState, VmMode};
 use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, CheckpointRecord, NodeRecord, NodeState};
 
 use super::sched::checkpoint_ref;
-use super::{Delivery, InFlight, JobBook, MAX_LOSSES, Move, Node, valid_name};
-use crate::schedlog::{LoggedNode, SchedInput};
+use vgrid_model::limits::MAX_NODE_NAME;
+use vgrid_model::names::{is_node_name, plain_name_rule};
 
-/// Longest node name.
-pub(crate) const MAX_NODE_NAME: usize = 64;
+use super::{Delivery, InFlight, JobBook, MAX_LOSSES, Move, Node};
+use crate::schedlog::{LoggedNode, SchedInput};
 
 impl JobBook {
     pub(crate) fn register(
@@ -27,16 +27,17 @@ impl JobBook {
         heartbeat_ms: u64,
     ) -> Result<Reply, CommandError> {
         Self::for_own_node(p, &req.name)?;
-        if !valid_name(&req.name, MAX_NODE_NAME) {
+        if !is_node_name(&req.name) {
             return Err(CommandError::BadRequest(format!(
-                "`{}` is not a node name (1-{MAX_NODE_NAME} of a-z, 0-9, `_`, `-`, starting with a letter)",
-                req.name
+                "`{}` is not a node name ({})",
+                req.name,
+                plain_name_rule(MAX_NODE_NAME)
             )));
         }
-        if req.cpus == 0 || req.memory_mb < vgrid_jobfile::MIN_MEMORY_MB {
+        if req.cpus == 0 || req.memory_mb < vgrid_model::limits::MIN_MEMORY_MB {
             return Err(CommandError::BadRequest(format!(
                 "a node needs at least 1 CPU and {} MiB of memory",
-                vgrid_jobfile::MIN_MEMORY_MB
+                vgrid_model::limits::MIN_MEMORY_MB
             )));
         }
         let id = match self.nodes.get(&req.name) {

@@ -2,7 +2,7 @@
 
 use vgrid_api::types::{AgentAction, Principal, Role};
 use vgrid_core::Action;
-use vgrid_jobfile::{JobClass, JobSpec, JobState};
+use vgrid_model::{JobClass, JobSpec, JobState};
 use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, JobRecord, NodeState};
 

@@ -2,7 +2,7 @@
 //! which. Every change of a job's state goes through [`check`]; a change
 //! the table does not allow is a typed error and changes nothing.
 
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use JobState::*;
 

@@ -11,7 +11,6 @@ use vgrid_store::{
 
 use super::{BookConfig, DISPATCH_VERSION, Dispatch, Effects, Job, JobBook, Node, Users};
 use crate::ControllerError;
-use crate::views::role_to_api;
 
 /// Everything the book is built from, as read from the database.
 pub(crate) struct Records {
@@ -53,7 +52,7 @@ impl JobBook {
                 Principal {
                     user_id: user.id,
                     name: user.name.clone(),
-                    role: role_to_api(user.role),
+                    role: user.role,
                 },
             );
             users.names.insert(user.name.clone());

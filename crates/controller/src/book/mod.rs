@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use vgrid_api::types::{AgentAction, JobView, Principal, Role};
 use vgrid_core::{JobId, Scheduler};
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, CheckpointRecord, JobRecord, NodeRecord, TokenHash, UserRecord};
 
@@ -395,15 +395,6 @@ impl JobBook {
 
 pub(crate) fn not_found(id: u64) -> CommandError {
     CommandError::NotFound(format!("job {id} does not exist"))
-}
-
-/// Names of users and nodes: a lower-case letter, then lower-case letters,
-/// digits, `_` and `-`.
-pub(crate) fn valid_name(name: &str, max: usize) -> bool {
-    let mut chars = name.chars();
-    name.len() <= max
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 #[cfg(test)]

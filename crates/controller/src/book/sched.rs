@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use vgrid_api::types::{AgentAction, CheckpointRef};
 use vgrid_core::{Action, Event, JobId, NodeId, Scheduler, StopMode, Time};
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 use vgrid_store::{Change, CheckpointRecord, NodeState};
 
 use super::{Delivery, InFlight, Job, JobBook, Move};

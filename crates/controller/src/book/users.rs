@@ -4,11 +4,10 @@ use vgrid_api::types::{Principal, Role};
 use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, TokenHash, UserRecord};
 
-use super::{JobBook, valid_name};
-use crate::views::role_to_store;
+use vgrid_model::limits::MAX_USER_NAME;
+use vgrid_model::names::{is_user_name, plain_name_rule};
 
-/// Longest user name.
-pub(crate) const MAX_USER_NAME: usize = 32;
+use super::JobBook;
 
 impl JobBook {
     /// Adds a user whose token hashes to `token_hash` (the caller made the
@@ -24,9 +23,10 @@ impl JobBook {
         if p.role != Role::Admin {
             return Err(CommandError::Forbidden("only an admin adds users".into()));
         }
-        if !valid_name(&name, MAX_USER_NAME) {
+        if !is_user_name(&name) {
             return Err(CommandError::BadRequest(format!(
-                "`{name}` is not a user name (1-{MAX_USER_NAME} of a-z, 0-9, `_`, `-`, starting with a letter)"
+                "`{name}` is not a user name ({})",
+                plain_name_rule(MAX_USER_NAME)
             )));
         }
         if self.users.names.contains(&name) {
@@ -39,7 +39,7 @@ impl JobBook {
         let user = UserRecord {
             id,
             name: name.clone(),
-            role: role_to_store(role),
+            role,
             created_unix_ms: now as i64,
         };
         self.fx.changes.push(Change::AddUser {

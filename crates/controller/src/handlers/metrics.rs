@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use vgrid_api::types::{Principal, Role};
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 use vgrid_server::{CommandError, Reply};
 
 use super::Ctx;

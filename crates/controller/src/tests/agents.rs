@@ -3,7 +3,7 @@
 
 use vgrid_api::types::{AgentAction, AgentEvent, Role, RunningJob};
 use vgrid_client::Client;
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use super::*;
 

@@ -3,7 +3,7 @@
 
 use vgrid_api::types::{AgentEvent, AgentReport, RegisterNode, Role};
 use vgrid_client::Client;
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use super::*;
 use crate::ADMIN_TOKEN_FILE;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use vgrid_api::types::{AgentAction, AgentEvent, Role};
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use super::*;
 use crate::ADMIN_TOKEN_FILE;

@@ -10,7 +10,7 @@ use vgrid_api::types::{
     ActionEnvelope, AgentAction, AgentEvent, AgentReport, RegisterNode, Role, RunningJob,
 };
 use vgrid_client::{Client, ClientError};
-use vgrid_jobfile::JobState;
+use vgrid_model::JobState;
 
 use crate::{ADMIN_TOKEN_FILE, Config, Controller};
 

@@ -1,12 +1,37 @@
-//! Job names: the one check every name goes through (given in the file or
-//! taken from the file name), and the escaping that lets any stored text be
-//! printed on one terminal line.
+//! Names: the one check every job name goes through (given in the file or
+//! taken from the file name), the one for user and node names, and the
+//! escaping that lets any stored text be printed on one terminal line.
 
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// Most characters a job name may have.
-pub const MAX_NAME_CHARS: usize = 128;
+pub use crate::limits::MAX_JOB_NAME_CHARS as MAX_NAME_CHARS;
+use crate::limits::{MAX_NODE_NAME, MAX_USER_NAME};
+
+/// Whether `name` can name a user or a node: a lower-case letter, then
+/// lower-case letters, digits, `_` and `-`, at most `max` bytes. A user's
+/// name is also their host directory, so nothing else may pass.
+pub fn is_plain_name(name: &str, max: usize) -> bool {
+    let mut chars = name.chars();
+    name.len() <= max
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Whether `name` can name a user (and so a host directory).
+pub fn is_user_name(name: &str) -> bool {
+    is_plain_name(name, MAX_USER_NAME)
+}
+
+/// Whether `name` can name a node.
+pub fn is_node_name(name: &str) -> bool {
+    is_plain_name(name, MAX_NODE_NAME)
+}
+
+/// What a user or node name must look like, for error messages.
+pub fn plain_name_rule(max: usize) -> String {
+    format!("1-{max} of a-z, 0-9, `_`, `-`, starting with a letter")
+}
 
 /// Why `name` cannot be a job name, or `None` when it can.
 ///
@@ -117,6 +142,15 @@ mod tests {
         );
         let escaped = display_safe("x\n     2  fake  root  running");
         assert!(!escaped.contains('\n'));
+    }
+
+    #[test]
+    fn user_and_node_names_are_plain() {
+        assert!(is_user_name("admin") && is_user_name("bob_2-x"));
+        for bad in ["", ".", "..", "a/b", "Alice", "-x", "1a", &"a".repeat(33)] {
+            assert!(!is_user_name(bad), "{bad:?}");
+        }
+        assert!(is_node_name(&"n".repeat(64)) && !is_node_name(&"n".repeat(65)));
     }
 
     #[test]

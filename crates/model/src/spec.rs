@@ -8,6 +8,33 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+impl JobSpec {
+    /// A job of one VM with the smallest defaults: a normal job, one CPU,
+    /// 256 MiB, stop-start. For programs that make jobs without a file.
+    pub fn minimal(name: &str, image: &str, command: Vec<String>) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            image: image.into(),
+            cpus: 1,
+            memory_mb: 256,
+            vms: 1,
+            command,
+            env: BTreeMap::new(),
+            user: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            mounts: Vec::new(),
+            class: JobClass::Normal,
+            priority: 0,
+            requirements: None,
+            rank: None,
+            checkpoint_interval_s: None,
+            mode: VmMode::StopStart,
+            walltime_s: None,
+        }
+    }
+}
+
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
