@@ -164,17 +164,9 @@ pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobR
         walltime_ms: spec
             .walltime_s
             .map_or(DEFAULT_WALLTIME_MS, |s| s.saturating_mul(1000)),
-        // Validated when the job file was read; a failure here would only
-        // mean the expression language changed, and then no requirement is
-        // safer than refusing a stored job.
-        requirements: spec
-            .requirements
-            .as_deref()
-            .and_then(|e| vgrid_expr::Expr::parse(e).ok()),
-        rank: spec
-            .rank
-            .as_deref()
-            .and_then(|e| vgrid_expr::Expr::parse(e).ok()),
+        // Parsed once, when the job file was read (or the spec read back).
+        requirements: spec.requirements.as_ref().map(|e| e.expr().clone()),
+        rank: spec.rank.as_ref().map(|e| e.expr().clone()),
         // QEMU cannot save a VM with a 9p mount: such jobs restart instead.
         checkpointable: spec.mounts.is_empty(),
         checkpoint_interval_ms: spec.checkpoint_interval_s.map(|s| s.saturating_mul(1000)),

@@ -13,7 +13,7 @@ use crate::error::{JobFileError, Locator};
 use crate::time::unix_seconds;
 use vgrid_model::limits::{MAX_CPUS, MAX_MEMORY_MB, MAX_VMS, MIN_MEMORY_MB, PRIORITY_LIMIT};
 use vgrid_model::names::{name_problem, quoted_excerpt};
-use vgrid_model::{JobClass, JobSpec, Mount, Transfer, VmMode};
+use vgrid_model::{Expression, JobClass, JobSpec, Mount, Transfer, VmMode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -594,7 +594,7 @@ impl Validator<'_> {
         &self,
         expr: Option<Spanned<String>>,
         field: &str,
-    ) -> Result<Option<String>, JobFileError> {
+    ) -> Result<Option<Expression>, JobFileError> {
         let Some(e) = expr else { return Ok(None) };
         if e.get_ref().trim().is_empty() {
             return self.err(
@@ -603,17 +603,19 @@ impl Validator<'_> {
                 "must not be empty; leave the field out instead",
             );
         }
-        if let Err(pe) = vgrid_expr::Expr::parse(e.get_ref()) {
-            let (span, message) = match expression_offset(self.loc.source(), &e, pe.column) {
-                Some(offset) => (offset..offset, pe.message),
-                None => (
-                    e.span(),
-                    format!("at column {} of the expression: {}", pe.column, pe.message),
-                ),
-            };
-            return self.err(span, field, message);
+        match Expression::parse(e.get_ref()) {
+            Ok(parsed) => Ok(Some(parsed)),
+            Err(pe) => {
+                let (span, message) = match expression_offset(self.loc.source(), &e, pe.column) {
+                    Some(offset) => (offset..offset, pe.message),
+                    None => (
+                        e.span(),
+                        format!("at column {} of the expression: {}", pe.column, pe.message),
+                    ),
+                };
+                self.err(span, field, message)
+            }
         }
-        Ok(Some(e.into_inner()))
     }
 }
 
@@ -740,10 +742,13 @@ readonly = true
         );
         assert_eq!(spec.priority, -5);
         assert_eq!(
-            spec.requirements.as_deref(),
+            spec.requirements.as_ref().map(|e| e.source()),
             Some("cores >= 2 && arch == \"x86_64\"")
         );
-        assert_eq!(spec.rank.as_deref(), Some("free_memory_mb"));
+        assert_eq!(
+            spec.rank.as_ref().map(|e| e.source()),
+            Some("free_memory_mb")
+        );
         assert_eq!(spec.checkpoint_interval_s, Some(300));
         assert_eq!(spec.mode, VmMode::StopStart);
         assert_eq!(spec.walltime_s, Some(3600));

@@ -12,8 +12,10 @@
 //! - [`JobSpec::check_host_paths`]: where a job's host files may be.
 //!
 //! **Invariant: no IO, no clock.** Everything here is data and pure rules;
-//! any crate may depend on this one, and it depends on none of vgrid's.
+//! any crate may depend on this one, and it depends on none of vgrid's but
+//! the expression language (`vgrid-expr`, pure as well).
 
+mod expression;
 mod hostpaths;
 mod image;
 pub mod limits;
@@ -22,6 +24,7 @@ mod role;
 mod spec;
 mod state;
 
+pub use expression::Expression;
 pub use hostpaths::{HostPathError, owner_dirs};
 pub use image::ImageKind;
 pub use role::Role;

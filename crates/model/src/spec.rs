@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Expression;
+
 impl JobSpec {
     /// A job of one VM with the smallest defaults: a normal job, one CPU,
     /// 256 MiB, stop-start. For programs that make jobs without a file.
@@ -72,10 +74,10 @@ pub struct JobSpec {
     pub priority: i32,
     /// Requirement expression over node attributes, checked by the scheduler.
     #[serde(default)]
-    pub requirements: Option<String>,
+    pub requirements: Option<Expression>,
     /// Rank expression over node attributes: higher is preferred.
     #[serde(default)]
-    pub rank: Option<String>,
+    pub rank: Option<Expression>,
     /// Take a checkpoint every this many seconds while running.
     #[serde(default)]
     pub checkpoint_interval_s: Option<u64>,
