@@ -44,6 +44,8 @@ checks=(
   "passwd|the unprivileged user QEMU runs as|useradd --help"
   "mount|the tests that mount disk images|mount --version"
   "procps|the tests that stop stray VMs|kill -l"
+  "iproute2|the multi-host tests' network namespaces, veth pairs and bridge|ip -V"
+  "iproute2|the multi-host tests' link cuts and shaping|tc -V"
   "libc6-dev|the static C library the guest agent links|static-libc"
   "g++|libFuzzer in the fuzz targets' build|g++ --version"
   "python3-venv|the AccaSim peer (benchmarks and validation)|python3 -m ensurepip --version"

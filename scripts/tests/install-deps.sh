@@ -32,6 +32,7 @@ declare -A provides=(
   [passwd]=useradd
   [mount]=mount
   [procps]=kill
+  [iproute2]="ip tc"
   [libc6-dev]=@lib/libc.a
   [g++]=g++
   [python3-venv]=python3
@@ -315,6 +316,23 @@ echo 'NAME="Debian"' >"$root/os-release"
 run_script
 expect "exits non-zero" [ "$status" != 0 ]
 expect "says why" has_line 'names no VERSION_CODENAME'
+end
+
+# 9. One of a package's two tools gone (iproute2 gives ip and tc): the
+#    message names the tool and the package; as root, apt reinstalls it.
+begin "one tool of a package with two"
+rm -f "$root/bin/tc"
+echo 1000 >"$root/uid"
+run_script
+expect "exits non-zero" [ "$status" != 0 ]
+expect "names tc and iproute2" has_line '`tc` is not on PATH.*Debian package iproute2'
+expect "does not blame ip" not has_line '`ip` is not on PATH'
+echo 0 >"$root/uid"
+run_script
+expect "as root, exits 0 (status $status)" [ "$status" = 0 ]
+first=$(grep -m1 '^install' "$root/apt.log" || true)
+expect "the install names iproute2: $first" names "$first" iproute2
+expect "tc is back" [ -x "$root/bin/tc" ]
 end
 
 if [ "$failures" -gt 0 ]; then

@@ -24,7 +24,11 @@
 //! - [`read_messages`]: decodes an `agent.out` file.
 //! - [`handboot`]: boots the stock image with hand-written QEMU arguments
 //!   (the image's own tests; the product's launcher is `vgrid-vm`).
+//! - [`cluster`]: separate hosts on one machine (network namespaces on a
+//!   bridge, a mount namespace per process that sees only its host's data
+//!   directory), for multi-host tests.
 
+pub mod cluster;
 pub mod handboot;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +65,7 @@ fn skip_or_panic<T>(reason: &str) -> Option<T> {
     None
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([
