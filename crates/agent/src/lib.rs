@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub controller: String,
     /// A token with the agent (or admin) role.
     pub token: String,
+    /// For an https:// controller: whom to trust (its CA).
+    pub tls: Option<rustls::ClientConfig>,
     /// The node's name, unique among the controller's nodes.
     pub name: String,
     pub cpus: u32,
@@ -92,7 +94,10 @@ pub async fn run<D: VmDriver>(
         path: units_dir.clone(),
         source,
     })?;
-    let client = Client::new(&cfg.controller, &cfg.token)?;
+    let client = match &cfg.tls {
+        Some(tls) => Client::with_tls(&cfg.controller, &cfg.token, tls.clone())?,
+        None => Client::new(&cfg.controller, &cfg.token)?,
+    };
     let (epoch, _) = watch::channel(0);
     let (_alive, alive_rx) = watch::channel(());
     driver.set_capacity(cfg.cpus, cfg.memory_mb);
@@ -538,8 +543,14 @@ impl<D: VmDriver> UnitTask<D> {
     /// delivered (or refused for good: a write past the job's output limit
     /// is dropped, as retrying cannot help).
     async fn send_output(&mut self, limit: Option<u64>) -> bool {
-        let Ok(mut data) = self.shared.driver.output(self.unit, self.sent).await else {
-            return false;
+        let mut data = match self.shared.driver.output(self.unit, self.sent).await {
+            Ok(data) => data,
+            Err(e) => {
+                // Asking again cannot help: only the controller's side is
+                // worth retrying.
+                tracing::warn!(job = self.unit.job, error = %e, "cannot read the unit's output");
+                return true;
+            }
         };
         if let Some(limit) = limit {
             data.truncate(limit.saturating_sub(self.sent) as usize);

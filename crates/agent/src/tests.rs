@@ -221,6 +221,7 @@ fn start_agent(
     let cfg = AgentConfig {
         controller: c.url.clone(),
         token: token.to_string(),
+        tls: None,
         name: name.to_string(),
         cpus: 2,
         memory_mb: 4096,
@@ -255,7 +256,7 @@ async fn count_with_failing_looks(failing_looks: u32) -> (vgrid_api::types::JobV
     let c = cluster(dir.path()).await;
     let agent = c
         .admin
-        .add_user("agent", Role::Agent)
+        .add_user("n1", Role::Agent)
         .await
         .expect("agent user");
     let driver = CountingDriver {
@@ -303,7 +304,7 @@ async fn a_preempted_best_effort_job_resumes_with_output_identical_to_an_uninter
     let c = cluster(dir.path()).await;
     let agent = c
         .admin
-        .add_user("agent", Role::Agent)
+        .add_user("n1", Role::Agent)
         .await
         .expect("agent user");
     start_agent(
@@ -358,7 +359,7 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     let c = cluster(dir.path()).await;
     let agent = c
         .admin
-        .add_user("agent", Role::Agent)
+        .add_user("n1", Role::Agent)
         .await
         .expect("agent user");
     // n1 runs the job; it is stopped (its task aborted) mid-run.
@@ -366,6 +367,7 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     let cfg = AgentConfig {
         controller: c.url.clone(),
         token: agent.token.clone(),
+        tls: None,
         name: "n1".into(),
         cpus: 2,
         memory_mb: 4096,
@@ -394,10 +396,16 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     for unit in driver1.units().await.expect("units") {
         let _ = driver1.kill(unit).await;
     }
+    // n2 has its own credential: a node's token acts only for its node.
+    let n2 = c
+        .admin
+        .add_user("n2", Role::Agent)
+        .await
+        .expect("agent user");
     start_agent(
         &c,
         dir.path(),
-        &agent.token,
+        &n2.token,
         "n2",
         Arc::new(CountingDriver::default()),
     );

@@ -195,6 +195,45 @@ pub struct ErrorBody {
     pub diagnostic: Option<Diagnostic>,
 }
 
+// ---- Joining ----
+
+/// `POST /v1/join` (no bearer token: the secret of the join token is the
+/// credential): a node asks for its own credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The node's name; its credential acts only for this node.
+    pub node: String,
+    /// The secret half of the join token (`vgj_<ca>_<secret>`).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("node", &self.node)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The node's credential, shown this once, and the controller's CA (the
+/// node checks it against the pin of its join token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node: String,
+    pub token: String,
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("node", &self.node)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 // ---- Node agent protocol ----
 
 /// `POST /v1/agent/register`: an agent announces its node, and the jobs it

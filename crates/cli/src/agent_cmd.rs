@@ -1,5 +1,11 @@
 //! `vgrid agent`: a node agent that runs jobs' VMs for a controller. Also
 //! the local agent that `vgrid serve` runs in its own process.
+//!
+//! A node needs nothing but the controller's URL and its join token the
+//! first time: it joins over TLS, accepting only a controller whose CA has
+//! the token's fingerprint, and keeps what it gets (its own credential and
+//! the CA) in `$VGRID_DATA_DIR/agent/credentials.json` (0600) for every
+//! later start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,15 +22,26 @@ use vgrid_agent::qemu::{QemuDriver, StoreImages};
 /// `$VGRID_DATA_DIR`; give each agent on one machine its own.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The controller's URL, e.g. http://10.0.0.1:7777.
+    /// The controller's URL, e.g. https://10.0.0.1:7777 (as in its
+    /// `$VGRID_DATA_DIR/url`).
     #[arg(long, env = "VGRID_URL")]
     controller: String,
-    /// A file holding the node's token: an agent token made with
-    /// `vgrid users add NODE --role agent` (it acts only for node NODE), or
-    /// the admin's. Or set VGRID_TOKEN; a token is never taken on the
-    /// command line, where `ps` would show it.
+    /// The controller's join token (its `$VGRID_DATA_DIR/join-token`), to
+    /// join the first time. It shows in `ps`: prefer --join-token-file or
+    /// VGRID_JOIN_TOKEN.
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// A file holding the controller's join token.
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<std::path::PathBuf>,
+    /// Instead of joining: a file holding a token made with `vgrid users
+    /// add NODE --role agent` (or VGRID_TOKEN), with --ca-file for an
+    /// https:// controller.
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// The controller's CA certificate (its `tls/ca.pem`), with --token-file.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// The node's name (default: the host name); an agent token only works
     /// for the node named like its user.
     #[arg(long)]
@@ -57,17 +74,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let labels = args.labels.into_iter().collect();
-    let token = agent_token(args.token_file.as_deref())?;
-    let cfg = agent_config(
+    let labels = args.labels.iter().cloned().collect();
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let (token, tls) = rt.block_on(credentials(&data_dir, &args.controller, &name, &args))?;
+    let mut cfg = agent_config(
         &data_dir,
-        args.controller,
+        args.controller.clone(),
         token,
-        args.name,
+        Some(name),
         args.cpus,
         args.memory_mb,
         labels,
     )?;
+    cfg.tls = tls;
     rt.block_on(async {
         let driver = driver(&data_dir)?;
         eprintln!(
@@ -81,6 +100,96 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The node's credentials file.
+fn credentials_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("agent").join("credentials.json")
+}
+
+/// The node's token and whom to trust: from its credentials file (it
+/// joined before), by joining with the join token, or from a token file.
+async fn credentials(
+    data_dir: &Path,
+    controller: &str,
+    name: &str,
+    args: &AgentArgs,
+) -> anyhow::Result<(String, Option<rustls::ClientConfig>)> {
+    let file = credentials_file(data_dir);
+    let join = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(crate::connect::read_trimmed(path)?),
+        (None, None) => std::env::var("VGRID_JOIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    };
+    if file.exists() {
+        let c = crate::credentials::Credentials::read(&file)?;
+        if c.controller == controller && c.name == name {
+            let tls = c.tls()?;
+            return Ok((c.token, Some(tls)));
+        }
+        anyhow::ensure!(
+            join.is_some(),
+            "{} is for node `{}` of {}, not `{name}` of {controller}: give a join token to join again",
+            file.display(),
+            c.name,
+            c.controller
+        );
+    }
+    if let Some(join) = join {
+        return join_controller(&file, controller, name, &join).await;
+    }
+    let token = agent_token(args.token_file.as_deref())?;
+    if controller.starts_with("https://") {
+        let ca = args.ca_file.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{controller} serves https: give --join-token (or --join-token-file), or --token-file with --ca-file"
+            )
+        })?;
+        let tls = vgrid_pki::client_config(vgrid_pki::read_ca(ca)?)?;
+        return Ok((token, Some(tls)));
+    }
+    Ok((token, None))
+}
+
+/// Joins: the first connection trusts only a CA with the fingerprint the
+/// join token pins; the answer (the node's credential and that CA) is kept.
+async fn join_controller(
+    file: &Path,
+    controller: &str,
+    name: &str,
+    join: &str,
+) -> anyhow::Result<(String, Option<rustls::ClientConfig>)> {
+    let token = vgrid_pki::JoinToken::parse(join)?;
+    anyhow::ensure!(
+        controller.starts_with("https://"),
+        "joining needs the controller's https:// URL (its `$VGRID_DATA_DIR/url`), not {controller}"
+    );
+    let client = vgrid_client::Client::with_tls(
+        controller,
+        "",
+        vgrid_pki::pinned_client_config(token.ca.clone())?,
+    )?;
+    let answer = client
+        .join(name, &token.secret)
+        .await
+        .with_context(|| format!("cannot join {controller} as node `{name}`"))?;
+    let ca = vgrid_pki::parse_ca_pem(&answer.ca_pem, Path::new("the join answer"))?;
+    anyhow::ensure!(
+        vgrid_pki::Fingerprint::of(&ca) == token.ca,
+        "the controller answered with a CA that is not the one its join token names"
+    );
+    let creds = crate::credentials::Credentials {
+        format: crate::credentials::FORMAT,
+        controller: controller.to_string(),
+        name: answer.node.clone(),
+        token: answer.token.clone(),
+        ca_pem: answer.ca_pem.clone(),
+    };
+    creds.write(file)?;
+    eprintln!("vgrid: joined {controller} as node `{}`", answer.node);
+    Ok((answer.token, Some(vgrid_pki::client_config(ca)?)))
+}
+
 /// The agent's token: from `--token-file`, else from `VGRID_TOKEN`.
 fn agent_token(file: Option<&Path>) -> anyhow::Result<String> {
     let token = match file {
@@ -88,7 +197,7 @@ fn agent_token(file: Option<&Path>) -> anyhow::Result<String> {
             .with_context(|| format!("cannot read the token file {}", path.display()))?,
         None => std::env::var("VGRID_TOKEN").map_err(|_| {
             anyhow::anyhow!(
-                "no token: give --token-file FILE (a file holding the node's agent token) or set VGRID_TOKEN"
+                "no credential: give --join-token-file FILE (the controller's join-token), or --token-file FILE, or set VGRID_JOIN_TOKEN or VGRID_TOKEN"
             )
         })?,
     };
@@ -121,13 +230,11 @@ pub fn agent_config(
     labels
         .entry("arch".into())
         .or_insert_with(|| std::env::consts::ARCH.to_string());
-    let name = match name {
-        Some(n) => n,
-        None => host_name(),
-    };
+    let name = name.unwrap_or_else(host_name);
     Ok(AgentConfig {
         controller,
         token,
+        tls: None,
         name,
         cpus: cpus
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod connect;
+mod credentials;
 mod data_dir;
 mod image_cmd;
 mod jobs_cmd;
@@ -67,6 +68,9 @@ enum Command {
     /// Manage users (admin).
     #[command(subcommand)]
     Users(users_cmd::UsersCmd),
+    /// Keep a credentials file (from `vgrid users add NAME --credentials
+    /// FILE`) as yours: later commands use it to reach the controller.
+    Login(users_cmd::LoginArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => jobs_cmd::migrate(args),
         Command::Nodes(args) => nodes_cmd::run(args),
         Command::Users(cmd) => users_cmd::run(cmd),
+        Command::Login(args) => users_cmd::login(args),
     };
     match result {
         Ok(code) => code,
@@ -135,6 +140,7 @@ impl Command {
                 | Command::Migrate(_)
                 | Command::Nodes(_)
                 | Command::Users(_)
+                | Command::Login(_)
         )
     }
 }

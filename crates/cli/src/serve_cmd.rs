@@ -1,5 +1,9 @@
 //! `vgrid serve`: the embedded server (controller, API and a local node
 //! agent in one process, state under the data directory).
+//!
+//! It serves HTTPS with its own CA (made at first start, `tls/` in the data
+//! directory) and writes a join token (`join-token`, 0600) that nodes use
+//! to join. Plain HTTP only with `--insecure-http`, and only on loopback.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::connect::URL_FILE;
+use crate::connect::{JOIN_TOKEN_FILE, TLS_DIR, URL_FILE};
 
 /// Run the controller, its HTTP API and a local node agent.
 #[derive(clap::Args)]
@@ -31,6 +35,10 @@ pub struct ServeArgs {
     /// Silence after which a node counts as lost, in milliseconds.
     #[arg(long, default_value_t = 10_000, hide = true)]
     lost_after_ms: u64,
+    /// Serve plain HTTP instead of HTTPS (tokens in clear): only on a
+    /// loopback address, for tests on one machine.
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -40,6 +48,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     cfg.lost_after_ms = args.lost_after_ms.max(cfg.heartbeat_ms * 2);
     // The same roots the node agents use (`VGRID_MOUNT_ROOTS`).
     cfg.staging_roots = vgrid_vm::RuntimeConfig::from_env(&data_dir)?.mount_roots;
+    let tls = if args.insecure_http {
+        anyhow::ensure!(
+            args.listen.ip().is_loopback(),
+            "--insecure-http serves tokens in clear: only on a loopback address, not {}",
+            args.listen
+        );
+        None
+    } else {
+        let pki = vgrid_pki::ServerPki::load_or_create(
+            &data_dir.join(TLS_DIR),
+            &certificate_names(&args.listen),
+        )?;
+        let join = join_token(&data_dir, &pki)?;
+        cfg.join = Some(vgrid_controller::JoinConfig {
+            secret_hash: *vgrid_pki::hash_secret(&join.secret).as_bytes(),
+            ca_pem: pki.ca_pem.clone(),
+        });
+        Some(pki)
+    };
     let controller = vgrid_controller::Controller::start(cfg)
         .with_context(|| format!("cannot start the controller in {}", data_dir.display()))?;
     let handle = controller.handle();
@@ -53,22 +80,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let url = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         write_file(&data_dir.join(URL_FILE), &url)?;
         eprintln!("vgrid: serving {url} (state in {})", data_dir.display());
-        let server = tokio::spawn(vgrid_server::serve(
-            listener,
-            Arc::new(handle),
-            shutdown_signal(),
-        ));
+        let server = match &tls {
+            Some(pki) => {
+                let config = Arc::new(pki.server_config()?);
+                tokio::spawn(vgrid_server::serve_tls(
+                    listener,
+                    config,
+                    Arc::new(handle),
+                    shutdown_signal(),
+                ))
+            }
+            None => tokio::spawn(vgrid_server::serve(
+                listener,
+                Arc::new(handle),
+                shutdown_signal(),
+            )),
+        };
         let agent = if args.no_agent {
             None
         } else {
-            // The local agent talks to the controller over HTTP like any
-            // other agent, with the admin token that never leaves the host.
+            // The local agent talks to the controller over HTTP(S) like
+            // any other agent, with the admin token that never leaves the
+            // host.
             let token = std::fs::read_to_string(data_dir.join(vgrid_controller::ADMIN_TOKEN_FILE))
                 .context("cannot read the admin token for the local agent")?;
-            let cfg = crate::agent_cmd::agent_config(
+            let mut cfg = crate::agent_cmd::agent_config(
                 &data_dir,
                 url.clone(),
                 token.trim().to_string(),
@@ -77,6 +117,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 args.memory_mb,
                 Default::default(),
             )?;
+            cfg.tls = tls
+                .as_ref()
+                .map(|pki| vgrid_pki::client_config(pki.ca_cert.clone()))
+                .transpose()?;
             let driver = crate::agent_cmd::driver(&data_dir)?;
             eprintln!(
                 "vgrid: local node agent: {} CPUs, {} MiB",
@@ -98,6 +142,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     served?;
     stopped.context("the controller failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names a new server certificate carries (clients check the CA, not
+/// the name; these tell a human what the certificate is for).
+fn certificate_names(listen: &SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        names.push(listen.ip().to_string());
+    }
+    names
+}
+
+/// The join token of this controller: read from `join-token`, or made
+/// (and written 0600) when missing or when it pins another CA (the CA was
+/// made anew). Delete the file to make a new one at the next start.
+fn join_token(
+    data_dir: &std::path::Path,
+    pki: &vgrid_pki::ServerPki,
+) -> anyhow::Result<vgrid_pki::JoinToken> {
+    let path = data_dir.join(JOIN_TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = vgrid_pki::JoinToken::parse(&text).with_context(|| {
+            format!("{} is damaged; delete it to make a new one", path.display())
+        })?;
+        if token.ca == pki.fingerprint() {
+            return Ok(token);
+        }
+    }
+    let token = vgrid_pki::JoinToken::generate(pki.fingerprint())?;
+    write_file(&path, &token.to_string())?;
+    Ok(token)
 }
 
 /// Writes a file of vgrid's state, readable by vgrid only like the rest.

@@ -8,13 +8,19 @@ use crate::connect::{block_on, client};
 
 #[derive(clap::Subcommand)]
 pub enum UsersCmd {
-    /// Add a user and print their token (shown only this once).
+    /// Add a user and print their token (shown only this once), or write
+    /// it with the controller's URL and CA into a credentials file for
+    /// `vgrid login`.
     Add {
         /// The user name (a-z, 0-9, `_`, `-`).
         name: String,
         /// What the token may do.
         #[arg(long, value_enum, default_value_t = RoleArg::User)]
         role: RoleArg,
+        /// Write a credentials file (0600) instead of printing the token:
+        /// give it to the user, who runs `vgrid login FILE`.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<std::path::PathBuf>,
     },
 }
 
@@ -30,16 +36,68 @@ pub enum RoleArg {
 
 pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        UsersCmd::Add { name, role } => {
+        UsersCmd::Add {
+            name,
+            role,
+            credentials,
+        } => {
             let role = match role {
                 RoleArg::User => Role::User,
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Agent => Role::Agent,
             };
             let c = client()?;
+            // The CA first: a user made without a file to hand over is lost.
+            let ca_pem = match &credentials {
+                Some(_) => Some(crate::connect::ca_pem()?.ok_or_else(|| {
+                    anyhow::anyhow!("this controller serves plain http: a credentials file is for https:// controllers")
+                })?),
+                None => None,
+            };
             let added = block_on(c.add_user(&name, role))??;
-            println!("{}", added.token);
+            match (credentials, ca_pem) {
+                (Some(path), Some(ca_pem)) => {
+                    crate::credentials::Credentials {
+                        format: crate::credentials::FORMAT,
+                        controller: c.base_url().to_string(),
+                        name: added.name,
+                        token: added.token,
+                        ca_pem,
+                    }
+                    .write(&path)?;
+                    eprintln!(
+                        "vgrid: wrote {}; the user runs `vgrid login {}`",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                _ => println!("{}", added.token),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `vgrid login FILE`.
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// The credentials file the administrator gave you.
+    file: std::path::PathBuf,
+}
+
+/// Checks the credentials against the controller, then keeps them.
+pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let c = crate::credentials::Credentials::read(&args.file)?;
+    let client = vgrid_client::Client::with_tls(&c.controller, &c.token, c.tls()?)?;
+    block_on(client.jobs(false))??;
+    let dest = crate::credentials::user_file()
+        .ok_or_else(|| anyhow::anyhow!("no HOME or XDG_CONFIG_HOME to keep the credentials in"))?;
+    c.write(&dest)?;
+    eprintln!(
+        "vgrid: logged in to {} as {}; credentials in {}",
+        c.controller,
+        c.name,
+        dest.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

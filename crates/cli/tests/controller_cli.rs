@@ -47,7 +47,7 @@ fn serve(data: &Path) -> Server {
     );
     // Wait for the URL file: that is when the server listens.
     for _ in 0..600 {
-        if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://")) {
+        if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://")) {
             return server;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -167,7 +167,9 @@ fn acknowledged_submissions_survive_repeated_sigkills() {
     let mut acked: Vec<u64> = Vec::new();
     for round in 0..3u64 {
         let url = std::fs::read_to_string(data.join("url")).expect("url");
-        let client = vgrid_client::Client::new(url.trim(), &token).expect("client");
+        let ca = vgrid_pki::read_ca(&data.join("tls/ca.pem")).expect("the controller's CA");
+        let tls = vgrid_pki::client_config(ca).expect("TLS configuration");
+        let client = vgrid_client::Client::with_tls(url.trim(), &token, tls).expect("client");
         // Eight clients submit until the server dies under them.
         let got = rt.block_on(async {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -60,7 +60,7 @@ fn serve(data: &Path) -> Server {
         data: data.to_path_buf(),
     };
     vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://"))
+        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
     server

@@ -71,7 +71,7 @@ fn serve_with(data: &Path, extra: &[&str]) -> Server {
         data,
     );
     vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://"))
+        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
     server
@@ -93,8 +93,8 @@ fn agent(controller: &Path, data: &Path, name: &str) -> Server {
                 "2048",
             ])
             .args(["--controller", url.trim()])
-            .arg("--token-file")
-            .arg(controller.join("admin.token"))
+            .arg("--join-token-file")
+            .arg(controller.join("join-token"))
             .env("VGRID_DATA_DIR", data)
             .env("VGRID_LOG", "info")
             .stdout(Stdio::null())

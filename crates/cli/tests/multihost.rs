@@ -67,27 +67,54 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
         .spawn("serve");
     let url_file = ctl.dir().join("url");
     vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(&url_file).is_ok_and(|u| u.starts_with("http://"))
+        std::fs::read_to_string(&url_file).is_ok_and(|u| u.starts_with("https://"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
     let url = std::fs::read_to_string(&url_file)
         .expect("url")
         .trim()
         .to_string();
-    assert!(url.starts_with(&format!("http://{}:", ctl.ip())), "{url}");
+    assert!(url.starts_with(&format!("https://{}:", ctl.ip())), "{url}");
+    let join = std::fs::read_to_string(ctl.dir().join("join-token")).expect("join token");
+    let join = join.trim();
+    let (pin, secret) = join
+        .strip_prefix("vgj_")
+        .and_then(|r| r.split_once('_'))
+        .expect("a join token");
 
-    // Each node gets its own agent token, made on the controller's host
-    // and carried to the node's data directory by the test (the "outside").
+    // A node with a join token of another controller (another CA) is
+    // refused before it sends anything, and says which CA it expected;
+    // one with this CA but another secret is refused by the controller.
+    let n1 = lab.host("n1");
+    let other_ca = format!("vgj_{}_{secret}", "ab".repeat(32));
+    let out = vgrid(n1)
+        .args(["agent", "--controller", &url, "--name", "n1"])
+        .args(["--join-token", &other_ca])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("not the one the join token names"), "{err}");
+    assert!(err.contains(&"ab".repeat(32)), "{err}");
+    let other_secret = format!("vgj_{pin}_{}", "cd".repeat(32));
+    let out = vgrid(n1)
+        .args(["agent", "--controller", &url, "--name", "n1"])
+        .args(["--join-token", &other_secret])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("secret is not this controller's"), "{err}");
+    assert!(!n1.dir().join("agent/credentials.json").exists());
+
+    // Each node joins with the controller's join token, carried to its
+    // data directory by the test (the "outside"), and keeps its own
+    // credential and the controller's CA.
     for name in ["n1", "n2"] {
-        let token = ok(vgrid(ctl)
-            .args(["users", "add", name, "--role", "agent"])
-            .output());
         let node = lab.host(name);
-        let token_file = node.put_file("agent.token", format!("{token}\n"));
+        let token_file = node.put_file("join-token", format!("{join}\n"));
         vgrid(node)
             .args(["agent", "--controller", &url, "--name", name])
             .args(["--cpus", "1", "--memory-mb", "512"])
-            .arg("--token-file")
+            .arg("--join-token-file")
             .arg(&token_file)
             .spawn("agent");
     }
@@ -96,6 +123,17 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
         node_states(ctl) == both_up
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", node_states(ctl), lab.host("n1").logs()));
+    for name in ["n1", "n2"] {
+        let creds = lab.host(name).dir().join("agent/credentials.json");
+        let text = std::fs::read_to_string(&creds).expect("the node kept its credential");
+        assert!(!text.contains(secret), "the join secret is not kept");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds)
+            .expect("credentials")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     // A node host has none of the controller's files: `vgrid` there finds
     // no controller through the controller's data directory (it is not
@@ -121,4 +159,26 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
         node_states(ctl) == both_up
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", node_states(ctl), lab.host("n1").logs()));
+
+    // A restarted agent needs no join token: it has its credential.
+    let n2 = lab.host("n2");
+    n2.kill_all();
+    std::fs::remove_file(n2.dir().join("join-token")).expect("join token on n2");
+    let again = vgrid(n2)
+        .args(["agent", "--controller", &url, "--name", "n2"])
+        .args(["--cpus", "1", "--memory-mb", "512"])
+        .env("VGRID_LOG", "info")
+        .spawn("agent again");
+    vgrid_testkit::wait_for(
+        "the restarted agent to register",
+        Duration::from_secs(60),
+        || again.log().contains("registered with the controller"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", again.log()));
+    vgrid_testkit::wait_for(
+        "n2 up with its kept credential",
+        Duration::from_secs(60),
+        || node_states(ctl) == both_up,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", node_states(ctl), n2.logs()));
 }

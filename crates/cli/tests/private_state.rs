@@ -157,7 +157,7 @@ fn no_other_user_can_read_the_state_of_a_job_with_a_secret() {
     };
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("http://"))
+        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", log_text()));
 

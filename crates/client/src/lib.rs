@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 
 use vgrid_api::types::{
     ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, COMPLETE_HEADER, ErrorBody,
-    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, LogSlice, MigrateRequest, NEXT_OFFSET_HEADER,
-    NodeView, RegisterNode, RegisterResponse, Role, SubmitRequest, SubmitResponse, WaitResponse,
+    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, JoinRequest, JoinResponse, LogSlice,
+    MigrateRequest, NEXT_OFFSET_HEADER, NodeView, RegisterNode, RegisterResponse, Role,
+    SubmitRequest, SubmitResponse, WaitResponse,
 };
 
 /// Why a call failed.
@@ -29,8 +30,8 @@ pub enum ClientError {
     #[error("unexpected answer from the controller: {0}")]
     Decode(String),
     /// The base URL is not usable.
-    #[error("`{0}` is not an http:// URL")]
-    BadUrl(String),
+    #[error("`{url}`: {why}")]
+    BadUrl { url: String, why: &'static str },
 }
 
 impl ClientError {
@@ -61,13 +62,70 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the controller at `base_url` (e.g. `http://127.0.0.1:7777`).
+    /// A client of a controller that serves plain HTTP, which only a
+    /// loopback address may (`vgrid serve --insecure-http`): tokens never
+    /// cross a network in clear.
     pub fn new(base_url: &str, token: &str) -> Result<Client, ClientError> {
         let base = base_url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(ClientError::BadUrl(base_url.to_string()));
+        let url = reqwest::Url::parse(&base).map_err(|_| ClientError::BadUrl {
+            url: base_url.to_string(),
+            why: "not a URL",
+        })?;
+        if url.scheme() != "http" {
+            return Err(ClientError::BadUrl {
+                url: base_url.to_string(),
+                why: "an https:// controller needs its CA: use Client::with_tls",
+            });
         }
-        let http = reqwest::Client::builder()
+        if !is_loopback(&url) {
+            return Err(ClientError::BadUrl {
+                url: base_url.to_string(),
+                why: "plain http:// is only for a controller on this machine's loopback; others serve https://",
+            });
+        }
+        // Plain http never uses TLS, but the HTTP client is built with a
+        // TLS configuration all the same: one that trusts nobody.
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let nobody = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Decode(format!("cannot build the HTTP client: {e}")))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Self::build(
+            base,
+            token,
+            reqwest::Client::builder().tls_backend_preconfigured(nobody),
+        )
+    }
+
+    /// A client of a controller that serves HTTPS, trusting what `tls`
+    /// trusts (see `vgrid-pki`: the controller's CA, or a pinned one to
+    /// join).
+    pub fn with_tls(
+        base_url: &str,
+        token: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            return Err(ClientError::BadUrl {
+                url: base_url.to_string(),
+                why: "expected an https:// URL",
+            });
+        }
+        Self::build(
+            base,
+            token,
+            reqwest::Client::builder().tls_backend_preconfigured(tls),
+        )
+    }
+
+    fn build(
+        base: String,
+        token: &str,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<Client, ClientError> {
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             // Long polls last at most a minute on the server side.
             .timeout(Duration::from_secs(90))
@@ -253,6 +311,21 @@ impl Client {
 
     // ---- Node agent calls ----
 
+    /// Joins with the secret of a join token: the node's credential and the
+    /// controller's CA.
+    pub async fn join(&self, node: &str, secret: &str) -> Result<JoinResponse, ClientError> {
+        let req = JoinRequest {
+            node: node.to_string(),
+            secret: secret.to_string(),
+        };
+        self.json(
+            self.http
+                .request(Method::POST, format!("{}/v1/join", self.base))
+                .json(&req),
+        )
+        .await
+    }
+
     pub async fn register(&self, req: &RegisterNode) -> Result<RegisterResponse, ClientError> {
         self.json(self.request(Method::POST, "/v1/agent/register").json(req))
             .await
@@ -303,6 +376,16 @@ impl Client {
             )
             .await?;
         expect_no_content(resp.status())
+    }
+}
+
+/// Whether `url` names this machine's loopback.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
     }
 }
 

@@ -101,6 +101,7 @@ impl Actor {
         let handle = ControllerHandle {
             tx,
             auth: auth.clone(),
+            join: cfg.join.clone().map(Arc::new),
         };
         let actor = Actor {
             cfg,
@@ -252,9 +253,12 @@ impl Actor {
             self.stats.committed_changes += fx.changes.len() as u64;
             self.stats.commit_seconds += started.elapsed().as_secs_f64();
         }
-        if !fx.tokens.is_empty()
+        if !(fx.tokens.is_empty() && fx.revoked.is_empty())
             && let Ok(mut auth) = self.auth.write()
         {
+            for hash in &fx.revoked {
+                auth.remove(hash);
+            }
             auth.extend(fx.tokens);
         }
         for job in fx.obsolete {

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use vgrid_api::types::{Principal, WaitResponse};
+use vgrid_api::types::{JoinRequest, JoinResponse, Principal, WaitResponse};
 use vgrid_server::{Backend, Command, CommandError, Reply};
 use vgrid_store::{TokenHash, hash_token};
 
@@ -32,6 +32,7 @@ pub(crate) type AuthMap = Arc<RwLock<HashMap<TokenHash, Principal>>>;
 pub struct ControllerHandle {
     pub(crate) tx: Sender<Msg>,
     pub(crate) auth: AuthMap,
+    pub(crate) join: Option<Arc<crate::JoinConfig>>,
 }
 
 fn gone() -> CommandError {
@@ -66,7 +67,46 @@ impl ControllerHandle {
     }
 }
 
+/// Equality of two hashes in time that does not depend on where they
+/// differ.
+fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl Backend for ControllerHandle {
+    async fn join(&self, request: JoinRequest) -> Result<JoinResponse, CommandError> {
+        let Some(join) = &self.join else {
+            return Err(CommandError::Forbidden(
+                "this controller takes no joining nodes (it serves plain http); give the node an agent token instead".into(),
+            ));
+        };
+        let given = *blake3::hash(request.secret.trim().as_bytes()).as_bytes();
+        if !same_hash(&given, &join.secret_hash) {
+            return Err(CommandError::Unauthorized(
+                "the join token's secret is not this controller's (see `$VGRID_DATA_DIR/join-token` on the controller)".into(),
+            ));
+        }
+        // A principal is needed to route the command; the join secret was
+        // the credential, and the command names only the node.
+        let principal = Principal {
+            user_id: 0,
+            name: request.node.clone(),
+            role: vgrid_api::types::Role::Agent,
+        };
+        match self
+            .call(principal, Command::JoinNode { node: request.node })
+            .await?
+        {
+            Reply::Joined(mut answer) => {
+                answer.ca_pem = join.ca_pem.clone();
+                Ok(answer)
+            }
+            _ => Err(CommandError::Unavailable(
+                "the controller gave an unexpected answer".into(),
+            )),
+        }
+    }
+
     fn authenticate(&self, token: &str) -> Option<Principal> {
         let hash = hash_token(token);
         self.auth.read().ok()?.get(&hash).cloned()

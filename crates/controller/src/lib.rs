@@ -61,6 +61,9 @@ pub struct Config {
     /// The most output a job may write, in bytes; writes beyond it are
     /// refused.
     pub max_output_bytes: u64,
+    /// How nodes join: without it, `/v1/join` is refused (nodes then use
+    /// tokens made with `vgrid users add NODE --role agent`).
+    pub join: Option<JoinConfig>,
     /// The nodes' allowed roots for host paths (`VGRID_MOUNT_ROOTS`): a
     /// job's inputs, outputs and mounts must lie in `<root>/<owner>/`,
     /// checked at submit (the node checks again, links resolved).
@@ -76,6 +79,7 @@ impl Config {
             policy: Policy::Easy,
             checkpoint_root: None,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            join: None,
             staging_roots: vec![data_dir_repos(&data_dir)],
             data_dir,
         }
@@ -85,6 +89,21 @@ impl Config {
         self.checkpoint_root
             .clone()
             .unwrap_or_else(|| self.data_dir.join("checkpoints"))
+    }
+}
+
+/// What a joining node must know, and what it is given.
+#[derive(Clone)]
+pub struct JoinConfig {
+    /// BLAKE3 of the join token's secret.
+    pub secret_hash: [u8; 32],
+    /// The controller's CA certificate, for the node to check and keep.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for JoinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinConfig").finish_non_exhaustive()
     }
 }
 

@@ -187,6 +187,11 @@ fn redact(text: &str) -> String {
     }
 }
 
+/// What a controller keeps of a join token's secret: its BLAKE3 hash.
+pub fn hash_secret(secret: &str) -> blake3::Hash {
+    blake3::hash(secret.trim().as_bytes())
+}
+
 /// Reads a CA certificate from a PEM file.
 pub fn read_ca(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
     files::read_cert(path)

@@ -7,8 +7,8 @@ use std::future::Future;
 use vgrid_model::JobSpec;
 
 use vgrid_api::types::{
-    ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, NodeView, Principal,
-    RegisterNode, RegisterResponse, Role, WaitResponse,
+    ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, JoinRequest, JoinResponse,
+    NodeView, Principal, RegisterNode, RegisterResponse, Role, WaitResponse,
 };
 
 /// A request to the controller, on behalf of a [`Principal`].
@@ -66,6 +66,11 @@ pub enum Command {
         offset: u64,
         max_bytes: u64,
     },
+    /// A node whose join secret the backend checked gets its credential
+    /// (made, or made anew).
+    JoinNode {
+        node: String,
+    },
     // Node agent commands.
     RegisterNode(RegisterNode),
     /// Answers with actions after `after`, waiting up to `wait_ms` for some.
@@ -101,6 +106,7 @@ pub enum Reply {
     /// Prometheus text exposition format.
     Metrics(String),
     UserAdded(AddUserResponse),
+    Joined(JoinResponse),
     Output {
         data: Vec<u8>,
         next_offset: u64,
@@ -114,6 +120,9 @@ pub enum Reply {
 /// Why the controller refused a command. Each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
+    /// The credential is missing or wrong (HTTP 401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The principal may not do this at all (HTTP 403).
     #[error("{0}")]
     Forbidden(String),
@@ -138,6 +147,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Resolves a bearer token. Implementations compare hashes, never log
     /// the token, and answer from memory (this runs on every request).
     fn authenticate(&self, token: &str) -> Option<Principal>;
+
+    /// A node joins with the secret of the join token: answers with its
+    /// credential and the controller's CA, or 401 for a wrong secret.
+    fn join(
+        &self,
+        request: JoinRequest,
+    ) -> impl Future<Output = Result<JoinResponse, CommandError>> + Send;
 
     /// Carries out a command. The reply comes once any change it made is
     /// durable.

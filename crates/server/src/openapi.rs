@@ -24,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/nodes"),
     ("get", "/metrics"),
     ("post", "/v1/users"),
+    ("post", "/v1/join"),
     ("post", "/v1/agent/register"),
     ("get", "/v1/agent/actions"),
     ("post", "/v1/agent/events"),
@@ -162,6 +163,20 @@ pub fn document() -> Value {
                 "name": { "type": "string" }, "role": schema_ref("Role") } }))),
             json!([]),
         ) },
+        "/v1/join": { "post": {
+            "summary": "A node joins: with the secret of the controller's join token (no bearer token), it gets its own credential (an agent token that acts only for this node; a node that joins again gets a new one) and the controller's CA certificate, which it checks against the pin of the join token.",
+            "security": [],
+            "requestBody": { "required": true, "content": json_content(json!({ "type": "object", "required": ["node", "secret"],
+                "properties": { "node": { "type": "string" }, "secret": { "type": "string" } } })) },
+            "responses": {
+                "200": ok_json("the node's credential", json!({ "type": "object", "properties": {
+                    "node": { "type": "string" }, "token": { "type": "string" }, "ca_pem": { "type": "string" } } })),
+                "400": { "description": "error", "content": json_content(schema_ref("Error")) },
+                "401": { "description": "error", "content": json_content(schema_ref("Error")) },
+                "409": { "description": "error", "content": json_content(schema_ref("Error")) },
+                "503": { "description": "error", "content": json_content(schema_ref("Error")) }
+            }
+        }},
         "/v1/agent/register": { "post": op(
             "A node agent announces its node and the job attempts it still runs.",
             "200",

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::command::{Backend, Command, CommandError, Reply};
 use vgrid_api::types::{
     ActionsQuery, AddUserRequest, AgentReport, COMPLETE_HEADER, ErrorBody, IDEMPOTENCY_KEY_HEADER,
-    MigrateRequest, NEXT_OFFSET_HEADER, OutputQuery, Principal, RegisterNode, Role, SubmitRequest,
-    check_idempotency_key,
+    JoinRequest, MigrateRequest, NEXT_OFFSET_HEADER, OutputQuery, Principal, RegisterNode, Role,
+    SubmitRequest, check_idempotency_key,
 };
 
 /// Largest job file accepted, in bytes.
@@ -39,6 +39,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/nodes", get(list_nodes::<B>))
         .route("/metrics", get(metrics::<B>))
         .route("/v1/users", post(add_user::<B>))
+        .route("/v1/join", post(join::<B>))
         .route("/v1/agent/register", post(register::<B>))
         .route("/v1/agent/actions", get(poll_actions::<B>))
         .route("/v1/agent/events", post(report::<B>))
@@ -78,6 +79,7 @@ impl IntoResponse for ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         let (status, code) = match &e {
+            CommandError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             CommandError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             CommandError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             CommandError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
@@ -417,6 +419,18 @@ async fn add_user<B: Backend>(
     }
 }
 
+/// Most bytes of a join request.
+const MAX_JOIN_BYTES: usize = 4096;
+
+async fn join<B: Backend>(State(b): State<Arc<B>>, body: Bytes) -> ApiResult {
+    if body.len() > MAX_JOIN_BYTES {
+        return Err(ApiError::bad_request("the join request is too large"));
+    }
+    let req: JoinRequest = json_body(&body)?;
+    let answer = b.join(req).await?;
+    json(StatusCode::OK, &answer)
+}
+
 const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Admin];
 
 async fn register<B: Backend>(
@@ -560,6 +574,20 @@ mod tests {
                 user_id: id,
                 name: token.trim_end_matches("-token").into(),
                 role,
+            })
+        }
+
+        async fn join(
+            &self,
+            r: vgrid_api::types::JoinRequest,
+        ) -> Result<vgrid_api::types::JoinResponse, CommandError> {
+            if r.secret != "right" {
+                return Err(CommandError::Unauthorized("wrong join secret".into()));
+            }
+            Ok(vgrid_api::types::JoinResponse {
+                node: r.node,
+                token: "node-token".into(),
+                ca_pem: String::new(),
             })
         }
 

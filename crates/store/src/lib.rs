@@ -60,6 +60,8 @@ pub enum StoreError {
     NoSuchJob(u64),
     #[error("node {0} does not exist")]
     NoSuchNode(String),
+    #[error("user {0} does not exist")]
+    NoSuchUser(u64),
     #[error("change {index} of the batch ({what}) was refused; nothing of the batch was written")]
     Change {
         index: usize,
@@ -264,6 +266,17 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 &token_hash[..],
                 user.created_unix_ms
             ])?;
+        }
+        Change::SetToken {
+            user_id,
+            token_hash,
+        } => {
+            let updated = conn
+                .prepare_cached("UPDATE users SET token_hash = ?2 WHERE id = ?1")?
+                .execute(params![to_i64(*user_id)?, &token_hash[..]])?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchUser(*user_id));
+            }
         }
         Change::AddJob(job) => {
             let spec = json::encode(&job.spec)
@@ -805,6 +818,34 @@ mod tests {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _store = Store::open(&path, 6)?;
         assert_eq!(modes(), vec![0o600; 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_token_replaces_the_old_one() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut store = Store::open(&dir.path().join("db"), 0)?;
+        store.apply(&[user(1, "n1", Role::Agent)])?;
+        store.apply(&[Change::SetToken {
+            user_id: 1,
+            token_hash: hash_token("second"),
+        }])?;
+        assert_eq!(
+            store.read().user_by_token(&hash_token("token-of-n1"))?,
+            None
+        );
+        assert_eq!(
+            store
+                .read()
+                .user_by_token(&hash_token("second"))?
+                .map(|u| u.name),
+            Some("n1".into())
+        );
+        let missing = store.apply(&[Change::SetToken {
+            user_id: 9,
+            token_hash: hash_token("x"),
+        }]);
+        assert!(missing.is_err());
         Ok(())
     }
 

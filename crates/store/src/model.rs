@@ -117,6 +117,12 @@ pub enum Change {
         user: UserRecord,
         token_hash: TokenHash,
     },
+    /// Gives a user a new token (the old one stops working): a node that
+    /// joins again gets a fresh credential.
+    SetToken {
+        user_id: u64,
+        token_hash: TokenHash,
+    },
     /// Inserts the job and its first history entry (its state and reason).
     AddJob(Box<JobRecord>),
     /// Moves a job to a new state and records it in the history.
@@ -155,6 +161,7 @@ impl Change {
     pub fn kind(&self) -> &'static str {
         match self {
             Change::AddUser { .. } => "add user",
+            Change::SetToken { .. } => "set token",
             Change::AddJob(_) => "add job",
             Change::Transition { .. } => "job transition",
             Change::SetRuntime { .. } => "job runtime",

@@ -88,6 +88,8 @@ pub(crate) struct Effects {
     pub obsolete: Vec<u64>,
     /// Tokens of new users, to accept once the users are stored.
     pub tokens: Vec<(TokenHash, Principal)>,
+    /// Tokens that stop working (a node joined again).
+    pub revoked: Vec<TokenHash>,
     /// The core's state changed: a scheduling pass is due.
     pub sched_dirty: bool,
 }

@@ -34,6 +34,10 @@ impl JobBook {
                 "user `{name}` already exists"
             )));
         }
+        Ok(self.new_user(now, name, role, token_hash))
+    }
+
+    fn new_user(&mut self, now: u64, name: String, role: Role, token_hash: TokenHash) -> u64 {
         let id = self.users.next_id;
         self.users.next_id += 1;
         let user = UserRecord {
@@ -55,7 +59,64 @@ impl JobBook {
         self.fx.tokens.push((token_hash, principal));
         self.users.names.insert(name);
         self.users.by_id.insert(id, user);
-        Ok(id)
+        id
+    }
+
+    /// A node joined (the caller checked its join secret): its credential
+    /// is an agent user named like it, made now, or given a new token when
+    /// the node joins again (the old token stops working).
+    pub(crate) fn join_node(
+        &mut self,
+        now: u64,
+        node: &str,
+        token_hash: TokenHash,
+    ) -> Result<(), CommandError> {
+        if !is_user_name(node) {
+            return Err(CommandError::BadRequest(format!(
+                "`{node}` cannot name a node that joins ({}): its credential is a user of that name",
+                plain_name_rule(MAX_USER_NAME)
+            )));
+        }
+        let existing = self
+            .users
+            .by_id
+            .values()
+            .find(|u| u.name == node)
+            .map(|u| (u.id, u.role));
+        match existing {
+            None => {
+                self.new_user(now, node.to_string(), Role::Agent, token_hash);
+                Ok(())
+            }
+            Some((id, Role::Agent)) => {
+                let old: Vec<TokenHash> = self
+                    .users
+                    .tokens
+                    .iter()
+                    .filter(|(_, p)| p.user_id == id)
+                    .map(|(h, _)| *h)
+                    .collect();
+                for h in &old {
+                    self.users.tokens.remove(h);
+                }
+                self.fx.revoked.extend(old);
+                let principal = Principal {
+                    user_id: id,
+                    name: node.to_string(),
+                    role: Role::Agent,
+                };
+                self.users.tokens.insert(token_hash, principal.clone());
+                self.fx.tokens.push((token_hash, principal));
+                self.fx.changes.push(Change::SetToken {
+                    user_id: id,
+                    token_hash,
+                });
+                Ok(())
+            }
+            Some(_) => Err(CommandError::Conflict(format!(
+                "a user named `{node}` exists and is not a node; join under another name"
+            ))),
+        }
     }
 
     /// Whether a command of `p` may act for node `node`: agents act only

@@ -69,6 +69,8 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
         Command::ListNodes => Ok(Reply::Nodes(ctx.book.node_views())),
         Command::Metrics => metrics::metrics(ctx, &p),
         Command::AddUser { name, role } => users::add(ctx, &p, name, role),
+        // Only the handle sends it, after checking the join secret.
+        Command::JoinNode { node } => users::join(ctx, node),
         Command::RegisterNode(req) => ctx.book.register(ctx.now, &p, req, ctx.heartbeat_ms),
         Command::Report(report) => agents::report(ctx, &p, report),
         Command::WriteOutput {

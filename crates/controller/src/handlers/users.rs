@@ -1,4 +1,5 @@
-//! Adding users: the token is made here (randomness is IO) and shown once.
+//! Adding users and joining nodes: the token is made here (randomness is
+//! IO) and shown once.
 
 use vgrid_api::types::{Principal, Role};
 use vgrid_server::{CommandError, Reply};
@@ -19,4 +20,17 @@ pub(super) fn add(
         .book
         .add_user(ctx.now, p, name.clone(), role, hash_token(&token))?;
     Ok(JobBook::user_added(id, name, role, token))
+}
+
+/// A node joins (the handle checked its join secret before sending this).
+pub(super) fn join(ctx: &mut Ctx, node: String) -> Result<Reply, CommandError> {
+    let token = generate_token()
+        .map_err(|e| CommandError::Unavailable(format!("cannot make a token: {e}")))?;
+    ctx.book.join_node(ctx.now, &node, hash_token(&token))?;
+    Ok(Reply::Joined(vgrid_api::types::JoinResponse {
+        node,
+        token,
+        // The handle adds the CA, which the book does not know.
+        ca_pem: String::new(),
+    }))
 }
