@@ -83,19 +83,7 @@ impl Client {
                 why: "plain http:// is only for a controller on this machine's loopback; others serve https://",
             });
         }
-        // Plain http never uses TLS, but the HTTP client is built with a
-        // TLS configuration all the same: one that trusts nobody.
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let nobody = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Decode(format!("cannot build the HTTP client: {e}")))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        Self::build(
-            base,
-            token,
-            reqwest::Client::builder().tls_backend_preconfigured(nobody),
-        )
+        Self::build(base, token, plain_builder()?)
     }
 
     /// A client of a controller that serves HTTPS, trusting what `tls`
@@ -377,6 +365,30 @@ impl Client {
             .await?;
         expect_no_content(resp.status())
     }
+}
+
+/// A builder of HTTP clients for plain http: it never uses TLS, but reqwest
+/// wants a TLS configuration all the same, so it gets one that trusts
+/// nobody.
+fn plain_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let nobody = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Decode(format!("cannot build the HTTP client: {e}")))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(nobody))
+}
+
+/// A raw HTTP client for plain http (tests that send what the typed client
+/// never would).
+pub fn plain_http() -> reqwest::Client {
+    plain_builder()
+        .and_then(|b| {
+            b.build()
+                .map_err(|e| ClientError::Decode(format!("cannot build the HTTP client: {e}")))
+        })
+        .unwrap_or_default()
 }
 
 /// Whether `url` names this machine's loopback.

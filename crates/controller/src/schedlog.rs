@@ -170,6 +170,7 @@ pub(crate) fn core_job(id: u64, owner: &str, spec: &JobSpec) -> vgrid_core::JobR
         // QEMU cannot save a VM with a 9p mount: such jobs restart instead.
         checkpointable: spec.mounts.is_empty(),
         checkpoint_interval_ms: spec.checkpoint_interval_s.map(|s| s.saturating_mul(1000)),
+        image: Some(spec.image.clone()),
     }
 }
 

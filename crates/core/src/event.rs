@@ -21,6 +21,13 @@ pub enum Event {
         /// The node.
         node: NodeId,
     },
+    /// The images a node holds changed (it fetched one, or dropped one).
+    NodeImages {
+        /// The node.
+        node: NodeId,
+        /// Every image it holds now.
+        images: std::collections::BTreeSet<String>,
+    },
     /// A new job.
     Submit(JobRequest),
     /// The user cancels a job; a running job is killed.

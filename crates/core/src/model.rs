@@ -1,6 +1,6 @@
 //! What the driver tells the core about nodes and jobs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use vgrid_expr::{AttrValue, Expr};
 
@@ -24,6 +24,9 @@ pub struct NodeSpec {
     /// `free_memory_mb`, `name`, `domain`, `borrowed`) take precedence.
     #[serde(default)]
     pub attrs: BTreeMap<String, AttrValue>,
+    /// The images the node holds: jobs that boot one of them prefer it.
+    #[serde(default)]
+    pub images: BTreeSet<String>,
 }
 
 impl NodeSpec {
@@ -36,6 +39,7 @@ impl NodeSpec {
             cores,
             memory_mb,
             attrs: BTreeMap::new(),
+            images: BTreeSet::new(),
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct JobRequest {
     pub checkpointable: bool,
     /// Periodic checkpoint interval (work time, ms), if any.
     pub checkpoint_interval_ms: Option<u64>,
+    /// The image the job's VMs boot: among nodes of equal rank, those that
+    /// hold it come first (a node without it must fetch it first).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl JobRequest {
@@ -109,6 +117,7 @@ impl JobRequest {
             rank: None,
             checkpointable: false,
             checkpoint_interval_ms: None,
+            image: None,
         }
     }
 

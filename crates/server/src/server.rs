@@ -662,7 +662,9 @@ mod tests {
                 .expect_err("refused"),
         );
         assert_eq!((status, body.error.as_str()), (401, "unauthorized"));
-        let raw = reqwest::get(format!("{url}/v1/jobs"))
+        let raw = vgrid_client::plain_http()
+            .get(format!("{url}/v1/jobs"))
+            .send()
             .await
             .expect("request");
         assert_eq!(raw.status(), 401);
@@ -676,7 +678,7 @@ mod tests {
     async fn the_bearer_scheme_is_case_insensitive() {
         let (url, _backend, _stop) = start().await;
         for scheme in ["Bearer", "bearer", "BEARER"] {
-            let resp = reqwest::Client::new()
+            let resp = vgrid_client::plain_http()
                 .get(format!("{url}/v1/jobs"))
                 .header("authorization", format!("{scheme} alice-token"))
                 .send()
@@ -684,7 +686,7 @@ mod tests {
                 .expect("request");
             assert_eq!(resp.status(), 200, "{scheme}");
         }
-        let resp = reqwest::Client::new()
+        let resp = vgrid_client::plain_http()
             .get(format!("{url}/v1/jobs"))
             .header("authorization", "Basic alice-token")
             .send()
@@ -783,7 +785,7 @@ mod tests {
         let (status, body) = api_error(alice.nodes().await.expect_err("wrong reply"));
         assert_eq!((status, body.error.as_str()), (500, "internal"));
         // Malformed JSON is a 400 with a JSON body.
-        let raw = reqwest::Client::new()
+        let raw = vgrid_client::plain_http()
             .post(format!("{url}/v1/jobs"))
             .bearer_auth("alice-token")
             .body("{not json")
@@ -793,7 +795,7 @@ mod tests {
         assert_eq!(raw.status(), 400);
         let body: ErrorBody = raw.json().await.expect("JSON error body");
         assert_eq!(body.error, "bad-request");
-        let raw = reqwest::Client::new()
+        let raw = vgrid_client::plain_http()
             .get(format!("{url}/v1/jobs/abc"))
             .bearer_auth("alice-token")
             .send()
@@ -815,7 +817,9 @@ mod tests {
         let doc = alice.openapi().await.expect("document");
         assert_eq!(doc["openapi"], "3.1.0");
         assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
-        let unauthenticated = reqwest::get(format!("{url}/openapi.json"))
+        let unauthenticated = vgrid_client::plain_http()
+            .get(format!("{url}/openapi.json"))
+            .send()
             .await
             .expect("get");
         assert_eq!(unauthenticated.status(), 200);
@@ -826,7 +830,7 @@ mod tests {
     #[tokio::test]
     async fn every_documented_route_is_routed() {
         let (url, _backend, _stop) = start().await;
-        let http = reqwest::Client::new();
+        let http = vgrid_client::plain_http();
         for (method, path) in crate::openapi::ROUTES {
             let method =
                 reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");

@@ -527,6 +527,8 @@ impl Driver<'_> {
             } else {
                 None
             },
+            // Traces name no images: every node is as good.
+            image: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::ADMIN_TOKEN_FILE;
 /// A raw JSON call with a token, for bodies the typed client would never
 /// send.
 async fn raw(url: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
+    let resp = vgrid_client::plain_http()
         .request(
             reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
             format!("{url}{path}"),

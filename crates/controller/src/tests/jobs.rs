@@ -291,7 +291,7 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
 async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
     let (cluster, alice, _agent) = one_node(10_000, 4).await;
     alice.submit("a.toml", JOB, true).await.expect("submitted");
-    let raw = reqwest::Client::new()
+    let raw = vgrid_client::plain_http()
         .get(format!("{}/metrics", cluster.h.url))
         .send()
         .await
@@ -300,7 +300,7 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
     let get = |token: String| {
         let url = format!("{}/metrics", cluster.h.url);
         async move {
-            reqwest::Client::new()
+            vgrid_client::plain_http()
                 .get(url)
                 .bearer_auth(token)
                 .send()

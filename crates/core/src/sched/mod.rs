@@ -45,7 +45,8 @@ pub struct Scheduler {
 #[derive(Debug, Clone, Default)]
 struct Scratch {
     placement: Vec<(u32, u32)>,
-    candidates: Vec<(f64, u32, u32)>,
+    /// `(rank, holds the job's image, node, slots)`.
+    candidates: Vec<(f64, bool, u32, u32)>,
     releases: Vec<(Time, i64, i64)>,
     profiles: [Profile; 2],
     ids: Vec<JobId>,
@@ -116,6 +117,7 @@ impl Scheduler {
             Event::Move { job, to } => self.move_job(now, job, to),
             Event::CheckpointTaken { job, paused_ms } => self.checkpoint_taken(now, job, paused_ms),
             Event::NodeUp(spec) => self.node_up(now, spec),
+            Event::NodeImages { node, images } => self.node_images(node, images),
             Event::NodeDown { node } => self.node_down(now, node, false),
             Event::NodeLost { node } => self.node_down(now, node, true),
             Event::LoanReady { node } => self.loan_ready(now, node),
@@ -980,6 +982,18 @@ impl Scheduler {
         self.domains[d].own_up += 1;
         self.join_pool(ix);
         let _ = now;
+        Ok(())
+    }
+
+    /// A node's images changed: only where jobs prefer to go, not what
+    /// fits, so no pass is due for it.
+    fn node_images(
+        &mut self,
+        node: NodeId,
+        images: std::collections::BTreeSet<String>,
+    ) -> Result<(), Rejected> {
+        let &ix = self.node_ix.get(&node).ok_or(Rejected::UnknownNode(node))?;
+        self.nodes[ix as usize].spec.images = images;
         Ok(())
     }
 

@@ -586,17 +586,23 @@ impl Scheduler {
                     continue;
                 }
                 let rank = j.spec.rank.as_ref().map_or(0.0, |r| r.rank(&attrs));
-                cands.push((rank, node, s as u32));
+                let holds = j
+                    .spec
+                    .image
+                    .as_ref()
+                    .is_some_and(|i| self.nodes[node as usize].spec.images.contains(i));
+                cands.push((rank, holds, node, s as u32));
                 total += s;
             }
         }
         if total < want {
             return false;
         }
-        // Highest rank first; ties keep index order (best fit, then node).
-        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Highest rank first, then nodes that hold the job's image; ties
+        // keep index order (best fit, then node).
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
         let mut left = want;
-        for &(_, node, s) in cands.iter() {
+        for &(_, _, node, s) in cands.iter() {
             let k = u64::from(s).min(left);
             out.push((node, k as u32));
             left -= k;

@@ -114,7 +114,10 @@ impl Job {
 
     /// Requirements, rank or a pin: placement must look at each node.
     pub(crate) fn picky(&self) -> bool {
-        self.spec.requirements.is_some() || self.spec.rank.is_some() || self.pin.is_some()
+        self.spec.requirements.is_some()
+            || self.spec.rank.is_some()
+            || self.pin.is_some()
+            || self.spec.image.is_some()
     }
 
     pub(crate) fn is_best_effort(&self) -> bool {
