@@ -887,3 +887,46 @@ fn a_user_checkpoint_becomes_saved_progress() {
     );
     assert!(refused.is_err());
 }
+
+#[test]
+fn among_equal_nodes_one_that_holds_the_image_is_chosen() {
+    let mut h = harness(Policy::Easy, 3);
+    let holder = crate::NodeId(2);
+    h.at(
+        0,
+        Event::NodeImages {
+            node: holder,
+            images: ["tiny".to_string()].into(),
+        },
+    );
+    let mut j = job(1, 1, 100);
+    j.image = Some("tiny".into());
+    h.submit(0, j, 100);
+    h.run_to(1);
+    let started = h.log.iter().find_map(|(_, a)| match a {
+        Action::Start { job, placement, .. } if job.0 == 1 => Some(placement.clone()),
+        _ => None,
+    });
+    assert_eq!(started, Some(vec![(holder, 1)]));
+    // Another image: no node is preferred, any may take it.
+    let mut other = job(2, 1, 100);
+    other.image = Some("other".into());
+    h.submit(1, other, 100);
+    h.run_to(2);
+    assert!(
+        h.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Start { job, .. } if job.0 == 2))
+    );
+    // An unknown node is refused.
+    assert!(
+        h.s.handle(
+            Time(2),
+            Event::NodeImages {
+                node: crate::NodeId(99),
+                images: Default::default(),
+            },
+        )
+        .is_err()
+    );
+}
