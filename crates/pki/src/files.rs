@@ -60,7 +60,7 @@ pub(crate) fn load_or_create(dir: &Path, names: &[String]) -> Result<ServerPki, 
         // The key first: a crash between the two leaves a key without a
         // certificate, and the next start makes both again.
         write_file(&ca_key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&ca_cert_path, cert.pem().as_bytes(), 0o644)?;
+        write_file(&ca_cert_path, cert.pem().as_bytes(), 0o600)?;
         key
     };
     let ca_cert = read_cert(&ca_cert_path)?;
@@ -81,7 +81,7 @@ pub(crate) fn load_or_create(dir: &Path, names: &[String]) -> Result<ServerPki, 
         server_key.serialize_pem().as_bytes(),
         0o600,
     )?;
-    write_file(&dir.join(SERVER_CERT), server.pem().as_bytes(), 0o644)?;
+    write_file(&dir.join(SERVER_CERT), server.pem().as_bytes(), 0o600)?;
     Ok(ServerPki {
         ca_cert,
         ca_pem,

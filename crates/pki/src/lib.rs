@@ -17,8 +17,9 @@
 //! a certificate the CA signed is the controller, whatever address the
 //! client used to reach it (a node behind another name, a test namespace).
 //!
-//! Files: `ca.pem` (the CA certificate, public), `ca.key` and `server.key`
-//! (0600), `server.pem`.
+//! Files, all 0600 in a 0700 directory (certificates are public, but no
+//! other local user needs them): `ca.pem`, `ca.key`, `server.pem`,
+//! `server.key`.
 
 mod files;
 mod verify;
