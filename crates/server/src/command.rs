@@ -155,6 +155,11 @@ pub trait Backend: Send + Sync + 'static {
         request: JoinRequest,
     ) -> impl Future<Output = Result<JoinResponse, CommandError>> + Send;
 
+    /// The content-addressed store the controller hosts, if any.
+    fn store(&self) -> Option<std::sync::Arc<vgrid_cas::Store>> {
+        None
+    }
+
     /// Carries out a command. The reply comes once any change it made is
     /// durable.
     fn execute(

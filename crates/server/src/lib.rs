@@ -6,11 +6,14 @@
 //! - [`command`]: [`Command`], [`Reply`], [`CommandError`], [`Backend`].
 //! - [`server`]: the axum router; errors map to 400/401/403/404/409/503.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
+//! - [`store`]: the content-addressed store's routes (chunks, manifests,
+//!   image names).
 //! - [`tls`]: the listener that serves over TLS.
 
 pub mod command;
 pub mod openapi;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use command::{Backend, Command, CommandError, Reply};

@@ -29,6 +29,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/agent/actions"),
     ("post", "/v1/agent/events"),
     ("put", "/v1/agent/jobs/{id}/output"),
+    ("get", "/v1/images"),
+    ("put", "/v1/images/{name}"),
+    ("put", "/v1/store/chunks/{id}"),
+    ("get", "/v1/store/chunks/{id}"),
+    ("put", "/v1/store/manifests/{id}"),
+    ("get", "/v1/store/manifests/{id}"),
+    ("post", "/v1/store/missing"),
 ];
 
 fn schema_ref(name: &str) -> Value {

@@ -44,6 +44,20 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/agent/actions", get(poll_actions::<B>))
         .route("/v1/agent/events", post(report::<B>))
         .route("/v1/agent/jobs/{id}/output", put(write_output::<B>))
+        .route("/v1/images", get(crate::store::list_images::<B>))
+        .route("/v1/images/{name}", put(crate::store::set_image::<B>))
+        .route("/v1/store/chunks/{id}", put(crate::store::put_chunk::<B>).get(crate::store::get_chunk::<B>))
+        .route(
+            "/v1/store/manifests/{id}",
+            put(crate::store::put_manifest::<B>)
+                .get(crate::store::get_manifest::<B>)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::store::MAX_LIST_BYTES)),
+        )
+        .route(
+            "/v1/store/missing",
+            post(crate::store::missing::<B>)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::store::MAX_LIST_BYTES)),
+        )
         .with_state(backend)
 }
 
@@ -54,7 +68,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             body: Box::new(ErrorBody {
@@ -65,7 +79,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
 }
@@ -90,11 +104,11 @@ impl From<CommandError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Resolves the bearer token. The token goes nowhere else: not into logs,
 /// not into errors.
-fn principal<B: Backend>(backend: &B, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) fn principal<B: Backend>(backend: &B, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let unauthorized =
         |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
     let value = headers
@@ -117,7 +131,7 @@ fn principal<B: Backend>(backend: &B, headers: &HeaderMap) -> Result<Principal, 
         .ok_or_else(|| unauthorized("the token is not valid"))
 }
 
-fn require_role(p: &Principal, allowed: &[Role], what: &str) -> Result<(), ApiError> {
+pub(crate) fn require_role(p: &Principal, allowed: &[Role], what: &str) -> Result<(), ApiError> {
     if allowed.contains(&p.role) {
         Ok(())
     } else {
@@ -141,7 +155,7 @@ fn name_roles(roles: &[Role]) -> String {
     names.join(" or ")
 }
 
-fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "the request body is not valid JSON for this call: {e}"
@@ -164,7 +178,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> ApiResult {
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> ApiResult {
     Ok((status, axum::Json(value)).into_response())
 }
 
