@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vgrid_api::types::VmStart;
-use vgrid_guest_proto::{GuestMessage, RunRequest, Staging, User};
+use vgrid_guest_proto::GuestMessage;
 use vgrid_jobfile::VmMode;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
 use vgrid_vm::exec::{RunEnd, RunReader};
 use vgrid_vm::output::OutputReader;
-use vgrid_vm::{MountSpec, Runtime, StagingSpec, VmSpec, VmState, fsutil};
+use vgrid_vm::{MountSpec, Runtime, StagingSpec, Task, VmSpec, VmState, fsutil};
 
 use crate::driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
 use crate::kept::{Claim, Entry, KeepKey, KeptState, Pool, run_id};
@@ -345,13 +345,12 @@ impl QemuDriver {
         Ok(kept.unwrap_or_else(|| vm_name(unit, index)))
     }
 
+    /// The VM of a job: its shape, mounts and owner, and the job's task.
     fn vm_spec(req: &StartRequest, name: String) -> Result<VmSpec, DriverError> {
         let spec = &req.spec;
-        let mut vm = VmSpec::new(name, spec.image.clone(), spec.command.clone());
+        let mut vm = VmSpec::new(name, spec.image.clone(), Vec::new());
         vm.cpus = spec.cpus;
         vm.memory_mb = spec.memory_mb;
-        vm.env = spec.env.clone();
-        vm.user = spec.user.clone();
         vm.owner = Some(req.owner.clone());
         vm.mounts = spec
             .mounts
@@ -362,40 +361,29 @@ impl QemuDriver {
                 readonly: m.readonly,
             })
             .collect();
+        vm.task = Self::task(req)?;
+        Ok(vm)
+    }
+
+    /// What the job runs: its command, environment and user, and its
+    /// staged files. A fresh VM runs it as its command, a kept VM as a run;
+    /// the runtime turns it into what the guest agent reads.
+    fn task(req: &StartRequest) -> Result<Task, DriverError> {
+        let spec = &req.spec;
+        let mut task = Task::new(spec.command.clone());
+        task.env = spec.env.clone();
+        task.user = spec.user.clone();
         if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
             // The runtime copies inputs into one working directory under
             // their file names and outputs back from paths relative to it.
             let workdir = staging_workdir(spec)?;
-            vm.workdir = Some(workdir.display().to_string());
-            vm.staging = Some(StagingSpec {
+            task.workdir = Some(workdir.display().to_string());
+            task.staging = Some(StagingSpec {
                 inputs: spec.inputs.iter().map(|t| t.from.clone()).collect(),
                 outputs: relative_outputs(spec, &workdir)?,
             });
         }
-        Ok(vm)
-    }
-
-    /// The job as a run for a kept VM; its host inputs go separately.
-    fn run_request(req: &StartRequest, run: u64) -> Result<RunRequest, DriverError> {
-        let spec = &req.spec;
-        let mut r = RunRequest::new(run, spec.command.clone());
-        r.env = spec.env.clone();
-        r.user = spec.user.as_ref().map(|name| User {
-            name: name.clone(),
-            uid: None,
-            gid: None,
-        });
-        if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
-            let workdir = staging_workdir(spec)?;
-            r.workdir = Some(workdir.display().to_string());
-            r.staging = Some(Staging {
-                // Filled in by the runtime.
-                tag: String::new(),
-                inputs: Vec::new(),
-                outputs: relative_outputs(spec, &workdir)?,
-            });
-        }
-        Ok(r)
+        Ok(task)
     }
 
     /// Copies the staged outputs of `vm` to their host paths, inside the
@@ -674,10 +662,9 @@ impl QemuDriver {
 
     /// Sends the job to the running kept VM `vm` as run `run`.
     async fn exec(&self, req: &StartRequest, run: u64, vm: &str) -> Result<KeptRun, DriverError> {
-        let inputs: Vec<PathBuf> = req.spec.inputs.iter().map(|t| t.from.clone()).collect();
         let reader = self
             .rt
-            .exec(vm, Self::run_request(req, run)?, &inputs)
+            .exec(vm, run, &Self::task(req)?)
             .await
             .map_err(err)?;
         Ok(KeptRun {

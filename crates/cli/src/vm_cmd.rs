@@ -256,8 +256,8 @@ fn start_spec(a: StartArgs) -> anyhow::Result<VmSpec> {
     spec.cpus = a.cpus;
     spec.memory_mb = a.memory_mb;
     spec.disk_gb = a.disk_gb;
-    spec.user = a.user;
-    spec.workdir = a.workdir;
+    spec.task.user = a.user;
+    spec.task.workdir = a.workdir;
     spec.network = !a.no_network;
     for m in &a.mount {
         spec.mounts.push(MountSpec::parse(m)?);
@@ -266,14 +266,14 @@ fn start_spec(a: StartArgs) -> anyhow::Result<VmSpec> {
         let Some((k, v)) = e.split_once('=') else {
             anyhow::bail!("--env `{e}`: expected K=V");
         };
-        spec.env.insert(k.to_string(), v.to_string());
+        spec.task.env.insert(k.to_string(), v.to_string());
     }
     for p in &a.publish {
         spec.publish.push(PortMap::parse(p)?);
     }
     if !a.stage_in.is_empty() || !a.stage_out.is_empty() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        spec.staging = Some(vgrid_vm::StagingSpec {
+        spec.task.staging = Some(vgrid_vm::StagingSpec {
             inputs: a
                 .stage_in
                 .iter()

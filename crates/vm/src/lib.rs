@@ -35,6 +35,6 @@ pub use accel::{Accel, AccelChoice};
 pub use error::VmError;
 pub use images::{FixedImages, ImageSource, StoreImages};
 pub use record::{BootImage, ImageKind, PortMap, VmRecord};
-pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, VmInfo, VmSpec, VmState};
+pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, Task, VmInfo, VmSpec, VmState};
 /// The wire format of the guest agent (its messages appear in [`output`]).
 pub use vgrid_guest_proto as guest_proto;

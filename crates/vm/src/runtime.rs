@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, Staging, User};
+use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, RunRequest, Staging, User};
 use vgrid_qmp::{Qmp, RunState};
 
 use crate::accel::{self, Accel, AccelChoice};
@@ -142,6 +142,29 @@ pub struct StagingSpec {
     pub outputs: Vec<String>,
 }
 
+/// What runs in a VM: one command with its environment and the files
+/// staged in and out. A fresh VM runs the task of its [`VmSpec`]; a VM
+/// kept running runs later tasks through [`Runtime::exec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Task {
+    /// The command and its arguments (empty for images without the agent).
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub staging: Option<StagingSpec>,
+}
+
+impl Task {
+    /// A task running `command` as root, nothing staged.
+    pub fn new(command: Vec<String>) -> Self {
+        Task {
+            command,
+            ..Task::default()
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
@@ -152,14 +175,10 @@ pub struct VmSpec {
     /// Disk size in GiB; the image's size when `None`.
     pub disk_gb: Option<u64>,
     pub mounts: Vec<MountSpec>,
-    pub env: BTreeMap<String, String>,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
     pub publish: Vec<PortMap>,
     pub network: bool,
-    /// The command and its arguments (empty for images without the agent).
-    pub command: Vec<String>,
-    pub staging: Option<StagingSpec>,
+    /// The (first) command and what it needs.
+    pub task: Task,
     /// The job's owner: host paths resolve inside `<root>/<owner>/` of
     /// each allowed root. `None` (`vgrid vm start` by an administrator):
     /// the whole roots.
@@ -169,7 +188,12 @@ pub struct VmSpec {
 impl VmSpec {
     /// Whether the VM uses host paths (data repositories or staged inputs).
     pub fn has_host_paths(&self) -> bool {
-        !self.mounts.is_empty() || self.staging.as_ref().is_some_and(|s| !s.inputs.is_empty())
+        !self.mounts.is_empty()
+            || self
+                .task
+                .staging
+                .as_ref()
+                .is_some_and(|s| !s.inputs.is_empty())
     }
 
     pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
@@ -180,15 +204,81 @@ impl VmSpec {
             memory_mb: 256,
             disk_gb: None,
             mounts: Vec::new(),
-            env: BTreeMap::new(),
-            user: None,
-            workdir: None,
             publish: Vec::new(),
             network: true,
-            command,
-            staging: None,
+            task: Task::new(command),
             owner: None,
         }
+    }
+}
+
+/// The tag of the staging share (`stage/` of the VM directory).
+pub(crate) const STAGE_TAG: &str = "stage";
+
+/// A task as the guest agent gets it: the part a job context (the first
+/// command of a VM) and a `Run` request (a later one in a kept VM) share.
+/// [`guest_task`] is the one place that makes it.
+pub(crate) struct GuestTask {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    user: Option<User>,
+    workdir: Option<String>,
+    staging: Option<Staging>,
+}
+
+/// The guest's view of `task`, whose inputs were opened as `inputs` and
+/// go through the share tagged `staging_tag`.
+pub(crate) fn guest_task(task: &Task, staging_tag: &str, inputs: &[StagedInput]) -> GuestTask {
+    GuestTask {
+        argv: task.command.clone(),
+        env: task.env.clone(),
+        user: task.user.as_ref().map(|u| User {
+            name: u.clone(),
+            uid: None,
+            gid: None,
+        }),
+        workdir: task.workdir.clone(),
+        staging: task.staging.as_ref().map(|st| Staging {
+            tag: staging_tag.to_string(),
+            inputs: inputs.iter().map(|i| i.name.clone()).collect(),
+            outputs: st.outputs.clone(),
+        }),
+    }
+}
+
+impl GuestTask {
+    /// The job context of a VM whose first command this is.
+    pub(crate) fn context(
+        self,
+        hostname: String,
+        mounts: &[MountRecord],
+        network: bool,
+    ) -> JobContext {
+        let mut ctx = JobContext::new(self.argv, hostname);
+        ctx.env = self.env;
+        ctx.user = self.user;
+        ctx.workdir = self.workdir;
+        ctx.staging = self.staging;
+        ctx.network = network;
+        ctx.mounts = mounts
+            .iter()
+            .map(|m| Mount {
+                tag: m.tag.clone(),
+                guest_path: m.guest_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect();
+        ctx
+    }
+
+    /// The `Run` request of run `id` in a kept VM.
+    pub(crate) fn run(self, id: u64) -> RunRequest {
+        let mut run = RunRequest::new(id, self.argv);
+        run.env = self.env;
+        run.user = self.user;
+        run.workdir = self.workdir;
+        run.staging = self.staging;
+        run
     }
 }
 
@@ -320,6 +410,19 @@ pub struct VmInfo {
     /// Why the VM cannot be checkpointed, if it cannot.
     pub checkpoint_blocker: Option<String>,
     pub publish: Vec<PortMap>,
+}
+
+/// What [`Runtime::create`] worked out for a new VM directory.
+struct Prepared {
+    image: crate::record::BootImage,
+    context: Option<JobContext>,
+    mounts: Vec<MountRecord>,
+    staging_tag: Option<&'static str>,
+    staged_inputs: Vec<StagedInput>,
+    accel: AccelChoice,
+    machine: String,
+    qemu_version: String,
+    disk_bytes: u64,
 }
 
 /// An exclusive hold on one VM directory (an advisory file lock), so two
@@ -520,42 +623,70 @@ impl Runtime {
     /// record, and starts passt and QEMU. Returns once the command has
     /// started (images with the agent) or QEMU runs (images without).
     pub async fn start(&self, spec: VmSpec) -> Result<VmInfo> {
+        let (dir, rec) = self.create(&spec, None).await?;
+        self.wait_started(&dir, &rec).await?;
+        self.inspect(&spec.name).await
+    }
+
+    /// The one start path of [`Runtime::start`] and
+    /// [`Runtime::start_kept`]: validates the request, creates the VM's
+    /// directory, disk, context and record, and starts passt and QEMU.
+    /// `keep` is the run id of the first command of a VM kept running for
+    /// later runs (such a VM always gets a staging share, so that any
+    /// later run can stage files); `None` for a VM of one command.
+    pub(crate) async fn create(
+        &self,
+        spec: &VmSpec,
+        keep: Option<u64>,
+    ) -> Result<(VmDir, VmRecord)> {
         check_vm_name(&spec.name)?;
         if spec.cpus == 0 || spec.cpus > 255 {
             return Err(VmError::bad_spec(
-                "--cpus",
+                "cpus",
                 spec.cpus.to_string(),
                 "use 1 to 255",
             ));
         }
         if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
             return Err(VmError::bad_spec(
-                "--memory-mb",
+                "memory_mb",
                 spec.memory_mb.to_string(),
                 "use 64 to 1048576",
             ));
         }
         let image = self.images.boot_image(&spec.image)?;
-        if image.agent && spec.command.is_empty() {
+        let task = &spec.task;
+        if keep.is_some() && !image.agent {
+            return Err(VmError::bad_spec(
+                "image",
+                image.name.clone(),
+                "has no guest agent, so it cannot keep a VM running between tasks",
+            ));
+        }
+        if image.agent && task.command.is_empty() {
             return Err(VmError::bad_spec(
                 "command",
                 "",
                 format!("image `{}` runs a command: give it after `--`", image.name),
             ));
         }
-        if !image.agent && !spec.command.is_empty() {
+        if !image.agent && !task.command.is_empty() {
             return Err(VmError::bad_spec(
                 "command",
-                spec.command.join(" "),
+                task.command.join(" "),
                 format!(
                     "image `{}` has no guest agent, so it cannot run a command; the job is the VM's lifetime",
                     image.name
                 ),
             ));
         }
-        if !image.agent && (!spec.mounts.is_empty() || spec.staging.is_some()) {
+        if !image.agent && (!spec.mounts.is_empty() || task.staging.is_some()) {
             return Err(VmError::bad_spec(
-                "--mount",
+                if spec.mounts.is_empty() {
+                    "staging"
+                } else {
+                    "mounts"
+                },
                 "",
                 format!(
                     "image `{}` has no guest agent to mount data repositories or stage files",
@@ -568,38 +699,22 @@ impl Runtime {
 
         let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
-        let staged_inputs = match &spec.staging {
-            Some(st) => open_inputs(&st.inputs, &roots)?,
+        let staged_inputs = match &task.staging {
+            Some(st) => open_inputs("staging.inputs", &st.inputs, &roots)?,
             None => Vec::new(),
         };
+        let staging_tag = (task.staging.is_some() || keep.is_some()).then_some(STAGE_TAG);
 
         let context = if image.agent {
-            let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
-            ctx.env = spec.env.clone();
-            ctx.user = spec.user.as_ref().map(|u| User {
-                name: u.clone(),
-                uid: None,
-                gid: None,
-            });
-            ctx.workdir = spec.workdir.clone();
-            ctx.network = spec.network;
-            ctx.mounts = mounts
-                .iter()
-                .map(|m| Mount {
-                    tag: m.tag.clone(),
-                    guest_path: m.guest_path.clone(),
-                    readonly: m.readonly,
-                })
-                .collect();
-            if let Some(st) = &spec.staging {
-                ctx.staging = Some(Staging {
-                    tag: "stage".into(),
-                    inputs: staged_inputs.iter().map(|i| i.name.clone()).collect(),
-                    outputs: st.outputs.clone(),
-                });
-            }
+            let mut ctx = guest_task(task, STAGE_TAG, &staged_inputs).context(
+                hostname_for(&spec.name),
+                &mounts,
+                spec.network,
+            );
+            ctx.keep = keep.is_some();
+            ctx.run = keep;
             ctx.validate()
-                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
+                .map_err(|e| VmError::bad_spec("task", spec.name.clone(), e.to_string()))?;
             Some(ctx)
         } else {
             None
@@ -619,10 +734,10 @@ impl Runtime {
             Some(g) => {
                 let want = g
                     .checked_mul(1 << 30)
-                    .ok_or_else(|| VmError::bad_spec("--disk-gb", g.to_string(), "too large"))?;
+                    .ok_or_else(|| VmError::bad_spec("disk_gb", g.to_string(), "too large"))?;
                 if want < base_bytes {
                     return Err(VmError::bad_spec(
-                        "--disk-gb",
+                        "disk_gb",
                         g.to_string(),
                         format!("smaller than the image's disk ({base_bytes} bytes)"),
                     ));
@@ -639,20 +754,21 @@ impl Runtime {
             }
             Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
         }
-        let prepared = self
-            .prepare_dir(
-                &dir,
-                &spec,
+        let prepared = self.prepare_dir(
+            &dir,
+            spec,
+            Prepared {
                 image,
                 context,
                 mounts,
+                staging_tag,
                 staged_inputs,
                 accel,
                 machine,
                 qemu_version,
                 disk_bytes,
-            )
-            .await;
+            },
+        );
         let rec = match prepared {
             Ok(rec) => rec,
             Err(e) => {
@@ -661,39 +777,24 @@ impl Runtime {
             }
         };
         self.boot(&dir, &rec, LaunchMode::default()).await?;
-        self.wait_started(&dir, &rec).await?;
-        self.inspect(&spec.name).await
+        Ok((dir, rec))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn prepare_dir(
-        &self,
-        dir: &VmDir,
-        spec: &VmSpec,
-        image: crate::record::BootImage,
-        context: Option<JobContext>,
-        mounts: Vec<MountRecord>,
-        staged_inputs: Vec<StagedInput>,
-        accel: AccelChoice,
-        machine: String,
-        qemu_version: String,
-        disk_bytes: u64,
-    ) -> Result<VmRecord> {
+    /// Fills the new directory of a VM: its disk layer, job context,
+    /// staging share and record.
+    fn prepare_dir(&self, dir: &VmDir, spec: &VmSpec, p: Prepared) -> Result<VmRecord> {
         fsutil::create_dir_mode(dir.root(), 0o700)?;
         let top = dir.disk_layer(0);
-        self.create_overlay(&top, disk_bytes)?;
-        if let Some(ctx) = &context {
+        self.create_overlay(&top, p.disk_bytes)?;
+        if let Some(ctx) = &p.context {
             let json = ctx
                 .to_json()
-                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
-            fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
+                .map_err(|e| VmError::bad_spec("task", spec.name.clone(), e.to_string()))?;
+            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
         }
-        let staging_tag = if spec.staging.is_some() {
-            self.fill_stage(dir, staged_inputs)?;
-            Some("stage".to_string())
-        } else {
-            None
-        };
+        if p.staging_tag.is_some() {
+            self.fill_stage(dir, p.staged_inputs)?;
+        }
         let id = new_vm_id(&spec.name);
         let rec = VmRecord {
             format: RECORD_FORMAT,
@@ -701,28 +802,25 @@ impl Runtime {
             id,
             name: spec.name.clone(),
             created_unix: now_unix(),
-            disks: vec![image.disk.clone(), top.clone()],
-            image,
+            disks: vec![p.image.disk.clone(), top.clone()],
+            image: p.image,
             cpus: spec.cpus,
             memory_mb: spec.memory_mb,
-            disk_bytes,
-            cpu_model: accel.accel.default_cpu_model().to_string(),
-            accel: accel.accel,
-            accel_reason: accel.reason,
-            machine,
-            mounts,
-            staging_tag,
+            disk_bytes: p.disk_bytes,
+            cpu_model: p.accel.accel.default_cpu_model().to_string(),
+            accel: p.accel.accel,
+            accel_reason: p.accel.reason,
+            machine: p.machine,
+            mounts: p.mounts,
+            staging_tag: p.staging_tag.map(str::to_string),
             publish: spec.publish.clone(),
             network: spec.network,
-            context,
+            context: p.context,
             checkpointed_layers: 0,
             last_checkpoint: None,
             restored_from: None,
-            run_as: match &self.run_as {
-                RunAs::User { name, .. } => Some(name.clone()),
-                RunAs::CurrentUser => None,
-            },
-            qemu_version,
+            run_as: self.run_as.name(),
+            qemu_version: p.qemu_version,
             intent: Intent::Run,
             owner: spec.owner.clone(),
         };
@@ -1320,7 +1418,7 @@ impl Runtime {
 pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<Vec<MountRecord>> {
     let mut out = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
-        let (_dir, host) = fsutil::open_dir_inside("--mount", &m.host, roots)?;
+        let (_dir, host) = fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, roots)?;
         out.push(MountRecord {
             tag: format!("data{i}"),
             host_path: host,
@@ -1333,21 +1431,27 @@ pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<
 
 /// Host files for staging, resolved inside `roots` and opened there
 /// (regular files only, no link followed after the check), with the file
-/// name they get in the share.
-pub(crate) fn open_inputs(inputs: &[PathBuf], roots: &[PathBuf]) -> Result<Vec<StagedInput>> {
+/// name they get in the share. `field` names the list in the request
+/// (`staging.inputs`): an input is named `field[i]` in errors.
+pub(crate) fn open_inputs(
+    field: &str,
+    inputs: &[PathBuf],
+    roots: &[PathBuf],
+) -> Result<Vec<StagedInput>> {
     let mut out = Vec::new();
-    for input in inputs {
-        let (file, host) = fsutil::open_file_inside("staging input", input, roots)?;
+    for (i, input) in inputs.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let (file, host) = fsutil::open_file_inside(&field, input, roots)?;
         let Some(name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             return Err(VmError::bad_spec(
-                "staging input",
+                field,
                 input.display().to_string(),
                 "has no file name",
             ));
         };
         if out.iter().any(|i: &StagedInput| i.name == name) {
             return Err(VmError::bad_spec(
-                "staging input",
+                field,
                 input.display().to_string(),
                 format!("another input has the file name `{name}` too"),
             ));

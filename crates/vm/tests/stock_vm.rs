@@ -125,8 +125,8 @@ async fn a_command_runs_and_its_output_and_exit_status_come_back() {
         "hello",
         "echo hello from $(hostname); echo oops >&2; echo user=$(id -u) x=$X; exit 3",
     );
-    spec.env.insert("X".into(), "42".into());
-    spec.user = Some("alice".into());
+    spec.task.env.insert("X".into(), "42".into());
+    spec.task.user = Some("alice".into());
     let started = n.rt.start(spec).await.unwrap();
     assert!(matches!(
         started.state,
@@ -648,7 +648,7 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     );
     // A 16 MiB output takes the guest a while to copy out: the exit must
     // not be reported before it is all in the share.
-    spec.staging = Some(vgrid_vm::StagingSpec {
+    spec.task.staging = Some(vgrid_vm::StagingSpec {
         inputs: vec![inputs.join("words.txt")],
         outputs: vec!["sorted.txt".into(), "big.bin".into()],
     });
