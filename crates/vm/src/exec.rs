@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage};
 
-use crate::error::{Result, VmError};
+use crate::error::{CommandError, ExecError, FileError, Result, SpecError, StartError, VmError};
 use crate::fsutil;
 use crate::layout::VmDir;
 use crate::record::VmRecord;
@@ -99,19 +99,19 @@ impl RunReader {
 
     /// The run's output (stdout and stderr, in arrival order) written since
     /// the last call. Call again until it returns nothing to read all.
-    pub fn poll(&mut self) -> Result<Vec<u8>> {
+    pub fn poll(&mut self) -> Result<Vec<u8>, FileError> {
         let mut f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(VmError::io("open", &self.path, e)),
+            Err(e) => return Err(FileError::new("open", &self.path, e)),
         };
         f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| VmError::io("seek", &self.path, e))?;
+            .map_err(|e| FileError::new("seek", &self.path, e))?;
         let mut buf = Vec::new();
         let n = f
             .take(READ_WINDOW)
             .read_to_end(&mut buf)
-            .map_err(|e| VmError::io("read", &self.path, e))?;
+            .map_err(|e| FileError::new("read", &self.path, e))?;
         self.offset += n as u64;
         self.decoder.push(&buf);
         let mut out = Vec::new();
@@ -148,7 +148,7 @@ impl RunReader {
     }
 
     /// Reads everything written so far; returns the run's new output.
-    pub fn drain(&mut self) -> Result<Vec<u8>> {
+    pub fn drain(&mut self) -> Result<Vec<u8>, FileError> {
         let mut all = Vec::new();
         loop {
             let before = self.offset;
@@ -167,7 +167,7 @@ impl Runtime {
     ///
     /// The VM starts on the path of [`Runtime::start`]; its context says
     /// `keep` and `run`, and it always gets a staging share.
-    pub async fn start_kept(&self, spec: VmSpec, run: u64) -> Result<RunReader> {
+    pub async fn start_kept(&self, spec: VmSpec, run: u64) -> Result<RunReader, StartError> {
         let (dir, _) = self.create(&spec, Some(run)).await?;
         let reader = RunReader::new(dir.agent_out(), run, 0);
         self.wait_run_started(&dir, &spec.name, &reader).await?;
@@ -180,42 +180,45 @@ impl Runtime {
     /// their file names, replacing whatever the previous runs left there.
     /// Returns once the command has started (or already ended), with a
     /// reader of the run.
-    pub async fn exec(&self, name: &str, run: u64, task: &Task) -> Result<RunReader> {
+    pub async fn exec(&self, name: &str, run: u64, task: &Task) -> Result<RunReader, ExecError> {
         let dir = self.existing(name)?;
         let offset = {
-            let _lock = VmLock::acquire(&dir, name).await?;
-            let rec = VmRecord::load(&dir.record())?;
+            let _lock = VmLock::acquire(&dir, name).await.map_err(VmError::from)?;
+            let rec = VmRecord::load(&dir.record()).map_err(VmError::from)?;
             if !rec.context.as_ref().is_some_and(|c| c.keep) {
                 return Err(VmError::WrongState {
                     name: name.to_string(),
                     state: "not kept running".into(),
                     action: "run a task in it (it was started for one command)".into(),
-                });
+                }
+                .into());
             }
             if self.qemu_pid(&dir).is_none() {
                 return Err(VmError::WrongState {
                     name: name.to_string(),
                     state: "not running".into(),
                     action: "run a task in it".into(),
-                });
+                }
+                .into());
             }
             let inputs = task.staging.as_ref().map_or(&[][..], |s| &s.inputs[..]);
             let roots = self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?;
-            let staged = open_inputs("staging.inputs", inputs, &roots)?;
+            let staged = open_inputs::<ExecError>("staging.inputs", inputs, &roots)?;
             let tag = match (&task.staging, rec.staging_tag.as_deref()) {
                 (Some(_), None) => {
-                    return Err(VmError::bad_spec(
+                    return Err(SpecError::new(
                         "staging",
                         name,
                         "the VM was started without a staging share",
-                    ));
+                    )
+                    .into());
                 }
                 (_, tag) => tag.unwrap_or(STAGE_TAG),
             };
             let request = guest_task(task, tag, &staged).run(run);
             request
                 .validate()
-                .map_err(|e| VmError::bad_spec("task", run.to_string(), e.to_string()))?;
+                .map_err(|source| ExecError::Task { run, source })?;
             self.fill_stage(&dir, staged)?;
             let offset = fs::metadata(dir.agent_out()).map(|m| m.len()).unwrap_or(0);
             self.send_control(&dir, &HostMessage::Run(request)).await?;
@@ -241,13 +244,19 @@ impl Runtime {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.send_control(&dir, &HostMessage::SetClock { unix_ms })
-            .await
+        Ok(self
+            .send_control(&dir, &HostMessage::SetClock { unix_ms })
+            .await?)
     }
 
     /// Waits until the run's command started or the run ended; fails when
     /// QEMU dies or the agent reports that it cannot set the VM up.
-    async fn wait_run_started(&self, dir: &VmDir, name: &str, reader: &RunReader) -> Result<()> {
+    async fn wait_run_started(
+        &self,
+        dir: &VmDir,
+        name: &str,
+        reader: &RunReader,
+    ) -> Result<(), CommandError> {
         let deadline = Instant::now() + self.cfg.start_timeout;
         // The caller reads the output with its own reader; only the run's
         // start and end matter here.
@@ -265,18 +274,18 @@ impl Runtime {
                 }
                 self.kill_passt(dir);
                 return Err(match probe.errors().first() {
-                    Some(message) => VmError::Agent {
+                    Some(message) => CommandError::Agent {
                         name: name.to_string(),
                         message: message.clone(),
                     },
-                    None => VmError::Crashed {
+                    None => CommandError::Crashed {
                         name: name.to_string(),
                         console_tail: fsutil::tail_lines(&dir.console(), 20),
                     },
                 });
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
+                return Err(CommandError::Timeout {
                     what: format!("run {} of VM `{name}` to start", reader.run),
                     after: self.cfg.start_timeout,
                 });

@@ -32,7 +32,9 @@ pub mod record;
 pub mod runtime;
 
 pub use accel::{Accel, AccelChoice};
-pub use error::VmError;
+pub use error::{
+    CheckpointError, ExecError, MigrateError, OpenError, RestoreError, StartError, VmError,
+};
 pub use images::{FixedImages, ImageSource, StoreImages};
 pub use record::{BootImage, ImageKind, PortMap, VmRecord};
 pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, Task, VmInfo, VmSpec, VmState};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage};
 
-use crate::error::{Result, VmError};
+use crate::error::FileError;
 
 /// What the agent has reported so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,19 +69,19 @@ impl OutputReader {
 
     /// Messages appended since the last call (at most a few MiB worth; call
     /// again until it returns nothing).
-    pub fn poll(&mut self) -> Result<Vec<GuestMessage>> {
+    pub fn poll(&mut self) -> Result<Vec<GuestMessage>, FileError> {
         let mut f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(VmError::io("open", &self.path, e)),
+            Err(e) => return Err(FileError::new("open", &self.path, e)),
         };
         f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| VmError::io("seek", &self.path, e))?;
+            .map_err(|e| FileError::new("seek", &self.path, e))?;
         let mut buf = Vec::with_capacity(64 * 1024);
         let n = f
             .take(READ_WINDOW as u64)
             .read_to_end(&mut buf)
-            .map_err(|e| VmError::io("read", &self.path, e))?;
+            .map_err(|e| FileError::new("read", &self.path, e))?;
         self.offset += n as u64;
         self.decoder.push(&buf);
         let mut out = Vec::new();
@@ -103,7 +103,7 @@ impl OutputReader {
     }
 
     /// Reads everything written so far.
-    pub fn drain(&mut self) -> Result<Vec<GuestMessage>> {
+    pub fn drain(&mut self) -> Result<Vec<GuestMessage>, FileError> {
         let mut all = Vec::new();
         loop {
             let before = self.offset;
@@ -117,7 +117,7 @@ impl OutputReader {
 }
 
 /// The agent's report from a whole `agent.out`.
-pub fn read_report(path: &Path) -> Result<AgentReport> {
+pub fn read_report(path: &Path) -> Result<AgentReport, FileError> {
     let mut r = OutputReader::new(path);
     loop {
         let before = r.offset;

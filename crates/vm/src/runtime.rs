@@ -21,7 +21,10 @@ use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, RunRequest, 
 use vgrid_qmp::{Qmp, RunState};
 
 use crate::accel::{self, Accel, AccelChoice};
-use crate::error::{Result, VmError};
+use crate::error::{
+    CommandError, ControlPortError, DiskError, FileError, FsError, LaunchError, LockError,
+    OpenError, Result, SpecError, StartError, ToolError, VmError,
+};
 use crate::fsutil;
 use crate::host::{HostTools, QemuInfo, RunAs};
 use crate::images::ImageSource;
@@ -72,7 +75,7 @@ impl RuntimeConfig {
     /// [`RuntimeConfig::new`] with overrides from the environment:
     /// `VGRID_QEMU`, `VGRID_ACCEL` (`kvm`|`tcg`), `VGRID_VM_USER`,
     /// `VGRID_MOUNT_ROOTS` (colon-separated directories).
-    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self> {
+    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self, OpenError> {
         let mut cfg = Self::new(data_dir);
         if let Some(q) = std::env::var_os("VGRID_QEMU").filter(|v| !v.is_empty()) {
             cfg.qemu = Some(PathBuf::from(q));
@@ -80,9 +83,7 @@ impl RuntimeConfig {
         if let Ok(a) = std::env::var("VGRID_ACCEL")
             && !a.is_empty()
         {
-            cfg.accel = Some(Accel::parse(&a).ok_or_else(|| {
-                VmError::bad_spec("VGRID_ACCEL", a.clone(), "expected `kvm` or `tcg`")
-            })?);
+            cfg.accel = Some(Accel::parse(&a).ok_or_else(|| OpenError::Accel(a.clone()))?);
         }
         if let Ok(u) = std::env::var("VGRID_VM_USER")
             && !u.is_empty()
@@ -105,9 +106,10 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
-    /// Parses `HOSTDIR:GUESTDIR[:ro]`.
-    pub fn parse(s: &str) -> Result<MountSpec> {
-        let bad = |why: &str| VmError::bad_spec("--mount", s, why);
+    /// Parses `HOSTDIR:GUESTDIR[:ro]` (an entry of the request's
+    /// `mounts`).
+    pub fn parse(s: &str) -> Result<MountSpec, SpecError> {
+        let bad = |why: &str| SpecError::new("mounts", s, why);
         let mut parts = s.split(':');
         let host = parts.next().filter(|h| !h.is_empty());
         let guest = parts.next().filter(|g| !g.is_empty());
@@ -296,7 +298,7 @@ pub(crate) struct StagedInput {
 /// Whether `owner` can name a directory below a root: a user name as the
 /// controller allows them (a lower-case letter, then lower-case letters,
 /// digits, `_` and `-`), so never empty, `.`, `..` or with a `/`.
-pub fn check_owner_name(owner: &str) -> Result<()> {
+pub fn check_owner_name(owner: &str) -> Result<(), SpecError> {
     let mut chars = owner.chars();
     let ok = owner.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -304,7 +306,7 @@ pub fn check_owner_name(owner: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(VmError::bad_spec(
+        Err(SpecError::new(
             "owner",
             owner,
             "not a user name (a lower-case letter, then lower-case letters, digits, `_`, `-`), so it has no host directory",
@@ -432,7 +434,7 @@ pub(crate) struct VmLock {
 }
 
 impl VmLock {
-    pub(crate) fn try_acquire(dir: &VmDir) -> Result<Option<VmLock>> {
+    pub(crate) fn try_acquire(dir: &VmDir) -> Result<Option<VmLock>, LockError> {
         let path = dir.lock();
         let file = OpenOptions::new()
             .create(true)
@@ -440,11 +442,11 @@ impl VmLock {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| VmError::io("open", &path, e))?;
+            .map_err(|e| FileError::new("open", &path, e))?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(VmLock { _file: file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(VmError::io("lock", &path, e.into())),
+            Err(e) => Err(FileError::new("lock", &path, e.into()).into()),
         }
     }
 
@@ -452,7 +454,7 @@ impl VmLock {
     /// lock can be held for an instant by no vgrid at all (a child that
     /// another thread of this process forked holds a copy of the lock's
     /// descriptor until it execs), and that is not "busy".
-    pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>> {
+    pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>, LockError> {
         for _ in 0..25 {
             if let Some(lock) = Self::try_acquire(dir)? {
                 return Ok(Some(lock));
@@ -462,15 +464,15 @@ impl VmLock {
         Self::try_acquire(dir)
     }
 
-    pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock> {
+    pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock, LockError> {
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
             if let Some(lock) = Self::try_acquire(dir)? {
                 return Ok(lock);
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
-                    what: format!("another vgrid to finish with VM `{name}`"),
+                return Err(LockError::Busy {
+                    name: name.to_string(),
                     after: Duration::from_secs(1800),
                 });
             }
@@ -495,7 +497,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens the runtime: finds the host programs and, as root, the VM user.
-    pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime> {
+    pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime, OpenError> {
         let tools = HostTools::discover(cfg.qemu.as_deref())?;
         let run_as = RunAs::for_this_process(&cfg.vm_user)?;
         // Private: no other local user, nor the VM user (one VM's QEMU),
@@ -521,13 +523,17 @@ impl Runtime {
     /// The host directories a job of `owner` may use: `<root>/<owner>` for
     /// each allowed root; the whole roots for `None` (an administrator's
     /// VM started by hand).
-    pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>> {
+    pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>, SpecError> {
         self.host_roots_if(owner, true)
     }
 
     /// [`Runtime::host_roots`] when `needed` (the VM has host paths); none
     /// otherwise, so that a VM without host paths starts whatever its owner.
-    pub(crate) fn host_roots_if(&self, owner: Option<&str>, needed: bool) -> Result<Vec<PathBuf>> {
+    pub(crate) fn host_roots_if(
+        &self,
+        owner: Option<&str>,
+        needed: bool,
+    ) -> Result<Vec<PathBuf>, SpecError> {
         if !needed {
             return Ok(Vec::new());
         }
@@ -581,7 +587,7 @@ impl Runtime {
     }
 
     /// QEMU's version and machine type (cached per binary).
-    pub fn qemu_info(&self) -> Result<QemuInfo> {
+    pub fn qemu_info(&self) -> Result<QemuInfo, ToolError> {
         if let Some(info) = self.qemu_info.get() {
             return Ok(info.clone());
         }
@@ -622,10 +628,10 @@ impl Runtime {
     /// Validates the request, creates the VM's directory, disk, context and
     /// record, and starts passt and QEMU. Returns once the command has
     /// started (images with the agent) or QEMU runs (images without).
-    pub async fn start(&self, spec: VmSpec) -> Result<VmInfo> {
+    pub async fn start(&self, spec: VmSpec) -> Result<VmInfo, StartError> {
         let (dir, rec) = self.create(&spec, None).await?;
         self.wait_started(&dir, &rec).await?;
-        self.inspect(&spec.name).await
+        Ok(self.inspect(&spec.name).await?)
     }
 
     /// The one start path of [`Runtime::start`] and
@@ -638,50 +644,53 @@ impl Runtime {
         &self,
         spec: &VmSpec,
         keep: Option<u64>,
-    ) -> Result<(VmDir, VmRecord)> {
+    ) -> Result<(VmDir, VmRecord), StartError> {
         check_vm_name(&spec.name)?;
         if spec.cpus == 0 || spec.cpus > 255 {
-            return Err(VmError::bad_spec(
-                "cpus",
-                spec.cpus.to_string(),
-                "use 1 to 255",
-            ));
+            return Err(SpecError::new("cpus", spec.cpus.to_string(), "use 1 to 255").into());
         }
         if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 "memory_mb",
                 spec.memory_mb.to_string(),
                 "use 64 to 1048576",
-            ));
+            )
+            .into());
         }
         let image = self.images.boot_image(&spec.image)?;
         let task = &spec.task;
         if keep.is_some() && !image.agent {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 "image",
                 image.name.clone(),
                 "has no guest agent, so it cannot keep a VM running between tasks",
-            ));
+            )
+            .into());
         }
         if image.agent && task.command.is_empty() {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 "command",
                 "",
-                format!("image `{}` runs a command: give it after `--`", image.name),
-            ));
+                format!(
+                    "image `{}` runs a command, and the request gives none",
+                    image.name
+                ),
+            )
+            .into());
         }
         if !image.agent && !task.command.is_empty() {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 "command",
                 task.command.join(" "),
                 format!(
                     "image `{}` has no guest agent, so it cannot run a command; the job is the VM's lifetime",
                     image.name
                 ),
-            ));
+            )
+            .into());
         }
         if !image.agent && (!spec.mounts.is_empty() || task.staging.is_some()) {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 if spec.mounts.is_empty() {
                     "staging"
                 } else {
@@ -692,7 +701,8 @@ impl Runtime {
                     "image `{}` has no guest agent to mount data repositories or stage files",
                     image.name
                 ),
-            ));
+            )
+            .into());
         }
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
@@ -700,7 +710,7 @@ impl Runtime {
         let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let staged_inputs = match &task.staging {
-            Some(st) => open_inputs("staging.inputs", &st.inputs, &roots)?,
+            Some(st) => open_inputs::<StartError>("staging.inputs", &st.inputs, &roots)?,
             None => Vec::new(),
         };
         let staging_tag = (task.staging.is_some() || keep.is_some()).then_some(STAGE_TAG);
@@ -713,8 +723,10 @@ impl Runtime {
             );
             ctx.keep = keep.is_some();
             ctx.run = keep;
-            ctx.validate()
-                .map_err(|e| VmError::bad_spec("task", spec.name.clone(), e.to_string()))?;
+            ctx.validate().map_err(|source| StartError::Task {
+                name: spec.name.clone(),
+                source,
+            })?;
             Some(ctx)
         } else {
             None
@@ -734,13 +746,14 @@ impl Runtime {
             Some(g) => {
                 let want = g
                     .checked_mul(1 << 30)
-                    .ok_or_else(|| VmError::bad_spec("disk_gb", g.to_string(), "too large"))?;
+                    .ok_or_else(|| SpecError::new("disk_gb", g.to_string(), "too large"))?;
                 if want < base_bytes {
-                    return Err(VmError::bad_spec(
+                    return Err(SpecError::new(
                         "disk_gb",
                         g.to_string(),
                         format!("smaller than the image's disk ({base_bytes} bytes)"),
-                    ));
+                    )
+                    .into());
                 }
                 want
             }
@@ -750,9 +763,9 @@ impl Runtime {
         match fs::create_dir(dir.root()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(VmError::Exists(spec.name.clone()));
+                return Err(StartError::Exists(spec.name.clone()));
             }
-            Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
+            Err(e) => return Err(FileError::new("create directory", dir.root(), e).into()),
         }
         let prepared = self.prepare_dir(
             &dir,
@@ -782,14 +795,15 @@ impl Runtime {
 
     /// Fills the new directory of a VM: its disk layer, job context,
     /// staging share and record.
-    fn prepare_dir(&self, dir: &VmDir, spec: &VmSpec, p: Prepared) -> Result<VmRecord> {
+    fn prepare_dir(&self, dir: &VmDir, spec: &VmSpec, p: Prepared) -> Result<VmRecord, StartError> {
         fsutil::create_dir_mode(dir.root(), 0o700)?;
         let top = dir.disk_layer(0);
         self.create_overlay(&top, p.disk_bytes)?;
         if let Some(ctx) = &p.context {
-            let json = ctx
-                .to_json()
-                .map_err(|e| VmError::bad_spec("task", spec.name.clone(), e.to_string()))?;
+            let json = ctx.to_json().map_err(|source| StartError::Task {
+                name: spec.name.clone(),
+                source,
+            })?;
             fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
         }
         if p.staging_tag.is_some() {
@@ -830,16 +844,17 @@ impl Runtime {
     }
 
     /// The VM directory and the files QEMU writes belong to the VM user.
-    pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<()> {
+    pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<(), FileError> {
         for p in [dir.console(), dir.agent_out()] {
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
                 .open(&p)
-                .map_err(|e| VmError::io("create", &p, e))?;
+                .map_err(|e| FileError::new("create", &p, e))?;
         }
-        let entries = fs::read_dir(dir.root()).map_err(|e| VmError::io("read", dir.root(), e))?;
+        let entries =
+            fs::read_dir(dir.root()).map_err(|e| FileError::new("read", dir.root(), e))?;
         for entry in entries.flatten() {
             self.run_as.chown(&entry.path())?;
         }
@@ -847,7 +862,12 @@ impl Runtime {
     }
 
     /// Starts passt (when networked) and QEMU for a prepared directory.
-    pub(crate) async fn boot(&self, dir: &VmDir, rec: &VmRecord, mode: LaunchMode) -> Result<Qmp> {
+    pub(crate) async fn boot(
+        &self,
+        dir: &VmDir,
+        rec: &VmRecord,
+        mode: LaunchMode,
+    ) -> Result<Qmp, LaunchError> {
         let net = if rec.network {
             let passt = passt::spawn(&self.tools, dir, &rec.publish, &self.run_as)?;
             self.adopt(passt.child);
@@ -874,7 +894,7 @@ impl Runtime {
     }
 
     /// Waits for the agent's `Started` (or QEMU running, without agent).
-    async fn wait_started(&self, dir: &VmDir, rec: &VmRecord) -> Result<()> {
+    async fn wait_started(&self, dir: &VmDir, rec: &VmRecord) -> Result<(), CommandError> {
         if !rec.image.agent {
             return Ok(());
         }
@@ -887,7 +907,7 @@ impl Runtime {
                 return Ok(());
             }
             if let Some(message) = report.errors.first() {
-                return Err(VmError::Agent {
+                return Err(CommandError::Agent {
                     name: rec.name.clone(),
                     message: message.clone(),
                 });
@@ -900,19 +920,19 @@ impl Runtime {
                     return Ok(());
                 }
                 if let Some(message) = reader.report().errors.first() {
-                    return Err(VmError::Agent {
+                    return Err(CommandError::Agent {
                         name: rec.name.clone(),
                         message: message.clone(),
                     });
                 }
                 self.kill_passt(dir);
-                return Err(VmError::Crashed {
+                return Err(CommandError::Crashed {
                     name: rec.name.clone(),
                     console_tail: self.crash_detail(dir),
                 });
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
+                return Err(CommandError::Timeout {
                     what: format!(
                         "the command of VM `{}` to start (it keeps booting; see `vgrid vm console {}`)",
                         rec.name, rec.name
@@ -934,7 +954,7 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn virtual_size(&self, disk: &Path) -> Result<u64> {
+    pub(crate) fn virtual_size(&self, disk: &Path) -> Result<u64, ToolError> {
         let out = self.tools.run(
             &self.tools.qemu_img,
             &[
@@ -944,21 +964,21 @@ impl Runtime {
                 disk.as_os_str(),
             ],
         )?;
-        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| VmError::Tool {
-            tool: "qemu-img info".into(),
-            detail: format!("unreadable answer for {}: {e}", disk.display()),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|source| ToolError::Answer {
+                path: disk.to_path_buf(),
+                source,
+            })?;
         v.get("virtual-size")
             .and_then(|s| s.as_u64())
-            .ok_or_else(|| VmError::Tool {
-                tool: "qemu-img info".into(),
-                detail: format!("no virtual size for {}", disk.display()),
+            .ok_or_else(|| ToolError::NoVirtualSize {
+                path: disk.to_path_buf(),
             })
     }
 
     /// Creates an empty qcow2 layer; its backing is given to QEMU
     /// explicitly, never read from the file.
-    pub(crate) fn create_overlay(&self, path: &Path, bytes: u64) -> Result<()> {
+    pub(crate) fn create_overlay(&self, path: &Path, bytes: u64) -> Result<(), DiskError> {
         self.tools.run(
             &self.tools.qemu_img,
             &[
@@ -972,7 +992,7 @@ impl Runtime {
         )?;
         self.run_as.chown(path)?;
         let perm = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        fs::set_permissions(path, perm).map_err(|e| VmError::io("chmod", path, e))
+        fs::set_permissions(path, perm).map_err(|e| FileError::new("chmod", path, e).into())
     }
 
     /// Names of all VMs on this node.
@@ -982,7 +1002,7 @@ impl Runtime {
         let entries = match fs::read_dir(&vms) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(VmError::io("read", &vms, e)),
+            Err(e) => return Err(FileError::new("read", &vms, e).into()),
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -1009,7 +1029,7 @@ impl Runtime {
 
     pub fn record(&self, name: &str) -> Result<VmRecord> {
         let dir = self.existing(name)?;
-        VmRecord::load(&dir.record())
+        Ok(VmRecord::load(&dir.record())?)
     }
 
     /// The VM's current state, read from QEMU, its pid and the agent output.
@@ -1035,12 +1055,12 @@ impl Runtime {
     /// `O_EXCL|O_NOFOLLOW` and copied from the input opened when it was
     /// checked. The directory itself stays: QEMU holds it open as the
     /// share's root.
-    pub(crate) fn fill_stage(&self, dir: &VmDir, inputs: Vec<StagedInput>) -> Result<()> {
+    pub(crate) fn fill_stage(&self, dir: &VmDir, inputs: Vec<StagedInput>) -> Result<(), FsError> {
         let stage = dir.stage();
         fsutil::create_dir_mode(&stage, 0o700)?;
-        let entries = fs::read_dir(&stage).map_err(|e| VmError::io("read", &stage, e))?;
+        let entries = fs::read_dir(&stage).map_err(|e| FileError::new("read", &stage, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| VmError::io("read", &stage, e))?;
+            let entry = entry.map_err(|e| FileError::new("read", &stage, e))?;
             fsutil::remove_entry_nofollow(&stage, &entry.file_name())?;
         }
         let stage_fd = fsutil::open_dir_beneath_nofollow(&stage, Path::new(""))?;
@@ -1050,10 +1070,10 @@ impl Runtime {
             let mut out = fsutil::create_new_in(&stage_fd, &stage, name, 0o644)?;
             fsutil::copy_open_hashed(&mut input.file, &input.host, &mut out, &dst_path)?;
             out.sync_all()
-                .map_err(|e| VmError::io("fsync", &dst_path, e))?;
+                .map_err(|e| FileError::new("fsync", &dst_path, e))?;
             self.run_as.fchown(&out, &dst_path)?;
         }
-        self.run_as.chown(&stage)
+        Ok(self.run_as.chown(&stage)?)
     }
 
     /// The record of VM `name` (whose lock the caller holds) when its
@@ -1337,7 +1357,7 @@ impl Runtime {
             });
         }
         self.kill_passt(&dir);
-        fs::remove_dir_all(dir.root()).map_err(|e| VmError::io("remove", dir.root(), e))
+        fs::remove_dir_all(dir.root()).map_err(|e| FileError::new("remove", dir.root(), e).into())
     }
 
     /// Waits until the VM has ended (the command exited and QEMU is gone, or
@@ -1383,24 +1403,28 @@ impl Runtime {
     }
 
     /// Sends one message to the agent's control port.
-    pub(crate) async fn send_control(&self, dir: &VmDir, msg: &HostMessage) -> Result<()> {
+    pub(crate) async fn send_control(
+        &self,
+        dir: &VmDir,
+        msg: &HostMessage,
+    ) -> Result<(), ControlPortError> {
         let path = dir.ctl();
         let mut sock = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::net::UnixStream::connect(&path),
         )
         .await
-        .map_err(|_| VmError::Timeout {
-            what: format!("connecting to {}", path.display()),
+        .map_err(|_| ControlPortError::Connect {
+            path: path.clone(),
             after: Duration::from_secs(10),
         })?
-        .map_err(|e| VmError::io("connect", &path, e))?;
+        .map_err(|e| FileError::new("connect", &path, e))?;
         sock.write_all(&msg.encode())
             .await
-            .map_err(|e| VmError::io("write", &path, e))?;
+            .map_err(|e| FileError::new("write", &path, e))?;
         sock.flush()
             .await
-            .map_err(|e| VmError::io("write", &path, e))?;
+            .map_err(|e| FileError::new("write", &path, e))?;
         // Give QEMU a moment to move the bytes to the guest before the
         // connection closes (it reads the socket asynchronously).
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1415,7 +1439,10 @@ impl Runtime {
 
 /// Data repositories to share with the guest: each host directory
 /// resolved inside `roots`, tagged `data0`, `data1`, ...
-pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<Vec<MountRecord>> {
+pub(crate) fn resolve_mounts(
+    mounts: &[MountSpec],
+    roots: &[PathBuf],
+) -> Result<Vec<MountRecord>, FsError> {
     let mut out = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
         let (_dir, host) = fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, roots)?;
@@ -1433,28 +1460,30 @@ pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<
 /// (regular files only, no link followed after the check), with the file
 /// name they get in the share. `field` names the list in the request
 /// (`staging.inputs`): an input is named `field[i]` in errors.
-pub(crate) fn open_inputs(
+pub(crate) fn open_inputs<E>(
     field: &str,
     inputs: &[PathBuf],
     roots: &[PathBuf],
-) -> Result<Vec<StagedInput>> {
+) -> Result<Vec<StagedInput>, E>
+where
+    E: From<FsError> + From<SpecError>,
+{
     let mut out = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         let field = format!("{field}[{i}]");
         let (file, host) = fsutil::open_file_inside(&field, input, roots)?;
         let Some(name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return Err(VmError::bad_spec(
-                field,
-                input.display().to_string(),
-                "has no file name",
-            ));
+            return Err(
+                SpecError::new(field, input.display().to_string(), "has no file name").into(),
+            );
         };
         if out.iter().any(|i: &StagedInput| i.name == name) {
-            return Err(VmError::bad_spec(
+            return Err(SpecError::new(
                 field,
                 input.display().to_string(),
                 format!("another input has the file name `{name}` too"),
-            ));
+            )
+            .into());
         }
         out.push(StagedInput { file, host, name });
     }
@@ -1474,7 +1503,7 @@ mod tests {
         assert!(!MountSpec::parse("/srv:/mnt").unwrap().readonly);
         for bad in ["/srv", ":/mnt", "/srv:", "/a:/b:rx", "/a:/b:ro:x"] {
             let err = MountSpec::parse(bad).unwrap_err();
-            assert!(err.to_string().starts_with("--mount"), "{err}");
+            assert!(err.to_string().starts_with("mounts `"), "{err}");
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vgrid_guest_proto::GuestMessage;
 use vgrid_testkit::StockImage;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
+use vgrid_vm::error::{CheckpointError, CheckpointFileError, FsError, RestoreError, StartError};
 use vgrid_vm::{MountSpec, PortMap, Runtime, RuntimeConfig, StoreImages, VmError, VmSpec, VmState};
 
 /// A guard against hanging only (TCG boots take seconds), not a timing
@@ -292,7 +293,13 @@ async fn an_incremental_checkpoint_stores_little_and_a_corrupt_one_is_refused() 
         b.rt.restore(&ckpts.path().join("incr"), "bad", RestoreOptions::default())
             .await
             .unwrap_err();
-    assert!(matches!(err, VmError::BadCheckpoint { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RestoreError::Checkpoint(CheckpointFileError::Damaged { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("full/memory.pack"), "{err}");
     assert!(b.rt.names().unwrap().is_empty(), "no VM left behind");
 
@@ -400,7 +407,10 @@ async fn a_data_repository_is_mounted_and_escapes_are_refused() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, VmError::NotCheckpointable { .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::Vm(VmError::NotCheckpointable { .. })),
+        "{err}"
+    );
     assert!(!ckpts.path().join("c").exists());
     assert_eq!(
         n.rt.inspect("reader").await.unwrap().state,
@@ -413,7 +423,10 @@ async fn a_data_repository_is_mounted_and_escapes_are_refused() {
         let mut spec = sh("escape", "true");
         spec.mounts.push(MountSpec::parse(bad).unwrap());
         let err = n.rt.start(spec).await.unwrap_err();
-        assert!(matches!(err, VmError::PathEscape { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, StartError::HostPath(FsError::Escape { .. })),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(n.rt.names().unwrap(), vec!["reader".to_string()]);
 }
