@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use vgrid_api::types::{CheckpointRef, VmStart};
 use vgrid_jobfile::JobSpec;
 
+use crate::state::StateError;
+
 /// One attempt of one job on this node: the unit a driver runs.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -57,10 +59,139 @@ pub struct SavedCheckpoint {
     pub paused_ms: u64,
 }
 
-/// Why a driver call failed, in words for the job's history.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DriverError(pub String);
+/// Why a driver call failed. [`DriverError::sentence`] (the error with
+/// its causes) is what the job's history says.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot start VM `{vm}`")]
+    Start {
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::StartError>,
+    },
+    /// The job could not be given to a kept VM as a run.
+    #[error("cannot run the job in kept VM `{vm}`")]
+    Exec {
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::ExecError>,
+    },
+    /// A saved kept VM could not be restored.
+    #[error("cannot restore VM `{vm}` from {}", checkpoint.display())]
+    Restore {
+        vm: String,
+        checkpoint: PathBuf,
+        #[source]
+        source: Box<vgrid_vm::RestoreError>,
+    },
+    /// The job's own checkpoint could not be restored.
+    #[error("restore from checkpoint {seq}")]
+    RestoreCheckpoint {
+        seq: u64,
+        #[source]
+        source: Box<vgrid_vm::RestoreError>,
+    },
+    #[error("checkpoint {seq} is not of a kept VM's run")]
+    NotKeptRun {
+        seq: u64,
+        #[source]
+        source: StateError,
+    },
+    #[error("cannot checkpoint the unit's VMs")]
+    Checkpoint(#[source] Box<vgrid_vm::CheckpointError>),
+    /// Looking at or acting on one of the unit's VMs failed.
+    #[error("cannot {action} VM `{vm}`")]
+    Vm {
+        action: &'static str,
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::VmError>,
+    },
+    #[error("cannot list the VMs of this node")]
+    List(#[source] Box<vgrid_vm::VmError>),
+    /// The guest agent's output cannot be read.
+    #[error("cannot read the unit's output")]
+    Output(#[source] vgrid_vm::error::FileError),
+    /// The job does not fit this node or its files cannot be staged.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The agent's own state files.
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("unknown unit {}.{}", .0.job, .0.attempt)]
+    UnknownUnit(Unit),
+    #[error("VGRID_KEEP_IDLE_S `{0}`: expected a number of seconds")]
+    KeepIdle(String),
+    /// An error of another driver (a scripted one in tests).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DriverError {
+    /// The error and its causes in one sentence, for the job's history.
+    pub fn sentence(&self) -> String {
+        vgrid_vm::error::report(self)
+    }
+
+    /// An error of another driver, in words.
+    pub fn other(message: impl Into<String>) -> Self {
+        DriverError::Other(message.into().into())
+    }
+}
+
+/// A job that does not fit this node, or whose staged files cannot be
+/// delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("an input goes to the guest's root")]
+    InputAtRoot,
+    #[error("all inputs must go to one guest directory")]
+    InputDirs,
+    #[error("input {} must keep its file name in the guest", from.display())]
+    InputRenamed { from: PathBuf },
+    #[error("{} is not under {}", from.display(), workdir.display())]
+    OutputOutside { from: PathBuf, workdir: PathBuf },
+    #[error("{field} `{}` has no file name", to.display())]
+    NoFileName { field: String, to: PathBuf },
+    #[error(transparent)]
+    HostPaths(#[from] vgrid_jobfile::HostPathError),
+    #[error(transparent)]
+    Owner(#[from] vgrid_vm::error::SpecError),
+    #[error(transparent)]
+    HostPath(#[from] vgrid_vm::error::FsError),
+    #[error("staged output `{rel}` cannot be read")]
+    StagedOutput {
+        rel: String,
+        #[source]
+        source: Box<vgrid_vm::error::FsError>,
+    },
+    #[error("cannot copy output {} to {}", from.display(), to.display())]
+    CopyOutput {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: Box<vgrid_vm::error::FsError>,
+    },
+    #[error("cannot create the job owner's directory {}", dir.display())]
+    OwnerDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The kept-VM pool does not hold what the driver expects.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the kept-VM pool is inconsistent")]
+    Inconsistent,
+    #[error("the kept-VM pool lost entry {0}")]
+    LostEntry(u64),
+    #[error("a lock of the driver's state is poisoned (a thread panicked)")]
+    Poisoned,
+}
 
 /// Runs VMs for the agent. Every call names the unit; calls for a unit the
 /// driver does not know fail.
