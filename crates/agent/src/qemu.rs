@@ -1130,21 +1130,11 @@ impl VmDriver for QemuDriver {
     }
 
     async fn pause(&self, unit: Unit) -> Result<(), DriverError> {
-        let vms = self.with_output(unit, |o| o.vms)?;
-        for i in 0..vms {
-            let vm = self.unit_vm(unit, i)?;
-            self.rt.pause(&vm).await.map_err(vm_err("pause", &vm))?;
-        }
-        Ok(())
+        self.set_running(unit, false).await
     }
 
     async fn resume(&self, unit: Unit) -> Result<(), DriverError> {
-        let vms = self.with_output(unit, |o| o.vms)?;
-        for i in 0..vms {
-            let vm = self.unit_vm(unit, i)?;
-            self.rt.resume(&vm).await.map_err(vm_err("resume", &vm))?;
-        }
-        Ok(())
+        self.set_running(unit, true).await
     }
 
     async fn kill(&self, unit: Unit) -> Result<(), DriverError> {
@@ -1239,6 +1229,21 @@ impl VmDriver for QemuDriver {
 /// The end of a unit's command: its outputs are delivered once, then the
 /// status is final.
 impl QemuDriver {
+    /// Pauses (`run` false) or resumes the VMs of `unit`.
+    async fn set_running(&self, unit: Unit, run: bool) -> Result<(), DriverError> {
+        let vms = self.with_output(unit, |o| o.vms)?;
+        for i in 0..vms {
+            let vm = self.unit_vm(unit, i)?;
+            let done = if run {
+                self.rt.resume(&vm).await
+            } else {
+                self.rt.pause(&vm).await
+            };
+            done.map_err(vm_err(if run { "resume" } else { "pause" }, &vm))?;
+        }
+        Ok(())
+    }
+
     fn finish(
         &self,
         unit: Unit,

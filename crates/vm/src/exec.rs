@@ -16,8 +16,7 @@
 //! shows as `starting` in listings, because the agent reports runs, not the
 //! one command of a fresh VM.
 
-use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage};
 use crate::error::{CommandError, ExecError, FileError, Result, SpecError, StartError, VmError};
 use crate::fsutil;
 use crate::layout::VmDir;
+use crate::output::read_window;
 use crate::record::VmRecord;
 use crate::runtime::{Runtime, STAGE_TAG, Task, VmLock, VmSpec, guest_task, open_inputs};
 
@@ -51,9 +51,6 @@ pub struct RunReader {
     /// set-up of a fresh kept VM comes as an error and a power-off).
     errors: Vec<String>,
 }
-
-/// Bytes read per poll, so a huge output never sits in memory at once.
-const READ_WINDOW: u64 = 4 << 20;
 
 impl RunReader {
     /// A reader of run `run` whose frames begin at byte `from` of `path`.
@@ -100,19 +97,8 @@ impl RunReader {
     /// The run's output (stdout and stderr, in arrival order) written since
     /// the last call. Call again until it returns nothing to read all.
     pub fn poll(&mut self) -> Result<Vec<u8>, FileError> {
-        let mut f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(FileError::new("open", &self.path, e)),
-        };
-        f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| FileError::new("seek", &self.path, e))?;
-        let mut buf = Vec::new();
-        let n = f
-            .take(READ_WINDOW)
-            .read_to_end(&mut buf)
-            .map_err(|e| FileError::new("read", &self.path, e))?;
-        self.offset += n as u64;
+        let buf = read_window(&self.path, self.offset)?;
+        self.offset += buf.len() as u64;
         self.decoder.push(&buf);
         let mut out = Vec::new();
         loop {

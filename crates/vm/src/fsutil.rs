@@ -526,16 +526,7 @@ pub fn open_file_inside(
     path: &Path,
     roots: &[PathBuf],
 ) -> Result<(File, PathBuf), FsError> {
-    let real = resolve_inside(field, path, roots)?;
-    let escape = |why: Escape| FsError::Escape {
-        field: field.to_string(),
-        path: path.to_path_buf(),
-        why,
-    };
-    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| escape(Escape::Changed))?;
-    let file =
-        open_beneath_nofollow(&root, &rest).map_err(|e| escape(Escape::Unsafe(Box::new(e))))?;
-    Ok((file, real))
+    open_inside(field, path, roots, open_beneath_nofollow)
 }
 
 /// Resolves the directory `path` inside `roots` like [`resolve_inside`],
@@ -546,6 +537,17 @@ pub fn open_dir_inside(
     path: &Path,
     roots: &[PathBuf],
 ) -> Result<(OwnedFd, PathBuf), FsError> {
+    open_inside(field, path, roots, open_dir_beneath_nofollow)
+}
+
+/// Resolves `path` inside `roots`, then opens it with `open(root, rest)`
+/// from the root it lies in.
+fn open_inside<T>(
+    field: &str,
+    path: &Path,
+    roots: &[PathBuf],
+    open: fn(&Path, &Path) -> Result<T, FsError>,
+) -> Result<(T, PathBuf), FsError> {
     let real = resolve_inside(field, path, roots)?;
     let escape = |why: Escape| FsError::Escape {
         field: field.to_string(),
@@ -553,9 +555,8 @@ pub fn open_dir_inside(
         why,
     };
     let (root, rest) = split_at_root(&real, roots).ok_or_else(|| escape(Escape::Changed))?;
-    let dir =
-        open_dir_beneath_nofollow(&root, &rest).map_err(|e| escape(Escape::Unsafe(Box::new(e))))?;
-    Ok((dir, real))
+    let opened = open(&root, &rest).map_err(|e| escape(Escape::Unsafe(Box::new(e))))?;
+    Ok((opened, real))
 }
 
 /// The last `n` lines of a text file (lossy UTF-8); empty when unreadable.
