@@ -4,7 +4,10 @@
 //!
 //! - [`runtime`]: [`Runtime`], the entry point: start, inspect, list,
 //!   pause, resume, stop, kill, wait, remove; reattaches to running VMs
-//!   from their directories.
+//!   from their directories. A VM of one command and a VM kept for runs
+//!   start on the same path.
+//! - [`exec`]: runs (a [`Task`] each) in a VM kept running.
+//! - [`error`]: an error enum per operation, built from typed parts.
 //! - [`checkpoint`]: consistent checkpoints (memory through QEMU's
 //!   migration stream, content-defined chunks, disk diff by overlay
 //!   switch), restore, coherent checkpoints of several VMs.

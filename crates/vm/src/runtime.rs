@@ -48,7 +48,8 @@ pub struct RuntimeConfig {
     pub accel: Option<Accel>,
     /// The unprivileged user QEMU and passt run as when vgrid is root.
     pub vm_user: String,
-    /// Host directories that `--mount` and staging inputs may come from.
+    /// Host directories that data repositories (`mounts`) and staged
+    /// inputs may come from.
     /// A job's host paths lie in its owner's directory inside them,
     /// `<root>/<owner>/` (see [`Runtime::host_roots`]).
     pub mount_roots: Vec<PathBuf>,
@@ -97,7 +98,7 @@ impl RuntimeConfig {
     }
 }
 
-/// A `--mount HOSTDIR:GUESTDIR[:ro]` request.
+/// A data repository: host directory `host` mounted at `guest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
     pub host: PathBuf,
