@@ -63,6 +63,7 @@ pub struct SavedCheckpoint {
 /// its causes) is what the job's history says.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// A VM of the unit (or a kept VM for it) did not start.
     #[error("cannot start VM `{vm}`")]
     Start {
         vm: String,
@@ -91,12 +92,14 @@ pub enum DriverError {
         #[source]
         source: Box<vgrid_vm::RestoreError>,
     },
+    /// The job's checkpoint does not say which run of a kept VM it holds.
     #[error("checkpoint {seq} is not of a kept VM's run")]
     NotKeptRun {
         seq: u64,
         #[source]
         source: StateError,
     },
+    /// The unit's VMs were not checkpointed.
     #[error("cannot checkpoint the unit's VMs")]
     Checkpoint(#[source] Box<vgrid_vm::CheckpointError>),
     /// Looking at or acting on one of the unit's VMs failed.
@@ -107,6 +110,7 @@ pub enum DriverError {
         #[source]
         source: Box<vgrid_vm::VmError>,
     },
+    /// The runtime cannot list its VMs.
     #[error("cannot list the VMs of this node")]
     List(#[source] Box<vgrid_vm::VmError>),
     /// The guest agent's output cannot be read.
@@ -118,10 +122,13 @@ pub enum DriverError {
     /// The agent's own state files.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The kept-VM pool does not hold what the driver expects.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The driver has no such unit.
     #[error("unknown unit {}.{}", .0.job, .0.attempt)]
     UnknownUnit(Unit),
+    /// `VGRID_KEEP_IDLE_S` is not a number of seconds.
     #[error("VGRID_KEEP_IDLE_S `{0}`: expected a number of seconds")]
     KeepIdle(String),
     /// An error of another driver (a scripted one in tests).
@@ -145,28 +152,38 @@ impl DriverError {
 /// delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
+    /// An input is to be copied to `/` of the guest.
     #[error("an input goes to the guest's root")]
     InputAtRoot,
+    /// Inputs go to several guest directories (staging uses one).
     #[error("all inputs must go to one guest directory")]
     InputDirs,
+    /// An input would get another file name in the guest.
     #[error("input {} must keep its file name in the guest", from.display())]
     InputRenamed { from: PathBuf },
+    /// An output lies outside the guest directory the inputs go to.
     #[error("{} is not under {}", from.display(), workdir.display())]
     OutputOutside { from: PathBuf, workdir: PathBuf },
+    /// An output's host path names no file.
     #[error("{field} `{}` has no file name", to.display())]
     NoFileName { field: String, to: PathBuf },
+    /// A host path of the job lies outside its owner's directories.
     #[error(transparent)]
     HostPaths(#[from] vgrid_jobfile::HostPathError),
+    /// The owner has no directory below the allowed roots.
     #[error(transparent)]
     Owner(#[from] vgrid_vm::error::SpecError),
+    /// A host path cannot be opened inside the owner's directories.
     #[error(transparent)]
     HostPath(#[from] vgrid_vm::error::FsError),
+    /// An output in the staging share is not a regular file reached without links.
     #[error("staged output `{rel}` cannot be read")]
     StagedOutput {
         rel: String,
         #[source]
         source: Box<vgrid_vm::error::FsError>,
     },
+    /// An output could not be copied to its host path.
     #[error("cannot copy output {} to {}", from.display(), to.display())]
     CopyOutput {
         from: PathBuf,
@@ -174,6 +191,7 @@ pub enum JobError {
         #[source]
         source: Box<vgrid_vm::error::FsError>,
     },
+    /// The owner's directory could not be made.
     #[error("cannot create the job owner's directory {}", dir.display())]
     OwnerDir {
         dir: PathBuf,
@@ -185,10 +203,13 @@ pub enum JobError {
 /// The kept-VM pool does not hold what the driver expects.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// An entry is not in the state the driver just put it in.
     #[error("the kept-VM pool is inconsistent")]
     Inconsistent,
+    /// An entry the driver holds is gone.
     #[error("the kept-VM pool lost entry {0}")]
     LostEntry(u64),
+    /// A thread panicked while holding the driver's state.
     #[error("a lock of the driver's state is poisoned (a thread panicked)")]
     Poisoned,
 }

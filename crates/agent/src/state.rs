@@ -25,14 +25,17 @@ pub const STATE_VERSION: u32 = 1;
 /// A state file cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Reading or writing the file failed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The file is not JSON of the expected form.
     #[error("agent state file {} cannot be parsed", path.display())]
     Parse {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    /// The state cannot be written as JSON.
     #[error("agent state file {} cannot be encoded", path.display())]
     Encode {
         path: PathBuf,

@@ -85,6 +85,7 @@ impl FileError {
 /// host refuses to use.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
     /// Not what the host may touch below a directory a guest (or another
@@ -106,16 +107,22 @@ pub enum FsError {
 /// Why a host path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Escape {
+    /// The path is empty.
     #[error("the path is empty")]
     Empty,
+    /// The path has a `..` component.
     #[error("`..` is not allowed")]
     ParentDir,
+    /// No directory is allowed for host paths on this node.
     #[error("no directory is allowed for host paths")]
     NoRoots,
+    /// The path does not resolve (missing, or unreadable on the way).
     #[error("cannot resolve it")]
     Unresolvable(#[source] std::io::Error),
+    /// The resolved path lies outside every allowed directory.
     #[error("it resolves to {}, outside the allowed directories ({roots})", real.display())]
     Outside { real: PathBuf, roots: String },
+    /// A directory on the way changed between the check and the open.
     #[error("its directory changed while it was checked")]
     Changed,
     /// Opening it without following a link failed.
@@ -126,11 +133,13 @@ pub enum Escape {
 /// A host program is missing or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
+    /// It is not installed (not in `PATH`).
     #[error("{tool} was not found; install it with `{install}`")]
     Missing {
         tool: &'static str,
         install: &'static str,
     },
+    /// It could not be started.
     #[error("cannot run {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -151,6 +160,7 @@ pub enum ToolError {
         #[source]
         source: serde_json::Error,
     },
+    /// `qemu-img info` named no virtual size.
     #[error("`qemu-img info` gave no virtual size for {}", path.display())]
     NoVirtualSize { path: PathBuf },
     /// The QEMU binary cannot be looked at.
@@ -204,18 +214,23 @@ pub struct SocketPathError {
 /// The image a VM needs is missing or unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum BootImageError {
+    /// The fixed set of images has none of that name.
     #[error("no image named `{name}`")]
     NotFound { name: String },
+    /// The image store cannot give the image.
     #[error("image `{name}` cannot be read from the image store")]
     Store {
         name: String,
         #[source]
         source: vgrid_image::ImageError,
     },
+    /// The image is listed but some of its files are gone.
     #[error("image `{name}`: some of its files are missing; rebuild or re-import it")]
     FilesMissing { name: String },
+    /// The image manifest does not identify its disk.
     #[error("image `{name}`: its manifest has no checksum for the disk `{disk}`")]
     NoChecksum { name: String, disk: String },
+    /// The image store itself cannot be opened.
     #[error("the image store cannot be opened")]
     OpenStore(#[source] vgrid_image::ImageError),
 }
@@ -223,6 +238,7 @@ pub enum BootImageError {
 /// The unprivileged user for QEMU and passt cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum VmUserError {
+    /// `useradd` could not be run.
     #[error(
         "VM user `{user}` does not exist and `useradd` could not be run; create it with `useradd --system --user-group {user}`"
     )]
@@ -231,10 +247,13 @@ pub enum VmUserError {
         #[source]
         source: std::io::Error,
     },
+    /// `useradd` ran and failed.
     #[error("VM user `{user}` does not exist and `useradd` failed: {stderr}")]
     UseraddFailed { user: String, stderr: String },
+    /// `useradd` reported success, but the user is still unknown.
     #[error("VM user `{user}`: `useradd` succeeded but the user is not in /etc/passwd")]
     Missing { user: String },
+    /// `/etc/passwd` cannot be read.
     #[error(transparent)]
     Passwd(#[from] FileError),
 }
@@ -242,8 +261,10 @@ pub enum VmUserError {
 /// A saved VM record (`vm.json`) cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// The file is not JSON of the expected form.
     #[error("VM record {} cannot be parsed", path.display())]
     Parse {
         path: PathBuf,
@@ -270,8 +291,10 @@ pub enum RecordError {
         found: u32,
         supported: u32,
     },
+    /// The record names fewer than two disk layers.
     #[error("VM record {}: the disk chain needs a base and a writable layer", path.display())]
     NoDisks { path: PathBuf },
+    /// The value cannot be written as JSON.
     #[error("VM record {} cannot be encoded", path.display())]
     Encode {
         path: PathBuf,
@@ -284,10 +307,13 @@ pub enum RecordError {
 /// format, or do not fit together.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointFileError {
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// A file is missing, truncated, altered or inconsistent.
     #[error("checkpoint {}: {reason}", path.display())]
     Damaged { path: PathBuf, reason: String },
+    /// The file is not JSON of the expected form.
     #[error("checkpoint {} cannot be parsed", path.display())]
     Parse {
         path: PathBuf,
@@ -314,6 +340,7 @@ pub enum CheckpointFileError {
         found: u32,
         supported: u32,
     },
+    /// A file the manifest lists cannot be looked at.
     #[error("checkpoint {}: listed in the manifest but unreadable", path.display())]
     Unreadable {
         path: PathBuf,
@@ -333,16 +360,20 @@ pub enum MigrationError {
     /// QEMU's own reason.
     #[error("the migration of VM `{name}` failed in QEMU: {reason}")]
     Failed { name: String, reason: String },
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
         #[source]
         source: QmpError,
     },
+    /// The migration ran past its time limit (it is cancelled).
     #[error("the migration stream of VM `{name}` did not end within {after:?}")]
     Timeout { name: String, after: Duration },
+    /// QEMU did not say where it listens for the migration stream.
     #[error("QEMU of VM `{name}` did not report its incoming migration port: {answer}")]
     NoPort { name: String, answer: String },
+    /// The new QEMU is not running after the migration.
     #[error("VM `{name}` is `{state}` after the migration")]
     Destination { name: String, state: String },
 }
@@ -350,8 +381,10 @@ pub enum MigrationError {
 /// Creating or sizing a disk layer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// A host program is missing or failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
 }
@@ -359,14 +392,17 @@ pub enum DiskError {
 /// passt or QEMU did not come up.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    /// A host program is missing or failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
     /// A share QEMU gets (a data repository, the staging share) cannot be
     /// opened safely.
     #[error(transparent)]
     Share(#[from] FsError),
+    /// The record names a share QEMU cannot be given.
     #[error("VM record of `{name}`: {reason}")]
     BadShare { name: String, reason: String },
     /// QEMU exited while starting; its last log lines follow.
@@ -382,12 +418,14 @@ pub enum LaunchError {
         status: std::process::ExitStatus,
         log_tail: String,
     },
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
         #[source]
         source: QmpError,
     },
+    /// passt did not set up its network, or QEMU did not open its QMP socket, in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },
 }
@@ -395,8 +433,10 @@ pub enum LaunchError {
 /// A message could not be sent to the guest agent's control port.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPortError {
+    /// The control socket did not accept a connection in time.
     #[error("timed out after {after:?} connecting to {}", path.display())]
     Connect { path: PathBuf, after: Duration },
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
 }
@@ -404,8 +444,10 @@ pub enum ControlPortError {
 /// The VM is held by another vgrid, or its lock cannot be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// Another vgrid holds the VM for too long.
     #[error("timed out after {after:?} waiting for another vgrid to finish with VM `{name}`")]
     Busy { name: String, after: Duration },
 }
@@ -419,6 +461,7 @@ pub enum CommandError {
     /// QEMU died before the command started.
     #[error("VM `{name}` crashed; last console lines:\n{console_tail}")]
     Crashed { name: String, console_tail: String },
+    /// The command did not start within the start timeout (TCG boots slowly).
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },
     /// The guest agent's output cannot be read.
@@ -429,12 +472,16 @@ pub enum CommandError {
 /// Opening the runtime (or reading its configuration) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// A host program is missing or failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// The unprivileged VM user cannot be used.
     #[error(transparent)]
     VmUser(#[from] VmUserError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// `VGRID_ACCEL` names no accelerator.
     #[error("VGRID_ACCEL `{0}`: expected `kvm` or `tcg`")]
     Accel(String),
 }
@@ -443,6 +490,7 @@ pub enum OpenError {
 /// stop, kill, wait, remove, output) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// There is no VM of that name on this node.
     #[error("no VM named `{0}`")]
     NotFound(String),
     /// The VM is not in a state that allows the operation.
@@ -455,18 +503,23 @@ pub enum VmError {
     /// The VM cannot be checkpointed (or migrated) in its current setup.
     #[error("VM `{name}` cannot be checkpointed: {reason}")]
     NotCheckpointable { name: String, reason: String },
+    /// The VM's lock cannot be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The VM's record (`vm.json`) cannot be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
         #[source]
         source: QmpError,
     },
+    /// A message cannot be sent to the guest agent.
     #[error(transparent)]
     ControlPort(#[from] ControlPortError),
 }
@@ -474,12 +527,16 @@ pub enum VmError {
 /// Starting a VM (for one command, or kept running for runs) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The VM name cannot name a directory and a host.
     #[error(transparent)]
     Name(#[from] BadVmName),
+    /// A field of the request is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// The data directory is too deep for the VM's sockets.
     #[error(transparent)]
     SocketPath(#[from] SocketPathError),
+    /// The image is missing or unusable.
     #[error(transparent)]
     Image(#[from] BootImageError),
     /// A data repository, a staged input or the staging share.
@@ -492,18 +549,25 @@ pub enum StartError {
         #[source]
         source: ContextError,
     },
+    /// A VM of that name exists already.
     #[error("a VM named `{0}` already exists")]
     Exists(String),
+    /// A host program is missing or failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// A disk layer cannot be created or sized.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// The VM's record (`vm.json`) cannot be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// passt or QEMU did not come up.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The command did not start.
     #[error(transparent)]
     Command(#[from] CommandError),
     /// Reading the started VM's state failed.
@@ -517,21 +581,26 @@ pub enum ExecError {
     /// The VM is missing, busy, not kept running or not running.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A field of the request is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// A staged input, or the staging share.
     #[error(transparent)]
     HostPath(#[from] FsError),
+    /// The guest agent would refuse the task.
     #[error("the task of run {run} is invalid")]
     Task {
         run: u64,
         #[source]
         source: ContextError,
     },
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// A message cannot be sent to the guest agent.
     #[error(transparent)]
     ControlPort(#[from] ControlPortError),
+    /// The command did not start.
     #[error(transparent)]
     Command(#[from] CommandError),
 }
@@ -542,25 +611,32 @@ pub enum CheckpointError {
     /// The VM is missing, busy, not running or cannot be saved.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A field of the request is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// A disk layer cannot be created or sized.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
         #[source]
         source: QmpError,
     },
+    /// QEMU's migration stream failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
     /// The memory stream or a file of the new checkpoint.
     #[error(transparent)]
     Data(#[from] CheckpointFileError),
+    /// The VM's record (`vm.json`) cannot be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The thread reading the memory stream failed.
     #[error("the memory stream reader of VM `{name}` failed")]
     Reader {
         name: String,
@@ -570,6 +646,7 @@ pub enum CheckpointError {
     /// The VM's state was not saved (an earlier step failed).
     #[error("nothing of VM `{name}` was saved")]
     NothingSaved { name: String },
+    /// The value cannot be written as JSON.
     #[error("checkpoint manifest {} cannot be encoded", path.display())]
     Encode {
         path: PathBuf,
@@ -581,10 +658,13 @@ pub enum CheckpointError {
 /// A checkpoint was not restored (nothing of the new VM is left).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The VM name cannot name a directory and a host.
     #[error(transparent)]
     Name(#[from] BadVmName),
+    /// The data directory is too deep for the VM's sockets.
     #[error(transparent)]
     SocketPath(#[from] SocketPathError),
+    /// A VM of that name exists already.
     #[error("a VM named `{0}` already exists")]
     Exists(String),
     /// The checkpoint's files.
@@ -593,32 +673,42 @@ pub enum RestoreError {
     /// The checkpoint is whole but cannot run here.
     #[error("checkpoint {}: {reason}", path.display())]
     Incompatible { path: PathBuf, reason: String },
+    /// The job context saved in the checkpoint is refused.
     #[error("checkpoint {}: its job context is invalid", path.display())]
     Context {
         path: PathBuf,
         #[source]
         source: ContextError,
     },
+    /// The image is missing or unusable.
     #[error(transparent)]
     Image(#[from] BootImageError),
+    /// A host program is missing or failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// A disk layer cannot be created or sized.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// The VM's record (`vm.json`) cannot be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// passt or QEMU did not come up.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// QEMU's migration stream failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
         #[source]
         source: QmpError,
     },
+    /// The thread writing the memory stream failed.
     #[error("the memory stream writer for VM `{name}` failed")]
     Writer {
         name: String,
@@ -633,27 +723,36 @@ pub enum RestoreError {
 /// A live migration did not happen (the VM runs on in its old QEMU).
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// The VM name cannot name a directory and a host.
     #[error(transparent)]
     Name(#[from] BadVmName),
+    /// The data directory is too deep for the VM's sockets.
     #[error(transparent)]
     SocketPath(#[from] SocketPathError),
+    /// A VM of that name exists already.
     #[error("a VM named `{0}` already exists")]
     Exists(String),
     /// The VM is missing, busy, not running or cannot be saved.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// Published ports cannot move to a second QEMU on the same host.
     #[error(
         "VM `{name}` publishes host ports, which its network process holds until the VM ends; a migration on the same host could not take them over (checkpoint it, stopping it, and restore it instead)"
     )]
     PublishesPorts { name: String },
+    /// A file operation failed (the path is in the error).
     #[error(transparent)]
     File(#[from] FileError),
+    /// The VM's record (`vm.json`) cannot be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// passt or QEMU did not come up.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// QEMU's migration stream failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// QEMU did not answer, or refused a command.
     #[error("talking to QEMU of VM `{name}` failed")]
     Qmp {
         name: String,
