@@ -1147,14 +1147,8 @@ impl VmDriver for QemuDriver {
             // The job's task dies with its VM; the VM is not kept.
             let _ = self.rt.kill(&vm).await;
         }
-        for name in self
-            .rt
-            .names()
-            .map_err(|e| DriverError::List(Box::new(e)))?
-        {
-            if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
-                let _ = self.rt.kill(&name).await;
-            }
+        for name in self.own_vms(unit)? {
+            let _ = self.rt.kill(&name).await;
         }
         Ok(())
     }
@@ -1164,18 +1158,12 @@ impl VmDriver for QemuDriver {
         if let Some(entry) = entry {
             self.release(unit, entry).await;
         }
-        for name in self
-            .rt
-            .names()
-            .map_err(|e| DriverError::List(Box::new(e)))?
-        {
-            if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
-                let _ = self.rt.kill(&name).await;
-                self.rt
-                    .remove(&name)
-                    .await
-                    .map_err(vm_err("remove", &name))?;
-            }
+        for name in self.own_vms(unit)? {
+            let _ = self.rt.kill(&name).await;
+            self.rt
+                .remove(&name)
+                .await
+                .map_err(vm_err("remove", &name))?;
         }
         if let Ok(mut units) = self.units.lock() {
             units.remove(&unit);
@@ -1229,6 +1217,19 @@ impl VmDriver for QemuDriver {
 /// The end of a unit's command: its outputs are delivered once, then the
 /// status is final.
 impl QemuDriver {
+    /// The VMs of this node that belong to `unit` itself (not a kept VM
+    /// it runs in).
+    fn own_vms(&self, unit: Unit) -> Result<Vec<String>, DriverError> {
+        let names = self
+            .rt
+            .names()
+            .map_err(|e| DriverError::List(Box::new(e)))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| parse_vm_name(n).is_some_and(|(u, _)| u == unit))
+            .collect())
+    }
+
     /// Pauses (`run` false) or resumes the VMs of `unit`.
     async fn set_running(&self, unit: Unit, run: bool) -> Result<(), DriverError> {
         let vms = self.with_output(unit, |o| o.vms)?;
