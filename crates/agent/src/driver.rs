@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use vgrid_api::types::{CheckpointRef, VmStart};
 use vgrid_model::JobSpec;
 
+use crate::state::StateError;
+
 /// One attempt of one job on this node: the unit a driver runs.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -57,10 +59,160 @@ pub struct SavedCheckpoint {
     pub paused_ms: u64,
 }
 
-/// Why a driver call failed, in words for the job's history.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DriverError(pub String);
+/// Why a driver call failed. [`DriverError::sentence`] (the error with
+/// its causes) is what the job's history says.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A VM of the unit (or a kept VM for it) did not start.
+    #[error("cannot start VM `{vm}`")]
+    Start {
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::StartError>,
+    },
+    /// The job could not be given to a kept VM as a run.
+    #[error("cannot run the job in kept VM `{vm}`")]
+    Exec {
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::ExecError>,
+    },
+    /// A saved kept VM could not be restored.
+    #[error("cannot restore VM `{vm}` from {}", checkpoint.display())]
+    Restore {
+        vm: String,
+        checkpoint: PathBuf,
+        #[source]
+        source: Box<vgrid_vm::RestoreError>,
+    },
+    /// The job's own checkpoint could not be restored.
+    #[error("restore from checkpoint {seq}")]
+    RestoreCheckpoint {
+        seq: u64,
+        #[source]
+        source: Box<vgrid_vm::RestoreError>,
+    },
+    /// The job's checkpoint does not say which run of a kept VM it holds.
+    #[error("checkpoint {seq} is not of a kept VM's run")]
+    NotKeptRun {
+        seq: u64,
+        #[source]
+        source: StateError,
+    },
+    /// The unit's VMs were not checkpointed.
+    #[error("cannot checkpoint the unit's VMs")]
+    Checkpoint(#[source] Box<vgrid_vm::CheckpointError>),
+    /// Looking at or acting on one of the unit's VMs failed.
+    #[error("cannot {action} VM `{vm}`")]
+    Vm {
+        action: &'static str,
+        vm: String,
+        #[source]
+        source: Box<vgrid_vm::VmError>,
+    },
+    /// The runtime cannot list its VMs.
+    #[error("cannot list the VMs of this node")]
+    List(#[source] Box<vgrid_vm::VmError>),
+    /// The guest agent's output cannot be read.
+    #[error("cannot read the unit's output")]
+    Output(#[source] vgrid_vm::error::FileError),
+    /// The job does not fit this node or its files cannot be staged.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The agent's own state files.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The kept-VM pool does not hold what the driver expects.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The driver has no such unit.
+    #[error("unknown unit {}.{}", .0.job, .0.attempt)]
+    UnknownUnit(Unit),
+    /// `VGRID_KEEP_IDLE_S` is not a number of seconds.
+    #[error("VGRID_KEEP_IDLE_S `{0}`: expected a number of seconds")]
+    KeepIdle(String),
+    /// An error of another driver (a scripted one in tests).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DriverError {
+    /// The error and its causes in one sentence, for the job's history.
+    pub fn sentence(&self) -> String {
+        vgrid_vm::error::report(self)
+    }
+
+    /// An error of another driver, in words.
+    pub fn other(message: impl Into<String>) -> Self {
+        DriverError::Other(message.into().into())
+    }
+}
+
+/// A job that does not fit this node, or whose staged files cannot be
+/// delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// An input is to be copied to `/` of the guest.
+    #[error("an input goes to the guest's root")]
+    InputAtRoot,
+    /// Inputs go to several guest directories (staging uses one).
+    #[error("all inputs must go to one guest directory")]
+    InputDirs,
+    /// An input would get another file name in the guest.
+    #[error("input {} must keep its file name in the guest", from.display())]
+    InputRenamed { from: PathBuf },
+    /// An output lies outside the guest directory the inputs go to.
+    #[error("{} is not under {}", from.display(), workdir.display())]
+    OutputOutside { from: PathBuf, workdir: PathBuf },
+    /// An output's host path names no file.
+    #[error("{field} `{}` has no file name", to.display())]
+    NoFileName { field: String, to: PathBuf },
+    /// A host path of the job lies outside its owner's directories.
+    #[error(transparent)]
+    HostPaths(#[from] vgrid_model::HostPathError),
+    /// The owner has no directory below the allowed roots.
+    #[error(transparent)]
+    Owner(#[from] vgrid_vm::error::SpecError),
+    /// A host path cannot be opened inside the owner's directories.
+    #[error(transparent)]
+    HostPath(#[from] vgrid_vm::error::FsError),
+    /// An output in the staging share is not a regular file reached without links.
+    #[error("staged output `{rel}` cannot be read")]
+    StagedOutput {
+        rel: String,
+        #[source]
+        source: Box<vgrid_vm::error::FsError>,
+    },
+    /// An output could not be copied to its host path.
+    #[error("cannot copy output {} to {}", from.display(), to.display())]
+    CopyOutput {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: Box<vgrid_vm::error::FsError>,
+    },
+    /// The owner's directory could not be made.
+    #[error("cannot create the job owner's directory {}", dir.display())]
+    OwnerDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The kept-VM pool does not hold what the driver expects.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// An entry is not in the state the driver just put it in.
+    #[error("the kept-VM pool is inconsistent")]
+    Inconsistent,
+    /// An entry the driver holds is gone.
+    #[error("the kept-VM pool lost entry {0}")]
+    LostEntry(u64),
+    /// A thread panicked while holding the driver's state.
+    #[error("a lock of the driver's state is poisoned (a thread panicked)")]
+    Poisoned,
+}
 
 /// Runs VMs for the agent. Every call names the unit; calls for a unit the
 /// driver does not know fail.

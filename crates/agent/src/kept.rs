@@ -14,8 +14,9 @@
 //!   Idle / Saved --idle timeout, or capacity needed--> (removed)
 //! ```
 //!
-//! The state is written to a file at every change so that a restarted
-//! agent finds its kept VMs (and the units running in them) again.
+//! The state is written to a file (`kept.json`, versioned: see
+//! [`crate::state`]) at every change so that a restarted agent finds its
+//! kept VMs (and the units running in them) again.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use vgrid_model::{JobSpec, Mount, VmMode};
 
 use crate::driver::Unit;
+use crate::state::{self, StateError};
 
 /// What a kept VM can serve: the jobs with this key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,25 +141,15 @@ pub struct Pool {
 
 impl Pool {
     /// The pool saved in `path`; empty when there is none yet.
-    pub fn load(path: &Path) -> std::io::Result<Pool> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pool::default()),
-            Err(e) => Err(e),
-        }
+    /// A pool of a newer version is refused (see [`crate::state`]).
+    pub fn load(path: &Path) -> Result<Pool, StateError> {
+        Ok(state::load(path)?.unwrap_or_default())
     }
 
-    /// Writes the pool (temporary file, then rename).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        crate::private::write(&tmp, &bytes)?;
-        std::fs::rename(tmp, path)
+    /// Writes the pool (temporary file, fsync, rename; see
+    /// [`crate::state`]).
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        state::save(path, self)
     }
 
     pub fn entries(&self) -> &[Entry] {

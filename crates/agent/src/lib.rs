@@ -17,6 +17,7 @@ mod driver;
 pub mod kept;
 mod private;
 pub mod qemu;
+pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,9 @@ use tokio::sync::{mpsc, watch};
 use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, RegisterNode, RunningJob};
 use vgrid_client::{Client, ClientError};
 
-pub use driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
+pub use driver::{
+    DriverError, JobError, PoolError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver,
+};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -242,7 +245,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
                 checkpoint_dir: PathBuf::from(checkpoint_dir),
             };
             if let Err(e) = state.save(&shared.cfg.state_dir, unit) {
-                tracing::error!(error = %e, "cannot record a unit's state");
+                tracing::error!(error = %vgrid_vm::error::report(&e), "cannot record a unit's state");
             }
             let req = StartRequest {
                 unit,
@@ -283,7 +286,9 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
     }
 }
 
-/// What the agent remembers of a unit across its own restarts.
+/// What the agent remembers of a unit across its own restarts: a state
+/// file `units/<job>.<attempt>` (see [`state`] for its version).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct UnitState {
     base_offset: u64,
     checkpoint_dir: PathBuf,
@@ -296,25 +301,28 @@ impl UnitState {
             .join(format!("{}.{}", unit.job, unit.attempt))
     }
 
-    fn save(&self, state_dir: &Path, unit: Unit) -> std::io::Result<()> {
-        let path = Self::path(state_dir, unit);
-        let tmp = path.with_extension("tmp");
-        private::write(
-            &tmp,
-            format!("{}\n{}\n", self.base_offset, self.checkpoint_dir.display()).as_bytes(),
-        )?;
-        std::fs::rename(tmp, path)
+    fn save(&self, state_dir: &Path, unit: Unit) -> Result<(), state::StateError> {
+        state::save(&Self::path(state_dir, unit), self)
     }
 
-    fn load(state_dir: &Path, unit: Unit) -> Option<UnitState> {
-        let text = std::fs::read_to_string(Self::path(state_dir, unit)).ok()?;
+    fn load(state_dir: &Path, unit: Unit) -> Result<Option<UnitState>, state::StateError> {
+        let path = Self::path(state_dir, unit);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(vgrid_vm::error::FileError::new("read", &path, e).into()),
+        };
+        if bytes.first() == Some(&b'{') {
+            return state::parse(&path, &bytes).map(Some);
+        }
+        // Written before versions: the offset and the directory, one a line.
+        let text = String::from_utf8_lossy(&bytes);
         let mut lines = text.lines();
-        let base_offset = lines.next()?.parse().ok()?;
-        let checkpoint_dir = PathBuf::from(lines.next()?);
-        Some(UnitState {
+        let old = lines.next().and_then(|l| l.parse().ok()).zip(lines.next());
+        Ok(old.map(|(base_offset, dir)| UnitState {
             base_offset,
-            checkpoint_dir,
-        })
+            checkpoint_dir: PathBuf::from(dir),
+        }))
     }
 
     fn forget(state_dir: &Path, unit: Unit) {
@@ -336,8 +344,17 @@ fn spawn_unit<D: VmDriver>(
     let mut alive = shared.alive.clone();
     tokio::spawn(async move {
         let (base, dir) = match UnitState::load(&shared.cfg.state_dir, unit) {
-            Some(s) => (s.base_offset, s.checkpoint_dir),
-            None => (0, checkpoint_dir),
+            Ok(Some(s)) => (s.base_offset, s.checkpoint_dir),
+            Ok(None) => (0, checkpoint_dir),
+            Err(e) => {
+                tracing::error!(
+                    job = unit.job,
+                    attempt = unit.attempt,
+                    error = %vgrid_vm::error::report(&e),
+                    "the unit's state file is refused; its output goes from offset 0"
+                );
+                (0, checkpoint_dir)
+            }
         };
         let mut task = UnitTask {
             shared: shared.clone(),
@@ -395,7 +412,7 @@ impl<D: VmDriver> UnitTask<D> {
                     self.report(AgentEvent::Failed {
                         job,
                         attempt,
-                        reason: format!("cannot start the VMs: {e}"),
+                        reason: format!("cannot start the VMs: {}", e.sentence()),
                     })
                     .await;
                     let _ = driver.remove(self.unit).await;
@@ -409,12 +426,12 @@ impl<D: VmDriver> UnitTask<D> {
         loop {
             self.send_output(None).await;
             let status = match driver.status(self.unit).await {
-                Err(DriverError(reason)) if errors_in_a_row + 1 < STATUS_ERRORS_TO_FAIL => {
+                Err(e) if errors_in_a_row + 1 < STATUS_ERRORS_TO_FAIL => {
                     errors_in_a_row += 1;
-                    tracing::warn!(job, attempt, error = %reason, "cannot read the unit's state; trying again");
+                    tracing::warn!(job, attempt, error = %e.sentence(), "cannot read the unit's state; trying again");
                     Ok(UnitStatus::Running)
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(e.sentence()),
                 Ok(s) => {
                     errors_in_a_row = 0;
                     Ok(s)
@@ -433,7 +450,7 @@ impl<D: VmDriver> UnitTask<D> {
                     let _ = driver.remove(self.unit).await;
                     return;
                 }
-                Ok(UnitStatus::Failed(reason)) | Err(DriverError(reason)) => {
+                Ok(UnitStatus::Failed(reason)) | Err(reason) => {
                     self.deliver_output(None, OUTPUT_PATIENCE).await;
                     self.report(AgentEvent::Failed {
                         job,
@@ -501,7 +518,7 @@ impl<D: VmDriver> UnitTask<D> {
                             job,
                             attempt,
                             seq,
-                            reason: e.0,
+                            reason: e.sentence(),
                             stopped: stop,
                         })
                         .await;

@@ -31,15 +31,18 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vgrid_api::types::VmStart;
-use vgrid_guest_proto::{GuestMessage, RunRequest, Staging, User};
+use vgrid_guest_proto::GuestMessage;
 use vgrid_model::VmMode;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
 use vgrid_vm::exec::{RunEnd, RunReader};
 use vgrid_vm::output::OutputReader;
-use vgrid_vm::{MountSpec, Runtime, StagingSpec, VmSpec, VmState, fsutil};
+use vgrid_vm::{MountSpec, Runtime, StagingSpec, Task, VmSpec, VmState, fsutil};
 
-use crate::driver::{DriverError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver};
+use crate::driver::{
+    DriverError, JobError, PoolError, SavedCheckpoint, StartRequest, Unit, UnitStatus, VmDriver,
+};
 use crate::kept::{Claim, Entry, KeepKey, KeptState, Pool, run_id};
+use crate::state;
 
 /// Images from the node's image store (`vgrid image build` / `import`).
 pub use vgrid_vm::StoreImages;
@@ -75,11 +78,7 @@ impl KeepConfig {
         if let Ok(v) = std::env::var("VGRID_KEEP_IDLE_S")
             && !v.is_empty()
         {
-            let secs: u64 = v.parse().map_err(|_| {
-                DriverError(format!(
-                    "VGRID_KEEP_IDLE_S `{v}`: expected a number of seconds"
-                ))
-            })?;
+            let secs: u64 = v.parse().map_err(|_| DriverError::KeepIdle(v.clone()))?;
             cfg.idle_timeout = Duration::from_secs(secs);
         }
         Ok(cfg)
@@ -195,8 +194,18 @@ fn parse_vm_name(name: &str) -> Option<(Unit, u32)> {
     ))
 }
 
-fn err(e: impl std::fmt::Display) -> DriverError {
-    DriverError(e.to_string())
+/// What failed on VM `vm` while the driver tried to `action` it.
+fn vm_err(action: &'static str, vm: &str) -> impl FnOnce(vgrid_vm::VmError) -> DriverError {
+    let vm = vm.to_string();
+    move |source| DriverError::Vm {
+        action,
+        vm,
+        source: Box::new(source),
+    }
+}
+
+fn poisoned<T>(_: T) -> DriverError {
+    PoolError::Poisoned.into()
 }
 
 fn now_ms() -> u64 {
@@ -224,8 +233,11 @@ impl QemuDriver {
         state_dir: PathBuf,
         keep: KeepConfig,
     ) -> Result<QemuDriver, DriverError> {
-        crate::private::create_dir_all(&state_dir.join("qemu-units")).map_err(err)?;
-        let pool = Pool::load(&state_dir.join("kept.json")).map_err(err)?;
+        let units_dir = state_dir.join("qemu-units");
+        crate::private::create_dir_all(&units_dir)
+            .map_err(|e| vgrid_vm::error::FileError::new("create directory", &units_dir, e))
+            .map_err(state::StateError::from)?;
+        let pool = Pool::load(&state_dir.join("kept.json"))?;
         Ok(QemuDriver {
             rt,
             state_dir,
@@ -244,19 +256,14 @@ impl QemuDriver {
     }
 
     fn save_meta(&self, unit: Unit, meta: &UnitMeta) -> Result<(), DriverError> {
-        let bytes = serde_json::to_vec(meta).map_err(err)?;
-        let path = self.meta_path(unit);
-        let tmp = path.with_extension("tmp");
-        crate::private::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(err)
+        Ok(state::save(&self.meta_path(unit), meta)?)
     }
 
     /// Changes the pool and writes it.
     fn with_pool<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> Result<T, DriverError> {
-        let mut pool = self.pool.lock().map_err(err)?;
+        let mut pool = self.pool.lock().map_err(poisoned)?;
         let out = f(&mut pool);
-        pool.save(&self.state_dir.join("kept.json")).map_err(err)?;
+        pool.save(&self.state_dir.join("kept.json"))?;
         Ok(out)
     }
 
@@ -271,22 +278,22 @@ impl QemuDriver {
         unit: Unit,
         f: impl FnOnce(&mut UnitOutput) -> T,
     ) -> Result<T, DriverError> {
-        let mut units = self.units.lock().map_err(err)?;
+        let mut units = self.units.lock().map_err(poisoned)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = units.entry(unit) {
-            let meta: UnitMeta = std::fs::read(self.meta_path(unit))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
+            let meta: UnitMeta = state::load(&self.meta_path(unit))?.unwrap_or_default();
             let source = match &meta.kept {
                 Some(k) => Source::Kept {
                     vm: k.vm.clone(),
                     reader: RunReader::new(
-                        self.rt.output(&k.vm).map_err(err)?.path(),
+                        self.rt.output(&k.vm).map_err(vm_err("read", &k.vm))?.path(),
                         k.run,
                         k.out_offset,
                     ),
                 },
-                None => Source::Plain(self.rt.output(&vm_name(unit, 0)).map_err(err)?),
+                None => {
+                    let vm = vm_name(unit, 0);
+                    Source::Plain(self.rt.output(&vm).map_err(vm_err("read", &vm))?)
+                }
             };
             if let Ok(mut active) = self.active.lock() {
                 let vms = u64::from(meta.vms.max(1));
@@ -306,14 +313,12 @@ impl QemuDriver {
                 delivered: false,
             });
         }
-        let out = units
-            .get_mut(&unit)
-            .ok_or_else(|| DriverError(format!("unknown unit {unit:?}")))?;
+        let out = units.get_mut(&unit).ok_or(DriverError::UnknownUnit(unit))?;
         // Take in what the guest wrote since the last look.
         loop {
             let chunk = match &mut out.source {
                 Source::Plain(reader) => {
-                    let msgs = reader.poll().map_err(err)?;
+                    let msgs = reader.poll().map_err(DriverError::Output)?;
                     if msgs.is_empty() {
                         break;
                     }
@@ -327,7 +332,7 @@ impl QemuDriver {
                 }
                 Source::Kept { reader, .. } => {
                     let before = reader.end().is_some();
-                    let chunk = reader.drain().map_err(err)?;
+                    let chunk = reader.drain().map_err(DriverError::Output)?;
                     if chunk.is_empty() && reader.end().is_some() == before {
                         break;
                     }
@@ -345,13 +350,12 @@ impl QemuDriver {
         Ok(kept.unwrap_or_else(|| vm_name(unit, index)))
     }
 
+    /// The VM of a job: its shape, mounts and owner, and the job's task.
     fn vm_spec(req: &StartRequest, name: String) -> Result<VmSpec, DriverError> {
         let spec = &req.spec;
-        let mut vm = VmSpec::new(name, spec.image.clone(), spec.command.clone());
+        let mut vm = VmSpec::new(name, spec.image.clone(), Vec::new());
         vm.cpus = spec.cpus;
         vm.memory_mb = spec.memory_mb;
-        vm.env = spec.env.clone();
-        vm.user = spec.user.clone();
         vm.owner = Some(req.owner.clone());
         vm.mounts = spec
             .mounts
@@ -362,40 +366,29 @@ impl QemuDriver {
                 readonly: m.readonly,
             })
             .collect();
+        vm.task = Self::task(req)?;
+        Ok(vm)
+    }
+
+    /// What the job runs: its command, environment and user, and its
+    /// staged files. A fresh VM runs it as its command, a kept VM as a run;
+    /// the runtime turns it into what the guest agent reads.
+    fn task(req: &StartRequest) -> Result<Task, DriverError> {
+        let spec = &req.spec;
+        let mut task = Task::new(spec.command.clone());
+        task.env = spec.env.clone();
+        task.user = spec.user.clone();
         if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
             // The runtime copies inputs into one working directory under
             // their file names and outputs back from paths relative to it.
             let workdir = staging_workdir(spec)?;
-            vm.workdir = Some(workdir.display().to_string());
-            vm.staging = Some(StagingSpec {
+            task.workdir = Some(workdir.display().to_string());
+            task.staging = Some(StagingSpec {
                 inputs: spec.inputs.iter().map(|t| t.from.clone()).collect(),
                 outputs: relative_outputs(spec, &workdir)?,
             });
         }
-        Ok(vm)
-    }
-
-    /// The job as a run for a kept VM; its host inputs go separately.
-    fn run_request(req: &StartRequest, run: u64) -> Result<RunRequest, DriverError> {
-        let spec = &req.spec;
-        let mut r = RunRequest::new(run, spec.command.clone());
-        r.env = spec.env.clone();
-        r.user = spec.user.as_ref().map(|name| User {
-            name: name.clone(),
-            uid: None,
-            gid: None,
-        });
-        if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
-            let workdir = staging_workdir(spec)?;
-            r.workdir = Some(workdir.display().to_string());
-            r.staging = Some(Staging {
-                // Filled in by the runtime.
-                tag: String::new(),
-                inputs: Vec::new(),
-                outputs: relative_outputs(spec, &workdir)?,
-            });
-        }
-        Ok(r)
+        Ok(task)
     }
 
     /// Copies the staged outputs of `vm` to their host paths, inside the
@@ -409,9 +402,9 @@ impl QemuDriver {
         if spec_outputs.is_empty() {
             return Ok(());
         }
-        let stage = self.rt.stage_dir(vm).map_err(err)?;
-        let roots = self.rt.host_roots(Some(owner)).map_err(err)?;
-        deliver_staged(&stage, &roots, spec_outputs)
+        let stage = self.rt.stage_dir(vm).map_err(vm_err("read", vm))?;
+        let roots = self.rt.host_roots(Some(owner)).map_err(JobError::from)?;
+        Ok(deliver_staged(&stage, &roots, spec_outputs)?)
     }
 
     /// Checks every host path of a job on this node before a VM boots, so
@@ -420,29 +413,28 @@ impl QemuDriver {
     /// submit), then with links resolved inside the owner's directories
     /// (an output's directory must exist there). Makes the owner's
     /// directory in the first root when it is missing.
-    fn check_host_paths(&self, req: &StartRequest) -> Result<(), DriverError> {
+    fn check_host_paths(&self, req: &StartRequest) -> Result<(), JobError> {
         let spec = &req.spec;
         if !spec.has_host_paths() {
             return Ok(());
         }
         let cfg_roots = &self.rt.config().mount_roots;
-        spec.check_host_paths(cfg_roots, &req.owner).map_err(err)?;
-        let roots = self.rt.host_roots(Some(&req.owner)).map_err(err)?;
+        spec.check_host_paths(cfg_roots, &req.owner)?;
+        let roots = self.rt.host_roots(Some(&req.owner))?;
         make_owner_dir(cfg_roots, &roots)?;
         // A job resumed from a checkpoint has its inputs in the VM already.
         if req.restore.is_none() {
             for (i, t) in spec.inputs.iter().enumerate() {
-                fsutil::open_file_inside(&format!("inputs[{i}].from"), &t.from, &roots)
-                    .map_err(err)?;
+                fsutil::open_file_inside(&format!("inputs[{i}].from"), &t.from, &roots)?;
             }
         }
         for (i, t) in spec.outputs.iter().enumerate() {
             let field = format!("outputs[{i}].to");
             let parent = t.to.parent().unwrap_or(&t.to);
-            fsutil::open_dir_inside(&field, parent, &roots).map_err(err)?;
+            fsutil::open_dir_inside(&field, parent, &roots)?;
         }
         for (i, m) in spec.mounts.iter().enumerate() {
-            fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, &roots).map_err(err)?;
+            fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, &roots)?;
         }
         Ok(())
     }
@@ -450,7 +442,7 @@ impl QemuDriver {
 
 /// Makes the owner's directory in the first allowed root (private to
 /// vgrid) when that root exists and the directory does not.
-fn make_owner_dir(cfg_roots: &[PathBuf], owner_dirs: &[PathBuf]) -> Result<(), DriverError> {
+fn make_owner_dir(cfg_roots: &[PathBuf], owner_dirs: &[PathBuf]) -> Result<(), JobError> {
     let (Some(root), Some(dir)) = (cfg_roots.first(), owner_dirs.first()) else {
         return Ok(());
     };
@@ -461,10 +453,10 @@ fn make_owner_dir(cfg_roots: &[PathBuf], owner_dirs: &[PathBuf]) -> Result<(), D
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(DriverError(format!(
-            "cannot create the job owner's directory {}: {e}",
-            dir.display()
-        ))),
+        Err(source) => Err(JobError::OwnerDir {
+            dir: dir.clone(),
+            source,
+        }),
     }
 }
 
@@ -479,25 +471,29 @@ fn deliver_staged(
     stage: &Path,
     roots: &[PathBuf],
     outputs: &[(String, PathBuf)],
-) -> Result<(), DriverError> {
+) -> Result<(), JobError> {
     for (i, (rel, to)) in outputs.iter().enumerate() {
         let field = format!("outputs[{i}].to");
         let (Some(parent), Some(file)) = (to.parent(), to.file_name()) else {
-            return Err(DriverError(format!(
-                "{field} `{}` has no file name",
-                to.display()
-            )));
+            return Err(JobError::NoFileName {
+                field,
+                to: to.clone(),
+            });
         };
-        let (dir, parent) = fsutil::open_dir_inside(&field, parent, roots).map_err(err)?;
+        let (dir, parent) = fsutil::open_dir_inside(&field, parent, roots)?;
         let from = stage.join(rel);
-        let mut src = fsutil::open_beneath_nofollow(stage, Path::new(rel))
-            .map_err(|e| DriverError(format!("staged output `{rel}`: {e}")))?;
-        fsutil::replace_file_in(&dir, &parent, file, &mut src, &from, 0o600).map_err(|e| {
-            DriverError(format!(
-                "cannot copy output {} to {}: {e}",
-                from.display(),
-                parent.join(file).display()
-            ))
+        let mut src = fsutil::open_beneath_nofollow(stage, Path::new(rel)).map_err(|source| {
+            JobError::StagedOutput {
+                rel: rel.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        fsutil::replace_file_in(&dir, &parent, file, &mut src, &from, 0o600).map_err(|source| {
+            JobError::CopyOutput {
+                from: from.clone(),
+                to: parent.join(file),
+                source: Box::new(source),
+            }
         })?;
     }
     Ok(())
@@ -505,13 +501,13 @@ fn deliver_staged(
 
 /// The guest directory inputs go to: every input's `to` must be a file
 /// named like its source, in one directory, and outputs must lie below it.
-fn staging_workdir(spec: &vgrid_model::JobSpec) -> Result<PathBuf, DriverError> {
+fn staging_workdir(spec: &vgrid_model::JobSpec) -> Result<PathBuf, JobError> {
     let mut dirs = spec
         .inputs
         .iter()
         .map(|t| t.to.parent().map(Path::to_path_buf))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| DriverError("an input goes to the guest's root".into()))?;
+        .ok_or(JobError::InputAtRoot)?;
     dirs.sort();
     dirs.dedup();
     let workdir = match dirs.as_slice() {
@@ -522,39 +518,30 @@ fn staging_workdir(spec: &vgrid_model::JobSpec) -> Result<PathBuf, DriverError> 
             .map_or_else(|| PathBuf::from("/work"), Path::to_path_buf),
         [one] => one.clone(),
         _ => {
-            return Err(DriverError(
-                "all inputs must go to one guest directory".into(),
-            ));
+            return Err(JobError::InputDirs);
         }
     };
     for t in &spec.inputs {
         if t.to.file_name() != t.from.file_name() {
-            return Err(DriverError(format!(
-                "input {} must keep its file name in the guest",
-                t.from.display()
-            )));
+            return Err(JobError::InputRenamed {
+                from: t.from.clone(),
+            });
         }
     }
     Ok(workdir)
 }
 
 /// Outputs as paths relative to the guest working directory.
-fn relative_outputs(
-    spec: &vgrid_model::JobSpec,
-    workdir: &Path,
-) -> Result<Vec<String>, DriverError> {
+fn relative_outputs(spec: &vgrid_model::JobSpec, workdir: &Path) -> Result<Vec<String>, JobError> {
     spec.outputs
         .iter()
         .map(|t| {
             t.from
                 .strip_prefix(workdir)
                 .map(|r| r.display().to_string())
-                .map_err(|_| {
-                    DriverError(format!(
-                        "{} is not under {}",
-                        t.from.display(),
-                        workdir.display()
-                    ))
+                .map_err(|_| JobError::OutputOutside {
+                    from: t.from.clone(),
+                    workdir: workdir.to_path_buf(),
                 })
         })
         .collect()
@@ -562,7 +549,7 @@ fn relative_outputs(
 
 /// Where each staged output goes on the host: (path relative to the guest
 /// working directory, host path).
-fn host_outputs(spec: &vgrid_model::JobSpec) -> Result<Vec<(String, PathBuf)>, DriverError> {
+fn host_outputs(spec: &vgrid_model::JobSpec) -> Result<Vec<(String, PathBuf)>, JobError> {
     if spec.outputs.is_empty() {
         return Ok(Vec::new());
     }
@@ -594,7 +581,7 @@ impl QemuDriver {
             let Claim::Fresh { id } =
                 self.with_pool(|p| p.new_entry(key.clone(), KeptState::Claimed { unit }))?
             else {
-                return Err(DriverError("the kept-VM pool is inconsistent".into()));
+                return Err(PoolError::Inconsistent.into());
             };
             let result = self.restore_job_checkpoint(id, c).await;
             return match result {
@@ -621,7 +608,7 @@ impl QemuDriver {
         };
         let id = match &claim {
             Claim::Running { id, .. } | Claim::Saved { id, .. } | Claim::Fresh { id } => *id,
-            Claim::Wait => return Err(DriverError("the kept-VM pool is inconsistent".into())),
+            Claim::Wait => return Err(PoolError::Inconsistent.into()),
         };
         self.make_room(unit, id).await;
         let reused = match claim {
@@ -644,14 +631,14 @@ impl QemuDriver {
                 self.discard(id).await;
                 match self.with_pool(|p| p.new_entry(key.clone(), KeptState::Claimed { unit }))? {
                     Claim::Fresh { id } => id,
-                    _ => return Err(DriverError("the kept-VM pool is inconsistent".into())),
+                    _ => return Err(PoolError::Inconsistent.into()),
                 }
             }
             None => id,
         };
         let vm = self
             .with_pool(|p| p.get(id).map(Entry::vm_name))?
-            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+            .ok_or(PoolError::LostEntry(id))?;
         match self
             .rt
             .start_kept(Self::vm_spec(req, vm.clone())?, run)
@@ -665,21 +652,26 @@ impl QemuDriver {
                     out_offset: reader.start_offset(),
                 },
             )),
-            Err(e) => {
+            Err(source) => {
                 self.discard(id).await;
-                Err(err(e))
+                Err(DriverError::Start {
+                    vm,
+                    source: Box::new(source),
+                })
             }
         }
     }
 
     /// Sends the job to the running kept VM `vm` as run `run`.
     async fn exec(&self, req: &StartRequest, run: u64, vm: &str) -> Result<KeptRun, DriverError> {
-        let inputs: Vec<PathBuf> = req.spec.inputs.iter().map(|t| t.from.clone()).collect();
         let reader = self
             .rt
-            .exec(vm, Self::run_request(req, run)?, &inputs)
+            .exec(vm, run, &Self::task(req)?)
             .await
-            .map_err(err)?;
+            .map_err(|source| DriverError::Exec {
+                vm: vm.to_string(),
+                source: Box::new(source),
+            })?;
         Ok(KeptRun {
             vm: vm.to_string(),
             run,
@@ -697,11 +689,15 @@ impl QemuDriver {
     ) -> Result<KeptRun, DriverError> {
         let vm = self
             .with_pool(|p| p.get(id).map(Entry::vm_name))?
-            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+            .ok_or(PoolError::LostEntry(id))?;
         self.rt
             .restore(checkpoint, &vm, RestoreOptions::default())
             .await
-            .map_err(err)?;
+            .map_err(|source| DriverError::Restore {
+                vm: vm.clone(),
+                checkpoint: checkpoint.to_path_buf(),
+                source: Box::new(source),
+            })?;
         // Its clock stopped while it was saved.
         if let Err(e) = self.rt.set_guest_clock(&vm).await {
             tracing::warn!(error = %e, vm, "cannot set the clock of a restored VM");
@@ -717,22 +713,21 @@ impl QemuDriver {
         c: &vgrid_api::types::CheckpointRef,
     ) -> Result<KeptRun, DriverError> {
         let location = PathBuf::from(&c.location);
-        let saved: KeptRun = std::fs::read(location.join(KEPT_RUN_FILE))
-            .map_err(|e| format!("{}: {e}", location.join(KEPT_RUN_FILE).display()))
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                DriverError(format!(
-                    "checkpoint {} is not of a kept VM's run: {e}",
-                    c.seq
-                ))
-            })?;
+        let path = location.join(KEPT_RUN_FILE);
+        let saved: KeptRun = std::fs::read(&path)
+            .map_err(|e| vgrid_vm::error::FileError::new("read", &path, e).into())
+            .and_then(|b| state::parse(&path, &b))
+            .map_err(|source| DriverError::NotKeptRun { seq: c.seq, source })?;
         let vm = self
             .with_pool(|p| p.get(id).map(Entry::vm_name))?
-            .ok_or_else(|| DriverError("the kept-VM pool lost an entry".into()))?;
+            .ok_or(PoolError::LostEntry(id))?;
         self.rt
             .restore(&location.join("v0"), &vm, RestoreOptions::default())
             .await
-            .map_err(|e| DriverError(format!("restore from checkpoint {}: {e}", c.seq)))?;
+            .map_err(|source| DriverError::RestoreCheckpoint {
+                seq: c.seq,
+                source: Box::new(source),
+            })?;
         if let Err(e) = self.rt.set_guest_clock(&vm).await {
             tracing::warn!(error = %e, vm, "cannot set the clock of a restored VM");
         }
@@ -804,9 +799,11 @@ impl QemuDriver {
             return Ok(());
         };
         use std::io::Write;
-        crate::private::append(&self.chain_dir(id).join(PINNED_FILE))
+        let pins = self.chain_dir(id).join(PINNED_FILE);
+        crate::private::append(&pins)
             .and_then(|mut f| writeln!(f, "{}", dir.display()))
-            .map_err(err)
+            .map_err(|e| vgrid_vm::error::FileError::new("append to", &pins, e))
+            .map_err(|e| state::StateError::from(e).into())
     }
 
     /// After `unit`'s run in kept VM `entry`: a clean end puts the VM back
@@ -906,7 +903,12 @@ impl VmDriver for QemuDriver {
         let (how, source) = match KeepKey::of(&req.owner, &req.spec) {
             Some(key) => {
                 let (how, kept) = self.start_kept(&req, &key).await?;
-                let path = self.rt.output(&kept.vm).map_err(err)?.path().to_path_buf();
+                let path = self
+                    .rt
+                    .output(&kept.vm)
+                    .map_err(vm_err("read", &kept.vm))?
+                    .path()
+                    .to_path_buf();
                 meta.kept = Some(kept.clone());
                 self.save_meta(req.unit, &meta)?;
                 self.with_pool(|p| {
@@ -937,13 +939,21 @@ impl VmDriver for QemuDriver {
                             self.rt
                                 .restore(&dir, &vm_name(req.unit, i), RestoreOptions::default())
                                 .await
-                                .map_err(|e| {
-                                    DriverError(format!("restore from checkpoint {}: {e}", c.seq))
+                                .map_err(|source| DriverError::RestoreCheckpoint {
+                                    seq: c.seq,
+                                    source: Box::new(source),
                                 })?;
                         }
                         None => {
                             let spec = Self::vm_spec(&req, vm_name(req.unit, i))?;
-                            self.rt.start(spec).await.map_err(err)?;
+                            let vm = spec.name.clone();
+                            self.rt
+                                .start(spec)
+                                .await
+                                .map_err(|source| DriverError::Start {
+                                    vm,
+                                    source: Box::new(source),
+                                })?;
                         }
                     }
                 }
@@ -952,11 +962,12 @@ impl VmDriver for QemuDriver {
                 } else {
                     VmStart::Booted
                 };
-                let reader = self.rt.output(&vm_name(req.unit, 0)).map_err(err)?;
+                let first = vm_name(req.unit, 0);
+                let reader = self.rt.output(&first).map_err(vm_err("read", &first))?;
                 (how, Source::Plain(reader))
             }
         };
-        let mut units = self.units.lock().map_err(err)?;
+        let mut units = self.units.lock().map_err(poisoned)?;
         units.insert(
             req.unit,
             UnitOutput {
@@ -978,7 +989,7 @@ impl VmDriver for QemuDriver {
         let mut out: Vec<Unit> = self
             .rt
             .names()
-            .map_err(err)?
+            .map_err(|e| DriverError::List(Box::new(e)))?
             .iter()
             .filter_map(|n| parse_vm_name(n).map(|(u, _)| u))
             .collect();
@@ -1001,12 +1012,20 @@ impl VmDriver for QemuDriver {
         let mut first_exit = None;
         for i in 0..vms {
             let name = vm_name(unit, i);
-            let mut info = self.rt.inspect(&name).await.map_err(err)?;
+            let mut info = self
+                .rt
+                .inspect(&name)
+                .await
+                .map_err(vm_err("inspect", &name))?;
             if matches!(info.state, VmState::PoweredOff) {
                 // The runtime may read the agent's output just before the
                 // guest writes its exit and powers off; a second look, with
                 // QEMU gone, reads the whole output again.
-                info = self.rt.inspect(&name).await.map_err(err)?;
+                info = self
+                    .rt
+                    .inspect(&name)
+                    .await
+                    .map_err(vm_err("inspect", &name))?;
             }
             match info.state {
                 VmState::Exited { code, signal } => {
@@ -1070,7 +1089,9 @@ impl VmDriver for QemuDriver {
                 .map(|i| (vm_name(unit, i), dir.join(format!("v{i}"))))
                 .collect(),
         };
-        crate::private::create_dir_all(&dir).map_err(err)?;
+        crate::private::create_dir_all(&dir)
+            .map_err(|e| vgrid_vm::error::FileError::new("create directory", &dir, e))
+            .map_err(state::StateError::from)?;
         // The group is paused, saved and resumed (or stopped) in this call.
         let paused = Instant::now();
         let result = self
@@ -1090,12 +1111,11 @@ impl VmDriver for QemuDriver {
             // A failed checkpoint leaves nothing behind (the runtime wrote
             // into a temporary directory); only the empty target remains.
             let _ = std::fs::remove_dir(&dir);
-            return Err(err(e));
+            return Err(DriverError::Checkpoint(Box::new(e)));
         }
         if let Some(k) = &kept {
             // A restore follows the same run in the restored VM.
-            let bytes = serde_json::to_vec(k).map_err(err)?;
-            crate::private::write(&dir.join(KEPT_RUN_FILE), &bytes).map_err(err)?;
+            state::save(&dir.join(KEPT_RUN_FILE), k)?;
             self.pin_chain(unit, &dir)?;
         }
         Ok(SavedCheckpoint {
@@ -1107,21 +1127,11 @@ impl VmDriver for QemuDriver {
     }
 
     async fn pause(&self, unit: Unit) -> Result<(), DriverError> {
-        let vms = self.with_output(unit, |o| o.vms)?;
-        for i in 0..vms {
-            let vm = self.unit_vm(unit, i)?;
-            self.rt.pause(&vm).await.map_err(err)?;
-        }
-        Ok(())
+        self.set_running(unit, false).await
     }
 
     async fn resume(&self, unit: Unit) -> Result<(), DriverError> {
-        let vms = self.with_output(unit, |o| o.vms)?;
-        for i in 0..vms {
-            let vm = self.unit_vm(unit, i)?;
-            self.rt.resume(&vm).await.map_err(err)?;
-        }
-        Ok(())
+        self.set_running(unit, true).await
     }
 
     async fn kill(&self, unit: Unit) -> Result<(), DriverError> {
@@ -1134,10 +1144,8 @@ impl VmDriver for QemuDriver {
             // The job's task dies with its VM; the VM is not kept.
             let _ = self.rt.kill(&vm).await;
         }
-        for name in self.rt.names().map_err(err)? {
-            if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
-                let _ = self.rt.kill(&name).await;
-            }
+        for name in self.own_vms(unit)? {
+            let _ = self.rt.kill(&name).await;
         }
         Ok(())
     }
@@ -1147,11 +1155,12 @@ impl VmDriver for QemuDriver {
         if let Some(entry) = entry {
             self.release(unit, entry).await;
         }
-        for name in self.rt.names().map_err(err)? {
-            if parse_vm_name(&name).is_some_and(|(u, _)| u == unit) {
-                let _ = self.rt.kill(&name).await;
-                self.rt.remove(&name).await.map_err(err)?;
-            }
+        for name in self.own_vms(unit)? {
+            let _ = self.rt.kill(&name).await;
+            self.rt
+                .remove(&name)
+                .await
+                .map_err(vm_err("remove", &name))?;
         }
         if let Ok(mut units) = self.units.lock() {
             units.remove(&unit);
@@ -1205,6 +1214,34 @@ impl VmDriver for QemuDriver {
 /// The end of a unit's command: its outputs are delivered once, then the
 /// status is final.
 impl QemuDriver {
+    /// The VMs of this node that belong to `unit` itself (not a kept VM
+    /// it runs in).
+    fn own_vms(&self, unit: Unit) -> Result<Vec<String>, DriverError> {
+        let names = self
+            .rt
+            .names()
+            .map_err(|e| DriverError::List(Box::new(e)))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| parse_vm_name(n).is_some_and(|(u, _)| u == unit))
+            .collect())
+    }
+
+    /// Pauses (`run` false) or resumes the VMs of `unit`.
+    async fn set_running(&self, unit: Unit, run: bool) -> Result<(), DriverError> {
+        let vms = self.with_output(unit, |o| o.vms)?;
+        for i in 0..vms {
+            let vm = self.unit_vm(unit, i)?;
+            let done = if run {
+                self.rt.resume(&vm).await
+            } else {
+                self.rt.pause(&vm).await
+            };
+            done.map_err(vm_err(if run { "resume" } else { "pause" }, &vm))?;
+        }
+        Ok(())
+    }
+
     fn finish(
         &self,
         unit: Unit,
@@ -1224,7 +1261,7 @@ impl QemuDriver {
             return Ok(UnitStatus::Failed(message));
         }
         if let Err(e) = self.deliver_outputs(vm, &owner, &pending) {
-            return Ok(UnitStatus::Failed(e.0));
+            return Ok(UnitStatus::Failed(e.sentence()));
         }
         Ok(UnitStatus::Exited(code))
     }
@@ -1249,10 +1286,10 @@ impl QemuDriver {
             return self.finish(unit, vm, code, end.error);
         }
         // The cheap check first: `inspect` reads the VM's whole output.
-        if self.rt.qemu_alive(vm).map_err(err)? {
+        if self.rt.qemu_alive(vm).map_err(vm_err("inspect", vm))? {
             return Ok(UnitStatus::Running);
         }
-        let info = self.rt.inspect(vm).await.map_err(err)?;
+        let info = self.rt.inspect(vm).await.map_err(vm_err("inspect", vm))?;
         Ok(match info.state {
             VmState::Crashed { console_tail } => {
                 UnitStatus::Failed(format!("the VM crashed: {console_tail}"))
@@ -1331,10 +1368,8 @@ mod qemu_tests {
             ("out", "directory"),
         ] {
             let e = deliver_staged(&stage, &roots, &[(rel.into(), to("x"))]).unwrap_err();
-            assert!(
-                e.0.contains(why) && e.0.contains("staged output"),
-                "{rel}: {e}"
-            );
+            let e = vgrid_vm::error::report(&e);
+            assert!(e.contains(why) && e.contains("staged output"), "{rel}: {e}");
         }
         assert!(!to("x").exists());
         // A destination outside the owner's directory is refused by field.
@@ -1347,7 +1382,7 @@ mod qemu_tests {
             ],
         )
         .unwrap_err();
-        assert!(e.0.starts_with("outputs[1].to"), "{e}");
+        assert!(e.to_string().starts_with("outputs[1].to"), "{e}");
         assert_eq!(
             std::fs::read_to_string(secret_dir.join("shadow")).expect("kept"),
             "root-only"
@@ -1366,7 +1401,7 @@ mod qemu_tests {
         let ok = spec(
             "[[inputs]]\nfrom = \"/srv/a.txt\"\nto = \"/work/a.txt\"\n[[outputs]]\nfrom = \"/work/out/r.txt\"\nto = \"/srv/r.txt\"\n",
         );
-        assert_eq!(staging_workdir(&ok), Ok(PathBuf::from("/work")));
+        assert_eq!(staging_workdir(&ok).unwrap(), PathBuf::from("/work"));
         let two = spec(
             "[[inputs]]\nfrom = \"/srv/a\"\nto = \"/w1/a\"\n[[inputs]]\nfrom = \"/srv/b\"\nto = \"/w2/b\"\n",
         );

@@ -39,7 +39,7 @@ impl CountingDriver {
             .lock()
             .ok()
             .and_then(|m| m.get(&unit).cloned())
-            .ok_or_else(|| DriverError(format!("no unit {unit:?}")))
+            .ok_or_else(|| DriverError::other(format!("no unit {unit:?}")))
     }
 }
 
@@ -57,10 +57,10 @@ impl VmDriver for CountingDriver {
             .unwrap_or(5);
         let count = match &req.restore {
             Some(c) => std::fs::read_to_string(PathBuf::from(&c.location).join("counter"))
-                .map_err(|e| DriverError(format!("restore: {e}")))?
+                .map_err(|e| DriverError::other(format!("restore: {e}")))?
                 .trim()
                 .parse()
-                .map_err(|_| DriverError("bad counter".into()))?,
+                .map_err(|_| DriverError::other("bad counter"))?,
             None => 0,
         };
         let vm = Arc::new(Mutex::new(Vm {
@@ -111,7 +111,7 @@ impl VmDriver for CountingDriver {
             .failing_looks
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if failing.is_ok() {
-            return Err(DriverError("QMP did not answer".into()));
+            return Err(DriverError::other("QMP did not answer"));
         }
         let vm = self.vm(unit)?;
         let v = lock(&vm);
@@ -138,9 +138,9 @@ impl VmDriver for CountingDriver {
     ) -> Result<SavedCheckpoint, DriverError> {
         let vm = self.vm(unit)?;
         let mut v = lock(&vm);
-        std::fs::create_dir_all(&dir).map_err(|e| DriverError(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| DriverError::other(e.to_string()))?;
         std::fs::write(dir.join("counter"), v.count.to_string())
-            .map_err(|e| DriverError(e.to_string()))?;
+            .map_err(|e| DriverError::other(e.to_string()))?;
         if stop {
             v.stopped = true;
         }
@@ -396,8 +396,8 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     for unit in driver1.units().await.expect("units") {
         let _ = driver1.kill(unit).await;
     }
-    // n2 has its own credential: a node's token acts only for its node.
-    let n2 = c
+    // An agent token acts for the node of its name only.
+    let agent2 = c
         .admin
         .add_user("n2", Role::Agent)
         .await
@@ -405,7 +405,7 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     start_agent(
         &c,
         dir.path(),
-        &n2.token,
+        &agent2.token,
         "n2",
         Arc::new(CountingDriver::default()),
     );
@@ -418,5 +418,44 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     assert!(
         history.iter().any(|h| h.reason.contains("node was lost")),
         "{history:?}"
+    );
+}
+
+#[test]
+fn a_unit_s_state_file_is_versioned_and_the_form_before_versions_still_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("units")).expect("units");
+    let unit = Unit { job: 4, attempt: 2 };
+    let path = UnitState::path(dir.path(), unit);
+    assert_eq!(UnitState::load(dir.path(), unit).expect("none"), None);
+    let s = UnitState {
+        base_offset: 42,
+        checkpoint_dir: "/ck/4".into(),
+    };
+    s.save(dir.path(), unit).expect("save");
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .contains("\"v\": 1")
+    );
+    assert_eq!(UnitState::load(dir.path(), unit).expect("load"), Some(s));
+    // The two lines an agent wrote before versions.
+    std::fs::write(&path, "17\n/ck/old\n").expect("write");
+    let old = UnitState::load(dir.path(), unit)
+        .expect("old")
+        .expect("some");
+    assert_eq!(
+        (old.base_offset, old.checkpoint_dir),
+        (17, PathBuf::from("/ck/old"))
+    );
+    std::fs::write(
+        &path,
+        r#"{"v": 9, "base_offset": 1, "checkpoint_dir": "/x"}"#,
+    )
+    .expect("write");
+    let err = UnitState::load(dir.path(), unit).expect_err("newer");
+    assert!(
+        vgrid_vm::error::report(&err).contains("run the newer vgrid"),
+        "{err}"
     );
 }

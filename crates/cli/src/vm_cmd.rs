@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
+use vgrid_vm::error::SpecError;
 use vgrid_vm::guest_proto::GuestMessage;
-use vgrid_vm::{MountSpec, PortMap, Runtime, RuntimeConfig, StoreImages, VmInfo, VmSpec, VmState};
+use vgrid_vm::{
+    CheckpointError, MountSpec, PortMap, Runtime, RuntimeConfig, StartError, StoreImages, VmInfo,
+    VmSpec, VmState,
+};
 
 #[derive(clap::Subcommand)]
 pub enum VmCmd {
@@ -154,7 +158,10 @@ async fn run_async(cmd: VmCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCmd::Start(args) => {
             let spec = start_spec(*args)?;
-            let info = rt.start(spec).await?;
+            let info = rt.start(spec).await.map_err(|e| match e {
+                StartError::Spec(e) => with_flag(e),
+                e => e.into(),
+            })?;
             println!(
                 "VM {} started ({}, {}, pid {})",
                 info.name,
@@ -191,12 +198,16 @@ async fn run_async(cmd: VmCmd) -> anyhow::Result<ExitCode> {
                 compress: !no_compress,
             };
             let reports = if names.len() == 1 {
-                vec![rt.checkpoint(&names[0], &out, opts).await?]
+                rt.checkpoint(&names[0], &out, opts).await.map(|r| vec![r])
             } else {
                 let vms: Vec<(String, PathBuf)> =
                     names.iter().map(|n| (n.clone(), out.join(n))).collect();
-                rt.checkpoint_group(&vms, opts).await?
-            };
+                rt.checkpoint_group(&vms, opts).await
+            }
+            .map_err(|e| match e {
+                CheckpointError::Spec(e) => with_flag(e),
+                e => e.into(),
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
@@ -256,24 +267,24 @@ fn start_spec(a: StartArgs) -> anyhow::Result<VmSpec> {
     spec.cpus = a.cpus;
     spec.memory_mb = a.memory_mb;
     spec.disk_gb = a.disk_gb;
-    spec.user = a.user;
-    spec.workdir = a.workdir;
+    spec.task.user = a.user;
+    spec.task.workdir = a.workdir;
     spec.network = !a.no_network;
     for m in &a.mount {
-        spec.mounts.push(MountSpec::parse(m)?);
+        spec.mounts.push(MountSpec::parse(m).map_err(with_flag)?);
     }
     for e in &a.env {
         let Some((k, v)) = e.split_once('=') else {
             anyhow::bail!("--env `{e}`: expected K=V");
         };
-        spec.env.insert(k.to_string(), v.to_string());
+        spec.task.env.insert(k.to_string(), v.to_string());
     }
     for p in &a.publish {
-        spec.publish.push(PortMap::parse(p)?);
+        spec.publish.push(PortMap::parse(p).map_err(with_flag)?);
     }
     if !a.stage_in.is_empty() || !a.stage_out.is_empty() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        spec.staging = Some(vgrid_vm::StagingSpec {
+        spec.task.staging = Some(vgrid_vm::StagingSpec {
             inputs: a
                 .stage_in
                 .iter()
@@ -289,6 +300,30 @@ fn start_spec(a: StartArgs) -> anyhow::Result<VmSpec> {
         });
     }
     Ok(spec)
+}
+
+/// The flag a field of a VM request comes from (the runtime names the
+/// request's fields, `cpus` or `mounts[0].host`, not this command's flags).
+fn flag_of(field: &str) -> Option<&'static str> {
+    let base = field.split(['[', '.']).next().unwrap_or(field);
+    Some(match base {
+        "cpus" => "--cpus",
+        "memory_mb" => "--memory-mb",
+        "disk_gb" => "--disk-gb",
+        "mounts" => "--mount",
+        "publish" => "--publish",
+        "staging" if field.starts_with("staging.inputs") => "--stage-in",
+        "out" => "--out",
+        _ => return None,
+    })
+}
+
+/// A refused field of the request, named by the flag it came from.
+fn with_flag(e: SpecError) -> anyhow::Error {
+    match flag_of(&e.field) {
+        Some(flag) => anyhow::anyhow!("{flag} `{}`: {}", e.value, e.reason),
+        None => e.into(),
+    }
 }
 
 fn print_table(vms: &[VmInfo]) {
@@ -447,6 +482,18 @@ fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_fields_are_named_by_their_flag() {
+        let e = with_flag(SpecError::new("memory_mb", "1", "use 64 to 1048576"));
+        assert_eq!(e.to_string(), "--memory-mb `1`: use 64 to 1048576");
+        let e = with_flag(PortMap::parse("80").unwrap_err());
+        assert!(e.to_string().starts_with("--publish `80`: "), "{e}");
+        let e = with_flag(SpecError::new("staging.inputs[1]", "a", "has no file name"));
+        assert!(e.to_string().starts_with("--stage-in `a`"), "{e}");
+        let e = with_flag(SpecError::new("owner", "A", "not a user name"));
+        assert!(e.to_string().starts_with("owner `A`"), "{e}");
+    }
 
     #[test]
     fn sizes_are_human() {

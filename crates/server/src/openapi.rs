@@ -38,6 +38,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/store/missing"),
 ];
 
+fn chunk_param() -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "description": "64 hexadecimal digits (BLAKE3)", "schema": { "type": "string" } })
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -212,6 +216,60 @@ pub fn document() -> Value {
             "requestBody": { "required": true, "content": { "application/octet-stream": {} } },
             "responses": { "204": { "description": "written" } },
         } },
+        "/v1/images": { "get": op(
+            "The images the controller's store holds: name, manifest and size. A node fetches an image it lacks from them before it boots a job's VMs.",
+            "200",
+            ok_json("images by name", json!({ "type": "array", "items": { "type": "object", "properties": {
+                "name": { "type": "string" }, "manifest": { "type": "string" }, "size": { "type": "integer" } } } })),
+            None,
+            json!([]),
+        ) },
+        "/v1/images/{name}": { "put": op(
+            "Names an image's manifest (admin): the manifest must be in the store, complete, and an image's.",
+            "204",
+            json!({ "description": "named" }),
+            Some(json_content(json!({ "type": "object", "required": ["manifest"], "properties": { "manifest": { "type": "string" } } }))),
+            json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]),
+        ) },
+        "/v1/store/chunks/{id}": {
+            "put": op(
+                "Stores a chunk (agents, admins): the body is its stored form (a codec byte, then the bytes, zstd-compressed or raw); it must hash (BLAKE3, uncompressed) to its id.",
+                "201",
+                json!({ "description": "stored (200: it was there)" }),
+                Some(json!({ "application/octet-stream": {} })),
+                json!([chunk_param()]),
+            ),
+            "get": op(
+                "A chunk's stored form (agents, admins), verified before it is sent.",
+                "200",
+                json!({ "description": "the stored chunk", "content": { "application/octet-stream": {} } }),
+                None,
+                json!([chunk_param()]),
+            ),
+        },
+        "/v1/store/manifests/{id}": {
+            "put": op(
+                "Stores a manifest (agents, admins): it must hash to its id, parse, and have every chunk in the store already (409 otherwise).",
+                "201",
+                json!({ "description": "stored" }),
+                Some(json!({ "application/json": {} })),
+                json!([chunk_param()]),
+            ),
+            "get": op(
+                "A manifest's bytes (agents, admins).",
+                "200",
+                json!({ "description": "the manifest", "content": { "application/json": {} } }),
+                None,
+                json!([chunk_param()]),
+            ),
+        },
+        "/v1/store/missing": { "post": op(
+            "Which of these chunks the store lacks (agents, admins): what an upload still has to send, so that a broken upload goes on where it stopped.",
+            "200",
+            ok_json("the chunks the store lacks", json!({ "type": "object", "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } })),
+            Some(json_content(json!({ "type": "object", "required": ["chunks"], "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } }))),
+            json!([]),
+        ) },
     });
     json!({
         "openapi": "3.1.0",

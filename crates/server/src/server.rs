@@ -46,17 +46,23 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/agent/jobs/{id}/output", put(write_output::<B>))
         .route("/v1/images", get(crate::store::list_images::<B>))
         .route("/v1/images/{name}", put(crate::store::set_image::<B>))
-        .route("/v1/store/chunks/{id}", put(crate::store::put_chunk::<B>).get(crate::store::get_chunk::<B>))
+        .route(
+            "/v1/store/chunks/{id}",
+            put(crate::store::put_chunk::<B>).get(crate::store::get_chunk::<B>),
+        )
         .route(
             "/v1/store/manifests/{id}",
             put(crate::store::put_manifest::<B>)
                 .get(crate::store::get_manifest::<B>)
-                .layer(axum::extract::DefaultBodyLimit::max(crate::store::MAX_LIST_BYTES)),
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::store::MAX_LIST_BYTES,
+                )),
         )
         .route(
             "/v1/store/missing",
-            post(crate::store::missing::<B>)
-                .layer(axum::extract::DefaultBodyLimit::max(crate::store::MAX_LIST_BYTES)),
+            post(crate::store::missing::<B>).layer(axum::extract::DefaultBodyLimit::max(
+                crate::store::MAX_LIST_BYTES,
+            )),
         )
         .with_state(backend)
 }
@@ -108,7 +114,10 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Resolves the bearer token. The token goes nowhere else: not into logs,
 /// not into errors.
-pub(crate) fn principal<B: Backend>(backend: &B, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) fn principal<B: Backend>(
+    backend: &B,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let unauthorized =
         |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
     let value = headers

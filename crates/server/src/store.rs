@@ -108,11 +108,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn bytes_response(bytes: Vec<u8>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
 }
 
 pub(crate) async fn missing<B: Backend>(
@@ -152,7 +148,9 @@ pub(crate) async fn put_chunk<B: Backend>(
     let store = store_of(&*b)?;
     let id = chunk_id(id)?;
     if body.len() > MAX_STORED_CHUNK {
-        return Err(ApiError::bad_request("a stored chunk is at most 256 KiB and a byte"));
+        return Err(ApiError::bad_request(
+            "a stored chunk is at most 256 KiB and a byte",
+        ));
     }
     let new = blocking(move || store.put_stored(&id, &body).map_err(cas_error)).await?;
     Ok(if new {
@@ -187,9 +185,8 @@ pub(crate) async fn put_manifest<B: Backend>(
     let store = store_of(&*b)?;
     let id = manifest_id(id)?;
     blocking(move || {
-        let m = vgrid_cas::Manifest::parse(&body).map_err(|source| {
-            cas_error(CasError::BadManifest { id, source })
-        })?;
+        let m = vgrid_cas::Manifest::parse(&body)
+            .map_err(|source| cas_error(CasError::BadManifest { id, source }))?;
         let missing = store.missing(&m);
         if !missing.is_empty() {
             return Err(ApiError::new(

@@ -16,26 +16,18 @@
 //! shows as `starting` in listings, because the agent reports runs, not the
 //! one command of a fresh VM.
 
-use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vgrid_guest_proto::{
-    ExitStatus, FrameDecoder, GuestMessage, HostMessage, JobContext, Mount, RunRequest, Staging,
-    User,
-};
+use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage, HostMessage};
 
-use crate::error::{Result, VmError};
+use crate::error::{CommandError, ExecError, FileError, Result, SpecError, StartError, VmError};
 use crate::fsutil;
-use crate::layout::{VmDir, check_vm_name, hostname_for};
-use crate::qemu::LaunchMode;
-use crate::record::{Intent, RECORD_FORMAT, VmRecord, mac_for, new_vm_id, now_unix};
-use crate::runtime::{Runtime, VmLock, VmSpec, open_inputs, resolve_mounts};
-
-/// The tag of a kept VM's staging share. A kept VM always gets one, so that
-/// any later run can stage files.
-const STAGE_TAG: &str = "stage";
+use crate::layout::VmDir;
+use crate::output::read_window;
+use crate::record::VmRecord;
+use crate::runtime::{Runtime, STAGE_TAG, Task, VmLock, VmSpec, guest_task, open_inputs};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +51,6 @@ pub struct RunReader {
     /// set-up of a fresh kept VM comes as an error and a power-off).
     errors: Vec<String>,
 }
-
-/// Bytes read per poll, so a huge output never sits in memory at once.
-const READ_WINDOW: u64 = 4 << 20;
 
 impl RunReader {
     /// A reader of run `run` whose frames begin at byte `from` of `path`.
@@ -107,20 +96,9 @@ impl RunReader {
 
     /// The run's output (stdout and stderr, in arrival order) written since
     /// the last call. Call again until it returns nothing to read all.
-    pub fn poll(&mut self) -> Result<Vec<u8>> {
-        let mut f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(VmError::io("open", &self.path, e)),
-        };
-        f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| VmError::io("seek", &self.path, e))?;
-        let mut buf = Vec::new();
-        let n = f
-            .take(READ_WINDOW)
-            .read_to_end(&mut buf)
-            .map_err(|e| VmError::io("read", &self.path, e))?;
-        self.offset += n as u64;
+    pub fn poll(&mut self) -> Result<Vec<u8>, FileError> {
+        let buf = read_window(&self.path, self.offset)?;
+        self.offset += buf.len() as u64;
         self.decoder.push(&buf);
         let mut out = Vec::new();
         loop {
@@ -156,7 +134,7 @@ impl RunReader {
     }
 
     /// Reads everything written so far; returns the run's new output.
-    pub fn drain(&mut self) -> Result<Vec<u8>> {
+    pub fn drain(&mut self) -> Result<Vec<u8>, FileError> {
         let mut all = Vec::new();
         loop {
             let before = self.offset;
@@ -173,211 +151,66 @@ impl Runtime {
     /// `run`, and later runs come with [`Runtime::exec`]. Returns once the
     /// command has started (or already ended), with a reader of its run.
     ///
-    /// This follows [`Runtime::start`] step by step; only the context
-    /// differs (`keep`, `run`) and the VM always gets a staging share.
-    pub async fn start_kept(&self, spec: VmSpec, run: u64) -> Result<RunReader> {
-        check_vm_name(&spec.name)?;
-        if spec.cpus == 0 || spec.cpus > 255 {
-            return Err(VmError::bad_spec(
-                "--cpus",
-                spec.cpus.to_string(),
-                "use 1 to 255",
-            ));
-        }
-        if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
-            return Err(VmError::bad_spec(
-                "--memory-mb",
-                spec.memory_mb.to_string(),
-                "use 64 to 1048576",
-            ));
-        }
-        let image = self.images.boot_image(&spec.image)?;
-        if !image.agent {
-            return Err(VmError::bad_spec(
-                "image",
-                image.name.clone(),
-                "has no guest agent, so it cannot keep a VM running between tasks",
-            ));
-        }
-        if spec.command.is_empty() {
-            return Err(VmError::bad_spec("command", "", "the command is empty"));
-        }
-        let dir = self.vm_dir(&spec.name);
-        dir.check_socket_paths()?;
-        let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
-        let mounts = resolve_mounts(&spec.mounts, &roots)?;
-        let inputs = match &spec.staging {
-            Some(st) => open_inputs(&st.inputs, &roots)?,
-            None => Vec::new(),
-        };
-
-        let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
-        ctx.env = spec.env.clone();
-        ctx.user = spec.user.as_ref().map(|u| User {
-            name: u.clone(),
-            uid: None,
-            gid: None,
-        });
-        ctx.workdir = spec.workdir.clone();
-        ctx.network = spec.network;
-        ctx.mounts = mounts
-            .iter()
-            .map(|m| Mount {
-                tag: m.tag.clone(),
-                guest_path: m.guest_path.clone(),
-                readonly: m.readonly,
-            })
-            .collect();
-        ctx.staging = spec.staging.as_ref().map(|st| Staging {
-            tag: STAGE_TAG.into(),
-            inputs: inputs.iter().map(|i| i.name.clone()).collect(),
-            outputs: st.outputs.clone(),
-        });
-        ctx.keep = true;
-        ctx.run = Some(run);
-        let json = ctx
-            .to_json()
-            .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
-
-        let accel = self.accel();
-        let qemu = self.qemu_info()?;
-        let base_bytes = match self.images.disk_bytes(&spec.image) {
-            Some(b) => b,
-            None => self.virtual_size(&image.disk)?,
-        };
-        let disk_bytes = match spec.disk_gb {
-            None => base_bytes,
-            Some(g) => g
-                .checked_mul(1 << 30)
-                .filter(|b| *b >= base_bytes)
-                .ok_or_else(|| {
-                    VmError::bad_spec(
-                        "--disk-gb",
-                        g.to_string(),
-                        format!("use at least the image's disk ({base_bytes} bytes)"),
-                    )
-                })?,
-        };
-
-        fs::create_dir_all(self.cfg.data_dir.join("vms"))
-            .map_err(|e| VmError::io("create directory", self.cfg.data_dir.join("vms"), e))?;
-        match fs::create_dir(dir.root()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(VmError::Exists(spec.name.clone()));
-            }
-            Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
-        }
-        let prepared = async {
-            fsutil::create_dir_mode(dir.root(), 0o700)?;
-            let top = dir.disk_layer(0);
-            self.create_overlay(&top, disk_bytes)?;
-            fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
-            self.fill_stage(&dir, inputs)?;
-            let id = new_vm_id(&spec.name);
-            let rec = VmRecord {
-                format: RECORD_FORMAT,
-                mac: mac_for(&id),
-                id,
-                name: spec.name.clone(),
-                created_unix: now_unix(),
-                disks: vec![image.disk.clone(), top],
-                image: image.clone(),
-                cpus: spec.cpus,
-                memory_mb: spec.memory_mb,
-                disk_bytes,
-                cpu_model: accel.accel.default_cpu_model().to_string(),
-                accel: accel.accel,
-                accel_reason: accel.reason.clone(),
-                machine: qemu.q35_machine.clone(),
-                mounts,
-                staging_tag: Some(STAGE_TAG.into()),
-                publish: spec.publish.clone(),
-                network: spec.network,
-                context: Some(ctx),
-                checkpointed_layers: 0,
-                last_checkpoint: None,
-                restored_from: None,
-                run_as: self.run_as.name(),
-                qemu_version: qemu.version.clone(),
-                intent: Intent::Run,
-                owner: spec.owner.clone(),
-            };
-            rec.save(&dir.record())?;
-            self.give_to_vm_user(&dir)?;
-            Ok::<_, VmError>(rec)
-        }
-        .await;
-        let rec = match prepared {
-            Ok(rec) => rec,
-            Err(e) => {
-                let _ = fs::remove_dir_all(dir.root());
-                return Err(e);
-            }
-        };
-        self.boot(&dir, &rec, LaunchMode::default()).await?;
+    /// The VM starts on the path of [`Runtime::start`]; its context says
+    /// `keep` and `run`, and it always gets a staging share.
+    pub async fn start_kept(&self, spec: VmSpec, run: u64) -> Result<RunReader, StartError> {
+        let (dir, _) = self.create(&spec, Some(run)).await?;
         let reader = RunReader::new(dir.agent_out(), run, 0);
         self.wait_run_started(&dir, &spec.name, &reader).await?;
         Ok(reader)
     }
 
-    /// Runs `run` in the kept VM `name`. `inputs` are host files (inside
-    /// the VM owner's directories, see [`Runtime::host_roots`]) copied into
-    /// the VM's staging share under their file names, replacing whatever
-    /// the previous runs left there; `run.staging`, when set,
-    /// names the outputs (its tag and inputs are filled in here). Returns
-    /// once the command has started (or already ended), with a reader of
-    /// the run.
-    pub async fn exec(
-        &self,
-        name: &str,
-        mut run: RunRequest,
-        inputs: &[PathBuf],
-    ) -> Result<RunReader> {
+    /// Runs `task` as run `run` in the kept VM `name`. Its staged inputs
+    /// are host files (inside the VM owner's directories, see
+    /// [`Runtime::host_roots`]) copied into the VM's staging share under
+    /// their file names, replacing whatever the previous runs left there.
+    /// Returns once the command has started (or already ended), with a
+    /// reader of the run.
+    pub async fn exec(&self, name: &str, run: u64, task: &Task) -> Result<RunReader, ExecError> {
         let dir = self.existing(name)?;
         let offset = {
-            let _lock = VmLock::acquire(&dir, name).await?;
-            let rec = VmRecord::load(&dir.record())?;
+            let _lock = VmLock::acquire(&dir, name).await.map_err(VmError::from)?;
+            let rec = VmRecord::load(&dir.record()).map_err(VmError::from)?;
             if !rec.context.as_ref().is_some_and(|c| c.keep) {
                 return Err(VmError::WrongState {
                     name: name.to_string(),
                     state: "not kept running".into(),
                     action: "run a task in it (it was started for one command)".into(),
-                });
+                }
+                .into());
             }
             if self.qemu_pid(&dir).is_none() {
                 return Err(VmError::WrongState {
                     name: name.to_string(),
                     state: "not running".into(),
                     action: "run a task in it".into(),
-                });
+                }
+                .into());
             }
+            let inputs = task.staging.as_ref().map_or(&[][..], |s| &s.inputs[..]);
             let roots = self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?;
-            let staged = open_inputs(inputs, &roots)?;
-            if run.staging.is_some() || !staged.is_empty() {
-                let Some(tag) = rec.staging_tag.clone() else {
-                    return Err(VmError::bad_spec(
+            let staged = open_inputs::<ExecError>("staging.inputs", inputs, &roots)?;
+            let tag = match (&task.staging, rec.staging_tag.as_deref()) {
+                (Some(_), None) => {
+                    return Err(SpecError::new(
                         "staging",
                         name,
                         "the VM was started without a staging share",
-                    ));
-                };
-                let outputs = run.staging.take().map(|s| s.outputs).unwrap_or_default();
-                run.staging = Some(Staging {
-                    tag,
-                    inputs: staged.iter().map(|i| i.name.clone()).collect(),
-                    outputs,
-                });
-            }
-            run.validate()
-                .map_err(|e| VmError::bad_spec("run", run.id.to_string(), e.to_string()))?;
+                    )
+                    .into());
+                }
+                (_, tag) => tag.unwrap_or(STAGE_TAG),
+            };
+            let request = guest_task(task, tag, &staged).run(run);
+            request
+                .validate()
+                .map_err(|source| ExecError::Task { run, source })?;
             self.fill_stage(&dir, staged)?;
             let offset = fs::metadata(dir.agent_out()).map(|m| m.len()).unwrap_or(0);
-            self.send_control(&dir, &HostMessage::Run(run.clone()))
-                .await?;
+            self.send_control(&dir, &HostMessage::Run(request)).await?;
             offset
         };
-        let reader = RunReader::new(dir.agent_out(), run.id, offset);
+        let reader = RunReader::new(dir.agent_out(), run, offset);
         self.wait_run_started(&dir, name, &reader).await?;
         Ok(reader)
     }
@@ -397,13 +230,19 @@ impl Runtime {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.send_control(&dir, &HostMessage::SetClock { unix_ms })
-            .await
+        Ok(self
+            .send_control(&dir, &HostMessage::SetClock { unix_ms })
+            .await?)
     }
 
     /// Waits until the run's command started or the run ended; fails when
     /// QEMU dies or the agent reports that it cannot set the VM up.
-    async fn wait_run_started(&self, dir: &VmDir, name: &str, reader: &RunReader) -> Result<()> {
+    async fn wait_run_started(
+        &self,
+        dir: &VmDir,
+        name: &str,
+        reader: &RunReader,
+    ) -> Result<(), CommandError> {
         let deadline = Instant::now() + self.cfg.start_timeout;
         // The caller reads the output with its own reader; only the run's
         // start and end matter here.
@@ -421,18 +260,18 @@ impl Runtime {
                 }
                 self.kill_passt(dir);
                 return Err(match probe.errors().first() {
-                    Some(message) => VmError::Agent {
+                    Some(message) => CommandError::Agent {
                         name: name.to_string(),
                         message: message.clone(),
                     },
-                    None => VmError::Crashed {
+                    None => CommandError::Crashed {
                         name: name.to_string(),
                         console_tail: fsutil::tail_lines(&dir.console(), 20),
                     },
                 });
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
+                return Err(CommandError::Timeout {
                     what: format!("run {} of VM `{name}` to start", reader.run),
                     after: self.cfg.start_timeout,
                 });

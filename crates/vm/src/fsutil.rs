@@ -26,29 +26,42 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::error::{Result, VmError};
+use crate::error::{Escape, FileError, FsError};
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync,
-/// rename, fsync of the directory. A crash leaves the old file or the new
-/// one, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Writes `bytes` to `path` atomically and durably: a temporary file
+/// beside it (created with `mode`, which is set again in case a stale
+/// one existed), fsync, rename, fsync of the directory. A crash leaves the
+/// old file or the new one, never a mix. Every file vgrid replaces by a
+/// rename is written here.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process and call: two threads may replace one file.
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(&tmp)
-        .map_err(|e| VmError::io("create", &tmp, e))?;
+        .map_err(|e| FileError::new("create", &tmp, e))?;
     let written = f
-        .write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| VmError::io("write", &tmp, e));
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| FileError::new("write", &tmp, e));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -56,77 +69,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     drop(f);
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        VmError::io("rename into", path, e)
+        FileError::new("rename into", path, e)
     })?;
     fsync_dir(dir)
 }
 
-/// Replaces `path` with `bytes` through a temporary file and a rename, so
-/// readers never see a partial file, without fsync: for files that matter
-/// only while their processes live (pid files) or are rebuilt from the
-/// record (the job context).
-pub fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| VmError::io("write", &tmp, e));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        VmError::io("rename into", path, e)
-    })
-}
-
 /// Makes a directory's entries (creations, renames) durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
+pub fn fsync_dir(dir: &Path) -> Result<(), FileError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| VmError::io("fsync directory", dir, e))
+        .map_err(|e| FileError::new("fsync directory", dir, e))
 }
 
 /// Creates `dir` and any missing parent with mode 0700, leaving the modes
 /// of directories that exist alone (they may be the user's): vgrid's
 /// state is private to it.
-pub fn create_private_dir_all(dir: &Path) -> Result<()> {
+pub fn create_private_dir_all(dir: &Path) -> Result<(), FileError> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| VmError::io("create directory", dir, e))
+        .map_err(|e| FileError::new("create directory", dir, e))
 }
 
 /// Creates `dir` (and parents) and sets its mode.
-pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| VmError::io("create directory", dir, e))?;
+pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<(), FileError> {
+    fs::create_dir_all(dir).map_err(|e| FileError::new("create directory", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(|e| VmError::io("set permissions of", dir, e))
+        .map_err(|e| FileError::new("set permissions of", dir, e))
 }
 
 /// Copies `src` to `dst` (which must not exist, and is created 0600) and
 /// fsyncs it. Returns the number of bytes and the BLAKE3 hash of the
 /// content, computed while copying so the data is read once.
-pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, String)> {
-    let mut input = File::open(src).map_err(|e| VmError::io("open", src, e))?;
+pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, String), FileError> {
+    let mut input = File::open(src).map_err(|e| FileError::new("open", src, e))?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(dst)
-        .map_err(|e| VmError::io("create", dst, e))?;
+        .map_err(|e| FileError::new("create", dst, e))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -135,20 +119,21 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, String)> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(VmError::io("read", src, e)),
+            Err(e) => return Err(FileError::new("read", src, e)),
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(|e| VmError::io("write", dst, e))?;
+            .map_err(|e| FileError::new("write", dst, e))?;
         total += n as u64;
     }
-    out.sync_all().map_err(|e| VmError::io("fsync", dst, e))?;
+    out.sync_all()
+        .map_err(|e| FileError::new("fsync", dst, e))?;
     Ok((total, hasher.finalize().to_hex().to_string()))
 }
 
 /// The BLAKE3 hash and size of a file.
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut f = File::open(path).map_err(|e| VmError::io("open", path, e))?;
+pub fn hash_file(path: &Path) -> Result<(u64, String), FileError> {
+    let mut f = File::open(path).map_err(|e| FileError::new("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -157,7 +142,7 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(VmError::io("read", path, e)),
+            Err(e) => return Err(FileError::new("read", path, e)),
         };
         hasher.update(&buf[..n]);
         total += n as u64;
@@ -169,27 +154,27 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
 /// the result, with every symlink followed, lies inside one of `roots`.
 /// `..` components are refused outright, before any resolution, so a path
 /// never even names something outside.
-pub fn resolve_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
-    let escape = |reason: String| VmError::PathEscape {
+pub fn resolve_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<PathBuf, FsError> {
+    let escape = |why: Escape| FsError::Escape {
         field: field.to_string(),
         path: path.to_path_buf(),
-        reason,
+        why,
     };
     if path.as_os_str().is_empty() {
-        return Err(escape("the path is empty".into()));
+        return Err(escape(Escape::Empty));
     }
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(escape("`..` is not allowed".into()));
+        return Err(escape(Escape::ParentDir));
     }
     let Some(first_root) = roots.first() else {
-        return Err(escape("no directory is allowed for host paths".into()));
+        return Err(escape(Escape::NoRoots));
     };
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         first_root.join(path)
     };
-    let real = fs::canonicalize(&joined).map_err(|e| escape(format!("cannot resolve it: {e}")))?;
+    let real = fs::canonicalize(&joined).map_err(|e| escape(Escape::Unresolvable(e)))?;
     for root in roots {
         if let Ok(root_real) = fs::canonicalize(root)
             && real.starts_with(&root_real)
@@ -198,11 +183,10 @@ pub fn resolve_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<Pat
         }
     }
     let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-    Err(escape(format!(
-        "it resolves to {}, outside the allowed directories ({})",
-        real.display(),
-        names.join(", ")
-    )))
+    Err(escape(Escape::Outside {
+        real,
+        roots: names.join(", "),
+    }))
 }
 
 /// The components of `rel`, a relative path below some directory: plain
@@ -224,31 +208,41 @@ fn plain_components(rel: &Path) -> std::result::Result<Vec<&OsStr>, String> {
 
 /// Opens `base` as a directory. `base` is the host's own path (a VM's
 /// `stage/`, a resolved root): it is trusted and followed as given.
-fn open_base_dir(base: &Path) -> Result<OwnedFd> {
+fn open_base_dir(base: &Path) -> Result<OwnedFd, FileError> {
     rustix::fs::open(
         base,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| VmError::io("open directory", base, e.into()))
+    .map_err(|e| FileError::new("open directory", base, e.into()))
 }
 
-/// What the entry `name` of `dir` is, in words, when opening it without
-/// following links failed with `errno`.
-fn refusal(dir: &OwnedFd, name: &OsStr, errno: rustix::io::Errno, want_dir: bool) -> String {
+/// Why opening the entry `name` of `dir` (at `path`) without following
+/// links failed with `errno`: what the entry is, in words, or the error.
+fn refusal(
+    dir: &OwnedFd,
+    name: &OsStr,
+    errno: rustix::io::Errno,
+    want_dir: bool,
+    path: PathBuf,
+) -> FsError {
     let kind = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map(|st| FileType::from_raw_mode(st.st_mode));
-    match kind {
+    let reason = match kind {
         Ok(FileType::Symlink) => {
             "is a symbolic link; the host never follows links in a directory a guest can write"
-                .into()
+                .to_string()
         }
         Ok(FileType::Directory) if !want_dir => "is a directory, not a regular file".into(),
         Ok(k) if want_dir && k != FileType::Directory => {
             format!("is {}, not a directory", file_kind(k))
         }
-        _ => std::io::Error::from(errno).to_string(),
-    }
+        _ => {
+            let op = if want_dir { "open directory" } else { "open" };
+            return FileError::new(op, path, errno.into()).into();
+        }
+    };
+    FsError::Unsafe { path, reason }
 }
 
 fn file_kind(k: FileType) -> &'static str {
@@ -266,8 +260,8 @@ fn file_kind(k: FileType) -> &'static str {
 
 /// Opens the directory `rel` below `base` (`base` itself when `rel` is
 /// empty), refusing a symbolic link at any component of `rel`.
-pub fn open_dir_beneath_nofollow(base: &Path, rel: &Path) -> Result<OwnedFd> {
-    let unsafe_path = |reason: String| VmError::Unsafe {
+pub fn open_dir_beneath_nofollow(base: &Path, rel: &Path) -> Result<OwnedFd, FsError> {
+    let unsafe_path = |reason: String| FsError::Unsafe {
         path: base.join(rel),
         reason,
     };
@@ -284,14 +278,9 @@ pub fn open_dir_beneath_nofollow(base: &Path, rel: &Path) -> Result<OwnedFd> {
         ) {
             Ok(fd) => fd,
             Err(e) if e == rustix::io::Errno::NOENT => {
-                return Err(VmError::io("open directory", walked, e.into()));
+                return Err(FileError::new("open directory", walked, e.into()).into());
             }
-            Err(e) => {
-                return Err(VmError::Unsafe {
-                    reason: refusal(&dir, name, e, true),
-                    path: walked,
-                });
-            }
+            Err(e) => return Err(refusal(&dir, name, e, true, walked)),
         };
     }
     Ok(dir)
@@ -304,14 +293,14 @@ pub fn open_dir_beneath_nofollow(base: &Path, rel: &Path) -> Result<OwnedFd> {
 /// and what was opened must be a regular file (FIFOs, devices, sockets and
 /// directories are refused). Read from the returned file, never from the
 /// path again: the name may point elsewhere a moment later.
-pub fn open_beneath_nofollow(base: &Path, rel: &Path) -> Result<File> {
+pub fn open_beneath_nofollow(base: &Path, rel: &Path) -> Result<File, FsError> {
     let path = base.join(rel);
-    let mut comps = plain_components(rel).map_err(|reason| VmError::Unsafe {
+    let mut comps = plain_components(rel).map_err(|reason| FsError::Unsafe {
         path: path.clone(),
         reason,
     })?;
     let Some(name) = comps.pop() else {
-        return Err(VmError::Unsafe {
+        return Err(FsError::Unsafe {
             path,
             reason: "names no file".into(),
         });
@@ -325,16 +314,13 @@ pub fn open_beneath_nofollow(base: &Path, rel: &Path) -> Result<File> {
         Mode::empty(),
     )
     .map_err(|e| match e {
-        rustix::io::Errno::NOENT => VmError::io("open", &path, e.into()),
-        _ => VmError::Unsafe {
-            reason: refusal(&dir, name, e, false),
-            path: path.clone(),
-        },
+        rustix::io::Errno::NOENT => FileError::new("open", &path, e.into()).into(),
+        _ => refusal(&dir, name, e, false, path.clone()),
     })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| VmError::io("stat", &path, e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::new("stat", &path, e.into()))?;
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind != FileType::RegularFile {
-        return Err(VmError::Unsafe {
+        return Err(FsError::Unsafe {
             path,
             reason: format!("is {}; only regular files are copied", file_kind(kind)),
         });
@@ -347,10 +333,15 @@ pub fn open_beneath_nofollow(base: &Path, rel: &Path) -> Result<File> {
 /// stands under that name (a link a guest planted, above all) makes it
 /// fail instead of being opened. Remove the old entry first with
 /// [`remove_entry_nofollow`].
-pub fn create_new_in(dir: &impl AsFd, dir_path: &Path, name: &OsStr, mode: u32) -> Result<File> {
+pub fn create_new_in(
+    dir: &impl AsFd,
+    dir_path: &Path,
+    name: &OsStr,
+    mode: u32,
+) -> Result<File, FsError> {
     let path = dir_path.join(name);
     if plain_components(Path::new(name)).map_or(true, |c| c.len() != 1) {
-        return Err(VmError::Unsafe {
+        return Err(FsError::Unsafe {
             path,
             reason: "is not a plain file name".into(),
         });
@@ -362,13 +353,13 @@ pub fn create_new_in(dir: &impl AsFd, dir_path: &Path, name: &OsStr, mode: u32) 
         Mode::from_raw_mode(mode),
     )
     .map(File::from)
-    .map_err(|e| VmError::io("create", path, e.into()))
+    .map_err(|e| FileError::new("create", path, e.into()).into())
 }
 
 /// Removes the entry `name` of the directory `dir` without following a
 /// link: a file, link, FIFO or socket is unlinked; a directory is removed
 /// with everything below it. Gone already is fine.
-pub fn remove_entry_nofollow(dir: &Path, name: &OsStr) -> Result<()> {
+pub fn remove_entry_nofollow(dir: &Path, name: &OsStr) -> Result<(), FsError> {
     let path = dir.join(name);
     let fd = open_base_dir(dir)?;
     match rustix::fs::unlinkat(&fd, name, AtFlags::empty()) {
@@ -382,10 +373,10 @@ pub fn remove_entry_nofollow(dir: &Path, name: &OsStr) -> Result<()> {
             match fs::remove_dir_all(&path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(VmError::io("remove", &path, e)),
+                Err(e) => Err(FileError::new("remove", &path, e).into()),
             }
         }
-        Err(e) => Err(VmError::io("remove", &path, e.into())),
+        Err(e) => Err(FileError::new("remove", &path, e.into()).into()),
     }
 }
 
@@ -397,10 +388,10 @@ pub fn copy_open_hashed(
     src_path: &Path,
     dst: &mut File,
     dst_path: &Path,
-) -> Result<(u64, String)> {
+) -> Result<(u64, String), FileError> {
     let limit = src
         .metadata()
-        .map_err(|e| VmError::io("stat", src_path, e))?
+        .map_err(|e| FileError::new("stat", src_path, e))?
         .len();
     let mut src = Read::take(&mut *src, limit);
     let mut hasher = blake3::Hasher::new();
@@ -411,11 +402,11 @@ pub fn copy_open_hashed(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(VmError::io("read", src_path, e)),
+            Err(e) => return Err(FileError::new("read", src_path, e)),
         };
         hasher.update(&buf[..n]);
         dst.write_all(&buf[..n])
-            .map_err(|e| VmError::io("write", dst_path, e))?;
+            .map_err(|e| FileError::new("write", dst_path, e))?;
         total += n as u64;
     }
     Ok((total, hasher.finalize().to_hex().to_string()))
@@ -435,10 +426,10 @@ pub fn replace_file_in(
     src: &mut File,
     src_path: &Path,
     mode: u32,
-) -> Result<u64> {
+) -> Result<u64, FsError> {
     let dest = dir_path.join(name);
     if plain_components(Path::new(name)).map_or(true, |c| c.len() != 1) {
-        return Err(VmError::Unsafe {
+        return Err(FsError::Unsafe {
             path: dest,
             reason: "is not a plain file name".into(),
         });
@@ -447,14 +438,14 @@ pub fn replace_file_in(
         Ok(st) => {
             let kind = FileType::from_raw_mode(st.st_mode);
             if kind != FileType::RegularFile {
-                return Err(VmError::Unsafe {
+                return Err(FsError::Unsafe {
                     path: dest,
                     reason: format!("is {}; refusing to replace it", file_kind(kind)),
                 });
             }
         }
         Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(VmError::io("stat", &dest, e.into())),
+        Err(e) => return Err(FileError::new("stat", &dest, e.into()).into()),
     }
     let mut tmp_name = None;
     let mut out = None;
@@ -480,32 +471,31 @@ pub fn replace_file_in(
             }
             Err(rustix::io::Errno::EXIST) => continue,
             Err(e) => {
-                return Err(VmError::io(
-                    "create a temporary file in",
-                    dir_path,
-                    e.into(),
-                ));
+                return Err(
+                    FileError::new("create a temporary file in", dir_path, e.into()).into(),
+                );
             }
         }
     }
     let (Some(tmp_name), Some(mut out)) = (tmp_name, out) else {
-        return Err(VmError::io(
+        return Err(FileError::new(
             "create a temporary file in",
             dir_path,
             io::Error::from(io::ErrorKind::AlreadyExists),
-        ));
+        )
+        .into());
     };
     let tmp_path = dir_path.join(&tmp_name);
     let written = copy_open_hashed(src, src_path, &mut out, &tmp_path)
         .and_then(|(n, _)| {
             out.set_permissions(fs::Permissions::from_mode(mode))
                 .and_then(|()| out.sync_all())
-                .map_err(|e| VmError::io("write", &tmp_path, e))?;
+                .map_err(|e| FileError::new("write", &tmp_path, e))?;
             Ok(n)
         })
         .and_then(|n| {
             rustix::fs::renameat(dir, tmp_name.as_str(), dir, name)
-                .map_err(|e| VmError::io("rename into", &dest, e.into()))?;
+                .map_err(|e| FileError::new("rename into", &dest, e.into()))?;
             Ok(n)
         });
     if written.is_err() {
@@ -531,37 +521,42 @@ fn split_at_root(real: &Path, roots: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
 /// swapped into the path after the check (by a guest with a writable
 /// mount there, say) is refused. Regular files only. Returns the file and
 /// its resolved path.
-pub fn open_file_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<(File, PathBuf)> {
-    let real = resolve_inside(field, path, roots)?;
-    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| VmError::PathEscape {
-        field: field.to_string(),
-        path: path.to_path_buf(),
-        reason: "its directory changed while it was checked".into(),
-    })?;
-    let file = open_beneath_nofollow(&root, &rest).map_err(|e| VmError::PathEscape {
-        field: field.to_string(),
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok((file, real))
+pub fn open_file_inside(
+    field: &str,
+    path: &Path,
+    roots: &[PathBuf],
+) -> Result<(File, PathBuf), FsError> {
+    open_inside(field, path, roots, open_beneath_nofollow)
 }
 
 /// Resolves the directory `path` inside `roots` like [`resolve_inside`],
 /// then opens it without following anything below its root. Returns the
 /// directory and its resolved path.
-pub fn open_dir_inside(field: &str, path: &Path, roots: &[PathBuf]) -> Result<(OwnedFd, PathBuf)> {
+pub fn open_dir_inside(
+    field: &str,
+    path: &Path,
+    roots: &[PathBuf],
+) -> Result<(OwnedFd, PathBuf), FsError> {
+    open_inside(field, path, roots, open_dir_beneath_nofollow)
+}
+
+/// Resolves `path` inside `roots`, then opens it with `open(root, rest)`
+/// from the root it lies in.
+fn open_inside<T>(
+    field: &str,
+    path: &Path,
+    roots: &[PathBuf],
+    open: fn(&Path, &Path) -> Result<T, FsError>,
+) -> Result<(T, PathBuf), FsError> {
     let real = resolve_inside(field, path, roots)?;
-    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| VmError::PathEscape {
+    let escape = |why: Escape| FsError::Escape {
         field: field.to_string(),
         path: path.to_path_buf(),
-        reason: "its directory changed while it was checked".into(),
-    })?;
-    let dir = open_dir_beneath_nofollow(&root, &rest).map_err(|e| VmError::PathEscape {
-        field: field.to_string(),
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok((dir, real))
+        why,
+    };
+    let (root, rest) = split_at_root(&real, roots).ok_or_else(|| escape(Escape::Changed))?;
+    let opened = open(&root, &rest).map_err(|e| escape(Escape::Unsafe(Box::new(e))))?;
+    Ok((opened, real))
 }
 
 /// The last `n` lines of a text file (lossy UTF-8); empty when unreadable.
@@ -588,6 +583,7 @@ pub fn tail_lines(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::report;
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
@@ -612,24 +608,25 @@ mod tests {
         std::os::unix::fs::symlink(root.join("genome"), root.join("alias")).unwrap();
         let roots = vec![root.clone()];
 
-        let ok = resolve_inside("--mount", Path::new("genome/v1"), &roots).unwrap();
+        let ok = resolve_inside("mounts[0].host", Path::new("genome/v1"), &roots).unwrap();
         assert!(ok.ends_with("genome/v1"));
         // A symlink that stays inside is fine.
-        resolve_inside("--mount", Path::new("alias"), &roots).unwrap();
+        resolve_inside("mounts[0].host", Path::new("alias"), &roots).unwrap();
         let abs = root.join("genome");
-        resolve_inside("--mount", &abs, &roots).unwrap();
+        resolve_inside("mounts[0].host", &abs, &roots).unwrap();
 
         for bad in ["../secret", "genome/../../secret", "sneaky"] {
-            let err = resolve_inside("--mount", Path::new(bad), &roots).unwrap_err();
-            assert!(matches!(err, VmError::PathEscape { .. }), "{bad}: {err:?}");
+            let err = resolve_inside("mounts[0].host", Path::new(bad), &roots).unwrap_err();
+            assert!(matches!(err, FsError::Escape { .. }), "{bad}: {err:?}");
         }
-        let outside = resolve_inside("--mount", &dir.path().join("secret"), &roots).unwrap_err();
+        let outside =
+            resolve_inside("mounts[0].host", &dir.path().join("secret"), &roots).unwrap_err();
         assert!(
-            outside.to_string().contains("outside the allowed"),
+            report(&outside).contains("outside the allowed"),
             "{outside}"
         );
-        let missing = resolve_inside("--mount", Path::new("nope"), &roots).unwrap_err();
-        assert!(missing.to_string().contains("cannot resolve"), "{missing}");
+        let missing = resolve_inside("mounts[0].host", Path::new("nope"), &roots).unwrap_err();
+        assert!(report(&missing).contains("cannot resolve"), "{missing}");
     }
 
     #[test]
@@ -652,10 +649,10 @@ mod tests {
         s
     }
 
-    fn refused(r: Result<File>) -> String {
+    fn refused(r: Result<File, FsError>) -> String {
         match r {
             Ok(_) => panic!("opened"),
-            Err(e @ VmError::Unsafe { .. }) => e.to_string(),
+            Err(e @ FsError::Unsafe { .. }) => e.to_string(),
             Err(e) => panic!("wrong error: {e:?}"),
         }
     }
@@ -722,7 +719,7 @@ mod tests {
         }
         // Missing is an ordinary error, not a refusal.
         let missing = open_beneath_nofollow(&stage, Path::new("out/none")).unwrap_err();
-        assert!(matches!(missing, VmError::Io { .. }), "{missing:?}");
+        assert!(matches!(missing, FsError::File(_)), "{missing:?}");
     }
 
     #[test]
@@ -829,7 +826,7 @@ mod tests {
         let err = open_file_inside("inputs[0].from", &root.join("to-bob/theirs.txt"), &roots)
             .unwrap_err();
         assert!(err.to_string().starts_with("inputs[0].from"), "{err}");
-        assert!(err.to_string().contains("outside"), "{err}");
+        assert!(report(&err).contains("outside"), "{err}");
         let (_, real) = open_dir_inside("outputs[0].to", &root.join("alias/v1"), &roots).unwrap();
         assert!(real.ends_with("data/v1"));
         assert!(open_dir_inside("outputs[0].to", &root.join("data/v1/in.txt"), &roots).is_err());

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Result, VmError};
+use crate::error::{FileError, ToolError, VmUserError};
 
 /// The host programs the runtime uses.
 #[derive(Debug, Clone)]
@@ -25,21 +25,21 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 impl HostTools {
     /// Finds the programs: the given QEMU path when set, else
     /// `qemu-system-x86_64` in `PATH`; `qemu-img` and `passt` in `PATH`.
-    pub fn discover(qemu_override: Option<&Path>) -> Result<HostTools> {
+    pub fn discover(qemu_override: Option<&Path>) -> Result<HostTools, ToolError> {
         let qemu = match qemu_override {
             Some(p) if p.is_file() => p.to_path_buf(),
             Some(_) => {
-                return Err(VmError::ToolMissing {
+                return Err(ToolError::Missing {
                     tool: "qemu-system-x86_64",
                     install: "apt-get install qemu-system-x86",
                 });
             }
-            None => find_in_path("qemu-system-x86_64").ok_or(VmError::ToolMissing {
+            None => find_in_path("qemu-system-x86_64").ok_or(ToolError::Missing {
                 tool: "qemu-system-x86_64",
                 install: "apt-get install qemu-system-x86",
             })?,
         };
-        let qemu_img = find_in_path("qemu-img").ok_or(VmError::ToolMissing {
+        let qemu_img = find_in_path("qemu-img").ok_or(ToolError::Missing {
             tool: "qemu-img",
             install: "apt-get install qemu-utils",
         })?;
@@ -51,29 +51,29 @@ impl HostTools {
     }
 
     /// passt, or the error telling how to install it.
-    pub fn passt(&self) -> Result<&Path> {
-        self.passt.as_deref().ok_or(VmError::ToolMissing {
+    pub fn passt(&self) -> Result<&Path, ToolError> {
+        self.passt.as_deref().ok_or(ToolError::Missing {
             tool: "passt",
             install: "apt-get install passt",
         })
     }
 
-    /// Runs a tool to completion; a non-zero exit becomes [`VmError::Tool`]
-    /// carrying its standard error.
-    pub fn run(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Result<String> {
+    /// Runs a tool to completion; a non-zero exit becomes
+    /// [`ToolError::Failed`] carrying its standard error.
+    pub fn run(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Result<String, ToolError> {
         let out = Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| VmError::io("run", program, e))?;
+            .map_err(|source| ToolError::Spawn {
+                program: program.to_path_buf(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(VmError::Tool {
-                tool: program.display().to_string(),
-                detail: format!(
-                    "{} ({})",
-                    String::from_utf8_lossy(&out.stderr).trim(),
-                    out.status
-                ),
+            return Err(ToolError::Failed {
+                program: program.to_path_buf(),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -81,13 +81,13 @@ impl HostTools {
 
     /// The versioned name of the `q35` machine (e.g. `pc-q35-7.2`), so a
     /// restored VM gets exactly the machine it was saved on.
-    pub fn q35_machine(&self) -> Result<String> {
+    pub fn q35_machine(&self) -> Result<String, ToolError> {
         let text = self.run(&self.qemu, &["-machine".as_ref(), "help".as_ref()])?;
         Ok(parse_q35_alias(&text).unwrap_or_else(|| "q35".to_string()))
     }
 
     /// `qemu-system-x86_64 --version`, first line.
-    pub fn qemu_version_line(&self) -> Result<String> {
+    pub fn qemu_version_line(&self) -> Result<String, ToolError> {
         let text = self.run(&self.qemu, &["--version".as_ref()])?;
         Ok(text.lines().next().unwrap_or_default().trim().to_string())
     }
@@ -114,8 +114,9 @@ impl HostTools {
     /// [`QemuInfo`], read from `cache` when it describes this very binary
     /// (same path, size and modification time), else asked from QEMU (two
     /// runs of it) and cached: a VM start should not pay for them.
-    pub fn qemu_info(&self, cache: &Path) -> Result<QemuInfo> {
-        let meta = std::fs::metadata(&self.qemu).map_err(|e| VmError::io("stat", &self.qemu, e))?;
+    pub fn qemu_info(&self, cache: &Path) -> Result<QemuInfo, ToolError> {
+        let meta =
+            std::fs::metadata(&self.qemu).map_err(|e| FileError::new("stat", &self.qemu, e))?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -179,7 +180,7 @@ impl RunAs {
 
     /// As root, looks `user` up and creates it (a system user without home
     /// or shell) when missing; otherwise [`RunAs::CurrentUser`].
-    pub fn for_this_process(user: &str) -> Result<RunAs> {
+    pub fn for_this_process(user: &str) -> Result<RunAs, VmUserError> {
         if !rustix::process::geteuid().is_root() {
             return Ok(RunAs::CurrentUser);
         }
@@ -202,20 +203,15 @@ impl RunAs {
                 user,
             ])
             .output()
-            .map_err(|e| VmError::VmUser {
+            .map_err(|source| VmUserError::Useradd {
                 user: user.to_string(),
-                reason: format!(
-                    "it does not exist and `useradd` could not be run ({e}); create it with `useradd --system --user-group {user}`"
-                ),
+                source,
             })?;
         // Another vgrid may have created it at the same moment (exit 9).
         if !out.status.success() && out.status.code() != Some(9) {
-            return Err(VmError::VmUser {
+            return Err(VmUserError::UseraddFailed {
                 user: user.to_string(),
-                reason: format!(
-                    "it does not exist and `useradd` failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
         match lookup_user(user)? {
@@ -224,9 +220,8 @@ impl RunAs {
                 uid,
                 gid,
             }),
-            None => Err(VmError::VmUser {
+            None => Err(VmUserError::Missing {
                 user: user.to_string(),
-                reason: "useradd succeeded but the user is not in /etc/passwd".into(),
             }),
         }
     }
@@ -241,29 +236,29 @@ impl RunAs {
 
     /// Gives the open file `f` (at `path`, for messages) to the VM user:
     /// through the descriptor, so a name swapped meanwhile is not touched.
-    pub fn fchown(&self, f: &std::fs::File, path: &Path) -> Result<()> {
+    pub fn fchown(&self, f: &std::fs::File, path: &Path) -> Result<(), FileError> {
         if let RunAs::User { uid, gid, .. } = self {
             std::os::unix::fs::fchown(f, Some(*uid), Some(*gid))
-                .map_err(|e| VmError::io("chown", path, e))?;
+                .map_err(|e| FileError::new("chown", path, e))?;
         }
         Ok(())
     }
 
     /// Gives `path` to the VM user (a no-op for [`RunAs::CurrentUser`]).
     /// Only for paths the guest cannot replace (it follows links).
-    pub fn chown(&self, path: &Path) -> Result<()> {
+    pub fn chown(&self, path: &Path) -> Result<(), FileError> {
         if let RunAs::User { uid, gid, .. } = self {
             std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
-                .map_err(|e| VmError::io("chown", path, e))?;
+                .map_err(|e| FileError::new("chown", path, e))?;
         }
         Ok(())
     }
 }
 
 /// `(uid, gid)` of `user` from `/etc/passwd`.
-fn lookup_user(user: &str) -> Result<Option<(u32, u32)>> {
+fn lookup_user(user: &str) -> Result<Option<(u32, u32)>, FileError> {
     let text = std::fs::read_to_string("/etc/passwd")
-        .map_err(|e| VmError::io("read", "/etc/passwd", e))?;
+        .map_err(|e| FileError::new("read", "/etc/passwd", e))?;
     Ok(parse_passwd(&text, user))
 }
 

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::error::{Result, VmError};
+use crate::error::BootImageError;
 use crate::record::BootImage;
 
 /// A source of bootable images (the node's image store, or a fixed set).
 pub trait ImageSource: Send + Sync {
     /// The image called `name`, ready to boot.
-    fn boot_image(&self, name: &str) -> Result<BootImage>;
+    fn boot_image(&self, name: &str) -> Result<BootImage, BootImageError>;
     /// A guest kernel on this node, used to check that KVM can boot Linux.
     fn probe_kernel(&self) -> Option<PathBuf>;
 
@@ -38,13 +38,12 @@ impl FixedImages {
 }
 
 impl ImageSource for FixedImages {
-    fn boot_image(&self, name: &str) -> Result<BootImage> {
+    fn boot_image(&self, name: &str) -> Result<BootImage, BootImageError> {
         self.images
             .get(name)
             .cloned()
-            .ok_or_else(|| VmError::Image {
+            .ok_or_else(|| BootImageError::NotFound {
                 name: name.to_string(),
-                reason: "no such image".into(),
             })
     }
 
@@ -60,11 +59,8 @@ pub struct StoreImages {
 }
 
 impl StoreImages {
-    pub fn open(data_dir: &std::path::Path) -> Result<Self> {
-        let store = vgrid_image::ImageStore::open(data_dir).map_err(|e| VmError::Image {
-            name: "(store)".into(),
-            reason: e.to_string(),
-        })?;
+    pub fn open(data_dir: &std::path::Path) -> Result<Self, BootImageError> {
+        let store = vgrid_image::ImageStore::open(data_dir).map_err(BootImageError::OpenStore)?;
         Ok(StoreImages { store })
     }
 }
@@ -72,7 +68,7 @@ impl StoreImages {
 /// The runtime's view of an image from the store. Its identity for
 /// checkpoints is the BLAKE3 of its base disk: a restore needs exactly the
 /// disk the VM's layers were written on.
-pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage> {
+pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage, BootImageError> {
     let m = &image.manifest;
     let name = m.name.clone();
     let checksum = m
@@ -80,9 +76,9 @@ pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage> {
         .iter()
         .find(|f| f.name == m.disk)
         .map(|f| f.blake3.clone())
-        .ok_or_else(|| VmError::Image {
+        .ok_or_else(|| BootImageError::NoChecksum {
             name: name.clone(),
-            reason: format!("its manifest has no checksum for the disk `{}`", m.disk),
+            disk: m.disk.clone(),
         })?;
     let kind = image.kind();
     Ok(BootImage {
@@ -99,15 +95,17 @@ pub fn boot_image_of(image: &vgrid_image::Image) -> Result<BootImage> {
 }
 
 impl ImageSource for StoreImages {
-    fn boot_image(&self, name: &str) -> Result<BootImage> {
-        let image = self.store.get(name).map_err(|e| VmError::Image {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })?;
-        if !image.files_present() {
-            return Err(VmError::Image {
+    fn boot_image(&self, name: &str) -> Result<BootImage, BootImageError> {
+        let image = self
+            .store
+            .get(name)
+            .map_err(|source| BootImageError::Store {
                 name: name.to_string(),
-                reason: "some of its files are missing; rebuild or re-import it".into(),
+                source,
+            })?;
+        if !image.files_present() {
+            return Err(BootImageError::FilesMissing {
+                name: name.to_string(),
             });
         }
         boot_image_of(&image)

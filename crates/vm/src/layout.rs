@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, VmError};
+use crate::error::{BadVmName, SocketPathError};
 
 /// The files of one VM directory.
 #[derive(Debug, Clone)]
@@ -77,17 +77,13 @@ impl VmDir {
 
     /// Refuses data directories so deep that the VM's sockets could not be
     /// bound (unix socket paths are limited to 107 bytes).
-    pub fn check_socket_paths(&self) -> Result<()> {
+    pub fn check_socket_paths(&self) -> Result<(), SocketPathError> {
         for p in [self.qmp(), self.ctl()] {
             if p.as_os_str().len() > MAX_SOCKET_PATH {
-                return Err(VmError::bad_spec(
-                    "VGRID_DATA_DIR",
-                    self.root.display().to_string(),
-                    format!(
-                        "the socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter data directory",
-                        p.display()
-                    ),
-                ));
+                return Err(SocketPathError {
+                    path: p,
+                    max: MAX_SOCKET_PATH,
+                });
             }
         }
         Ok(())
@@ -96,7 +92,7 @@ impl VmDir {
 
 /// Checks a VM name: 1 to 63 letters, digits, `-`, `_` or `.`, starting
 /// with a letter or digit (it becomes a directory name and a host name).
-pub fn check_vm_name(name: &str) -> Result<()> {
+pub fn check_vm_name(name: &str) -> Result<(), BadVmName> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -109,11 +105,7 @@ pub fn check_vm_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(VmError::bad_spec(
-            "VM name",
-            name,
-            "use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit",
-        ))
+        Err(BadVmName(name.to_string()))
     }
 }
 

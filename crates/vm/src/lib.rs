@@ -4,7 +4,10 @@
 //!
 //! - [`runtime`]: [`Runtime`], the entry point: start, inspect, list,
 //!   pause, resume, stop, kill, wait, remove; reattaches to running VMs
-//!   from their directories.
+//!   from their directories. A VM of one command and a VM kept for runs
+//!   start on the same path.
+//! - [`exec`]: runs (a [`Task`] each) in a VM kept running.
+//! - [`error`]: an error enum per operation, built from typed parts.
 //! - [`checkpoint`]: consistent checkpoints (memory through QEMU's
 //!   migration stream, content-defined chunks, disk diff by overlay
 //!   switch), restore, coherent checkpoints of several VMs.
@@ -32,9 +35,11 @@ pub mod record;
 pub mod runtime;
 
 pub use accel::{Accel, AccelChoice};
-pub use error::VmError;
+pub use error::{
+    CheckpointError, ExecError, MigrateError, OpenError, RestoreError, StartError, VmError,
+};
 pub use images::{FixedImages, ImageSource, StoreImages};
 pub use record::{BootImage, ImageKind, PortMap, VmRecord};
-pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, VmInfo, VmSpec, VmState};
+pub use runtime::{MountSpec, Runtime, RuntimeConfig, StagingSpec, Task, VmInfo, VmSpec, VmState};
 /// The wire format of the guest agent (its messages appear in [`output`]).
 pub use vgrid_guest_proto as guest_proto;

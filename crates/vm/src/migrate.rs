@@ -15,7 +15,7 @@ use serde::Serialize;
 use vgrid_qmp::RunState;
 
 use crate::checkpoint::{migration_error, prepare_migration, wait_migration};
-use crate::error::{Result, VmError};
+use crate::error::{FileError, MigrateError, MigrationError, VmError};
 use crate::fsutil;
 use crate::layout::check_vm_name;
 use crate::process::{self, Sig};
@@ -37,27 +37,31 @@ pub struct MigrationReport {
 impl Runtime {
     /// Moves the running VM `name` into a new QEMU process named `new_name`
     /// without stopping it; afterwards `name` is gone.
-    pub async fn migrate(&self, name: &str, new_name: &str) -> Result<MigrationReport> {
+    pub async fn migrate(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> Result<MigrationReport, MigrateError> {
         let started = Instant::now();
         check_vm_name(new_name)?;
         let old_dir = self.existing(name)?;
         let new_dir = self.vm_dir(new_name);
         new_dir.check_socket_paths()?;
         if new_dir.root().exists() {
-            return Err(VmError::Exists(new_name.to_string()));
+            return Err(MigrateError::Exists(new_name.to_string()));
         }
-        let _lock = VmLock::acquire(&old_dir, name).await?;
+        let _lock = VmLock::acquire(&old_dir, name)
+            .await
+            .map_err(VmError::from)?;
         let old = self.live_and_saveable(&old_dir, name, "migrate it").await?;
         if !old.publish.is_empty() {
-            return Err(VmError::bad_spec(
-                "vm migrate",
-                name,
-                "the VM publishes host ports, which its network process holds until the VM ends; a migration on the same host could not take them over (checkpoint with --stop and restore instead)",
-            ));
+            return Err(MigrateError::PublishesPorts {
+                name: name.to_string(),
+            });
         }
 
         fs::create_dir(new_dir.root())
-            .map_err(|e| VmError::io("create directory", new_dir.root(), e))?;
+            .map_err(|e| FileError::new("create directory", new_dir.root(), e))?;
         let prepared = async {
             fsutil::create_dir_mode(new_dir.root(), 0o700)?;
             // Share the files that belong to the old directory.
@@ -65,7 +69,7 @@ impl Runtime {
             for (i, layer) in old.disks.iter().enumerate() {
                 if layer.starts_with(old_dir.root()) {
                     let dst = new_dir.disk_layer(i);
-                    fs::hard_link(layer, &dst).map_err(|e| VmError::io("link", &dst, e))?;
+                    fs::hard_link(layer, &dst).map_err(|e| FileError::new("link", &dst, e))?;
                     disks.push(dst);
                 } else {
                     disks.push(layer.clone());
@@ -76,12 +80,12 @@ impl Runtime {
                 (old_dir.console(), new_dir.console()),
             ] {
                 if src.exists() {
-                    fs::hard_link(&src, &dst).map_err(|e| VmError::io("link", &dst, e))?;
+                    fs::hard_link(&src, &dst).map_err(|e| FileError::new("link", &dst, e))?;
                 }
             }
             if old_dir.context().exists() {
                 fs::copy(old_dir.context(), new_dir.context())
-                    .map_err(|e| VmError::io("copy", new_dir.context(), e))?;
+                    .map_err(|e| FileError::new("copy", new_dir.context(), e))?;
             }
             if old.staging_tag.is_some() {
                 fsutil::create_dir_mode(&new_dir.stage(), 0o700)?;
@@ -95,7 +99,7 @@ impl Runtime {
             };
             rec.save(&new_dir.record())?;
             self.give_to_vm_user(&new_dir)?;
-            Ok::<_, VmError>(rec)
+            Ok::<_, MigrateError>(rec)
         }
         .await;
         let new_rec = match prepared {
@@ -113,7 +117,7 @@ impl Runtime {
             prepare_migration(&dst, new_name).await?;
             dst.migrate_incoming("tcp:127.0.0.1:0")
                 .await
-                .map_err(|e| VmError::qmp(new_name, e))?;
+                .map_err(|e| MigrateError::qmp(new_name, e))?;
             let port = incoming_port(&dst, new_name).await?;
             let src = self.connect(&old_dir, name).await?;
             prepare_migration(&src, name).await?;
@@ -122,9 +126,9 @@ impl Runtime {
             match src.migrate(&format!("tcp:127.0.0.1:{port}")).await {
                 Ok(()) => {}
                 Err(vgrid_qmp::QmpError::Command { desc, .. }) => {
-                    return Err(migration_error(name, desc));
+                    return Err(migration_error(name, desc).into());
                 }
-                Err(e) => return Err(VmError::qmp(name, e)),
+                Err(e) => return Err(MigrateError::qmp(name, e)),
             }
             let info =
                 wait_migration(&src, &mut src_events, name, Duration::from_secs(3600)).await?;
@@ -135,23 +139,21 @@ impl Runtime {
                 let status = dst
                     .query_status()
                     .await
-                    .map_err(|e| VmError::qmp(new_name, e))?;
+                    .map_err(|e| MigrateError::qmp(new_name, e))?;
                 match status.status {
                     RunState::Running | RunState::Paused => break,
                     _ if Instant::now() > deadline => {
-                        return Err(VmError::Migration {
+                        return Err(MigrationError::Destination {
                             name: new_name.to_string(),
-                            reason: format!(
-                                "the destination is `{}` after the migration",
-                                status.status.name()
-                            ),
-                        });
+                            state: status.status.name().to_string(),
+                        }
+                        .into());
                     }
                     _ => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
             let _ = src.quit().await;
-            Ok::<_, VmError>(info)
+            Ok::<_, MigrateError>(info)
         }
         .await;
         let info = match moved {
@@ -189,13 +191,13 @@ impl Runtime {
 }
 
 /// The port QEMU listens on for `migrate-incoming tcp:127.0.0.1:0`.
-async fn incoming_port(qmp: &vgrid_qmp::Qmp, name: &str) -> Result<u16> {
+async fn incoming_port(qmp: &vgrid_qmp::Qmp, name: &str) -> Result<u16, MigrationError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = qmp
             .execute("query-migrate", None)
             .await
-            .map_err(|e| VmError::qmp(name, e))?;
+            .map_err(|e| MigrationError::qmp(name, e))?;
         let port = v
             .get("socket-address")
             .and_then(|a| a.as_array())
@@ -210,9 +212,9 @@ async fn incoming_port(qmp: &vgrid_qmp::Qmp, name: &str) -> Result<u16> {
             return Ok(port);
         }
         if Instant::now() > deadline {
-            return Err(VmError::Migration {
+            return Err(MigrationError::NoPort {
                 name: name.to_string(),
-                reason: format!("QEMU did not report its incoming migration port: {v}"),
+                answer: v.to_string(),
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vgrid_guest_proto::{ExitStatus, FrameDecoder, GuestMessage};
 
-use crate::error::{Result, VmError};
+use crate::error::FileError;
 
 /// What the agent has reported so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +46,24 @@ pub struct OutputReader {
 }
 
 /// Bytes read per call, so a huge output never sits in memory at once.
-const READ_WINDOW: usize = 4 << 20;
+const READ_WINDOW: u64 = 4 << 20;
+
+/// At most [`READ_WINDOW`] bytes of `path` from byte `offset` on (none
+/// when the file does not exist yet): the next piece of an `agent.out`.
+pub(crate) fn read_window(path: &Path, offset: u64) -> Result<Vec<u8>, FileError> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(FileError::new("open", path, e)),
+    };
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| FileError::new("seek", path, e))?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    f.take(READ_WINDOW)
+        .read_to_end(&mut buf)
+        .map_err(|e| FileError::new("read", path, e))?;
+    Ok(buf)
+}
 
 impl OutputReader {
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -69,20 +86,9 @@ impl OutputReader {
 
     /// Messages appended since the last call (at most a few MiB worth; call
     /// again until it returns nothing).
-    pub fn poll(&mut self) -> Result<Vec<GuestMessage>> {
-        let mut f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(VmError::io("open", &self.path, e)),
-        };
-        f.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| VmError::io("seek", &self.path, e))?;
-        let mut buf = Vec::with_capacity(64 * 1024);
-        let n = f
-            .take(READ_WINDOW as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| VmError::io("read", &self.path, e))?;
-        self.offset += n as u64;
+    pub fn poll(&mut self) -> Result<Vec<GuestMessage>, FileError> {
+        let buf = read_window(&self.path, self.offset)?;
+        self.offset += buf.len() as u64;
         self.decoder.push(&buf);
         let mut out = Vec::new();
         loop {
@@ -103,7 +109,7 @@ impl OutputReader {
     }
 
     /// Reads everything written so far.
-    pub fn drain(&mut self) -> Result<Vec<GuestMessage>> {
+    pub fn drain(&mut self) -> Result<Vec<GuestMessage>, FileError> {
         let mut all = Vec::new();
         loop {
             let before = self.offset;
@@ -117,7 +123,7 @@ impl OutputReader {
 }
 
 /// The agent's report from a whole `agent.out`.
-pub fn read_report(path: &Path) -> Result<AgentReport> {
+pub fn read_report(path: &Path) -> Result<AgentReport, FileError> {
     let mut r = OutputReader::new(path);
     loop {
         let before = r.offset;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-use crate::error::{Result, VmError};
+use crate::error::{FileError, LaunchError, ToolError};
 use crate::fsutil;
 use crate::host::{HostTools, RunAs};
 use crate::layout::VmDir;
@@ -60,7 +60,12 @@ pub struct Passt {
 
 /// Starts passt detached on a new socket pair and waits until it has
 /// bound the published ports and dropped its privileges.
-pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs) -> Result<Passt> {
+pub fn spawn(
+    tools: &HostTools,
+    dir: &VmDir,
+    publish: &[PortMap],
+    run_as: &RunAs,
+) -> Result<Passt, LaunchError> {
     let passt = tools.passt()?;
     let (passt_end, qemu_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -68,10 +73,10 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| VmError::io("create", "a socket pair for passt", e.into()))?;
+    .map_err(|e| FileError::new("create", "a socket pair for passt", e.into()))?;
     let lift = |fd| {
         crate::process::above_stdio(fd)
-            .map_err(|e| VmError::io("duplicate", "a socket pair for passt", e))
+            .map_err(|e| FileError::new("duplicate", "a socket pair for passt", e))
     };
     let (passt_end, qemu_end) = (lift(passt_end)?, lift(qemu_end)?);
     let err_path = dir.passt_log();
@@ -80,7 +85,7 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         .append(true)
         .mode(0o600)
         .open(&err_path)
-        .map_err(|e| VmError::io("open", &err_path, e))?;
+        .map_err(|e| FileError::new("open", &err_path, e))?;
     let mut cmd = Command::new(passt);
     // passt has no path argument left to recognise it by: its program
     // name names the VM directory (see `process::alive`).
@@ -93,9 +98,12 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         .stdout(Stdio::null())
         .stderr(err)
         .spawn()
-        .map_err(|e| VmError::io("run", passt, e))?;
+        .map_err(|source| ToolError::Spawn {
+            program: passt.to_path_buf(),
+            source,
+        })?;
     drop(passt_end);
-    fsutil::write_replace(
+    fsutil::write_atomic(
         &dir.passt_pid(),
         format!("{}\n", child.id()).as_bytes(),
         0o600,
@@ -109,9 +117,9 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
                 .map(str::to_string)
                 .collect();
             let why = why.join("\n");
-            return Err(VmError::Tool {
-                tool: "passt".into(),
-                detail: format!("exited ({status}) while starting: {why}"),
+            return Err(LaunchError::PasstExited {
+                status,
+                log_tail: why,
             });
         }
         if set_up(child.id()) {
@@ -120,7 +128,7 @@ pub fn spawn(tools: &HostTools, dir: &VmDir, publish: &[PortMap], run_as: &RunAs
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(VmError::Timeout {
+            return Err(LaunchError::Timeout {
                 what: "passt to set up its network".into(),
                 after: Duration::from_secs(30),
             });

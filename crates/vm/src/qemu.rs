@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vgrid_qmp::Qmp;
 
-use crate::error::{Result, VmError};
+use crate::error::{FileError, LaunchError, ToolError};
 use crate::fsutil;
 use crate::host::{HostTools, RunAs};
 use crate::layout::VmDir;
@@ -91,26 +91,28 @@ pub struct ShareDirs {
 impl ShareDirs {
     /// Opens the shares of `rec`: each data repository by walking its
     /// resolved path from `/`, the staging share from the VMs' directory.
-    pub fn open(rec: &VmRecord, dir: &VmDir) -> Result<ShareDirs> {
+    pub fn open(rec: &VmRecord, dir: &VmDir) -> Result<ShareDirs, LaunchError> {
         let mut fds = Vec::new();
         for m in &rec.mounts {
-            let rel = m.host_path.strip_prefix("/").map_err(|_| {
-                VmError::bad_spec(
-                    "--mount",
-                    m.host_path.display().to_string(),
-                    "the recorded directory is not an absolute path",
-                )
-            })?;
+            let rel = m
+                .host_path
+                .strip_prefix("/")
+                .map_err(|_| LaunchError::BadShare {
+                    name: rec.name.clone(),
+                    reason: format!(
+                        "the data repository {} is not an absolute path",
+                        m.host_path.display()
+                    ),
+                })?;
             fds.push(fsutil::open_dir_beneath_nofollow(Path::new("/"), rel)?);
         }
         if rec.staging_tag.is_some() {
             let root = dir.root();
             let (Some(vms), Some(name)) = (root.parent(), root.file_name()) else {
-                return Err(VmError::bad_spec(
-                    "VM directory",
-                    root.display().to_string(),
-                    "has no parent directory",
-                ));
+                return Err(LaunchError::BadShare {
+                    name: rec.name.clone(),
+                    reason: format!("the VM directory {} has no parent", root.display()),
+                });
             };
             fds.push(fsutil::open_dir_beneath_nofollow(
                 vms,
@@ -381,17 +383,17 @@ pub async fn launch(
     run_as: &RunAs,
     mode: LaunchMode,
     net: Option<OwnedFd>,
-) -> Result<Launched> {
+) -> Result<Launched, LaunchError> {
     let log_path = dir.qemu_log();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(&log_path)
-        .map_err(|e| VmError::io("open", &log_path, e))?;
+        .map_err(|e| FileError::new("open", &log_path, e))?;
     let log2 = log
         .try_clone()
-        .map_err(|e| VmError::io("open", &log_path, e))?;
+        .map_err(|e| FileError::new("open", &log_path, e))?;
     let _ = std::fs::remove_file(dir.qmp());
     let shares = ShareDirs::open(rec, dir)?;
     let net_fd = net.as_ref().map(|fd| fd.as_raw_fd());
@@ -414,8 +416,11 @@ pub async fn launch(
     // the link close when QEMU ends, so vgrid keeps none.
     drop(shares);
     drop(net);
-    let mut child = spawned.map_err(|e| VmError::io("run", &tools.qemu, e))?;
-    fsutil::write_replace(
+    let mut child = spawned.map_err(|source| ToolError::Spawn {
+        program: tools.qemu.clone(),
+        source,
+    })?;
+    fsutil::write_atomic(
         &dir.qemu_pid(),
         format!("{}\n", child.id()).as_bytes(),
         0o600,
@@ -426,12 +431,10 @@ pub async fn launch(
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(VmError::StartFailed {
+            return Err(LaunchError::QemuExited {
                 name: rec.name.clone(),
-                detail: format!(
-                    "QEMU exited ({status}): {}",
-                    fsutil::tail_lines(&log_path, 10)
-                ),
+                status,
+                log_tail: fsutil::tail_lines(&log_path, 10),
             });
         }
         if dir.qmp().exists() {
@@ -440,7 +443,10 @@ pub async fn launch(
                 Err(e) if Instant::now() > deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(VmError::qmp(&rec.name, e));
+                    return Err(LaunchError::Qmp {
+                        name: rec.name.clone(),
+                        source: e,
+                    });
                 }
                 Err(_) => {}
             }
@@ -448,7 +454,7 @@ pub async fn launch(
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(VmError::Timeout {
+            return Err(LaunchError::Timeout {
                 what: format!("QEMU of VM `{}` to open its QMP socket", rec.name),
                 after: Duration::from_secs(120),
             });
@@ -557,7 +563,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", &repo).unwrap();
         assert!(matches!(
             ShareDirs::open(&rec, &dir),
-            Err(VmError::Unsafe { .. })
+            Err(LaunchError::Share(crate::error::FsError::Unsafe { .. }))
         ));
     }
 

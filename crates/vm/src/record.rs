@@ -9,10 +9,16 @@ use serde::{Deserialize, Serialize};
 use vgrid_guest_proto::JobContext;
 
 use crate::accel::Accel;
-use crate::error::{Result, VmError};
+use crate::error::{FileError, RecordError, SpecError};
 use crate::fsutil;
 
 /// The record format this crate writes and reads.
+///
+/// NOTICE: `vm.json` is persisted and read back by later vgrids (a VM
+/// outlives the vgrid that started it): any change to [`VmRecord`] or to
+/// the types in it that an older vgrid could not read, or would read
+/// wrongly, needs a new format number here, and [`VmRecord::load`] must
+/// then read the older formats or refuse them saying what to do.
 pub const RECORD_FORMAT: u32 = 1;
 
 pub use vgrid_model::ImageKind;
@@ -56,13 +62,13 @@ pub struct PortMap {
 }
 
 impl PortMap {
-    /// Parses `HOSTPORT:GUESTPORT`.
-    pub fn parse(s: &str) -> Result<PortMap> {
-        let bad = |why: &str| VmError::bad_spec("--publish", s, why);
+    /// Parses `HOSTPORT:GUESTPORT` (an entry of the request's `publish`).
+    pub fn parse(s: &str) -> Result<PortMap, SpecError> {
+        let bad = |why: &str| SpecError::new("publish", s, why);
         let (h, g) = s
             .split_once(':')
             .ok_or_else(|| bad("expected HOSTPORT:GUESTPORT"))?;
-        let port = |p: &str| -> Result<u16> {
+        let port = |p: &str| -> Result<u16, SpecError> {
             match p.parse::<u16>() {
                 Ok(0) | Err(_) => Err(bad("ports are numbers from 1 to 65535")),
                 Ok(n) => Ok(n),
@@ -84,7 +90,7 @@ pub enum Intent {
     Pause,
     Stop,
     Kill,
-    /// Stopped after a checkpoint (`checkpoint --stop`).
+    /// Stopped after a checkpoint that stops the VM ([`CheckpointOptions::stop`](crate::checkpoint::CheckpointOptions)).
     Saved,
     /// The guest powered itself off (images without the agent).
     GuestOff,
@@ -136,36 +142,51 @@ pub struct VmRecord {
 }
 
 impl VmRecord {
-    pub fn load(path: &Path) -> Result<VmRecord> {
-        let bytes = std::fs::read(path).map_err(|e| VmError::io("read", path, e))?;
-        let rec: VmRecord = serde_json::from_slice(&bytes).map_err(|e| VmError::BadRecord {
+    /// Reads a record, refusing one of another format (see
+    /// [`RECORD_FORMAT`]) with what to do about it.
+    pub fn load(path: &Path) -> Result<VmRecord, RecordError> {
+        let bytes = std::fs::read(path).map_err(|e| FileError::new("read", path, e))?;
+        let parse = |source| RecordError::Parse {
             path: path.to_path_buf(),
-            reason: format!("line {}, column {}: {e}", e.line(), e.column()),
-        })?;
-        if rec.format != RECORD_FORMAT {
-            return Err(VmError::BadRecord {
+            source,
+        };
+        // The format first, so that a record of another format is named
+        // as such rather than as a field that does not fit.
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: u32,
+        }
+        let FormatOnly { format } = serde_json::from_slice(&bytes).map_err(parse)?;
+        let (found, supported) = (format, RECORD_FORMAT);
+        if found > supported {
+            return Err(RecordError::Newer {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "format {} is not supported (this vgrid reads format {RECORD_FORMAT})",
-                    rec.format
-                ),
+                found,
+                supported,
             });
         }
-        if rec.disks.len() < 2 {
-            return Err(VmError::BadRecord {
+        if found < supported {
+            return Err(RecordError::Older {
                 path: path.to_path_buf(),
-                reason: "the disk chain needs a base and a writable layer".into(),
+                found,
+                supported,
+            });
+        }
+        let rec: VmRecord = serde_json::from_slice(&bytes).map_err(parse)?;
+        if rec.disks.len() < 2 {
+            return Err(RecordError::NoDisks {
+                path: path.to_path_buf(),
             });
         }
         Ok(rec)
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| VmError::BadRecord {
+    pub fn save(&self, path: &Path) -> Result<(), RecordError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| RecordError::Encode {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
-        fsutil::write_atomic(path, &bytes, 0o600)
+        Ok(fsutil::write_atomic(path, &bytes, 0o600)?)
     }
 
     /// The writable top layer.
@@ -223,6 +244,7 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::report;
 
     #[test]
     fn ports_parse_with_clear_errors() {
@@ -235,7 +257,7 @@ mod tests {
         );
         for bad in ["8080", "0:80", "a:80", "80:70000", ""] {
             let err = PortMap::parse(bad).unwrap_err();
-            assert!(err.to_string().contains("--publish"), "{err}");
+            assert!(err.to_string().starts_with("publish `"), "{err}");
         }
     }
 
@@ -255,6 +277,24 @@ mod tests {
         std::fs::write(&p, b"{\"format\": 1,").unwrap();
         let err = VmRecord::load(&p).unwrap_err();
         assert!(err.to_string().contains("vm.json"), "{err}");
-        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(report(&err).contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn records_of_other_formats_are_refused_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vm.json");
+        std::fs::write(&p, br#"{"format": 2, "a field of format 2": true}"#).unwrap();
+        let newer = report(&VmRecord::load(&p).unwrap_err());
+        assert!(newer.contains("vm.json"), "{newer}");
+        assert!(newer.contains("format 2, newer"), "{newer}");
+        assert!(
+            newer.contains("manage the VM with the newer vgrid"),
+            "{newer}"
+        );
+        std::fs::write(&p, br#"{"format": 0}"#).unwrap();
+        let older = report(&VmRecord::load(&p).unwrap_err());
+        assert!(older.contains("format 0, older"), "{older}");
+        assert!(older.contains("`vgrid vm rm`"), "{older}");
     }
 }

@@ -17,11 +17,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, Staging, User};
+use vgrid_guest_proto::{ExitStatus, HostMessage, JobContext, Mount, RunRequest, Staging, User};
 use vgrid_qmp::{Qmp, RunState};
 
 use crate::accel::{self, Accel, AccelChoice};
-use crate::error::{Result, VmError};
+use crate::error::{
+    CommandError, ControlPortError, DiskError, FileError, FsError, LaunchError, LockError,
+    OpenError, Result, SpecError, StartError, ToolError, VmError,
+};
 use crate::fsutil;
 use crate::host::{HostTools, QemuInfo, RunAs};
 use crate::images::ImageSource;
@@ -45,7 +48,8 @@ pub struct RuntimeConfig {
     pub accel: Option<Accel>,
     /// The unprivileged user QEMU and passt run as when vgrid is root.
     pub vm_user: String,
-    /// Host directories that `--mount` and staging inputs may come from.
+    /// Host directories that data repositories (`mounts`) and staged
+    /// inputs may come from.
     /// A job's host paths lie in its owner's directory inside them,
     /// `<root>/<owner>/` (see [`Runtime::host_roots`]).
     pub mount_roots: Vec<PathBuf>,
@@ -72,7 +76,7 @@ impl RuntimeConfig {
     /// [`RuntimeConfig::new`] with overrides from the environment:
     /// `VGRID_QEMU`, `VGRID_ACCEL` (`kvm`|`tcg`), `VGRID_VM_USER`,
     /// `VGRID_MOUNT_ROOTS` (colon-separated directories).
-    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self> {
+    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self, OpenError> {
         let mut cfg = Self::new(data_dir);
         if let Some(q) = std::env::var_os("VGRID_QEMU").filter(|v| !v.is_empty()) {
             cfg.qemu = Some(PathBuf::from(q));
@@ -80,9 +84,7 @@ impl RuntimeConfig {
         if let Ok(a) = std::env::var("VGRID_ACCEL")
             && !a.is_empty()
         {
-            cfg.accel = Some(Accel::parse(&a).ok_or_else(|| {
-                VmError::bad_spec("VGRID_ACCEL", a.clone(), "expected `kvm` or `tcg`")
-            })?);
+            cfg.accel = Some(Accel::parse(&a).ok_or_else(|| OpenError::Accel(a.clone()))?);
         }
         if let Ok(u) = std::env::var("VGRID_VM_USER")
             && !u.is_empty()
@@ -96,7 +98,7 @@ impl RuntimeConfig {
     }
 }
 
-/// A `--mount HOSTDIR:GUESTDIR[:ro]` request.
+/// A data repository: host directory `host` mounted at `guest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
     pub host: PathBuf,
@@ -105,9 +107,10 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
-    /// Parses `HOSTDIR:GUESTDIR[:ro]`.
-    pub fn parse(s: &str) -> Result<MountSpec> {
-        let bad = |why: &str| VmError::bad_spec("--mount", s, why);
+    /// Parses `HOSTDIR:GUESTDIR[:ro]` (an entry of the request's
+    /// `mounts`).
+    pub fn parse(s: &str) -> Result<MountSpec, SpecError> {
+        let bad = |why: &str| SpecError::new("mounts", s, why);
         let mut parts = s.split(':');
         let host = parts.next().filter(|h| !h.is_empty());
         let guest = parts.next().filter(|g| !g.is_empty());
@@ -142,6 +145,29 @@ pub struct StagingSpec {
     pub outputs: Vec<String>,
 }
 
+/// What runs in a VM: one command with its environment and the files
+/// staged in and out. A fresh VM runs the task of its [`VmSpec`]; a VM
+/// kept running runs later tasks through [`Runtime::exec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Task {
+    /// The command and its arguments (empty for images without the agent).
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub staging: Option<StagingSpec>,
+}
+
+impl Task {
+    /// A task running `command` as root, nothing staged.
+    pub fn new(command: Vec<String>) -> Self {
+        Task {
+            command,
+            ..Task::default()
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
@@ -152,14 +178,10 @@ pub struct VmSpec {
     /// Disk size in GiB; the image's size when `None`.
     pub disk_gb: Option<u64>,
     pub mounts: Vec<MountSpec>,
-    pub env: BTreeMap<String, String>,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
     pub publish: Vec<PortMap>,
     pub network: bool,
-    /// The command and its arguments (empty for images without the agent).
-    pub command: Vec<String>,
-    pub staging: Option<StagingSpec>,
+    /// The (first) command and what it needs.
+    pub task: Task,
     /// The job's owner: host paths resolve inside `<root>/<owner>/` of
     /// each allowed root. `None` (`vgrid vm start` by an administrator):
     /// the whole roots.
@@ -169,7 +191,12 @@ pub struct VmSpec {
 impl VmSpec {
     /// Whether the VM uses host paths (data repositories or staged inputs).
     pub fn has_host_paths(&self) -> bool {
-        !self.mounts.is_empty() || self.staging.as_ref().is_some_and(|s| !s.inputs.is_empty())
+        !self.mounts.is_empty()
+            || self
+                .task
+                .staging
+                .as_ref()
+                .is_some_and(|s| !s.inputs.is_empty())
     }
 
     pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
@@ -180,15 +207,81 @@ impl VmSpec {
             memory_mb: 256,
             disk_gb: None,
             mounts: Vec::new(),
-            env: BTreeMap::new(),
-            user: None,
-            workdir: None,
             publish: Vec::new(),
             network: true,
-            command,
-            staging: None,
+            task: Task::new(command),
             owner: None,
         }
+    }
+}
+
+/// The tag of the staging share (`stage/` of the VM directory).
+pub(crate) const STAGE_TAG: &str = "stage";
+
+/// A task as the guest agent gets it: the part a job context (the first
+/// command of a VM) and a `Run` request (a later one in a kept VM) share.
+/// [`guest_task`] is the one place that makes it.
+pub(crate) struct GuestTask {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    user: Option<User>,
+    workdir: Option<String>,
+    staging: Option<Staging>,
+}
+
+/// The guest's view of `task`, whose inputs were opened as `inputs` and
+/// go through the share tagged `staging_tag`.
+pub(crate) fn guest_task(task: &Task, staging_tag: &str, inputs: &[StagedInput]) -> GuestTask {
+    GuestTask {
+        argv: task.command.clone(),
+        env: task.env.clone(),
+        user: task.user.as_ref().map(|u| User {
+            name: u.clone(),
+            uid: None,
+            gid: None,
+        }),
+        workdir: task.workdir.clone(),
+        staging: task.staging.as_ref().map(|st| Staging {
+            tag: staging_tag.to_string(),
+            inputs: inputs.iter().map(|i| i.name.clone()).collect(),
+            outputs: st.outputs.clone(),
+        }),
+    }
+}
+
+impl GuestTask {
+    /// The job context of a VM whose first command this is.
+    pub(crate) fn context(
+        self,
+        hostname: String,
+        mounts: &[MountRecord],
+        network: bool,
+    ) -> JobContext {
+        let mut ctx = JobContext::new(self.argv, hostname);
+        ctx.env = self.env;
+        ctx.user = self.user;
+        ctx.workdir = self.workdir;
+        ctx.staging = self.staging;
+        ctx.network = network;
+        ctx.mounts = mounts
+            .iter()
+            .map(|m| Mount {
+                tag: m.tag.clone(),
+                guest_path: m.guest_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect();
+        ctx
+    }
+
+    /// The `Run` request of run `id` in a kept VM.
+    pub(crate) fn run(self, id: u64) -> RunRequest {
+        let mut run = RunRequest::new(id, self.argv);
+        run.env = self.env;
+        run.user = self.user;
+        run.workdir = self.workdir;
+        run.staging = self.staging;
+        run
     }
 }
 
@@ -203,21 +296,20 @@ pub(crate) struct StagedInput {
     pub(crate) name: String,
 }
 
-/// Whether `owner` can name a directory below a root: a user name as the
-/// controller allows them (a lower-case letter, then lower-case letters,
-/// digits, `_` and `-`), so never empty, `.`, `..` or with a `/`.
-pub fn check_owner_name(owner: &str) -> Result<()> {
-    let mut chars = owner.chars();
-    let ok = owner.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
+/// Whether `owner` can name a directory below a root: a user name
+/// (`vgrid_model::names::is_user_name`), so never empty, `.`, `..` or with
+/// a `/`.
+pub fn check_owner_name(owner: &str) -> Result<(), SpecError> {
+    if vgrid_model::names::is_user_name(owner) {
         Ok(())
     } else {
-        Err(VmError::bad_spec(
+        Err(SpecError::new(
             "owner",
             owner,
-            "not a user name (a lower-case letter, then lower-case letters, digits, `_`, `-`), so it has no host directory",
+            format!(
+                "not a user name ({}), so it has no host directory",
+                vgrid_model::names::plain_name_rule(vgrid_model::limits::MAX_USER_NAME)
+            ),
         ))
     }
 }
@@ -322,6 +414,19 @@ pub struct VmInfo {
     pub publish: Vec<PortMap>,
 }
 
+/// What [`Runtime::create`] worked out for a new VM directory.
+struct Prepared {
+    image: crate::record::BootImage,
+    context: Option<JobContext>,
+    mounts: Vec<MountRecord>,
+    staging_tag: Option<&'static str>,
+    staged_inputs: Vec<StagedInput>,
+    accel: AccelChoice,
+    machine: String,
+    qemu_version: String,
+    disk_bytes: u64,
+}
+
 /// An exclusive hold on one VM directory (an advisory file lock), so two
 /// vgrid processes never drive the same QEMU at once.
 pub(crate) struct VmLock {
@@ -329,7 +434,7 @@ pub(crate) struct VmLock {
 }
 
 impl VmLock {
-    pub(crate) fn try_acquire(dir: &VmDir) -> Result<Option<VmLock>> {
+    pub(crate) fn try_acquire(dir: &VmDir) -> Result<Option<VmLock>, LockError> {
         let path = dir.lock();
         let file = OpenOptions::new()
             .create(true)
@@ -337,11 +442,11 @@ impl VmLock {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| VmError::io("open", &path, e))?;
+            .map_err(|e| FileError::new("open", &path, e))?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(VmLock { _file: file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(VmError::io("lock", &path, e.into())),
+            Err(e) => Err(FileError::new("lock", &path, e.into()).into()),
         }
     }
 
@@ -349,7 +454,7 @@ impl VmLock {
     /// lock can be held for an instant by no vgrid at all (a child that
     /// another thread of this process forked holds a copy of the lock's
     /// descriptor until it execs), and that is not "busy".
-    pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>> {
+    pub(crate) async fn try_acquire_soon(dir: &VmDir) -> Result<Option<VmLock>, LockError> {
         for _ in 0..25 {
             if let Some(lock) = Self::try_acquire(dir)? {
                 return Ok(Some(lock));
@@ -359,15 +464,15 @@ impl VmLock {
         Self::try_acquire(dir)
     }
 
-    pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock> {
+    pub(crate) async fn acquire(dir: &VmDir, name: &str) -> Result<VmLock, LockError> {
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
             if let Some(lock) = Self::try_acquire(dir)? {
                 return Ok(lock);
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
-                    what: format!("another vgrid to finish with VM `{name}`"),
+                return Err(LockError::Busy {
+                    name: name.to_string(),
                     after: Duration::from_secs(1800),
                 });
             }
@@ -392,7 +497,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens the runtime: finds the host programs and, as root, the VM user.
-    pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime> {
+    pub fn open(cfg: RuntimeConfig, images: Arc<dyn ImageSource>) -> Result<Runtime, OpenError> {
         let tools = HostTools::discover(cfg.qemu.as_deref())?;
         let run_as = RunAs::for_this_process(&cfg.vm_user)?;
         // Private: no other local user, nor the VM user (one VM's QEMU),
@@ -418,13 +523,17 @@ impl Runtime {
     /// The host directories a job of `owner` may use: `<root>/<owner>` for
     /// each allowed root; the whole roots for `None` (an administrator's
     /// VM started by hand).
-    pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>> {
+    pub fn host_roots(&self, owner: Option<&str>) -> Result<Vec<PathBuf>, SpecError> {
         self.host_roots_if(owner, true)
     }
 
     /// [`Runtime::host_roots`] when `needed` (the VM has host paths); none
     /// otherwise, so that a VM without host paths starts whatever its owner.
-    pub(crate) fn host_roots_if(&self, owner: Option<&str>, needed: bool) -> Result<Vec<PathBuf>> {
+    pub(crate) fn host_roots_if(
+        &self,
+        owner: Option<&str>,
+        needed: bool,
+    ) -> Result<Vec<PathBuf>, SpecError> {
         if !needed {
             return Ok(Vec::new());
         }
@@ -478,7 +587,7 @@ impl Runtime {
     }
 
     /// QEMU's version and machine type (cached per binary).
-    pub fn qemu_info(&self) -> Result<QemuInfo> {
+    pub fn qemu_info(&self) -> Result<QemuInfo, ToolError> {
         if let Some(info) = self.qemu_info.get() {
             return Ok(info.clone());
         }
@@ -519,87 +628,104 @@ impl Runtime {
     /// Validates the request, creates the VM's directory, disk, context and
     /// record, and starts passt and QEMU. Returns once the command has
     /// started (images with the agent) or QEMU runs (images without).
-    pub async fn start(&self, spec: VmSpec) -> Result<VmInfo> {
+    pub async fn start(&self, spec: VmSpec) -> Result<VmInfo, StartError> {
+        let (dir, rec) = self.create(&spec, None).await?;
+        self.wait_started(&dir, &rec).await?;
+        Ok(self.inspect(&spec.name).await?)
+    }
+
+    /// The one start path of [`Runtime::start`] and
+    /// [`Runtime::start_kept`]: validates the request, creates the VM's
+    /// directory, disk, context and record, and starts passt and QEMU.
+    /// `keep` is the run id of the first command of a VM kept running for
+    /// later runs (such a VM always gets a staging share, so that any
+    /// later run can stage files); `None` for a VM of one command.
+    pub(crate) async fn create(
+        &self,
+        spec: &VmSpec,
+        keep: Option<u64>,
+    ) -> Result<(VmDir, VmRecord), StartError> {
         check_vm_name(&spec.name)?;
-        if spec.cpus == 0 || spec.cpus > 255 {
-            return Err(VmError::bad_spec(
-                "--cpus",
-                spec.cpus.to_string(),
-                "use 1 to 255",
-            ));
+        // The model's bounds, the same the job file is checked against.
+        use vgrid_model::limits::{MAX_CPUS, MAX_MEMORY_MB, MIN_MEMORY_MB, out_of_range};
+        if spec.cpus == 0 || spec.cpus > MAX_CPUS {
+            let why = out_of_range("cpus", spec.cpus, 1, MAX_CPUS);
+            return Err(SpecError::new("cpus", spec.cpus.to_string(), why).into());
         }
-        if spec.memory_mb < 64 || spec.memory_mb > 1 << 20 {
-            return Err(VmError::bad_spec(
-                "--memory-mb",
-                spec.memory_mb.to_string(),
-                "use 64 to 1048576",
-            ));
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&spec.memory_mb) {
+            let why = out_of_range("memory_mb", spec.memory_mb, MIN_MEMORY_MB, MAX_MEMORY_MB);
+            return Err(SpecError::new("memory_mb", spec.memory_mb.to_string(), why).into());
         }
         let image = self.images.boot_image(&spec.image)?;
-        if image.agent && spec.command.is_empty() {
-            return Err(VmError::bad_spec(
+        let task = &spec.task;
+        if keep.is_some() && !image.agent {
+            return Err(SpecError::new(
+                "image",
+                image.name.clone(),
+                "has no guest agent, so it cannot keep a VM running between tasks",
+            )
+            .into());
+        }
+        if image.agent && task.command.is_empty() {
+            return Err(SpecError::new(
                 "command",
                 "",
-                format!("image `{}` runs a command: give it after `--`", image.name),
-            ));
+                format!(
+                    "image `{}` runs a command, and the request gives none",
+                    image.name
+                ),
+            )
+            .into());
         }
-        if !image.agent && !spec.command.is_empty() {
-            return Err(VmError::bad_spec(
+        if !image.agent && !task.command.is_empty() {
+            return Err(SpecError::new(
                 "command",
-                spec.command.join(" "),
+                task.command.join(" "),
                 format!(
                     "image `{}` has no guest agent, so it cannot run a command; the job is the VM's lifetime",
                     image.name
                 ),
-            ));
+            )
+            .into());
         }
-        if !image.agent && (!spec.mounts.is_empty() || spec.staging.is_some()) {
-            return Err(VmError::bad_spec(
-                "--mount",
+        if !image.agent && (!spec.mounts.is_empty() || task.staging.is_some()) {
+            return Err(SpecError::new(
+                if spec.mounts.is_empty() {
+                    "staging"
+                } else {
+                    "mounts"
+                },
                 "",
                 format!(
                     "image `{}` has no guest agent to mount data repositories or stage files",
                     image.name
                 ),
-            ));
+            )
+            .into());
         }
         let dir = self.vm_dir(&spec.name);
         dir.check_socket_paths()?;
 
         let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
-        let staged_inputs = match &spec.staging {
-            Some(st) => open_inputs(&st.inputs, &roots)?,
+        let staged_inputs = match &task.staging {
+            Some(st) => open_inputs::<StartError>("staging.inputs", &st.inputs, &roots)?,
             None => Vec::new(),
         };
+        let staging_tag = (task.staging.is_some() || keep.is_some()).then_some(STAGE_TAG);
 
         let context = if image.agent {
-            let mut ctx = JobContext::new(spec.command.clone(), hostname_for(&spec.name));
-            ctx.env = spec.env.clone();
-            ctx.user = spec.user.as_ref().map(|u| User {
-                name: u.clone(),
-                uid: None,
-                gid: None,
-            });
-            ctx.workdir = spec.workdir.clone();
-            ctx.network = spec.network;
-            ctx.mounts = mounts
-                .iter()
-                .map(|m| Mount {
-                    tag: m.tag.clone(),
-                    guest_path: m.guest_path.clone(),
-                    readonly: m.readonly,
-                })
-                .collect();
-            if let Some(st) = &spec.staging {
-                ctx.staging = Some(Staging {
-                    tag: "stage".into(),
-                    inputs: staged_inputs.iter().map(|i| i.name.clone()).collect(),
-                    outputs: st.outputs.clone(),
-                });
-            }
-            ctx.validate()
-                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
+            let mut ctx = guest_task(task, STAGE_TAG, &staged_inputs).context(
+                hostname_for(&spec.name),
+                &mounts,
+                spec.network,
+            );
+            ctx.keep = keep.is_some();
+            ctx.run = keep;
+            ctx.validate().map_err(|source| StartError::Task {
+                name: spec.name.clone(),
+                source,
+            })?;
             Some(ctx)
         } else {
             None
@@ -619,13 +745,14 @@ impl Runtime {
             Some(g) => {
                 let want = g
                     .checked_mul(1 << 30)
-                    .ok_or_else(|| VmError::bad_spec("--disk-gb", g.to_string(), "too large"))?;
+                    .ok_or_else(|| SpecError::new("disk_gb", g.to_string(), "too large"))?;
                 if want < base_bytes {
-                    return Err(VmError::bad_spec(
-                        "--disk-gb",
+                    return Err(SpecError::new(
+                        "disk_gb",
                         g.to_string(),
                         format!("smaller than the image's disk ({base_bytes} bytes)"),
-                    ));
+                    )
+                    .into());
                 }
                 want
             }
@@ -635,24 +762,25 @@ impl Runtime {
         match fs::create_dir(dir.root()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(VmError::Exists(spec.name.clone()));
+                return Err(StartError::Exists(spec.name.clone()));
             }
-            Err(e) => return Err(VmError::io("create directory", dir.root(), e)),
+            Err(e) => return Err(FileError::new("create directory", dir.root(), e).into()),
         }
-        let prepared = self
-            .prepare_dir(
-                &dir,
-                &spec,
+        let prepared = self.prepare_dir(
+            &dir,
+            spec,
+            Prepared {
                 image,
                 context,
                 mounts,
+                staging_tag,
                 staged_inputs,
                 accel,
                 machine,
                 qemu_version,
                 disk_bytes,
-            )
-            .await;
+            },
+        );
         let rec = match prepared {
             Ok(rec) => rec,
             Err(e) => {
@@ -661,39 +789,25 @@ impl Runtime {
             }
         };
         self.boot(&dir, &rec, LaunchMode::default()).await?;
-        self.wait_started(&dir, &rec).await?;
-        self.inspect(&spec.name).await
+        Ok((dir, rec))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn prepare_dir(
-        &self,
-        dir: &VmDir,
-        spec: &VmSpec,
-        image: crate::record::BootImage,
-        context: Option<JobContext>,
-        mounts: Vec<MountRecord>,
-        staged_inputs: Vec<StagedInput>,
-        accel: AccelChoice,
-        machine: String,
-        qemu_version: String,
-        disk_bytes: u64,
-    ) -> Result<VmRecord> {
+    /// Fills the new directory of a VM: its disk layer, job context,
+    /// staging share and record.
+    fn prepare_dir(&self, dir: &VmDir, spec: &VmSpec, p: Prepared) -> Result<VmRecord, StartError> {
         fsutil::create_dir_mode(dir.root(), 0o700)?;
         let top = dir.disk_layer(0);
-        self.create_overlay(&top, disk_bytes)?;
-        if let Some(ctx) = &context {
-            let json = ctx
-                .to_json()
-                .map_err(|e| VmError::bad_spec("job", spec.name.clone(), e.to_string()))?;
-            fsutil::write_replace(&dir.context(), json.as_bytes(), 0o600)?;
+        self.create_overlay(&top, p.disk_bytes)?;
+        if let Some(ctx) = &p.context {
+            let json = ctx.to_json().map_err(|source| StartError::Task {
+                name: spec.name.clone(),
+                source,
+            })?;
+            fsutil::write_atomic(&dir.context(), json.as_bytes(), 0o600)?;
         }
-        let staging_tag = if spec.staging.is_some() {
-            self.fill_stage(dir, staged_inputs)?;
-            Some("stage".to_string())
-        } else {
-            None
-        };
+        if p.staging_tag.is_some() {
+            self.fill_stage(dir, p.staged_inputs)?;
+        }
         let id = new_vm_id(&spec.name);
         let rec = VmRecord {
             format: RECORD_FORMAT,
@@ -701,28 +815,25 @@ impl Runtime {
             id,
             name: spec.name.clone(),
             created_unix: now_unix(),
-            disks: vec![image.disk.clone(), top.clone()],
-            image,
+            disks: vec![p.image.disk.clone(), top.clone()],
+            image: p.image,
             cpus: spec.cpus,
             memory_mb: spec.memory_mb,
-            disk_bytes,
-            cpu_model: accel.accel.default_cpu_model().to_string(),
-            accel: accel.accel,
-            accel_reason: accel.reason,
-            machine,
-            mounts,
-            staging_tag,
+            disk_bytes: p.disk_bytes,
+            cpu_model: p.accel.accel.default_cpu_model().to_string(),
+            accel: p.accel.accel,
+            accel_reason: p.accel.reason,
+            machine: p.machine,
+            mounts: p.mounts,
+            staging_tag: p.staging_tag.map(str::to_string),
             publish: spec.publish.clone(),
             network: spec.network,
-            context,
+            context: p.context,
             checkpointed_layers: 0,
             last_checkpoint: None,
             restored_from: None,
-            run_as: match &self.run_as {
-                RunAs::User { name, .. } => Some(name.clone()),
-                RunAs::CurrentUser => None,
-            },
-            qemu_version,
+            run_as: self.run_as.name(),
+            qemu_version: p.qemu_version,
             intent: Intent::Run,
             owner: spec.owner.clone(),
         };
@@ -732,16 +843,17 @@ impl Runtime {
     }
 
     /// The VM directory and the files QEMU writes belong to the VM user.
-    pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<()> {
+    pub(crate) fn give_to_vm_user(&self, dir: &VmDir) -> Result<(), FileError> {
         for p in [dir.console(), dir.agent_out()] {
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
                 .open(&p)
-                .map_err(|e| VmError::io("create", &p, e))?;
+                .map_err(|e| FileError::new("create", &p, e))?;
         }
-        let entries = fs::read_dir(dir.root()).map_err(|e| VmError::io("read", dir.root(), e))?;
+        let entries =
+            fs::read_dir(dir.root()).map_err(|e| FileError::new("read", dir.root(), e))?;
         for entry in entries.flatten() {
             self.run_as.chown(&entry.path())?;
         }
@@ -749,7 +861,12 @@ impl Runtime {
     }
 
     /// Starts passt (when networked) and QEMU for a prepared directory.
-    pub(crate) async fn boot(&self, dir: &VmDir, rec: &VmRecord, mode: LaunchMode) -> Result<Qmp> {
+    pub(crate) async fn boot(
+        &self,
+        dir: &VmDir,
+        rec: &VmRecord,
+        mode: LaunchMode,
+    ) -> Result<Qmp, LaunchError> {
         let net = if rec.network {
             let passt = passt::spawn(&self.tools, dir, &rec.publish, &self.run_as)?;
             self.adopt(passt.child);
@@ -776,7 +893,7 @@ impl Runtime {
     }
 
     /// Waits for the agent's `Started` (or QEMU running, without agent).
-    async fn wait_started(&self, dir: &VmDir, rec: &VmRecord) -> Result<()> {
+    async fn wait_started(&self, dir: &VmDir, rec: &VmRecord) -> Result<(), CommandError> {
         if !rec.image.agent {
             return Ok(());
         }
@@ -789,7 +906,7 @@ impl Runtime {
                 return Ok(());
             }
             if let Some(message) = report.errors.first() {
-                return Err(VmError::Agent {
+                return Err(CommandError::Agent {
                     name: rec.name.clone(),
                     message: message.clone(),
                 });
@@ -802,19 +919,19 @@ impl Runtime {
                     return Ok(());
                 }
                 if let Some(message) = reader.report().errors.first() {
-                    return Err(VmError::Agent {
+                    return Err(CommandError::Agent {
                         name: rec.name.clone(),
                         message: message.clone(),
                     });
                 }
                 self.kill_passt(dir);
-                return Err(VmError::Crashed {
+                return Err(CommandError::Crashed {
                     name: rec.name.clone(),
                     console_tail: self.crash_detail(dir),
                 });
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
+                return Err(CommandError::Timeout {
                     what: format!(
                         "the command of VM `{}` to start (it keeps booting; see `vgrid vm console {}`)",
                         rec.name, rec.name
@@ -836,7 +953,7 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn virtual_size(&self, disk: &Path) -> Result<u64> {
+    pub(crate) fn virtual_size(&self, disk: &Path) -> Result<u64, ToolError> {
         let out = self.tools.run(
             &self.tools.qemu_img,
             &[
@@ -846,21 +963,21 @@ impl Runtime {
                 disk.as_os_str(),
             ],
         )?;
-        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| VmError::Tool {
-            tool: "qemu-img info".into(),
-            detail: format!("unreadable answer for {}: {e}", disk.display()),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|source| ToolError::Answer {
+                path: disk.to_path_buf(),
+                source,
+            })?;
         v.get("virtual-size")
             .and_then(|s| s.as_u64())
-            .ok_or_else(|| VmError::Tool {
-                tool: "qemu-img info".into(),
-                detail: format!("no virtual size for {}", disk.display()),
+            .ok_or_else(|| ToolError::NoVirtualSize {
+                path: disk.to_path_buf(),
             })
     }
 
     /// Creates an empty qcow2 layer; its backing is given to QEMU
     /// explicitly, never read from the file.
-    pub(crate) fn create_overlay(&self, path: &Path, bytes: u64) -> Result<()> {
+    pub(crate) fn create_overlay(&self, path: &Path, bytes: u64) -> Result<(), DiskError> {
         self.tools.run(
             &self.tools.qemu_img,
             &[
@@ -874,7 +991,7 @@ impl Runtime {
         )?;
         self.run_as.chown(path)?;
         let perm = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        fs::set_permissions(path, perm).map_err(|e| VmError::io("chmod", path, e))
+        fs::set_permissions(path, perm).map_err(|e| FileError::new("chmod", path, e).into())
     }
 
     /// Names of all VMs on this node.
@@ -884,7 +1001,7 @@ impl Runtime {
         let entries = match fs::read_dir(&vms) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(VmError::io("read", &vms, e)),
+            Err(e) => return Err(FileError::new("read", &vms, e).into()),
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -911,7 +1028,7 @@ impl Runtime {
 
     pub fn record(&self, name: &str) -> Result<VmRecord> {
         let dir = self.existing(name)?;
-        VmRecord::load(&dir.record())
+        Ok(VmRecord::load(&dir.record())?)
     }
 
     /// The VM's current state, read from QEMU, its pid and the agent output.
@@ -937,12 +1054,12 @@ impl Runtime {
     /// `O_EXCL|O_NOFOLLOW` and copied from the input opened when it was
     /// checked. The directory itself stays: QEMU holds it open as the
     /// share's root.
-    pub(crate) fn fill_stage(&self, dir: &VmDir, inputs: Vec<StagedInput>) -> Result<()> {
+    pub(crate) fn fill_stage(&self, dir: &VmDir, inputs: Vec<StagedInput>) -> Result<(), FsError> {
         let stage = dir.stage();
         fsutil::create_dir_mode(&stage, 0o700)?;
-        let entries = fs::read_dir(&stage).map_err(|e| VmError::io("read", &stage, e))?;
+        let entries = fs::read_dir(&stage).map_err(|e| FileError::new("read", &stage, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| VmError::io("read", &stage, e))?;
+            let entry = entry.map_err(|e| FileError::new("read", &stage, e))?;
             fsutil::remove_entry_nofollow(&stage, &entry.file_name())?;
         }
         let stage_fd = fsutil::open_dir_beneath_nofollow(&stage, Path::new(""))?;
@@ -952,10 +1069,10 @@ impl Runtime {
             let mut out = fsutil::create_new_in(&stage_fd, &stage, name, 0o644)?;
             fsutil::copy_open_hashed(&mut input.file, &input.host, &mut out, &dst_path)?;
             out.sync_all()
-                .map_err(|e| VmError::io("fsync", &dst_path, e))?;
+                .map_err(|e| FileError::new("fsync", &dst_path, e))?;
             self.run_as.fchown(&out, &dst_path)?;
         }
-        self.run_as.chown(&stage)
+        Ok(self.run_as.chown(&stage)?)
     }
 
     /// The record of VM `name` (whose lock the caller holds) when its
@@ -1239,7 +1356,7 @@ impl Runtime {
             });
         }
         self.kill_passt(&dir);
-        fs::remove_dir_all(dir.root()).map_err(|e| VmError::io("remove", dir.root(), e))
+        fs::remove_dir_all(dir.root()).map_err(|e| FileError::new("remove", dir.root(), e).into())
     }
 
     /// Waits until the VM has ended (the command exited and QEMU is gone, or
@@ -1285,24 +1402,28 @@ impl Runtime {
     }
 
     /// Sends one message to the agent's control port.
-    pub(crate) async fn send_control(&self, dir: &VmDir, msg: &HostMessage) -> Result<()> {
+    pub(crate) async fn send_control(
+        &self,
+        dir: &VmDir,
+        msg: &HostMessage,
+    ) -> Result<(), ControlPortError> {
         let path = dir.ctl();
         let mut sock = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::net::UnixStream::connect(&path),
         )
         .await
-        .map_err(|_| VmError::Timeout {
-            what: format!("connecting to {}", path.display()),
+        .map_err(|_| ControlPortError::Connect {
+            path: path.clone(),
             after: Duration::from_secs(10),
         })?
-        .map_err(|e| VmError::io("connect", &path, e))?;
+        .map_err(|e| FileError::new("connect", &path, e))?;
         sock.write_all(&msg.encode())
             .await
-            .map_err(|e| VmError::io("write", &path, e))?;
+            .map_err(|e| FileError::new("write", &path, e))?;
         sock.flush()
             .await
-            .map_err(|e| VmError::io("write", &path, e))?;
+            .map_err(|e| FileError::new("write", &path, e))?;
         // Give QEMU a moment to move the bytes to the guest before the
         // connection closes (it reads the socket asynchronously).
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1317,10 +1438,13 @@ impl Runtime {
 
 /// Data repositories to share with the guest: each host directory
 /// resolved inside `roots`, tagged `data0`, `data1`, ...
-pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<Vec<MountRecord>> {
+pub(crate) fn resolve_mounts(
+    mounts: &[MountSpec],
+    roots: &[PathBuf],
+) -> Result<Vec<MountRecord>, FsError> {
     let mut out = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
-        let (_dir, host) = fsutil::open_dir_inside("--mount", &m.host, roots)?;
+        let (_dir, host) = fsutil::open_dir_inside(&format!("mounts[{i}].host"), &m.host, roots)?;
         out.push(MountRecord {
             tag: format!("data{i}"),
             host_path: host,
@@ -1333,24 +1457,32 @@ pub(crate) fn resolve_mounts(mounts: &[MountSpec], roots: &[PathBuf]) -> Result<
 
 /// Host files for staging, resolved inside `roots` and opened there
 /// (regular files only, no link followed after the check), with the file
-/// name they get in the share.
-pub(crate) fn open_inputs(inputs: &[PathBuf], roots: &[PathBuf]) -> Result<Vec<StagedInput>> {
+/// name they get in the share. `field` names the list in the request
+/// (`staging.inputs`): an input is named `field[i]` in errors.
+pub(crate) fn open_inputs<E>(
+    field: &str,
+    inputs: &[PathBuf],
+    roots: &[PathBuf],
+) -> Result<Vec<StagedInput>, E>
+where
+    E: From<FsError> + From<SpecError>,
+{
     let mut out = Vec::new();
-    for input in inputs {
-        let (file, host) = fsutil::open_file_inside("staging input", input, roots)?;
+    for (i, input) in inputs.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let (file, host) = fsutil::open_file_inside(&field, input, roots)?;
         let Some(name) = host.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return Err(VmError::bad_spec(
-                "staging input",
-                input.display().to_string(),
-                "has no file name",
-            ));
+            return Err(
+                SpecError::new(field, input.display().to_string(), "has no file name").into(),
+            );
         };
         if out.iter().any(|i: &StagedInput| i.name == name) {
-            return Err(VmError::bad_spec(
-                "staging input",
+            return Err(SpecError::new(
+                field,
                 input.display().to_string(),
                 format!("another input has the file name `{name}` too"),
-            ));
+            )
+            .into());
         }
         out.push(StagedInput { file, host, name });
     }
@@ -1370,7 +1502,7 @@ mod tests {
         assert!(!MountSpec::parse("/srv:/mnt").unwrap().readonly);
         for bad in ["/srv", ":/mnt", "/srv:", "/a:/b:rx", "/a:/b:ro:x"] {
             let err = MountSpec::parse(bad).unwrap_err();
-            assert!(err.to_string().starts_with("--mount"), "{err}");
+            assert!(err.to_string().starts_with("mounts `"), "{err}");
         }
     }
 

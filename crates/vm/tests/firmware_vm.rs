@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
+use vgrid_vm::error::StartError;
 use vgrid_vm::{
     Accel, BootImage, FixedImages, ImageKind, Runtime, RuntimeConfig, VmError, VmSpec, VmState,
 };
@@ -136,7 +137,7 @@ async fn pause_resume_kill_and_reattach() {
     assert_eq!(n.rt.inspect("fw1").await.unwrap().state, VmState::Running);
 
     let err = n.rt.start(spec("fw1")).await.unwrap_err();
-    assert!(matches!(err, VmError::Exists(_)), "{err}");
+    assert!(matches!(err, StartError::Exists(_)), "{err}");
 
     let killed = n.rt.kill("fw1").await.unwrap();
     assert_eq!(killed.state, VmState::Stopped);

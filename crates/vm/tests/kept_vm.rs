@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vgrid_guest_proto::RunRequest;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
 use vgrid_vm::exec::{RunEnd, RunReader};
-use vgrid_vm::{Runtime, RuntimeConfig, StagingSpec, StoreImages, VmSpec};
+use vgrid_vm::{Runtime, RuntimeConfig, StagingSpec, StoreImages, Task, VmSpec};
 
 /// A guard against hanging only (TCG boots take seconds), not a timing
 /// assertion.
@@ -93,16 +92,16 @@ async fn runs_share_a_kept_vm_and_survive_a_save_and_restore() {
     assert!(pid_before.is_some(), "the VM is still running");
 
     // Run 2 sees run 1's file in the guest's memory (/tmp is a tmpfs).
-    let mut req = RunRequest::new(2, sh("cat /tmp/mark; echo two >> /tmp/mark; echo err >&2"));
-    req.env.insert("X".into(), "y".into());
-    let (out, end) = finish(rt.exec("kept", req, &[]).await.expect("exec 2")).await;
+    let mut task = Task::new(sh("cat /tmp/mark; echo two >> /tmp/mark; echo err >&2"));
+    task.env.insert("X".into(), "y".into());
+    let (out, end) = finish(rt.exec("kept", 2, &task).await.expect("exec 2")).await;
     assert_eq!(out, "one\nerr\n");
     assert_eq!(end.status.shell_code(), 0);
     assert_eq!(rt.inspect("kept").await.expect("inspect").pid, pid_before);
 
     // A run whose command does not exist ends with 127, like a fresh VM's.
     let (_, end) = finish(
-        rt.exec("kept", RunRequest::new(3, vec!["/no/such".into()]), &[])
+        rt.exec("kept", 3, &Task::new(vec!["/no/such".into()]))
             .await
             .expect("exec 3"),
     )
@@ -113,19 +112,13 @@ async fn runs_share_a_kept_vm_and_survive_a_save_and_restore() {
     let repos = node.data.path().join("repos");
     std::fs::create_dir_all(&repos).expect("repos");
     std::fs::write(repos.join("in.txt"), "staged\n").expect("input");
-    let mut req = RunRequest::new(4, sh("tr a-z A-Z < in.txt > out.txt"));
-    req.workdir = Some("/work/job4".into());
-    req.staging = Some(vgrid_guest_proto::Staging {
-        tag: String::new(),
-        inputs: Vec::new(),
+    let mut task = Task::new(sh("tr a-z A-Z < in.txt > out.txt"));
+    task.workdir = Some("/work/job4".into());
+    task.staging = Some(StagingSpec {
+        inputs: vec![repos.join("in.txt")],
         outputs: vec!["out.txt".into()],
     });
-    let (_, end) = finish(
-        rt.exec("kept", req, &[repos.join("in.txt")])
-            .await
-            .expect("exec 4"),
-    )
-    .await;
+    let (_, end) = finish(rt.exec("kept", 4, &task).await.expect("exec 4")).await;
     assert_eq!(end.error, None);
     let stage = rt.stage_dir("kept").expect("stage dir");
     assert_eq!(
@@ -153,7 +146,7 @@ async fn runs_share_a_kept_vm_and_survive_a_save_and_restore() {
     assert_ne!(restored.vm.pid, pid_before, "a new QEMU process");
     rt.set_guest_clock("kept2").await.expect("set the clock");
     let (out, end) = finish(
-        rt.exec("kept2", RunRequest::new(5, sh("cat /tmp/mark")), &[])
+        rt.exec("kept2", 5, &Task::new(sh("cat /tmp/mark")))
             .await
             .expect("exec after restore"),
     )
@@ -176,11 +169,11 @@ async fn a_vm_started_for_one_command_refuses_runs() {
     };
     let mut spec = VmSpec::new("once", "tiny", sh("sleep 600"));
     spec.network = false;
-    spec.staging = Some(StagingSpec::default());
+    spec.task.staging = Some(StagingSpec::default());
     node.rt.start(spec).await.expect("start");
     let err = node
         .rt
-        .exec("once", RunRequest::new(1, sh("true")), &[])
+        .exec("once", 1, &Task::new(sh("true")))
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("not kept running"), "{err}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vgrid_guest_proto::GuestMessage;
 use vgrid_testkit::StockImage;
 use vgrid_vm::checkpoint::{CheckpointOptions, RestoreOptions};
+use vgrid_vm::error::{CheckpointError, CheckpointFileError, FsError, RestoreError, StartError};
 use vgrid_vm::{MountSpec, PortMap, Runtime, RuntimeConfig, StoreImages, VmError, VmSpec, VmState};
 
 /// A guard against hanging only (TCG boots take seconds), not a timing
@@ -125,8 +126,8 @@ async fn a_command_runs_and_its_output_and_exit_status_come_back() {
         "hello",
         "echo hello from $(hostname); echo oops >&2; echo user=$(id -u) x=$X; exit 3",
     );
-    spec.env.insert("X".into(), "42".into());
-    spec.user = Some("alice".into());
+    spec.task.env.insert("X".into(), "42".into());
+    spec.task.user = Some("alice".into());
     let started = n.rt.start(spec).await.unwrap();
     assert!(matches!(
         started.state,
@@ -292,7 +293,13 @@ async fn an_incremental_checkpoint_stores_little_and_a_corrupt_one_is_refused() 
         b.rt.restore(&ckpts.path().join("incr"), "bad", RestoreOptions::default())
             .await
             .unwrap_err();
-    assert!(matches!(err, VmError::BadCheckpoint { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RestoreError::Checkpoint(CheckpointFileError::Damaged { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("full/memory.pack"), "{err}");
     assert!(b.rt.names().unwrap().is_empty(), "no VM left behind");
 
@@ -400,7 +407,10 @@ async fn a_data_repository_is_mounted_and_escapes_are_refused() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, VmError::NotCheckpointable { .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::Vm(VmError::NotCheckpointable { .. })),
+        "{err}"
+    );
     assert!(!ckpts.path().join("c").exists());
     assert_eq!(
         n.rt.inspect("reader").await.unwrap().state,
@@ -413,7 +423,10 @@ async fn a_data_repository_is_mounted_and_escapes_are_refused() {
         let mut spec = sh("escape", "true");
         spec.mounts.push(MountSpec::parse(bad).unwrap());
         let err = n.rt.start(spec).await.unwrap_err();
-        assert!(matches!(err, VmError::PathEscape { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, StartError::HostPath(FsError::Escape { .. })),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(n.rt.names().unwrap(), vec!["reader".to_string()]);
 }
@@ -648,7 +661,7 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     );
     // A 16 MiB output takes the guest a while to copy out: the exit must
     // not be reported before it is all in the share.
-    spec.staging = Some(vgrid_vm::StagingSpec {
+    spec.task.staging = Some(vgrid_vm::StagingSpec {
         inputs: vec![inputs.join("words.txt")],
         outputs: vec!["sorted.txt".into(), "big.bin".into()],
     });

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use fastcdc::v2020::FastCDC;
 use serde::Serialize;
 
-use crate::error::{Result, VmError};
+use crate::error::{CheckpointFileError, FileError};
 
 pub const IDX_MAGIC: &[u8; 8] = b"VGMIDX01";
 const MIN_CHUNK: u32 = 16 * 1024;
@@ -82,8 +82,8 @@ impl MemoryIndex {
     }
 
     /// Parses an index; `path` only names the file in errors.
-    pub fn decode(bytes: &[u8], path: &Path) -> Result<MemoryIndex> {
-        let bad = |why: &str| VmError::BadCheckpoint {
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<MemoryIndex, CheckpointFileError> {
+        let bad = |why: &str| CheckpointFileError::Damaged {
             path: path.to_path_buf(),
             reason: why.to_string(),
         };
@@ -197,10 +197,14 @@ impl ChunkLocator {
     }
 
     /// Checks that every chunk of `index`'s stream can be found.
-    pub fn check_complete(&self, index: &MemoryIndex, idx_path: &Path) -> Result<()> {
+    pub fn check_complete(
+        &self,
+        index: &MemoryIndex,
+        idx_path: &Path,
+    ) -> Result<(), CheckpointFileError> {
         for (h, _) in &index.order {
             if !self.contains(h) {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: idx_path.to_path_buf(),
                     reason: format!(
                         "chunk {} is stored in no pack of the checkpoint chain",
@@ -213,30 +217,34 @@ impl ChunkLocator {
     }
 
     /// Writes the stream of `index` to `out`, verifying every chunk's hash.
-    pub fn write_stream(&self, index: &MemoryIndex, out: &mut impl Write) -> Result<u64> {
+    pub fn write_stream(
+        &self,
+        index: &MemoryIndex,
+        out: &mut impl Write,
+    ) -> Result<u64, CheckpointFileError> {
         let mut files: Vec<Option<File>> = (0..self.packs.len()).map(|_| None).collect();
         let mut stored = Vec::new();
         let mut written = 0u64;
         for (h, len) in &index.order {
             let Some(&(pack, c)) = self.map.get(h) else {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: self.packs.first().cloned().unwrap_or_default(),
                     reason: format!("chunk {} is missing", hex(h)),
                 });
             };
             let path = &self.packs[pack];
             if files[pack].is_none() {
-                files[pack] = Some(File::open(path).map_err(|e| VmError::io("open", path, e))?);
+                files[pack] = Some(File::open(path).map_err(|e| FileError::new("open", path, e))?);
             }
             let Some(f) = files[pack].as_ref() else {
                 continue;
             };
             stored.resize(c.stored_len as usize, 0);
             f.read_exact_at(&mut stored, c.offset)
-                .map_err(|e| VmError::io("read", path, e))?;
+                .map_err(|e| FileError::new("read", path, e))?;
             let raw = if c.compressed {
                 zstd::bulk::decompress(&stored, c.raw_len as usize).map_err(|e| {
-                    VmError::BadCheckpoint {
+                    CheckpointFileError::Damaged {
                         path: path.clone(),
                         reason: format!("chunk {} does not decompress: {e}", hex(h)),
                     }
@@ -245,20 +253,20 @@ impl ChunkLocator {
                 std::mem::take(&mut stored)
             };
             if raw.len() != *len as usize || blake3::hash(&raw).as_bytes() != h {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: path.clone(),
                     reason: format!("chunk {} does not match its hash", hex(h)),
                 });
             }
             out.write_all(&raw)
-                .map_err(|e| VmError::io("write", "the restore stream", e))?;
+                .map_err(|e| FileError::new("write", "the restore stream", e))?;
             written += raw.len() as u64;
             if !c.compressed {
                 stored = raw;
             }
         }
         out.flush()
-            .map_err(|e| VmError::io("write", "the restore stream", e))?;
+            .map_err(|e| FileError::new("write", "the restore stream", e))?;
         Ok(written)
     }
 }
@@ -480,13 +488,13 @@ fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
 }
 
 impl FilePack {
-    pub fn create(path: &Path) -> Result<FilePack> {
+    pub fn create(path: &Path) -> Result<FilePack, CheckpointFileError> {
         Self::create_with(path, true)
     }
 
     /// `try_direct: false` always writes through the page cache (what
     /// file systems without direct IO get; tests use it).
-    fn create_with(path: &Path, try_direct: bool) -> Result<FilePack> {
+    fn create_with(path: &Path, try_direct: bool) -> Result<FilePack, CheckpointFileError> {
         let open = |flags: i32| {
             OpenOptions::new()
                 .write(true)
@@ -499,14 +507,15 @@ impl FilePack {
         let (file, direct) = match open(first) {
             Ok(f) if !try_direct => (f, None),
             Ok(f) => {
-                let writer = f.try_clone().map_err(|e| VmError::io("open", path, e))?;
+                let writer = f.try_clone().map_err(|e| FileError::new("open", path, e))?;
                 (f, Some(WriteBehind::start(writer)))
             }
             // The file system does not do direct IO.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                (open(0).map_err(|e| VmError::io("create", path, e))?, None)
-            }
-            Err(e) => return Err(VmError::io("create", path, e)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                open(0).map_err(|e| FileError::new("create", path, e))?,
+                None,
+            ),
+            Err(e) => return Err(FileError::new("create", path, e).into()),
         };
         Ok(FilePack {
             file,
@@ -661,7 +670,7 @@ pub fn save_stream(
     pack: &mut dyn PackSink,
     pack_name: &Path,
     compress: bool,
-) -> Result<SavedStream> {
+) -> Result<SavedStream, CheckpointFileError> {
     let started = Instant::now();
     let (free_tx, free_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
     let (cut_tx, cut_rx) = mpsc::sync_channel::<Batch>(SEGMENTS);
@@ -671,7 +680,7 @@ pub fn save_stream(
         let _ = free_tx.send(Batch::new());
     }
     let compressor = if compress {
-        Some(zstd::bulk::Compressor::new(1).map_err(|e| VmError::io("compress", pack_name, e))?)
+        Some(zstd::bulk::Compressor::new(1).map_err(|e| FileError::new("compress", pack_name, e))?)
     } else {
         None
     };
@@ -681,7 +690,7 @@ pub fn save_stream(
         let packer = s.spawn(move || pack_chunks(hashed_rx, packed_tx, compressor));
         let written = write_pack(packed_rx, free_tx, pack, pack_name);
         let panicked = |what: &str| {
-            VmError::io(
+            FileError::new(
                 "save",
                 pack_name,
                 std::io::Error::other(format!("the {what} thread panicked")),
@@ -695,7 +704,7 @@ pub fn save_stream(
         let (write_ms, sync_ms) = written?;
         let (read_wait_ms, cut_ms) = read
             .map_err(|_| panicked("stream reader"))?
-            .map_err(|e| VmError::io("read", "the migration stream", e))?;
+            .map_err(|e| FileError::new("read", "the migration stream", e))?;
         let mut out = hashed.map_err(|_| panicked("chunk hasher"))?;
         let packed = packed.map_err(|_| panicked("chunk packer"))?;
         out.index.stored = packed.index.stored;
@@ -874,7 +883,7 @@ fn write_pack(
     free: SyncSender<Batch>,
     pack: &mut dyn PackSink,
     pack_name: &Path,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64), CheckpointFileError> {
     let mut busy = Duration::ZERO;
     // Returning on error drops `hashed` and `free`: the hasher's next send
     // and the reader's next wait for a segment fail, and both stop.
@@ -886,7 +895,7 @@ fn write_pack(
                 Piece::Packed(start, len) => &b.packed[start..start + len],
             };
             pack.write_all(bytes)
-                .map_err(|e| VmError::io("write", pack_name, e))?;
+                .map_err(|e| FileError::new("write", pack_name, e))?;
         }
         busy += t.elapsed();
         // The reader may already have ended; the segment is then dropped.
@@ -894,7 +903,7 @@ fn write_pack(
     }
     let t = Instant::now();
     pack.finish()
-        .map_err(|e| VmError::io("write", pack_name, e))?;
+        .map_err(|e| FileError::new("write", pack_name, e))?;
     Ok((ms(busy), ms(t.elapsed())))
 }
 
@@ -1060,7 +1069,7 @@ mod tests {
         let mut loc = ChunkLocator::new();
         loc.add_pack(pack, &saved.index);
         let err = loc.write_stream(&saved.index, &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, VmError::BadCheckpoint { .. }), "{err}");
+        assert!(matches!(err, CheckpointFileError::Damaged { .. }), "{err}");
     }
 
     #[test]

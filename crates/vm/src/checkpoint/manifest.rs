@@ -20,10 +20,18 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::chunks::{ChunkLocator, MemoryIndex};
-use crate::error::{Result, VmError};
+use crate::error::{CheckpointFileError, FileError};
 use crate::fsutil;
 use crate::record::VmRecord;
 
+/// The manifest format this crate writes and reads.
+///
+/// NOTICE: checkpoints are persisted, moved between nodes and restored by
+/// later vgrids: any change to [`Manifest`], to the types in it (the
+/// [`VmRecord`] included) or to the files it describes that an older vgrid
+/// could not read, or would read wrongly, needs a new format number here,
+/// and [`load`] must then read the older formats or refuse them saying
+/// what to do.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const MEMORY_IDX: &str = "memory.idx";
@@ -99,33 +107,48 @@ pub struct Loaded {
     pub manifest_blake3: String,
 }
 
-/// Reads a checkpoint's manifest (no verification of the other files).
-pub fn load(dir: &Path) -> Result<Loaded> {
+/// Reads a checkpoint's manifest (no verification of the other files),
+/// refusing one of another format (see [`CHECKPOINT_FORMAT`]) with what
+/// to do about it.
+pub fn load(dir: &Path) -> Result<Loaded, CheckpointFileError> {
     let path = dir.join(MANIFEST);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(VmError::BadCheckpoint {
+            return Err(CheckpointFileError::Damaged {
                 path,
                 reason: "missing: the directory is not a checkpoint, or the checkpoint was never completed".into(),
             });
         }
-        Err(e) => return Err(VmError::io("read", &path, e)),
+        Err(e) => return Err(FileError::new("read", &path, e).into()),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| VmError::BadCheckpoint {
-            path: path.clone(),
-            reason: format!("line {}, column {}: {e}", e.line(), e.column()),
-        })?;
-    if manifest.format != CHECKPOINT_FORMAT {
-        return Err(VmError::BadCheckpoint {
+    let parse = |source| CheckpointFileError::Parse {
+        path: path.clone(),
+        source,
+    };
+    // The format first, so that a manifest of another format is named as
+    // such rather than as a field that does not fit.
+    #[derive(Deserialize)]
+    struct FormatOnly {
+        format: u32,
+    }
+    let FormatOnly { format } = serde_json::from_slice(&bytes).map_err(parse)?;
+    let (found, supported) = (format, CHECKPOINT_FORMAT);
+    if found > supported {
+        return Err(CheckpointFileError::Newer {
             path,
-            reason: format!(
-                "format {} is not supported (this vgrid reads format {CHECKPOINT_FORMAT})",
-                manifest.format
-            ),
+            found,
+            supported,
         });
     }
+    if found < supported {
+        return Err(CheckpointFileError::Older {
+            path,
+            found,
+            supported,
+        });
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(parse)?;
     for name in manifest
         .files
         .iter()
@@ -133,7 +156,7 @@ pub fn load(dir: &Path) -> Result<Loaded> {
         .chain(manifest.disk_layers.iter().map(String::as_str))
     {
         if !is_plain_name(name) {
-            return Err(VmError::BadCheckpoint {
+            return Err(CheckpointFileError::Damaged {
                 path,
                 reason: format!("file name `{name}` is not a plain name in the checkpoint"),
             });
@@ -154,11 +177,11 @@ fn is_plain_name(name: &str) -> bool {
 /// Loads the chain ending at `dir`, root first. Parents are found by their
 /// relative path, else their recorded absolute path, and must have the
 /// recorded manifest hash.
-pub fn load_chain(dir: &Path) -> Result<Vec<Loaded>> {
+pub fn load_chain(dir: &Path) -> Result<Vec<Loaded>, CheckpointFileError> {
     let mut chain = vec![load(dir)?];
     while let Some(parent) = chain.last().and_then(|c| c.manifest.parent.clone()) {
         if chain.len() > 10_000 {
-            return Err(VmError::BadCheckpoint {
+            return Err(CheckpointFileError::Damaged {
                 path: dir.to_path_buf(),
                 reason: "the parent chain loops".into(),
             });
@@ -180,7 +203,7 @@ pub fn load_chain(dir: &Path) -> Result<Vec<Loaded>> {
         match found {
             Some(l) => chain.push(l),
             None => {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: child_dir.join(MANIFEST),
                     reason: format!("its parent checkpoint cannot be found ({})", why.join("; ")),
                 });
@@ -194,18 +217,19 @@ pub fn load_chain(dir: &Path) -> Result<Vec<Loaded>> {
 /// Checks every file of every checkpoint in the chain against its size and
 /// hash, and that the memory stream can be reassembled. Returns the chunk
 /// locator and the last checkpoint's memory index.
-pub fn verify_chain(chain: &[Loaded]) -> Result<(ChunkLocator, MemoryIndex)> {
+pub fn verify_chain(chain: &[Loaded]) -> Result<(ChunkLocator, MemoryIndex), CheckpointFileError> {
     let mut locator = ChunkLocator::new();
     let mut last_index = MemoryIndex::default();
     for ck in chain {
         for f in &ck.manifest.files {
             let path = ck.dir.join(&f.name);
-            let meta = std::fs::metadata(&path).map_err(|e| VmError::BadCheckpoint {
-                path: path.clone(),
-                reason: format!("listed in the manifest but unreadable: {e}"),
-            })?;
+            let meta =
+                std::fs::metadata(&path).map_err(|source| CheckpointFileError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?;
             if meta.len() != f.bytes {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path,
                     reason: format!(
                         "{} bytes, the manifest says {} (truncated or altered)",
@@ -216,7 +240,7 @@ pub fn verify_chain(chain: &[Loaded]) -> Result<(ChunkLocator, MemoryIndex)> {
             }
             let (_, hash) = fsutil::hash_file(&path)?;
             if hash != f.blake3 {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path,
                     reason: "content does not match the manifest's BLAKE3 checksum (corrupt)"
                         .into(),
@@ -225,7 +249,7 @@ pub fn verify_chain(chain: &[Loaded]) -> Result<(ChunkLocator, MemoryIndex)> {
         }
         for layer in &ck.manifest.disk_layers {
             if !ck.manifest.files.iter().any(|f| &f.name == layer) {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: ck.dir.join(MANIFEST),
                     reason: format!("disk layer `{layer}` has no checksum entry"),
                 });
@@ -233,17 +257,17 @@ pub fn verify_chain(chain: &[Loaded]) -> Result<(ChunkLocator, MemoryIndex)> {
         }
         for needed in [MEMORY_IDX, MEMORY_PACK] {
             if !ck.manifest.files.iter().any(|f| f.name == needed) {
-                return Err(VmError::BadCheckpoint {
+                return Err(CheckpointFileError::Damaged {
                     path: ck.dir.join(MANIFEST),
                     reason: format!("`{needed}` has no checksum entry"),
                 });
             }
         }
         let idx_path = ck.dir.join(MEMORY_IDX);
-        let bytes = std::fs::read(&idx_path).map_err(|e| VmError::io("read", &idx_path, e))?;
+        let bytes = std::fs::read(&idx_path).map_err(|e| FileError::new("read", &idx_path, e))?;
         let index = MemoryIndex::decode(&bytes, &idx_path)?;
         if index.stream_len != ck.manifest.memory.stream_bytes {
-            return Err(VmError::BadCheckpoint {
+            return Err(CheckpointFileError::Damaged {
                 path: idx_path,
                 reason: "stream length differs from the manifest".into(),
             });
@@ -278,6 +302,7 @@ pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::report;
 
     #[test]
     fn relative_paths() {
@@ -311,6 +336,24 @@ mod tests {
         assert!(err.to_string().contains("never completed"), "{err}");
         std::fs::write(dir.path().join(MANIFEST), b"{\"format\": 1").unwrap();
         let err = load(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(report(&err).contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn manifests_of_other_formats_are_refused_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST);
+        std::fs::write(&path, br#"{"format": 2, "a field of format 2": []}"#).unwrap();
+        let newer = report(&load(dir.path()).unwrap_err());
+        assert!(newer.contains("manifest.json"), "{newer}");
+        assert!(newer.contains("format 2, newer"), "{newer}");
+        assert!(newer.contains("restore it with the newer vgrid"), "{newer}");
+        std::fs::write(&path, br#"{"format": 0}"#).unwrap();
+        let older = report(&load(dir.path()).unwrap_err());
+        assert!(older.contains("format 0, older"), "{older}");
+        assert!(
+            older.contains("restore it with the vgrid that took it"),
+            "{older}"
+        );
     }
 }

@@ -21,20 +21,20 @@ use vgrid_qmp::{EventStream, MigrationInfo, MigrationStatus, Qmp};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use save::{CheckpointOptions, CheckpointReport};
 
-use crate::error::{Result, VmError};
+use crate::error::MigrationError;
 
 /// Migration parameters for saving to a local stream: no bandwidth cap
 /// (QEMU's default is 32 MiB/s) and events on.
-pub async fn prepare_migration(qmp: &Qmp, name: &str) -> Result<()> {
+pub async fn prepare_migration(qmp: &Qmp, name: &str) -> Result<(), MigrationError> {
     qmp.migrate_set_capabilities(&[("events", true)])
         .await
-        .map_err(|e| VmError::qmp(name, e))?;
+        .map_err(|e| MigrationError::qmp(name, e))?;
     qmp.migrate_set_parameters(serde_json::json!({
         "max-bandwidth": 1u64 << 50,
         "downtime-limit": 2000,
     }))
     .await
-    .map_err(|e| VmError::qmp(name, e))
+    .map_err(|e| MigrationError::qmp(name, e))
 }
 
 /// Waits until the migration on `qmp` ends; an error unless it completed.
@@ -43,13 +43,13 @@ pub async fn wait_migration(
     events: &mut EventStream,
     name: &str,
     limit: Duration,
-) -> Result<MigrationInfo> {
+) -> Result<MigrationInfo, MigrationError> {
     let deadline = Instant::now() + limit;
     loop {
         let info = qmp
             .query_migrate()
             .await
-            .map_err(|e| VmError::qmp(name, e))?;
+            .map_err(|e| MigrationError::qmp(name, e))?;
         match &info.status {
             Some(MigrationStatus::Completed) => return Ok(info),
             Some(MigrationStatus::Failed) | Some(MigrationStatus::Cancelled) => {
@@ -63,8 +63,8 @@ pub async fn wait_migration(
         }
         if Instant::now() > deadline {
             let _ = qmp.migrate_cancel().await;
-            return Err(VmError::Timeout {
-                what: format!("the migration stream of VM `{name}`"),
+            return Err(MigrationError::Timeout {
+                name: name.to_string(),
                 after: limit,
             });
         }
@@ -78,18 +78,11 @@ pub async fn wait_migration(
 }
 
 /// QEMU refuses to migrate a VM with a mounted 9p share; say why plainly.
-pub fn migration_error(name: &str, reason: String) -> VmError {
+pub fn migration_error(name: &str, reason: String) -> MigrationError {
+    let name = name.to_string();
     if reason.contains("VirtFS") || reason.contains("9p") {
-        VmError::NotCheckpointable {
-            name: name.to_string(),
-            reason: format!(
-                "a virtio-9p share is mounted in the guest and QEMU cannot migrate it ({reason})"
-            ),
-        }
+        MigrationError::NinePShare { name, reason }
     } else {
-        VmError::Migration {
-            name: name.to_string(),
-            reason,
-        }
+        MigrationError::Failed { name, reason }
     }
 }

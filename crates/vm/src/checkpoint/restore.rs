@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::manifest::{self, AGENT_OUT, CONSOLE};
 use super::{migration_error, prepare_migration, wait_migration};
 use crate::accel::Accel;
-use crate::error::{Result, VmError};
+use crate::error::{CheckpointFileError, FileError, MigrationError, RestoreError};
 use crate::fsutil;
 use crate::layout::check_vm_name;
 use crate::process::{self, Sig};
@@ -48,24 +48,23 @@ impl Runtime {
         dir: &Path,
         name: &str,
         opts: RestoreOptions,
-    ) -> Result<RestoreReport> {
+    ) -> Result<RestoreReport, RestoreError> {
         let started = Instant::now();
         check_vm_name(name)?;
         let vm_dir = self.vm_dir(name);
         vm_dir.check_socket_paths()?;
         if vm_dir.root().exists() {
-            return Err(VmError::Exists(name.to_string()));
+            return Err(RestoreError::Exists(name.to_string()));
         }
-        let ck_dir = fs::canonicalize(dir).map_err(|e| VmError::BadCheckpoint {
-            path: dir.to_path_buf(),
-            reason: format!("cannot open it: {e}"),
-        })?;
+        let ck_dir =
+            fs::canonicalize(dir).map_err(|e| FileError::new("open checkpoint", dir, e))?;
         let chain = manifest::load_chain(&ck_dir)?;
         let Some(last) = chain.last() else {
-            return Err(VmError::BadCheckpoint {
+            return Err(CheckpointFileError::Damaged {
                 path: ck_dir,
                 reason: "empty chain".into(),
-            });
+            }
+            .into());
         };
         let saved = last.manifest.vm.clone();
         // Every checkpoint of a chain must come from the same VM lineage:
@@ -76,7 +75,7 @@ impl Runtime {
                 || v.memory_mb != saved.memory_mb
                 || v.image.checksum != saved.image.checksum
             {
-                return Err(VmError::BadCheckpoint {
+                return Err(RestoreError::Incompatible {
                     path: ck.dir.join(manifest::MANIFEST),
                     reason: "belongs to a different VM than the rest of the chain".into(),
                 });
@@ -88,7 +87,7 @@ impl Runtime {
 
         let image = self.images.boot_image(&saved.image.name)?;
         if image.checksum != saved.image.checksum {
-            return Err(VmError::BadCheckpoint {
+            return Err(RestoreError::Incompatible {
                 path: ck_dir.join(manifest::MANIFEST),
                 reason: format!(
                     "it was taken on image `{}` with checksum {}, but this node's image `{}` has checksum {}",
@@ -100,7 +99,7 @@ impl Runtime {
         let cpu_model = if saved.cpu_model == Accel::Kvm.default_cpu_model()
             && accel.accel != Accel::Kvm
         {
-            return Err(VmError::BadCheckpoint {
+            return Err(RestoreError::Incompatible {
                 path: ck_dir.join(manifest::MANIFEST),
                 reason: format!(
                     "it was taken under KVM with the host CPU model, and this node runs TCG ({})",
@@ -115,9 +114,9 @@ impl Runtime {
         match fs::create_dir(vm_dir.root()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(VmError::Exists(name.to_string()));
+                return Err(RestoreError::Exists(name.to_string()));
             }
-            Err(e) => return Err(VmError::io("create directory", vm_dir.root(), e)),
+            Err(e) => return Err(FileError::new("create directory", vm_dir.root(), e).into()),
         }
         let result = async {
             fsutil::create_dir_mode(vm_dir.root(), 0o700)?;
@@ -138,11 +137,11 @@ impl Runtime {
                 }
             }
             if let Some(ctx) = &saved.context {
-                let json = ctx.to_json().map_err(|e| VmError::BadCheckpoint {
+                let json = ctx.to_json().map_err(|source| RestoreError::Context {
                     path: ck_dir.join(manifest::MANIFEST),
-                    reason: format!("its job context is invalid: {e}"),
+                    source,
                 })?;
-                fsutil::write_replace(&vm_dir.context(), json.as_bytes(), 0o600)?;
+                fsutil::write_atomic(&vm_dir.context(), json.as_bytes(), 0o600)?;
             }
             if saved.staging_tag.is_some() {
                 fsutil::create_dir_mode(&vm_dir.stage(), 0o700)?;
@@ -175,40 +174,41 @@ impl Runtime {
                 .boot(&vm_dir, &rec, LaunchMode { incoming: true })
                 .await?;
             prepare_migration(&qmp, name).await?;
-            let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| VmError::io("create", "a pipe", e.into()))?;
+            let (read_end, write_end) =
+                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| FileError::new("create", "a pipe", e.into()))?;
             let _ = rustix::pipe::fcntl_setpipe_size(&write_end, 1 << 20);
             qmp.getfd("vgrid-restore", read_end.as_fd())
                 .await
-                .map_err(|e| VmError::qmp(name, e))?;
+                .map_err(|e| RestoreError::qmp(name, e))?;
             drop(read_end);
             let mut events = qmp.events();
             qmp.migrate_incoming("fd:vgrid-restore")
                 .await
-                .map_err(|e| VmError::qmp(name, e))?;
+                .map_err(|e| RestoreError::qmp(name, e))?;
             let writer = tokio::task::spawn_blocking(move || {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, File::from(write_end));
                 locator.write_stream(&index, &mut out)
             });
             let migrated = wait_migration(&qmp, &mut events, name, Duration::from_secs(3600)).await;
-            let written = writer.await.map_err(|e| VmError::Migration {
+            let written = writer.await.map_err(|source| RestoreError::Writer {
                 name: name.to_string(),
-                reason: format!("the stream writer failed: {e}"),
+                source,
             })?;
             // A writer error explains a failed load better than QEMU does.
             let stream_bytes = written?;
             migrated.map_err(|e| match e {
-                VmError::Migration { reason, .. } => migration_error(name, reason),
+                MigrationError::Failed { reason, .. } => migration_error(name, reason),
                 other => other,
             })?;
             if !opts.paused {
-                qmp.cont().await.map_err(|e| VmError::qmp(name, e))?;
+                qmp.cont().await.map_err(|e| RestoreError::qmp(name, e))?;
             } else {
                 let mut rec = rec.clone();
                 rec.intent = Intent::Pause;
                 rec.save(&vm_dir.record())?;
             }
-            Ok::<_, VmError>((stream_bytes, load_start.elapsed().as_millis() as u64))
+            Ok::<_, RestoreError>((stream_bytes, load_start.elapsed().as_millis() as u64))
         }
         .await;
         let (stream_bytes, load_ms) = match result {

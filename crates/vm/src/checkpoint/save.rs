@@ -15,7 +15,8 @@ use super::manifest::{
     MEMORY_PACK, Manifest, MemoryInfo, ParentRef,
 };
 use super::{migration_error, prepare_migration, wait_migration};
-use crate::error::{Result, VmError};
+use crate::error::MigrationError;
+use crate::error::{CheckpointError, CheckpointFileError, FileError, SpecError, VmError};
 use crate::fsutil;
 use crate::layout::VmDir;
 use crate::process::{self, Sig};
@@ -96,7 +97,7 @@ impl Runtime {
         name: &str,
         out: &Path,
         opts: CheckpointOptions,
-    ) -> Result<CheckpointReport> {
+    ) -> Result<CheckpointReport, CheckpointError> {
         let mut reports = self
             .checkpoint_group(&[(name.to_string(), out.to_path_buf())], opts)
             .await?;
@@ -110,7 +111,7 @@ impl Runtime {
         &self,
         vms: &[(String, PathBuf)],
         opts: CheckpointOptions,
-    ) -> Result<Vec<CheckpointReport>> {
+    ) -> Result<Vec<CheckpointReport>, CheckpointError> {
         let started = Instant::now();
         let mut order: Vec<&(String, PathBuf)> = vms.iter().collect();
         // Locks are always taken in name order, so two groups never wait on
@@ -118,7 +119,7 @@ impl Runtime {
         order.sort_by(|a, b| a.0.cmp(&b.0));
         for w in order.windows(2) {
             if w[0].0 == w[1].0 {
-                return Err(VmError::bad_spec("VM", &w[0].0, "named twice"));
+                return Err(SpecError::new("vms", &w[0].0, "named twice").into());
             }
         }
         let mut jobs = Vec::new();
@@ -128,11 +129,12 @@ impl Runtime {
         for i in 0..jobs.len() {
             for j in i + 1..jobs.len() {
                 if jobs[i].out == jobs[j].out {
-                    return Err(VmError::bad_spec(
-                        "--out",
+                    return Err(SpecError::new(
+                        "out",
                         jobs[i].out.display().to_string(),
                         "used for two VMs",
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -167,7 +169,7 @@ impl Runtime {
                 && let Err(e) = job.qmp.cont().await
                 && failure.is_none()
             {
-                failure = Some(VmError::qmp(&job.name, e));
+                failure = Some(CheckpointError::qmp(&job.name, e));
             }
         }
         let paused_ms = pause_start.elapsed().as_millis() as u64;
@@ -196,19 +198,20 @@ impl Runtime {
         }
     }
 
-    async fn prepare_job(&self, name: &str, out: &Path) -> Result<Job> {
+    async fn prepare_job(&self, name: &str, out: &Path) -> Result<Job, CheckpointError> {
         let dir = self.existing(name)?;
         let out = absolute(out)?;
         if out.exists() {
-            return Err(VmError::bad_spec(
-                "--out",
+            return Err(SpecError::new(
+                "out",
                 out.display().to_string(),
                 "already exists; a checkpoint is written into a new directory",
-            ));
+            )
+            .into());
         }
         let parent_dir = out.parent().unwrap_or(Path::new("/")).to_path_buf();
         fsutil::create_private_dir_all(&parent_dir)?;
-        let lock = VmLock::acquire(&dir, name).await?;
+        let lock = VmLock::acquire(&dir, name).await.map_err(VmError::from)?;
         let rec = self.live_and_saveable(&dir, name, "checkpoint it").await?;
         let (parent, known) = match &rec.last_checkpoint {
             Some(p) => match load_known(p) {
@@ -232,7 +235,7 @@ impl Runtime {
             Ok(q) => q,
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(Job {
@@ -250,7 +253,11 @@ impl Runtime {
     }
 
     /// Cuts the disk, streams memory and copies the outputs, VM paused.
-    async fn save_paused(&self, job: &mut Job, opts: CheckpointOptions) -> Result<()> {
+    async fn save_paused(
+        &self,
+        job: &mut Job,
+        opts: CheckpointOptions,
+    ) -> Result<(), CheckpointError> {
         let name = job.name.clone();
         let mut rec = VmRecord::load(&job.dir.record())?;
 
@@ -266,7 +273,7 @@ impl Runtime {
             .read(true)
             .write(true)
             .open(&layer)
-            .map_err(|e| VmError::io("open", &layer, e))?;
+            .map_err(|e| FileError::new("open", &layer, e))?;
         // QEMU has dropped its privileges; it gets the file as a descriptor.
         let fdset = job
             .qmp
@@ -298,7 +305,7 @@ impl Runtime {
         // The memory: QEMU writes its migration stream into a pipe.
         prepare_migration(&job.qmp, &name).await?;
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| VmError::io("create", "a pipe", e.into()))?;
+            .map_err(|e| FileError::new("create", "a pipe", e.into()))?;
         let _ = rustix::pipe::fcntl_setpipe_size(&read_end, 1 << 20);
         job.qmp
             .getfd("vgrid-ckpt", write_end.as_fd())
@@ -324,15 +331,15 @@ impl Runtime {
         let migrated = match job.qmp.migrate("fd:vgrid-ckpt").await {
             Ok(()) => wait_migration(&job.qmp, &mut events, &name, Duration::from_secs(3600)).await,
             Err(vgrid_qmp::QmpError::Command { desc, .. }) => Err(migration_error(&name, desc)),
-            Err(e) => Err(VmError::qmp(&name, e)),
+            Err(e) => Err(MigrationError::qmp(&name, e)),
         };
         if migrated.is_err() {
             // Make QEMU drop its end so the reader sees the end of input.
             let _ = job.qmp.closefd("vgrid-ckpt").await;
         }
-        let (known, saved) = reader.await.map_err(|e| VmError::Migration {
+        let (known, saved) = reader.await.map_err(|source| CheckpointError::Reader {
             name: name.clone(),
-            reason: format!("the stream reader failed: {e}"),
+            source,
         })?;
         job.known = Some(known);
         migrated?;
@@ -372,7 +379,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// `checkpoint --stop`: QEMU ends once the state is saved.
+    /// A checkpoint with `stop`: QEMU ends once the state is saved.
     async fn end_saved(&self, job: &Job) {
         if let Ok(mut rec) = VmRecord::load(&job.dir.record()) {
             rec.intent = Intent::Saved;
@@ -396,11 +403,10 @@ impl Runtime {
         opts: CheckpointOptions,
         paused_ms: u64,
         started: Instant,
-    ) -> Result<CheckpointReport> {
+    ) -> Result<CheckpointReport, CheckpointError> {
         let Some(saved) = job.saved.take() else {
-            return Err(VmError::Migration {
+            return Err(CheckpointError::NothingSaved {
                 name: job.name.clone(),
-                reason: "nothing was saved".into(),
             });
         };
         let mut rec = VmRecord::load(&job.dir.record())?;
@@ -471,13 +477,13 @@ impl Runtime {
             },
             files,
         };
-        let bytes = serde_json::to_vec_pretty(&m).map_err(|e| VmError::BadCheckpoint {
+        let bytes = serde_json::to_vec_pretty(&m).map_err(|source| CheckpointError::Encode {
             path: job.tmp.join(MANIFEST),
-            reason: e.to_string(),
+            source,
         })?;
         fsutil::write_atomic(&job.tmp.join(MANIFEST), &bytes, 0o600)?;
         fsutil::fsync_dir(&job.tmp)?;
-        fs::rename(&job.tmp, &job.out).map_err(|e| VmError::io("rename into", &job.out, e))?;
+        fs::rename(&job.tmp, &job.out).map_err(|e| FileError::new("rename into", &job.out, e))?;
         if let Some(parent) = job.out.parent() {
             fsutil::fsync_dir(parent)?;
         }
@@ -502,60 +508,58 @@ impl Runtime {
     }
 }
 
-async fn pause(job: &mut Job) -> Result<()> {
+async fn pause(job: &mut Job) -> Result<(), CheckpointError> {
     let status = job
         .qmp
         .query_status()
         .await
-        .map_err(|e| VmError::qmp(&job.name, e))?;
+        .map_err(|e| CheckpointError::qmp(&job.name, e))?;
     job.was_running = status.status == RunState::Running;
     if job.was_running {
         job.qmp
             .stop()
             .await
-            .map_err(|e| VmError::qmp(&job.name, e))?;
+            .map_err(|e| CheckpointError::qmp(&job.name, e))?;
     }
     Ok(())
 }
 
 /// The parent checkpoint and the chunks its chain stores (for dedup).
-fn load_known(parent: &Path) -> Result<(Loaded, ChunkLocator)> {
+fn load_known(parent: &Path) -> Result<(Loaded, ChunkLocator), CheckpointFileError> {
     let chain = manifest::load_chain(parent)?;
     let mut known = ChunkLocator::new();
     for ck in &chain {
         let idx_path = ck.dir.join(MEMORY_IDX);
-        let bytes = fs::read(&idx_path).map_err(|e| VmError::io("read", &idx_path, e))?;
+        let bytes = fs::read(&idx_path).map_err(|e| FileError::new("read", &idx_path, e))?;
         let index = MemoryIndex::decode(&bytes, &idx_path)?;
         known.add_pack(ck.dir.join(MEMORY_PACK), &index);
     }
     let last = chain
         .into_iter()
         .last()
-        .ok_or_else(|| VmError::BadCheckpoint {
+        .ok_or_else(|| CheckpointFileError::Damaged {
             path: parent.to_path_buf(),
             reason: "empty chain".into(),
         })?;
     Ok((last, known))
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+fn absolute(p: &Path) -> Result<PathBuf, CheckpointError> {
     let p = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|e| VmError::io("read", "the current directory", e))?
+            .map_err(|e| FileError::new("read", "the current directory", e))?
             .join(p)
     };
     // Resolve the parent (it may contain symlinks); the last component is
     // the new directory's name.
     let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-        return Err(VmError::bad_spec(
-            "--out",
-            p.display().to_string(),
-            "needs a directory name",
-        ));
+        return Err(
+            SpecError::new("out", p.display().to_string(), "needs a directory name").into(),
+        );
     };
     fsutil::create_private_dir_all(parent)?;
-    let parent = fs::canonicalize(parent).map_err(|e| VmError::io("resolve", parent, e))?;
+    let parent = fs::canonicalize(parent).map_err(|e| FileError::new("resolve", parent, e))?;
     Ok(parent.join(name))
 }
