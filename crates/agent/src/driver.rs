@@ -63,6 +63,9 @@ pub struct SavedCheckpoint {
 /// its causes) is what the job's history says.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// A published image could not be installed on this node.
+    #[error("cannot install the image")]
+    Image(#[source] vgrid_image::ImageError),
     /// A VM of the unit (or a kept VM for it) did not start.
     #[error("cannot start VM `{vm}`")]
     Start {
@@ -247,6 +250,23 @@ pub trait VmDriver: Send + Sync + 'static {
     /// job (the `persistent` and `save-restore` modes) goes back to the
     /// driver's pool instead.
     fn remove(&self, unit: Unit) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// The images this node holds, by name (for placement).
+    fn images(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether the node holds the image a published manifest describes,
+    /// of the same build.
+    fn holds_image(&self, _published: &vgrid_cas::Manifest) -> bool {
+        true
+    }
+    /// Installs a published image whose chunks are all in `cache`.
+    fn install_image(
+        &self,
+        _published: &vgrid_cas::Manifest,
+        _cache: &vgrid_cas::Store,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        async { Ok(()) }
+    }
     /// The node's size, so that VMs kept between jobs never crowd out the
     /// jobs the controller places here.
     fn set_capacity(&self, _cpus: u32, _memory_mb: u64) {}

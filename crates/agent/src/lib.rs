@@ -50,6 +50,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// How often a running unit's status and output are looked at.
     pub watch_interval: Duration,
+    /// The node's cache of the controller's store (images fetched from
+    /// it); without it the node uses only the images it has.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -57,6 +60,12 @@ pub struct AgentConfig {
 pub enum AgentError {
     #[error("bad controller URL or token")]
     Client(#[from] ClientError),
+    #[error("cannot open the image cache {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: vgrid_cas::CasError,
+    },
     #[error("cannot use the state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -77,6 +86,7 @@ struct Shared<D> {
     client: Client,
     driver: Arc<D>,
     units: Mutex<HashMap<Unit, mpsc::UnboundedSender<Control>>>,
+    cache: Option<Arc<vgrid_cas::Store>>,
     /// Bumped at every successful registration; reports refused because
     /// the node was not registered wait for the next one.
     epoch: watch::Sender<u64>,
@@ -104,10 +114,20 @@ pub async fn run<D: VmDriver>(
     let (epoch, _) = watch::channel(0);
     let (_alive, alive_rx) = watch::channel(());
     driver.set_capacity(cfg.cpus, cfg.memory_mb);
+    let cache = match &cfg.cache_dir {
+        Some(dir) => Some(Arc::new(vgrid_cas::Store::open(dir).map_err(|e| {
+            AgentError::Cache {
+                path: dir.clone(),
+                source: e,
+            }
+        })?)),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         cfg,
         client,
         driver,
+        cache,
         units: Mutex::new(HashMap::new()),
         epoch,
         alive: alive_rx,
@@ -205,6 +225,7 @@ async fn register<D: VmDriver>(shared: &Arc<Shared<D>>) -> Option<u64> {
                 attempt: u.attempt,
             })
             .collect(),
+        images: shared.driver.images(),
     };
     match shared.client.register(&req).await {
         Ok(resp) => {
@@ -398,6 +419,15 @@ impl<D: VmDriver> UnitTask<D> {
         let (job, attempt) = (self.unit.job, self.unit.attempt);
         let driver = self.shared.driver.clone();
         if let Some(req) = start {
+            if let Err(e) = self.fetch_image(&req.spec.image).await {
+                self.report(AgentEvent::Failed {
+                    job,
+                    attempt,
+                    reason: format!("cannot fetch image `{}`: {e}", req.spec.image),
+                })
+                .await;
+                return;
+            }
             self.report(AgentEvent::Booting { job, attempt }).await;
             match driver.start(req).await {
                 Ok(how) => {
@@ -471,6 +501,88 @@ impl<D: VmDriver> UnitTask<D> {
                 return;
             }
         }
+    }
+
+    /// Fetches the job's image from the controller's store when the node
+    /// does not hold it (of the build the controller has), and installs
+    /// it; shown as the job's staging step. An image the controller does
+    /// not have is the node's own affair: the start says if it is missing.
+    async fn fetch_image(&self, name: &str) -> Result<(), String> {
+        let Some(cache) = &self.shared.cache else {
+            return Ok(());
+        };
+        let (job, attempt) = (self.unit.job, self.unit.attempt);
+        let client = &self.shared.client;
+        let sentence = |e: &dyn std::error::Error| {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        };
+        let published = match client.images().await {
+            Ok(list) => list.into_iter().find(|i| i.name == name),
+            // A controller without a store (404) has nothing to give.
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => return Err(sentence(&e)),
+        };
+        let Some(published) = published else {
+            return Ok(());
+        };
+        let id = vgrid_cas::ManifestId::parse(&published.manifest)
+            .ok_or_else(|| format!("the controller names it by `{}`", published.manifest))?;
+        let started = std::time::Instant::now();
+        // A chunk damaged in the cache is removed when found: the second
+        // try fetches it again.
+        let mut last = String::new();
+        for _ in 0..2 {
+            let manifest = client
+                .get_manifest(&id)
+                .await
+                .map_err(|e| sentence(&e))
+                .and_then(|b| vgrid_cas::Manifest::parse(&b).map_err(|e| e.to_string()))?;
+            if self.shared.driver.holds_image(&manifest) {
+                return Ok(());
+            }
+            self.report(AgentEvent::Staging {
+                job,
+                attempt,
+                detail: format!(
+                    "fetching image {name} ({} MiB) from the controller",
+                    published.size.div_ceil(1 << 20)
+                ),
+            })
+            .await;
+            let (m, moved) = vgrid_client::transfer::download(client, cache, &id)
+                .await
+                .map_err(|e| sentence(&e))?;
+            match self.shared.driver.install_image(&m, cache).await {
+                Ok(()) => {
+                    let images = self.shared.driver.images();
+                    if let Err(e) = client.node_images(&self.shared.cfg.name, images).await {
+                        tracing::warn!(error = %e, "cannot tell the controller about a fetched image");
+                    }
+                    self.report(AgentEvent::Staging {
+                        job,
+                        attempt,
+                        detail: format!(
+                            "image {name} fetched: {} of its {} chunks ({} KiB) in {:.1} s",
+                            moved.sent,
+                            moved.chunks,
+                            moved.bytes / 1024,
+                            started.elapsed().as_secs_f64()
+                        ),
+                    })
+                    .await;
+                    return Ok(());
+                }
+                Err(e) => last = e.sentence(),
+            }
+        }
+        Err(last)
     }
 
     /// Carries out a control message; true when the unit has ended.

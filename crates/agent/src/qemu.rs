@@ -175,6 +175,8 @@ pub struct QemuDriver {
     pool: Mutex<Pool>,
     keep: KeepConfig,
     capacity: Mutex<Option<(u64, u64)>>,
+    /// The node's images, where fetched images are installed.
+    images: vgrid_image::ImageStore,
 }
 
 fn vm_name(unit: Unit, index: u32) -> String {
@@ -238,7 +240,10 @@ impl QemuDriver {
             .map_err(|e| vgrid_vm::error::FileError::new("create directory", &units_dir, e))
             .map_err(state::StateError::from)?;
         let pool = Pool::load(&state_dir.join("kept.json"))?;
+        let images =
+            vgrid_image::ImageStore::open(&rt.config().data_dir).map_err(DriverError::Image)?;
         Ok(QemuDriver {
+            images,
             rt,
             state_dir,
             units: Mutex::new(HashMap::new()),
@@ -877,6 +882,33 @@ impl QemuDriver {
 }
 
 impl VmDriver for QemuDriver {
+    fn images(&self) -> Vec<String> {
+        self.images
+            .list()
+            .map(|l| {
+                l.into_iter()
+                    .filter(|e| e.image.is_ok())
+                    .map(|e| e.name)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn holds_image(&self, published: &vgrid_cas::Manifest) -> bool {
+        self.images.holds(published)
+    }
+
+    async fn install_image(
+        &self,
+        published: &vgrid_cas::Manifest,
+        cache: &vgrid_cas::Store,
+    ) -> Result<(), DriverError> {
+        self.images
+            .install_published(published, cache)
+            .map(|_| ())
+            .map_err(DriverError::Image)
+    }
+
     async fn start(&self, req: StartRequest) -> Result<VmStart, DriverError> {
         let skip = req.restore.as_ref().map_or(0, |c| c.log_offset);
         let prior = req.restore.as_ref().map_or(0, |c| c.work_ms);

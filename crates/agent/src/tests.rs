@@ -228,6 +228,7 @@ fn start_agent(
         labels: BTreeMap::new(),
         state_dir: dir.join(name),
         watch_interval: Duration::from_millis(20),
+        cache_dir: None,
     };
     tokio::spawn(async move { run(cfg, driver, std::future::pending()).await });
 }
@@ -374,6 +375,7 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
         labels: BTreeMap::new(),
         state_dir: dir.path().join("n1"),
         watch_interval: Duration::from_millis(20),
+        cache_dir: None,
     };
     let n1 = tokio::spawn(run(cfg, driver1.clone(), std::future::pending()));
     let id = c

@@ -120,6 +120,9 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     pub jobs: Vec<u64>,
     pub last_seen_unix_ms: i64,
+    /// The images the node holds.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// `POST /v1/users` (admin).
@@ -234,6 +237,29 @@ impl std::fmt::Debug for JoinResponse {
     }
 }
 
+// ---- The store ----
+
+/// `POST /v1/store/missing`: chunk ids (64 hex digits) in, the ones the
+/// store lacks out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkList {
+    pub chunks: Vec<String>,
+}
+
+/// An image as listed: its name, its manifest and the bytes of its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub name: String,
+    pub manifest: String,
+    pub size: u64,
+}
+
+/// `PUT /v1/images/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetImage {
+    pub manifest: String,
+}
+
 // ---- Node agent protocol ----
 
 /// `POST /v1/agent/register`: an agent announces its node, and the jobs it
@@ -248,6 +274,34 @@ pub struct RegisterNode {
     /// Jobs (with their attempt) whose VMs are still alive on the node.
     #[serde(default)]
     pub running: Vec<RunningJob>,
+    /// The images the node holds: placement prefers nodes that hold a
+    /// job's image.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// `POST /v1/agent/images`: the images a node holds now (it fetched one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeImages {
+    pub node: String,
+    pub images: Vec<String>,
+}
+
+fn check_images(images: &[String]) -> Result<(), String> {
+    if images.len() > MAX_LABELS * 16 {
+        return Err(format!("more than {} images", MAX_LABELS * 16));
+    }
+    for i in images {
+        short("images", i, MAX_LABEL_LEN)?;
+    }
+    Ok(())
+}
+
+impl NodeImages {
+    pub fn validate(&self) -> Result<(), String> {
+        short("node", &self.node, MAX_NODE_NAME)?;
+        check_images(&self.images)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +420,13 @@ pub enum AgentEvent {
         job: u64,
         attempt: u32,
     },
+    /// The job is being made ready on the node (its image fetched, say);
+    /// `detail` says what happens.
+    Staging {
+        job: u64,
+        attempt: u32,
+        detail: String,
+    },
     /// The command runs.
     Running {
         job: u64,
@@ -436,6 +497,7 @@ impl AgentEvent {
     pub fn job(&self) -> (u64, u32) {
         match *self {
             AgentEvent::Booting { job, attempt }
+            | AgentEvent::Staging { job, attempt, .. }
             | AgentEvent::Running { job, attempt, .. }
             | AgentEvent::Checkpointed { job, attempt, .. }
             | AgentEvent::CheckpointFailed { job, attempt, .. }
@@ -504,7 +566,7 @@ impl RegisterNode {
         for r in &self.running {
             within("running.job", r.job, MAX_STORED)?;
         }
-        Ok(())
+        check_images(&self.images)
     }
 }
 
@@ -535,6 +597,7 @@ impl AgentEvent {
                 short("reason", reason, MAX_TEXT_LEN)
             }
             AgentEvent::Failed { reason, .. } => short("reason", reason, MAX_TEXT_LEN),
+            AgentEvent::Staging { detail, .. } => short("detail", detail, MAX_TEXT_LEN),
             _ => Ok(()),
         }
     }
@@ -576,6 +639,7 @@ mod tests {
             memory_mb: 9_223_372_036_854_775_808,
             labels: BTreeMap::new(),
             running: vec![],
+            images: Vec::new(),
         };
         let why = node.validate().expect_err("refused");
         assert!(why.contains("memory_mb"), "{why}");

@@ -241,6 +241,8 @@ pub fn agent_config(
         memory_mb: memory_mb.unwrap_or_else(|| host_memory_mb() * 3 / 4),
         labels,
         state_dir: data_dir.join("agent"),
+        // The node's cache of the controller's store (fetched images).
+        cache_dir: Some(data_dir.join("agent").join("store")),
         watch_interval: Duration::from_millis(200),
     })
 }

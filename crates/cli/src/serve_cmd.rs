@@ -70,6 +70,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let controller = vgrid_controller::Controller::start(cfg)
         .with_context(|| format!("cannot start the controller in {}", data_dir.display()))?;
     let handle = controller.handle();
+    let handle_store = vgrid_server::Backend::store(&handle);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,7 +133,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 shutdown_signal(),
             )))
         };
+        // The images built on this host go into the store, for nodes
+        // that lack them: now, and again when one is rebuilt.
+        let publisher = tokio::spawn(publish_images_forever(
+            data_dir.clone(),
+            handle_store.clone(),
+        ));
         let served = server.await.context("the HTTP server task failed")?;
+        publisher.abort();
         if let Some(agent) = agent {
             agent.abort();
         }
@@ -142,6 +150,60 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     served?;
     stopped.context("the controller failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the images of this host are looked at for a new build.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn publish_images_forever(
+    data_dir: std::path::PathBuf,
+    store: Option<Arc<vgrid_cas::Store>>,
+) {
+    let Some(store) = store else {
+        return;
+    };
+    loop {
+        let (dir, cas) = (data_dir.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || publish_images(&dir, &cas)).await {
+            Ok(Ok(names)) if !names.is_empty() => {
+                eprintln!(
+                    "vgrid: published image(s) {} to the store",
+                    names.join(", ")
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot publish the images"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(PUBLISH_EVERY).await;
+    }
+}
+
+/// Puts every image of this host whose build the store does not name yet
+/// into the store (`images/<name>`); returns the names it published.
+fn publish_images(
+    data_dir: &std::path::Path,
+    cas: &vgrid_cas::Store,
+) -> anyhow::Result<Vec<String>> {
+    let images = vgrid_image::ImageStore::open(data_dir)?;
+    let mut published = Vec::new();
+    for entry in images.list()? {
+        let Ok(image) = entry.image else {
+            continue;
+        };
+        let reference = format!("images/{}", entry.name);
+        let current = cas
+            .get_ref(&reference)?
+            .and_then(|id| cas.get_manifest(&id).ok())
+            .and_then(|m| m.meta.get(vgrid_image::transfer::META_BUILD).cloned());
+        if current.as_deref() == Some(image.manifest.inputs_hash.as_str()) {
+            continue;
+        }
+        let m = images.publish(&entry.name, cas)?;
+        cas.set_ref(&reference, &m.id())?;
+        published.push(entry.name);
+    }
+    Ok(published)
 }
 
 /// The names a new server certificate carries (clients check the CA, not

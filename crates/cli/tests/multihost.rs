@@ -182,3 +182,105 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", node_states(ctl), n2.logs()));
 }
+
+/// `vgrid serve --no-agent` on `ctl`, waiting for its https URL.
+fn serve_on(lab: &Topology) -> (vgrid_testkit::cluster::HostProcess, String) {
+    let ctl = lab.host("ctl");
+    let listen = format!("{}:0", ctl.ip());
+    let serve = vgrid(ctl)
+        .args(["serve", "--no-agent", "--listen", &listen])
+        .args(["--heartbeat-ms", "300", "--lost-after-ms", "3000"])
+        .spawn("serve");
+    let url_file = ctl.dir().join("url");
+    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
+        std::fs::read_to_string(&url_file).is_ok_and(|u| u.starts_with("https://"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
+    let url = std::fs::read_to_string(&url_file)
+        .expect("url")
+        .trim()
+        .to_string();
+    (serve, url)
+}
+
+/// A node joins with the controller's join token.
+fn join(lab: &Topology, name: &str, url: &str) -> vgrid_testkit::cluster::HostProcess {
+    let join =
+        std::fs::read_to_string(lab.host("ctl").dir().join("join-token")).expect("join token");
+    let node = lab.host(name);
+    let token_file = node.put_file("join-token", join);
+    vgrid(node)
+        .args(["agent", "--controller", url, "--name", name])
+        .args(["--cpus", "2", "--memory-mb", "1024"])
+        .arg("--join-token-file")
+        .arg(&token_file)
+        .spawn("agent")
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("json")
+}
+
+#[test]
+fn a_job_placed_on_a_node_without_its_image_fetches_it_and_runs() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(stock) = vgrid_testkit::stock_image() else {
+        return;
+    };
+    let Some(lab) = Topology::new(&["ctl", "n1"]) else {
+        return;
+    };
+    // The image is built only on the controller's host.
+    let ctl = lab.host("ctl");
+    ctl.install_stock_image(&stock);
+    let (serve, url) = serve_on(&lab);
+    vgrid_testkit::wait_for(
+        "the image to be published",
+        Duration::from_secs(120),
+        || serve.log().contains("published image(s) tiny"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
+    let n1 = lab.host("n1");
+    assert!(!n1.dir().join("images/tiny").exists());
+    let _agent = join(&lab, "n1", &url);
+    vgrid_testkit::wait_for("n1 to register", Duration::from_secs(60), || {
+        node_states(ctl) == states(&[("n1", "up")])
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", n1.logs()));
+
+    let job = ctl.put_file(
+        "hello.toml",
+        "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/echo\", \"hello from n1\"]\n",
+    );
+    let id = ok(vgrid(ctl).args(["submit"]).arg(&job).output());
+    let waited = vgrid(ctl).args(["wait", &id]).output();
+    let shown = json(vgrid(ctl).args(["show", &id, "--json"]).output());
+    assert!(
+        waited.status.success(),
+        "{:#}\n{}\n{}",
+        shown,
+        serve.log(),
+        n1.logs()
+    );
+    assert_eq!(ok(vgrid(ctl).args(["logs", &id]).output()), "hello from n1");
+    let reasons: Vec<String> = shown["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("fetching image tiny")),
+        "the fetch is the job's staging step: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("image tiny fetched")),
+        "{reasons:?}"
+    );
+    // The node holds the image now, says so, and keeps it.
+    assert!(n1.dir().join("images/tiny/manifest.json").exists());
+    let nodes = json(vgrid(ctl).args(["nodes", "--json"]).output());
+    assert_eq!(nodes[0]["images"], serde_json::json!(["tiny"]), "{nodes:#}");
+}

@@ -1,16 +1,20 @@
 //! A typed client of vgrid's HTTP API, used by the CLI and the node
-//! agents. The bodies are `vgrid-api`'s wire types.
+//! agents. The bodies are `vgrid-api`'s wire types; [`transfer`] moves
+//! manifests and their chunks between a local store and the controller's.
+
+pub mod transfer;
 
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
+use vgrid_cas::{ChunkId, ManifestId};
 
 use vgrid_api::types::{
-    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, COMPLETE_HEADER, ErrorBody,
-    IDEMPOTENCY_KEY_HEADER, JobDetail, JobView, JoinRequest, JoinResponse, LogSlice,
-    MigrateRequest, NEXT_OFFSET_HEADER, NodeView, RegisterNode, RegisterResponse, Role,
-    SubmitRequest, SubmitResponse, WaitResponse,
+    ActionEnvelope, AddUserRequest, AddUserResponse, AgentReport, COMPLETE_HEADER, ChunkList,
+    ErrorBody, IDEMPOTENCY_KEY_HEADER, ImageRef, JobDetail, JobView, JoinRequest, JoinResponse,
+    LogSlice, MigrateRequest, NEXT_OFFSET_HEADER, NodeView, RegisterNode, RegisterResponse, Role,
+    SetImage, SubmitRequest, SubmitResponse, WaitResponse,
 };
 
 /// Why a call failed.
@@ -297,6 +301,84 @@ impl Client {
         self.json(self.request(Method::GET, "/openapi.json")).await
     }
 
+    // ---- The store ----
+
+    /// Which of `chunks` the controller's store lacks.
+    pub async fn missing_chunks(&self, chunks: &[ChunkId]) -> Result<Vec<ChunkId>, ClientError> {
+        let list = ChunkList {
+            chunks: chunks.iter().map(|c| c.hex()).collect(),
+        };
+        let back: ChunkList = self
+            .json(self.request(Method::POST, "/v1/store/missing").json(&list))
+            .await?;
+        back.chunks
+            .iter()
+            .map(|h| {
+                ChunkId::parse(h)
+                    .ok_or_else(|| ClientError::Decode(format!("`{h}` is not a chunk id")))
+            })
+            .collect()
+    }
+
+    /// Sends a chunk in its stored form.
+    pub async fn put_chunk(&self, id: &ChunkId, stored: Vec<u8>) -> Result<(), ClientError> {
+        self.send(
+            self.request(Method::PUT, &format!("/v1/store/chunks/{id}"))
+                .body(stored),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A chunk's stored form (checked by the caller's store when kept).
+    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, ClientError> {
+        self.bytes(self.request(Method::GET, &format!("/v1/store/chunks/{id}")))
+            .await
+    }
+
+    pub async fn put_manifest(&self, id: &ManifestId, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.send(
+            self.request(Method::PUT, &format!("/v1/store/manifests/{id}"))
+                .body(bytes),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_manifest(&self, id: &ManifestId) -> Result<Vec<u8>, ClientError> {
+        self.bytes(self.request(Method::GET, &format!("/v1/store/manifests/{id}")))
+            .await
+    }
+
+    /// The images the controller's store holds.
+    pub async fn images(&self) -> Result<Vec<ImageRef>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/images")).await
+    }
+
+    /// Names an image's manifest (admin).
+    pub async fn set_image(&self, name: &str, manifest: &ManifestId) -> Result<(), ClientError> {
+        self.send(
+            self.request(Method::PUT, &format!("/v1/images/{name}"))
+                .json(&SetImage {
+                    manifest: manifest.hex(),
+                }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bytes(&self, req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(req).await?;
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?
+            .to_vec())
+    }
+
     // ---- Node agent calls ----
 
     /// Joins with the secret of a join token: the node's credential and the
@@ -333,6 +415,18 @@ impl Client {
             ("wait_ms", wait_ms.as_str()),
         ]))
         .await
+    }
+
+    /// Says which images the node holds now.
+    pub async fn node_images(&self, node: &str, images: Vec<String>) -> Result<(), ClientError> {
+        let body = vgrid_api::types::NodeImages {
+            node: node.to_string(),
+            images,
+        };
+        let resp = self
+            .send(self.request(Method::POST, "/v1/agent/images").json(&body))
+            .await?;
+        expect_no_content(resp.status())
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 memory_mb: 8192,
                 labels: Default::default(),
                 running: vec![],
+                images: Vec::new(),
             })
             .await?;
         let mut after = 0;

@@ -96,12 +96,18 @@ impl Actor {
             })?;
         let (book, last_time) =
             JobBook::from_records(book_config(&cfg), Records::read(&store)?, now)?;
+        let store_dir = cfg.data_dir.join("store");
+        let cas = vgrid_cas::Store::open(&store_dir).map_err(|e| ControllerError::Cas {
+            path: store_dir,
+            source: e,
+        })?;
         let (tx, rx) = std::sync::mpsc::channel();
         let auth: AuthMap = Arc::new(RwLock::new(book.users.tokens.clone()));
         let handle = ControllerHandle {
             tx,
             auth: auth.clone(),
             join: cfg.join.clone().map(Arc::new),
+            store: Arc::new(cas),
         };
         let actor = Actor {
             cfg,

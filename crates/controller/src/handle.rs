@@ -33,6 +33,7 @@ pub struct ControllerHandle {
     pub(crate) tx: Sender<Msg>,
     pub(crate) auth: AuthMap,
     pub(crate) join: Option<Arc<crate::JoinConfig>>,
+    pub(crate) store: Arc<vgrid_cas::Store>,
 }
 
 fn gone() -> CommandError {
@@ -74,6 +75,10 @@ fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Backend for ControllerHandle {
+    fn store(&self) -> Option<Arc<vgrid_cas::Store>> {
+        Some(self.store.clone())
+    }
+
     async fn join(&self, request: JoinRequest) -> Result<JoinResponse, CommandError> {
         let Some(join) = &self.join else {
             return Err(CommandError::Forbidden(

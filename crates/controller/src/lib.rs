@@ -127,6 +127,12 @@ pub enum ControllerError {
     },
     #[error("the database failed")]
     Store(#[from] vgrid_store::StoreError),
+    #[error("cannot open the content-addressed store in {path}")]
+    Cas {
+        path: PathBuf,
+        #[source]
+        source: vgrid_cas::CasError,
+    },
     #[error("the scheduler log is damaged at entry {seq}: {why}")]
     SchedulerLog { seq: u64, why: String },
     #[error("cannot write the admin token to {path}")]

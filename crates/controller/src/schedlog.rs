@@ -62,6 +62,11 @@ pub(crate) enum SchedInput {
         job: u64,
         paused_ms: u64,
     },
+    /// The images a node holds changed.
+    NodeImages {
+        node: u32,
+        images: std::collections::BTreeSet<String>,
+    },
     /// A scheduling pass (which also does the time-driven work due).
     Schedule,
 }
@@ -109,6 +114,9 @@ pub(crate) struct LoggedNode {
     pub cpus: u32,
     pub memory_mb: u64,
     pub labels: BTreeMap<String, String>,
+    /// Absent from entries written before images moved: none.
+    #[serde(default)]
+    pub images: std::collections::BTreeSet<String>,
 }
 
 impl LoggedNode {
@@ -118,6 +126,7 @@ impl LoggedNode {
         for (k, v) in &self.labels {
             spec.attrs.insert(k.clone(), label_value(v));
         }
+        spec.images = self.images.clone();
         spec
     }
 }
@@ -189,6 +198,7 @@ mod tests {
                     cpus: 4,
                     memory_mb: 8192,
                     labels: BTreeMap::from([("gpus".into(), "2".into())]),
+                    images: ["tiny".to_string()].into(),
                 },
             },
             SchedInput::Finished {

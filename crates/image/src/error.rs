@@ -43,6 +43,8 @@ pub enum ImageError {
     },
     #[error("{path}: {why}")]
     BadFile { path: PathBuf, why: String },
+    #[error("the content-addressed store: {0}")]
+    Store(String),
     #[error("Debian package `{package}`: {why}")]
     Package { package: String, why: String },
     #[error(transparent)]

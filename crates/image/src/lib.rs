@@ -34,6 +34,7 @@ mod name;
 mod stock;
 mod store;
 mod tools;
+pub mod transfer;
 
 pub use error::ImageError;
 pub use name::validate_name;

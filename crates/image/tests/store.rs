@@ -198,3 +198,59 @@ fn the_stock_build_is_cached_and_rebuilt_only_when_an_input_changes() {
     );
     third.image.verify().unwrap();
 }
+
+#[test]
+fn an_image_published_on_one_host_is_installed_on_another_only_if_intact() {
+    let Some(_tools) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let work = temp_dir();
+    let here = ImageStore::open(temp_dir().path()).unwrap();
+    let raw = work.path().join("disk.img");
+    let mut bytes = vec![0u8; 3 << 20];
+    for (i, b) in bytes.iter_mut().enumerate().take(1 << 20) {
+        *b = (i * 7 % 251) as u8;
+    }
+    std::fs::write(&raw, &bytes).unwrap();
+    let original = here.import("app", &raw, true, &|_| {}).unwrap();
+    let cas = vgrid_cas::Store::open(&work.path().join("cas")).unwrap();
+    let published = here.publish("app", &cas).unwrap();
+    assert_eq!(published.meta["name"], "app");
+
+    // A node's store: the image appears whole, with the same checksums.
+    let there_dir = temp_dir();
+    let there = ImageStore::open(there_dir.path()).unwrap();
+    assert!(!there.holds(&published));
+    let installed = there.install_published(&published, &cas).unwrap();
+    installed.verify().unwrap();
+    assert_eq!(installed.manifest.files, original.manifest.files);
+    assert!(there.holds(&published));
+    // Installing again keeps what is there.
+    there.install_published(&published, &cas).unwrap();
+
+    // A damaged chunk is refused, and nothing half-installed is left.
+    there.remove("app").unwrap();
+    let chunk = published.files[0].chunk_ids().next().unwrap().0;
+    let hex = chunk.hex();
+    let object = work
+        .path()
+        .join("cas/objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let mut stored = std::fs::read(&object).unwrap();
+    let last = stored.len() - 1;
+    stored[last] ^= 0x55;
+    std::fs::write(&object, stored).unwrap();
+    let err = there.install_published(&published, &cas).unwrap_err();
+    assert!(matches!(err, ImageError::Store(_)), "{err}");
+    assert!(matches!(there.get("app"), Err(ImageError::NotFound(_))));
+    let hidden: Vec<_> = std::fs::read_dir(there.images_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".build"))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "no half-installed image is left: {hidden:?}"
+    );
+}

@@ -8,7 +8,7 @@ use vgrid_model::JobSpec;
 
 use vgrid_api::types::{
     ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, JoinRequest, JoinResponse,
-    NodeView, Principal, RegisterNode, RegisterResponse, Role, WaitResponse,
+    NodeImages, NodeView, Principal, RegisterNode, RegisterResponse, Role, WaitResponse,
 };
 
 /// A request to the controller, on behalf of a [`Principal`].
@@ -73,6 +73,8 @@ pub enum Command {
     },
     // Node agent commands.
     RegisterNode(RegisterNode),
+    /// The images a node holds now.
+    NodeImages(NodeImages),
     /// Answers with actions after `after`, waiting up to `wait_ms` for some.
     PollActions {
         node: String,

@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/agent/register"),
     ("get", "/v1/agent/actions"),
     ("post", "/v1/agent/events"),
+    ("post", "/v1/agent/images"),
     ("put", "/v1/agent/jobs/{id}/output"),
     ("get", "/v1/images"),
     ("put", "/v1/images/{name}"),
@@ -216,6 +217,14 @@ pub fn document() -> Value {
             "requestBody": { "required": true, "content": { "application/octet-stream": {} } },
             "responses": { "204": { "description": "written" } },
         } },
+        "/v1/agent/images": { "post": op(
+            "A node agent says which images its node holds now (after fetching one); placement prefers nodes that hold a job's image.",
+            "204",
+            json!({ "description": "taken" }),
+            Some(json_content(json!({ "type": "object", "required": ["node", "images"], "properties": {
+                "node": { "type": "string" }, "images": { "type": "array", "items": { "type": "string" } } } }))),
+            json!([]),
+        ) },
         "/v1/images": { "get": op(
             "The images the controller's store holds: name, manifest and size. A node fetches an image it lacks from them before it boots a job's VMs.",
             "200",

@@ -43,6 +43,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/agent/register", post(register::<B>))
         .route("/v1/agent/actions", get(poll_actions::<B>))
         .route("/v1/agent/events", post(report::<B>))
+        .route("/v1/agent/images", post(node_images::<B>))
         .route("/v1/agent/jobs/{id}/output", put(write_output::<B>))
         .route("/v1/images", get(crate::store::list_images::<B>))
         .route("/v1/images/{name}", put(crate::store::set_image::<B>))
@@ -486,6 +487,21 @@ async fn poll_actions<B: Backend>(
     };
     match b.execute(p, cmd).await? {
         Reply::Actions(actions) => json(StatusCode::OK, &actions),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn node_images<B: Backend>(
+    State(b): State<Arc<B>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let p = principal(&*b, &headers)?;
+    require_role(&p, AGENT_ROLES, "reporting images")?;
+    let req: vgrid_api::types::NodeImages = json_body(&body)?;
+    req.validate().map_err(ApiError::bad_request)?;
+    match b.execute(p, Command::NodeImages(req)).await? {
+        Reply::Done => Ok(StatusCode::NO_CONTENT.into_response()),
         other => Err(unexpected(&other)),
     }
 }

@@ -13,8 +13,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use vgrid_api::types::Role;
+use vgrid_api::types::{ChunkList, ImageRef, Role, SetImage};
 use vgrid_cas::{CasError, ChunkId, ManifestId, ManifestKind, Store};
 
 use crate::command::Backend;
@@ -26,27 +25,6 @@ pub const MAX_LIST_BYTES: usize = 64 << 20;
 const MAX_STORED_CHUNK: usize = vgrid_cas::chunk::MAX_CHUNK as usize + 1;
 
 const NODE_ROLES: &[Role] = &[Role::Agent, Role::Admin];
-
-/// `POST /v1/store/missing`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ChunkList {
-    pub chunks: Vec<String>,
-}
-
-/// An image as listed: its name and its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub name: String,
-    pub manifest: String,
-    /// Bytes of its files.
-    pub size: u64,
-}
-
-/// `PUT /v1/images/{name}`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SetImage {
-    pub manifest: String,
-}
 
 fn store_of<B: Backend>(b: &B) -> Result<Arc<Store>, ApiError> {
     b.store().ok_or_else(|| {

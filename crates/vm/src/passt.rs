@@ -24,6 +24,99 @@ use crate::host::{HostTools, RunAs};
 use crate::layout::VmDir;
 use crate::record::PortMap;
 
+/// What passt needs to be told on a host without a default route (an
+/// air-gapped cluster, a test host): passt takes the guest's address and
+/// gateway from the interface of the default route, and gives up without
+/// one. Then the first interface with an IPv4 route is used, with a
+/// gateway in its subnet that is not the host's own address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub interface: String,
+    pub gateway: std::net::Ipv4Addr,
+}
+
+/// `None` when the host has a default route (passt finds its way), else
+/// the [`Uplink`] to name, from `/proc/net/route` and the interface's own
+/// address.
+pub fn uplink() -> Option<Uplink> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let own = |iface: &str| interface_ipv4(iface);
+    uplink_from(&routes, own)
+}
+
+/// [`uplink`] over the text of `/proc/net/route` and a lookup of an
+/// interface's address.
+pub fn uplink_from(
+    routes: &str,
+    own: impl Fn(&str) -> Option<std::net::Ipv4Addr>,
+) -> Option<Uplink> {
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ... (hex, little-endian)
+    let mut first = None;
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(dest), Some(mask)) = (f.first(), f.get(1), f.get(7)) else {
+            continue;
+        };
+        if *dest == "00000000" {
+            return None;
+        }
+        if *iface == "lo" || first.is_some() {
+            continue;
+        }
+        // The hex is the address's network-order bytes read as a
+        // little-endian number.
+        let parse = |h: &str| {
+            u32::from_str_radix(h, 16)
+                .ok()
+                .map(|v| u32::from_be_bytes(v.to_le_bytes()))
+        };
+        let (Some(dest), Some(mask)) = (parse(dest), parse(mask)) else {
+            continue;
+        };
+        first = Some((iface.to_string(), dest, mask));
+    }
+    let (interface, net, mask) = first?;
+    let own = own(&interface).map(u32::from);
+    // The first address of the subnet that is not ours.
+    let mut gateway = (net & mask) + 1;
+    if Some(gateway) == own {
+        gateway += 1;
+    }
+    Some(Uplink {
+        interface,
+        gateway: std::net::Ipv4Addr::from(gateway),
+    })
+}
+
+/// The IPv4 address of interface `name`.
+fn interface_ipv4(name: &str) -> Option<std::net::Ipv4Addr> {
+    // SAFETY: getifaddrs gives a list that is read, then freed once with
+    // freeifaddrs; every pointer is checked before use.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null()
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                && !ifa.ifa_name.is_null()
+                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes()
+            {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
 /// The passt arguments for a VM whose end of the socket pair is `fd`.
 pub fn passt_args(fd: RawFd, publish: &[PortMap], run_as: &RunAs) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
@@ -47,6 +140,12 @@ pub fn passt_args(fd: RawFd, publish: &[PortMap], run_as: &RunAs) -> Vec<OsStrin
     if let RunAs::User { uid, gid, .. } = run_as {
         a.push("--runas".into());
         a.push(format!("{uid}:{gid}").into());
+    }
+    if let Some(up) = uplink() {
+        a.push("--interface".into());
+        a.push(up.interface.into());
+        a.push("--gateway".into());
+        a.push(up.gateway.to_string().into());
     }
     a
 }
@@ -154,6 +253,35 @@ fn set_up(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_without_a_default_route_names_its_uplink() {
+        let head =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
+        let with_default = format!(
+            "{head}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(uplink_from(&with_default, |_| None), None);
+        let without = format!(
+            "{head}lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n\
+             eth0\t00584D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        );
+        let ours = std::net::Ipv4Addr::new(10, 77, 88, 2);
+        assert_eq!(
+            uplink_from(&without, |_| Some(ours)),
+            Some(Uplink {
+                interface: "eth0".into(),
+                gateway: std::net::Ipv4Addr::new(10, 77, 88, 1),
+            })
+        );
+        let first = std::net::Ipv4Addr::new(10, 77, 88, 1);
+        assert_eq!(
+            uplink_from(&without, |_| Some(first)).map(|u| u.gateway),
+            Some(std::net::Ipv4Addr::new(10, 77, 88, 2)),
+            "never the host's own address"
+        );
+    }
 
     #[test]
     fn ports_user_and_descriptor_are_passed() {

@@ -65,6 +65,7 @@ impl Driver {
             memory_mb: 4096,
             labels: Default::default(),
             running: Vec::new(),
+            images: Vec::new(),
         }))
         .expect("registered");
     }

@@ -60,12 +60,15 @@ impl JobBook {
         };
         self.fx.changes.push(Change::PutNode(rec.clone()));
         self.node_names.insert(id, req.name.clone());
+        let images: std::collections::BTreeSet<String> = req.images.iter().cloned().collect();
+        let had = self.nodes.get(&req.name).map(|n| n.images.clone());
         self.nodes.insert(
             req.name.clone(),
             Node {
                 rec,
                 connected: true,
                 last_contact_ms: now,
+                images: images.clone(),
             },
         );
         self.fx.deliveries.push(Delivery::Reset(req.name.clone()));
@@ -83,9 +86,12 @@ impl JobBook {
                         cpus: req.cpus,
                         memory_mb: req.memory_mb,
                         labels: req.labels.clone(),
+                        images,
                     },
                 },
             );
+        } else if had.as_ref() != Some(&images) {
+            self.feed(now, SchedInput::NodeImages { node: id, images });
         }
         self.reconcile(now, &req.name, &req.running);
         Ok(Reply::Registered(RegisterResponse {
@@ -254,6 +260,27 @@ impl JobBook {
         }
     }
 
+    /// The images node `node` holds now (it fetched one).
+    pub(crate) fn node_images(
+        &mut self,
+        now: u64,
+        p: &Principal,
+        node: &str,
+        images: Vec<String>,
+    ) -> Result<Reply, CommandError> {
+        self.agent_contact(now, p, node)?;
+        let images: std::collections::BTreeSet<String> = images.into_iter().collect();
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Ok(Reply::Done);
+        };
+        if n.images != images {
+            n.images = images.clone();
+            let id = n.rec.id;
+            self.feed(now, SchedInput::NodeImages { node: id, images });
+        }
+        Ok(Reply::Done)
+    }
+
     /// Whether `attempt` of job `id` is the one running on `node` now.
     pub(crate) fn is_current(&self, id: u64, attempt: u32, node: &str) -> bool {
         self.jobs.get(&id).is_some_and(|j| {
@@ -348,6 +375,7 @@ impl JobBook {
             })
         };
         let fitting = match &event {
+            AgentEvent::Staging { .. } => fits(&[JobState::Staging]),
             AgentEvent::Checkpointed { seq, .. } => in_flight(*seq),
             AgentEvent::CheckpointFailed { seq, .. } => self.jobs.get(&id).is_some_and(|j| {
                 j.dispatch
@@ -376,6 +404,9 @@ impl JobBook {
         }
         let node_s = Some(node.to_string());
         match event {
+            AgentEvent::Staging { detail, .. } => {
+                self.transition(now, id, JobState::Staging, detail, node_s, None);
+            }
             AgentEvent::Booting { .. } => {
                 let Some(job) = self.jobs.get(&id) else {
                     return;
@@ -644,6 +675,7 @@ impl JobBook {
                     labels: n.rec.labels.clone(),
                     jobs,
                     last_seen_unix_ms: n.rec.last_seen_unix_ms.max(n.last_contact_ms as i64),
+                    images: n.images.iter().cloned().collect(),
                 }
             })
             .collect()

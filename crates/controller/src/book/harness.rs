@@ -175,6 +175,7 @@ impl Harness {
             memory_mb: 8192,
             labels: Default::default(),
             running,
+            images: Vec::new(),
         };
         self.nodes.entry(name.into()).or_default().connected = true;
         self.call(|b, now| b.register(now, &admin, req, 1000))

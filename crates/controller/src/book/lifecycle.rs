@@ -26,7 +26,8 @@ fn sources(to: JobState) -> &'static [JobState] {
     match to {
         Pending => &[Held, Pending],
         Held => &[Pending, Preempted, Migrating, Held],
-        Staging => WAITING,
+        // Staging again: a new step of it (an image being fetched).
+        Staging => &[Pending, Preempted, Migrating, Staging],
         Booting => &[Staging],
         Running => &[
             Staging,

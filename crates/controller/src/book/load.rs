@@ -100,6 +100,7 @@ impl JobBook {
                     rec,
                     connected: false,
                     last_contact_ms: now,
+                    images: Default::default(),
                 },
             );
         }

@@ -180,6 +180,9 @@ pub(crate) struct Node {
     /// Registered since the controller started (or since it was lost).
     pub connected: bool,
     pub last_contact_ms: u64,
+    /// The images it holds, as it last said (kept for the core in the
+    /// scheduler log, not in the node's record).
+    pub images: std::collections::BTreeSet<String>,
 }
 
 /// The users and their tokens.

@@ -321,6 +321,10 @@ pub(super) fn apply_input(
             job: JobId(*job),
             to: to.map(NodeId),
         },
+        SchedInput::NodeImages { node, images } => Event::NodeImages {
+            node: NodeId(*node),
+            images: images.clone(),
+        },
         SchedInput::CheckpointTaken { job, paused_ms } => Event::CheckpointTaken {
             job: JobId(*job),
             paused_ms: *paused_ms,

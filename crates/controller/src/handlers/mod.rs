@@ -72,6 +72,7 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
         // Only the handle sends it, after checking the join secret.
         Command::JoinNode { node } => users::join(ctx, node),
         Command::RegisterNode(req) => ctx.book.register(ctx.now, &p, req, ctx.heartbeat_ms),
+        Command::NodeImages(req) => ctx.book.node_images(ctx.now, &p, &req.node, req.images),
         Command::Report(report) => agents::report(ctx, &p, report),
         Command::WriteOutput {
             id,

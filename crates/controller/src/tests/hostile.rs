@@ -136,6 +136,7 @@ async fn a_node_credential_acts_only_for_its_own_node() {
             memory_mb: 4096,
             labels: Default::default(),
             running: vec![],
+            images: Vec::new(),
         })
         .await
         .expect_err("not its node");

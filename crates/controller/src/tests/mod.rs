@@ -93,6 +93,7 @@ impl FakeAgent {
                 memory_mb: 4096,
                 labels: Default::default(),
                 running,
+                images: Vec::new(),
             })
             .await
             .expect("registered");

@@ -1,0 +1,130 @@
+//! Moving things between a local store (a node's cache) and the
+//! controller's: a manifest and the chunks it lists.
+//!
+//! Both ways ask first what the other side lacks, so a transfer that broke
+//! off goes on where it stopped, and what is already there (an image's
+//! unchanged chunks, a checkpoint's unchanged memory) does not travel.
+//! Several chunks are in flight at once; every chunk is checked by the
+//! side that keeps it.
+
+use std::sync::Arc;
+
+use vgrid_cas::{CasError, ChunkId, Manifest, ManifestId, Store};
+
+use crate::{Client, ClientError};
+
+/// How many chunks are in flight at once.
+const IN_FLIGHT: usize = 8;
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("the controller")]
+    Client(#[from] ClientError),
+    #[error("the local store")]
+    Store(#[from] CasError),
+    #[error("manifest {id} from the controller is not one")]
+    BadManifest {
+        id: ManifestId,
+        #[source]
+        source: CasError,
+    },
+    #[error("a transfer task failed")]
+    Task,
+}
+
+/// What a transfer moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Chunks the manifest lists.
+    pub chunks: usize,
+    /// Chunks that had to travel.
+    pub sent: usize,
+    /// Bytes that travelled (stored form).
+    pub bytes: u64,
+}
+
+/// Sends `m` and the chunks the controller lacks from `store`; the
+/// manifest last (the controller takes it only when it is complete).
+pub async fn upload(
+    client: &Client,
+    store: &Arc<Store>,
+    m: &Manifest,
+) -> Result<(ManifestId, Moved), TransferError> {
+    let ids = m.chunk_ids();
+    let missing = client.missing_chunks(&ids).await?;
+    let mut moved = Moved {
+        chunks: ids.len(),
+        sent: missing.len(),
+        bytes: 0,
+    };
+    for batch in missing.chunks(IN_FLIGHT) {
+        let mut tasks = Vec::new();
+        for id in batch {
+            let (client, store, id) = (client.clone(), store.clone(), *id);
+            tasks.push(tokio::spawn(async move {
+                let stored = tokio::task::spawn_blocking({
+                    let store = store.clone();
+                    move || store.get_stored(&id)
+                })
+                .await
+                .map_err(|_| TransferError::Task)??;
+                let n = stored.len() as u64;
+                client.put_chunk(&id, stored).await?;
+                Ok::<u64, TransferError>(n)
+            }));
+        }
+        for t in tasks {
+            moved.bytes += t.await.map_err(|_| TransferError::Task)??;
+        }
+    }
+    let bytes = m.to_bytes();
+    let id = ManifestId::of(&bytes);
+    client.put_manifest(&id, bytes).await?;
+    Ok((id, moved))
+}
+
+/// Fetches manifest `id` and the chunks `store` lacks; returns the
+/// manifest once every chunk is in `store`.
+pub async fn download(
+    client: &Client,
+    store: &Arc<Store>,
+    id: &ManifestId,
+) -> Result<(Manifest, Moved), TransferError> {
+    let bytes = client.get_manifest(id).await?;
+    let m = {
+        let (store, id, bytes) = (store.clone(), *id, bytes.clone());
+        tokio::task::spawn_blocking(move || store.put_manifest_bytes(&id, &bytes))
+            .await
+            .map_err(|_| TransferError::Task)?
+            .map_err(|source| TransferError::BadManifest { id, source })?
+    };
+    let missing: Vec<ChunkId> = m
+        .chunk_ids()
+        .into_iter()
+        .filter(|c| !store.has_chunk(c))
+        .collect();
+    let mut moved = Moved {
+        chunks: m.chunk_ids().len(),
+        sent: missing.len(),
+        bytes: 0,
+    };
+    for batch in missing.chunks(IN_FLIGHT) {
+        let mut tasks = Vec::new();
+        for c in batch {
+            let (client, store, c) = (client.clone(), store.clone(), *c);
+            tasks.push(tokio::spawn(async move {
+                let stored = client.get_chunk(&c).await?;
+                let n = stored.len() as u64;
+                tokio::task::spawn_blocking(move || store.put_stored(&c, &stored))
+                    .await
+                    .map_err(|_| TransferError::Task)??;
+                Ok::<u64, TransferError>(n)
+            }));
+        }
+        for t in tasks {
+            moved.bytes += t.await.map_err(|_| TransferError::Task)??;
+        }
+    }
+    Ok((m, moved))
+}
