@@ -13,6 +13,7 @@
 //! offset of each unit is kept in a small file under the agent's state
 //! directory so that a restarted agent sends at the right place.
 
+pub mod ckstore;
 mod driver;
 pub mod kept;
 mod private;
@@ -53,6 +54,13 @@ pub struct AgentConfig {
     /// The node's cache of the controller's store (images fetched from
     /// it); without it the node uses only the images it has.
     pub cache_dir: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// Where the node keeps the checkpoints of `job`: `<seq>/` each.
+    pub fn job_checkpoints(&self, job: u64) -> PathBuf {
+        self.state_dir.join("checkpoints").join(job.to_string())
+    }
 }
 
 /// Why the agent stopped.
@@ -135,17 +143,60 @@ pub async fn run<D: VmDriver>(
     tokio::select! {
         () = shutdown => Ok(()),
         () = main_loop(shared.clone()) => Ok(()),
-        () = housekeeping(shared.driver.clone()) => Ok(()),
+        () = housekeeping(shared.clone()) => Ok(()),
     }
 }
 
 /// How often the driver may tidy up (idle kept VMs).
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
-async fn housekeeping<D: VmDriver>(driver: Arc<D>) {
+/// A job's checkpoints on a node that ran it are kept this long after
+/// their last change when the node no longer runs it: the job may have
+/// ended elsewhere (its checkpoints are in the controller's store), or may
+/// come back here (and restore without fetching).
+const KEEP_LOCAL_CHECKPOINTS: Duration = Duration::from_secs(7 * 24 * 3600);
+
+async fn housekeeping<D: VmDriver>(shared: Arc<Shared<D>>) {
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(HOUSEKEEPING).await;
-        driver.housekeeping().await;
+        shared.driver.housekeeping().await;
+        if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            last_sweep = Some(std::time::Instant::now());
+            sweep_checkpoints(&shared);
+        }
+    }
+}
+
+/// Removes the checkpoints of jobs this node has not run for
+/// [`KEEP_LOCAL_CHECKPOINTS`].
+fn sweep_checkpoints<D>(shared: &Shared<D>) {
+    let root = shared.cfg.state_dir.join("checkpoints");
+    let running: std::collections::HashSet<u64> = shared
+        .units
+        .lock()
+        .map(|t| t.keys().map(|u| u.job).collect())
+        .unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(job) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > KEEP_LOCAL_CHECKPOINTS);
+        if old && !running.contains(&job) {
+            tracing::info!(
+                job,
+                "removing the checkpoints of a job this node no longer runs"
+            );
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -210,7 +261,7 @@ async fn register<D: VmDriver>(shared: &Arc<Shared<D>>) -> Option<u64> {
                 attempt = unit.attempt,
                 "reattaching to a unit"
             );
-            spawn_unit(shared, *unit, None, PathBuf::new());
+            spawn_unit(shared, *unit, None);
         }
     }
     let req = RegisterNode {
@@ -248,7 +299,6 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
             spec,
             vms,
             restore,
-            checkpoint_dir,
             owner,
         } => {
             let unit = Unit { job, attempt };
@@ -263,7 +313,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
             let base = restore.as_ref().map_or(0, |c| c.log_offset);
             let state = UnitState {
                 base_offset: base,
-                checkpoint_dir: PathBuf::from(checkpoint_dir),
+                checkpoint_dir: shared.cfg.job_checkpoints(job),
             };
             if let Err(e) = state.save(&shared.cfg.state_dir, unit) {
                 tracing::error!(error = %vgrid_vm::error::report(&e), "cannot record a unit's state");
@@ -275,7 +325,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
                 restore,
                 owner,
             };
-            spawn_unit(shared, unit, Some(req), state.checkpoint_dir);
+            spawn_unit(shared, unit, Some(req));
             return;
         }
         AgentAction::Checkpoint {
@@ -312,6 +362,8 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct UnitState {
     base_offset: u64,
+    /// The job's checkpoints on this node (kept for older agents; the
+    /// place is always [`AgentConfig::job_checkpoints`]).
     checkpoint_dir: PathBuf,
 }
 
@@ -351,12 +403,7 @@ impl UnitState {
     }
 }
 
-fn spawn_unit<D: VmDriver>(
-    shared: &Arc<Shared<D>>,
-    unit: Unit,
-    start: Option<StartRequest>,
-    checkpoint_dir: PathBuf,
-) {
+fn spawn_unit<D: VmDriver>(shared: &Arc<Shared<D>>, unit: Unit, start: Option<StartRequest>) {
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(mut t) = shared.units.lock() {
         t.insert(unit, tx);
@@ -364,9 +411,9 @@ fn spawn_unit<D: VmDriver>(
     let shared = shared.clone();
     let mut alive = shared.alive.clone();
     tokio::spawn(async move {
-        let (base, dir) = match UnitState::load(&shared.cfg.state_dir, unit) {
-            Ok(Some(s)) => (s.base_offset, s.checkpoint_dir),
-            Ok(None) => (0, checkpoint_dir),
+        let base = match UnitState::load(&shared.cfg.state_dir, unit) {
+            Ok(Some(s)) => s.base_offset,
+            Ok(None) => 0,
             Err(e) => {
                 tracing::error!(
                     job = unit.job,
@@ -374,7 +421,7 @@ fn spawn_unit<D: VmDriver>(
                     error = %vgrid_vm::error::report(&e),
                     "the unit's state file is refused; its output goes from offset 0"
                 );
-                (0, checkpoint_dir)
+                0
             }
         };
         let mut task = UnitTask {
@@ -382,7 +429,6 @@ fn spawn_unit<D: VmDriver>(
             unit,
             base,
             sent: 0,
-            checkpoint_dir: dir,
         };
         tokio::select! {
             () = task.run(start, rx) => {}
@@ -400,6 +446,10 @@ fn spawn_unit<D: VmDriver>(
 /// How long a checkpoint's output may take to reach the controller.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(120);
 
+/// How long a checkpoint may take to reach the controller's store (a
+/// large one over a slow link takes what it takes; this bounds retries).
+const STORE_PATIENCE: Duration = Duration::from_secs(600);
+
 /// How many failed looks at a unit in a row end it as failed.
 const STATUS_ERRORS_TO_FAIL: u32 = 3;
 
@@ -411,14 +461,13 @@ struct UnitTask<D> {
     base: u64,
     /// Unit output bytes already written to the controller.
     sent: u64,
-    checkpoint_dir: PathBuf,
 }
 
 impl<D: VmDriver> UnitTask<D> {
     async fn run(&mut self, start: Option<StartRequest>, mut rx: mpsc::UnboundedReceiver<Control>) {
         let (job, attempt) = (self.unit.job, self.unit.attempt);
         let driver = self.shared.driver.clone();
-        if let Some(req) = start {
+        if let Some(mut req) = start {
             if let Err(e) = self.fetch_image(&req.spec.image).await {
                 self.report(AgentEvent::Failed {
                     job,
@@ -428,6 +477,17 @@ impl<D: VmDriver> UnitTask<D> {
                 .await;
                 return;
             }
+            if let Some(c) = req.restore.as_mut() {
+                match self.checkpoint_files(c).await {
+                    Ok(dir) => c.location = dir.display().to_string(),
+                    Err(reason) => {
+                        let seq = c.seq;
+                        self.restore_failed(seq, reason).await;
+                        return;
+                    }
+                }
+            }
+            let restoring = req.restore.as_ref().map(|c| c.seq);
             self.report(AgentEvent::Booting { job, attempt }).await;
             match driver.start(req).await {
                 Ok(how) => {
@@ -439,13 +499,22 @@ impl<D: VmDriver> UnitTask<D> {
                     .await;
                 }
                 Err(e) => {
-                    self.report(AgentEvent::Failed {
-                        job,
-                        attempt,
-                        reason: format!("cannot start the VMs: {}", e.sentence()),
-                    })
-                    .await;
                     let _ = driver.remove(self.unit).await;
+                    match restoring {
+                        Some(seq) => {
+                            let reason = format!("cannot restore the VMs: {}", e.sentence());
+                            self.restore_failed(seq, reason).await;
+                        }
+                        None => {
+                            self.report(AgentEvent::Failed {
+                                job,
+                                attempt,
+                                reason: format!("cannot start the VMs: {}", e.sentence()),
+                            })
+                            .await;
+                            self.forget_checkpoints();
+                        }
+                    }
                     return;
                 }
             }
@@ -478,6 +547,7 @@ impl<D: VmDriver> UnitTask<D> {
                     })
                     .await;
                     let _ = driver.remove(self.unit).await;
+                    self.forget_checkpoints();
                     return;
                 }
                 Ok(UnitStatus::Failed(reason)) | Err(reason) => {
@@ -489,6 +559,8 @@ impl<D: VmDriver> UnitTask<D> {
                     })
                     .await;
                     let _ = driver.remove(self.unit).await;
+                    // Kept: the job may resume (here or elsewhere) from
+                    // its last checkpoint.
                     return;
                 }
             }
@@ -585,13 +657,141 @@ impl<D: VmDriver> UnitTask<D> {
         Err(last)
     }
 
+    /// Puts checkpoint `seq` (with its chain) into the controller's store;
+    /// its manifest id, or `None` when this node or the controller has no
+    /// store. Retried until [`STORE_PATIENCE`] has passed: a transfer that
+    /// broke off goes on where it stopped.
+    async fn store_checkpoint(&self, seq: u64) -> Result<Option<String>, String> {
+        if self.shared.cache.is_none() {
+            return Ok(None);
+        }
+        let job = self.unit.job;
+        let dir = self.shared.cfg.job_checkpoints(job);
+        let started = std::time::Instant::now();
+        loop {
+            match ckstore::upload(&self.shared.client, &dir, job, seq).await {
+                Ok(Some((id, moved))) => {
+                    tracing::info!(
+                        job,
+                        seq,
+                        manifest = %id,
+                        chunks = moved.chunks,
+                        sent = moved.sent,
+                        kib = moved.bytes / 1024,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "checkpoint in the controller's store"
+                    );
+                    return Ok(Some(id.hex()));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let why = vgrid_vm::error::report(&e);
+                    // Only the controller's side may get better.
+                    let retry = matches!(
+                        &e,
+                        ckstore::CkStoreError::Transfer(
+                            vgrid_client::transfer::TransferError::Client(_)
+                        )
+                    );
+                    if !retry || started.elapsed() > STORE_PATIENCE {
+                        return Err(format!("cannot put it into the controller's store: {why}"));
+                    }
+                    tracing::warn!(job, seq, error = %why, "cannot upload a checkpoint; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The directory of checkpoint `c` on this node: fetched from the
+    /// controller's store when the node lacks files of it, shown as the
+    /// job's staging step.
+    async fn checkpoint_files(
+        &self,
+        c: &vgrid_api::types::CheckpointRef,
+    ) -> Result<PathBuf, String> {
+        let (job, attempt) = (self.unit.job, self.unit.attempt);
+        let job_dir = self.shared.cfg.job_checkpoints(job);
+        let (Some(cache), Some(manifest)) = (&self.shared.cache, &c.manifest) else {
+            // Taken without a store: on this node, or (written before the
+            // store) a directory every node reads.
+            let legacy = Path::new(&c.location);
+            return Ok(if legacy.is_absolute() {
+                legacy.to_path_buf()
+            } else {
+                job_dir.join(c.seq.to_string())
+            });
+        };
+        let id = vgrid_cas::ManifestId::parse(manifest)
+            .ok_or_else(|| format!("the controller names it by `{manifest}`"))?;
+        let started = std::time::Instant::now();
+        let seq = c.seq;
+        let announce = async |bytes: u64| {
+            self.report(AgentEvent::Staging {
+                job,
+                attempt,
+                detail: format!(
+                    "fetching checkpoint {seq} ({} MiB this node lacks) from the controller",
+                    bytes.div_ceil(1 << 20)
+                ),
+            })
+            .await;
+        };
+        let fetched = ckstore::fetch(&self.shared.client, cache, &job_dir, job, &id, announce)
+            .await
+            .map_err(|e| format!("cannot fetch it: {}", vgrid_vm::error::report(&e)))?;
+        if fetched.missing_bytes > 0 {
+            self.report(AgentEvent::Staging {
+                job,
+                attempt,
+                detail: format!(
+                    "checkpoint {seq} fetched: {} of its {} chunks ({} KiB) in {:.1} s",
+                    fetched.moved.sent,
+                    fetched.moved.chunks,
+                    fetched.moved.bytes / 1024,
+                    started.elapsed().as_secs_f64()
+                ),
+            })
+            .await;
+        }
+        Ok(fetched.dir)
+    }
+
+    /// Restoring checkpoint `seq` failed: the controller tries again (here
+    /// or elsewhere). A copy fetched from the store is dropped, so that a
+    /// damaged file is fetched again rather than tried again.
+    async fn restore_failed(&self, seq: u64, reason: String) {
+        let (job, attempt) = (self.unit.job, self.unit.attempt);
+        tracing::warn!(job, seq, %reason, "restoring a checkpoint failed");
+        if self.shared.cache.is_some() {
+            self.forget_checkpoints();
+        }
+        self.report(AgentEvent::RestoreFailed {
+            job,
+            attempt,
+            seq,
+            reason,
+        })
+        .await;
+    }
+
+    /// Removes the node's copies of the job's checkpoints (its end).
+    fn forget_checkpoints(&self) {
+        let dir = self.shared.cfg.job_checkpoints(self.unit.job);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a job's checkpoints");
+        }
+    }
+
     /// Carries out a control message; true when the unit has ended.
     async fn control(&mut self, control: Control) -> bool {
         let (job, attempt) = (self.unit.job, self.unit.attempt);
         let driver = self.shared.driver.clone();
         match control {
             Control::Checkpoint { seq, stop } => {
-                let dir = self.checkpoint_dir.join(seq.to_string());
+                let dir = self.shared.cfg.job_checkpoints(job).join(seq.to_string());
                 match driver.checkpoint(self.unit, dir, stop).await {
                     Ok(saved)
                         if !self
@@ -610,21 +810,35 @@ impl<D: VmDriver> UnitTask<D> {
                             let _ = driver.kill(self.unit).await;
                         }
                     }
-                    Ok(saved) => {
+                    Ok(saved) => match self.store_checkpoint(seq).await {
                         // Output up to the pause belongs to the checkpoint
-                        // (it is at the controller now).
-                        self.report(AgentEvent::Checkpointed {
-                            job,
-                            attempt,
-                            seq,
-                            location: saved.location,
-                            work_ms: saved.work_ms,
-                            log_offset: self.base + saved.output_bytes,
-                            stopped: stop,
-                            paused_ms: saved.paused_ms,
-                        })
-                        .await;
-                    }
+                        // (it is at the controller now), and so do its
+                        // files: it can be restored anywhere.
+                        Ok(manifest) => {
+                            self.report(AgentEvent::Checkpointed {
+                                job,
+                                attempt,
+                                seq,
+                                location: saved.location,
+                                manifest,
+                                work_ms: saved.work_ms,
+                                log_offset: self.base + saved.output_bytes,
+                                stopped: stop,
+                                paused_ms: saved.paused_ms,
+                            })
+                            .await;
+                        }
+                        Err(reason) => {
+                            self.report(AgentEvent::CheckpointFailed {
+                                job,
+                                attempt,
+                                seq,
+                                reason,
+                                stopped: stop,
+                            })
+                            .await;
+                        }
+                    },
                     Err(e) => {
                         self.report(AgentEvent::CheckpointFailed {
                             job,
@@ -647,6 +861,10 @@ impl<D: VmDriver> UnitTask<D> {
             Control::Kill => {
                 let _ = driver.kill(self.unit).await;
                 let _ = driver.remove(self.unit).await;
+                // The job ended, or resumes from the controller's store.
+                if self.shared.cache.is_some() {
+                    self.forget_checkpoints();
+                }
                 self.report(AgentEvent::Stopped { job, attempt }).await;
                 true
             }

@@ -89,6 +89,16 @@ pub struct CheckpointView {
     pub location: String,
     pub work_ms: i64,
     pub unix_ms: i64,
+    /// Its manifest in the controller's store (absent: taken without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// False once it failed to restore too often: nothing resumes from it.
+    #[serde(default = "yes")]
+    pub restorable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `GET /v1/jobs/{id}`: a job with its request, history and checkpoints.
@@ -332,8 +342,6 @@ pub enum AgentAction {
         /// How many of the job's VMs run on this node.
         vms: u32,
         restore: Option<CheckpointRef>,
-        /// Where to put checkpoints of this job (one subdirectory each).
-        checkpoint_dir: String,
         /// The job's owner: a VM kept for the `persistent` and
         /// `save-restore` modes serves only jobs of the same owner.
         #[serde(default)]
@@ -385,11 +393,17 @@ impl VmStart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRef {
     pub seq: u64,
+    /// Its name, `<job>/<seq>` (before the store: a directory every node
+    /// could read).
     pub location: String,
     pub work_ms: i64,
     /// Output length at the checkpoint: the resumed job's output goes on
     /// from there.
     pub log_offset: u64,
+    /// The store's manifest of the checkpoint with its whole chain: a node
+    /// that lacks its files fetches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 /// One action with its per-node sequence number.
@@ -435,12 +449,18 @@ pub enum AgentEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vm: Option<VmStart>,
     },
-    /// A checkpoint is complete and durable.
+    /// A checkpoint is complete and durable (in the controller's store
+    /// when it has one).
     Checkpointed {
         job: u64,
         attempt: u32,
         seq: u64,
+        /// Where the node keeps it (for people; restores go by name).
         location: String,
+        /// The store's manifest of the checkpoint and its chain, uploaded
+        /// before this report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<String>,
         work_ms: i64,
         /// Output length at the checkpoint: a resume continues from here.
         log_offset: u64,
@@ -471,6 +491,15 @@ pub enum AgentEvent {
         job: u64,
         attempt: u32,
         exit_code: i32,
+    },
+    /// Restoring checkpoint `seq` failed before the command went on
+    /// (its files could not be fetched, a checksum did not match, the
+    /// node cannot run it): the job is tried again, not ended.
+    RestoreFailed {
+        job: u64,
+        attempt: u32,
+        seq: u64,
+        reason: String,
     },
     /// The attempt failed for a reason outside the command.
     Failed {
@@ -504,6 +533,7 @@ impl AgentEvent {
             | AgentEvent::StagingOut { job, attempt }
             | AgentEvent::Exited { job, attempt, .. }
             | AgentEvent::Failed { job, attempt, .. }
+            | AgentEvent::RestoreFailed { job, attempt, .. }
             | AgentEvent::Stopped { job, attempt }
             | AgentEvent::Suspended { job, attempt }
             | AgentEvent::Resumed { job, attempt } => (job, attempt),
@@ -579,6 +609,7 @@ impl AgentEvent {
             AgentEvent::Checkpointed {
                 seq,
                 location,
+                manifest,
                 work_ms,
                 log_offset,
                 paused_ms,
@@ -586,6 +617,11 @@ impl AgentEvent {
             } => {
                 within("seq", *seq, MAX_STORED)?;
                 short("location", location, MAX_TEXT_LEN)?;
+                if let Some(m) = manifest
+                    && !(m.len() == 64 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err("`manifest` is not 64 hexadecimal digits".into());
+                }
                 if *work_ms < 0 {
                     return Err(format!("`work_ms` is {work_ms}, less than 0"));
                 }
@@ -597,6 +633,10 @@ impl AgentEvent {
                 short("reason", reason, MAX_TEXT_LEN)
             }
             AgentEvent::Failed { reason, .. } => short("reason", reason, MAX_TEXT_LEN),
+            AgentEvent::RestoreFailed { seq, reason, .. } => {
+                within("seq", *seq, MAX_STORED)?;
+                short("reason", reason, MAX_TEXT_LEN)
+            }
             AgentEvent::Staging { detail, .. } => short("detail", detail, MAX_TEXT_LEN),
             _ => Ok(()),
         }
@@ -657,6 +697,7 @@ mod tests {
             attempt: 1,
             seq,
             location: "/c".into(),
+            manifest: None,
             work_ms,
             log_offset: 0,
             stopped: false,

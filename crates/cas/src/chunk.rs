@@ -67,9 +67,15 @@ pub enum Codec {
 /// text) comes at any level.
 const ZSTD_LEVEL: i32 = 1;
 
+/// `raw` compressed as vgrid compresses chunks (the VM runtime's
+/// checkpoint packs too): the same bytes give the same result.
+pub fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::compress(raw, ZSTD_LEVEL)
+}
+
 /// The stored form of `raw`: compressed when that is smaller.
 pub fn encode(raw: &[u8]) -> Vec<u8> {
-    if let Ok(z) = zstd::bulk::compress(raw, ZSTD_LEVEL)
+    if let Ok(z) = compress(raw)
         && z.len() < raw.len()
     {
         let mut out = Vec::with_capacity(z.len() + 1);

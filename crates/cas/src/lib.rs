@@ -24,8 +24,10 @@
 
 pub mod chunk;
 pub mod manifest;
+pub mod source;
 pub mod store;
 
 pub use chunk::{ChunkId, Codec};
 pub use manifest::{FileEntry, Manifest, ManifestId, ManifestKind};
+pub use source::{ChunkSource, Located, PackedChunk};
 pub use store::{CasError, Store};

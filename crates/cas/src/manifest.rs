@@ -59,6 +59,14 @@ pub struct FileEntry {
     pub mode: u32,
     /// `(chunk, length)` in file order, the chunk as hex.
     pub chunks: Vec<(String, u32)>,
+    /// A packed file (a checkpoint's `memory.pack`) is its chunks' stored
+    /// bodies back to back, not their raw bytes: one letter a chunk says
+    /// how the file keeps it, `r` raw or `z` zstd-compressed (level 1, as
+    /// [`crate::chunk::encode`] does). `size` is then the file's length,
+    /// which the raw lengths do not add up to. Such chunks travel as they
+    /// are kept, under their own names: nothing is cut twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<String>,
 }
 
 fn default_mode() -> u32 {
@@ -140,6 +148,11 @@ impl Manifest {
             {
                 return Err(bad("the path must be relative, without `..`"));
             }
+            if let Some(codes) = &f.packed
+                && (codes.len() != f.chunks.len() || !codes.bytes().all(|c| c == b'r' || c == b'z'))
+            {
+                return Err(bad("its packing says `r` or `z` for each chunk"));
+            }
             let mut total = 0u64;
             for (h, len) in &f.chunks {
                 if ChunkId::parse(h).is_none() {
@@ -150,7 +163,7 @@ impl Manifest {
                 }
                 total += u64::from(*len);
             }
-            if total != f.size {
+            if f.packed.is_none() && total != f.size {
                 return Err(bad("its chunks do not add up to its size"));
             }
         }
@@ -187,6 +200,7 @@ mod tests {
             size: 5,
             mode: 0o600,
             chunks: vec![(id.hex(), 5)],
+            packed: None,
         });
         m.meta.insert("name".into(), "tiny".into());
         m

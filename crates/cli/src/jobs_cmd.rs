@@ -246,14 +246,24 @@ fn write_detail(out: &mut impl Write, d: &JobDetail) -> std::io::Result<()> {
     if !d.checkpoints.is_empty() {
         writeln!(out, "  checkpoints:")?;
         for c in &d.checkpoints {
+            // Where it is: in the store (by manifest), or a directory.
+            let kept = match &c.manifest {
+                Some(m) => format!("store {}", m.get(..12).unwrap_or(m)),
+                None => safe(&c.location).into_owned(),
+            };
             writeln!(
                 out,
-                "    #{:<3} {}  on {:<10} after {:.1} s of work  {}",
+                "    #{:<3} {}  on {:<10} after {:.1} s of work  {}{}",
                 c.seq,
                 format_time(c.unix_ms),
                 safe(&c.node),
                 c.work_ms as f64 / 1000.0,
-                safe(&c.location)
+                kept,
+                if c.restorable {
+                    ""
+                } else {
+                    "  (given up: failed to restore)"
+                }
             )?;
         }
     }
@@ -410,6 +420,8 @@ mod tests {
                 location: "/l\u{7}".into(),
                 work_ms: 1000,
                 unix_ms: 0,
+                manifest: None,
+                restorable: true,
             }],
         };
         let mut out = Vec::new();

@@ -559,7 +559,22 @@ fn migrate_moves_a_running_job_to_another_agent_without_losing_its_output() {
     assert!(resumed_on_b, "{history:?}");
     let starts_on_b = history
         .iter()
-        .filter(|h| h["state"] == "staging" && h["node"] == "node-b")
+        .filter(|h| {
+            h["state"] == "staging"
+                && h["node"] == "node-b"
+                && h["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("resuming") || r.starts_with("placed"))
+        })
         .count();
     assert_eq!(starts_on_b, 1, "{history:?}");
+    // node-b has a data directory of its own: the checkpoint came to it
+    // through the controller's store, as its staging step.
+    let fetched = history.iter().any(|h| {
+        h["node"] == "node-b"
+            && h["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("fetching checkpoint 1"))
+    });
+    assert!(fetched, "{history:?}");
 }

@@ -251,7 +251,7 @@ fn no_other_user_can_read_the_state_of_a_job_with_a_secret() {
         open.join("\n")
     );
     // The walk covered where the secret really is.
-    for place in ["vgrid.db", "output", "checkpoints", "kept", "vms"] {
+    for place in ["vgrid.db", "output", "agent/checkpoints", "kept", "vms"] {
         assert!(
             holding_secret
                 .iter()
@@ -307,11 +307,13 @@ fn no_other_user_can_read_the_state_of_a_job_with_a_secret() {
 
     // An ended job's checkpoints (its guest's memory and environment) are
     // deleted: nothing resumes from them.
-    let ckpt = data.join("checkpoints").join(&id);
+    let ckpt = data.join("agent/checkpoints").join(&id);
+    let named = data.join("store/refs/checkpoints").join(&id);
     assert!(ckpt.is_dir(), "the running job's checkpoints are kept");
+    assert!(named.is_dir(), "and named in the controller's store");
     ok(&data, &log, &["cancel", &id]);
     vgrid_testkit::wait_for("the ended job's checkpoints to go", LIMIT, || {
-        !ckpt.exists()
+        !ckpt.exists() && !named.exists()
     })
     .unwrap_or_else(|e| panic!("{e}: {}", log_text()));
     drop(server);

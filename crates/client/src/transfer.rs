@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use vgrid_cas::{CasError, ChunkId, Manifest, ManifestId, Store};
+use vgrid_cas::{CasError, ChunkId, ChunkSource, Manifest, ManifestId, Store};
 
 use crate::{Client, ClientError};
 
@@ -44,11 +44,12 @@ pub struct Moved {
     pub bytes: u64,
 }
 
-/// Sends `m` and the chunks the controller lacks from `store`; the
-/// manifest last (the controller takes it only when it is complete).
-pub async fn upload(
+/// Sends `m` and the chunks the controller lacks, read from `source` (a
+/// store, or the files themselves); the manifest last (the controller
+/// takes it only when it is complete).
+pub async fn upload<S: ChunkSource + ?Sized + 'static>(
     client: &Client,
-    store: &Arc<Store>,
+    source: &Arc<S>,
     m: &Manifest,
 ) -> Result<(ManifestId, Moved), TransferError> {
     let ids = m.chunk_ids();
@@ -61,14 +62,11 @@ pub async fn upload(
     for batch in missing.chunks(IN_FLIGHT) {
         let mut tasks = Vec::new();
         for id in batch {
-            let (client, store, id) = (client.clone(), store.clone(), *id);
+            let (client, source, id) = (client.clone(), source.clone(), *id);
             tasks.push(tokio::spawn(async move {
-                let stored = tokio::task::spawn_blocking({
-                    let store = store.clone();
-                    move || store.get_stored(&id)
-                })
-                .await
-                .map_err(|_| TransferError::Task)??;
+                let stored = tokio::task::spawn_blocking(move || source.stored(&id))
+                    .await
+                    .map_err(|_| TransferError::Task)??;
                 let n = stored.len() as u64;
                 client.put_chunk(&id, stored).await?;
                 Ok::<u64, TransferError>(n)
@@ -99,13 +97,25 @@ pub async fn download(
             .map_err(|_| TransferError::Task)?
             .map_err(|source| TransferError::BadManifest { id, source })?
     };
-    let missing: Vec<ChunkId> = m
-        .chunk_ids()
-        .into_iter()
+    let moved = fetch_chunks(client, store, &m).await?;
+    Ok((m, moved))
+}
+
+/// Fetches the chunks of `m` that `store` lacks (`m` may be a part of a
+/// manifest: the files a node does not have yet).
+pub async fn fetch_chunks(
+    client: &Client,
+    store: &Arc<Store>,
+    m: &Manifest,
+) -> Result<Moved, TransferError> {
+    let ids = m.chunk_ids();
+    let missing: Vec<ChunkId> = ids
+        .iter()
         .filter(|c| !store.has_chunk(c))
+        .copied()
         .collect();
     let mut moved = Moved {
-        chunks: m.chunk_ids().len(),
+        chunks: ids.len(),
         sent: missing.len(),
         bytes: 0,
     };
@@ -126,5 +136,5 @@ pub async fn download(
             moved.bytes += t.await.map_err(|_| TransferError::Task)??;
         }
     }
-    Ok((m, moved))
+    Ok(moved)
 }

@@ -61,6 +61,8 @@ pub(crate) struct Actor {
     pub(crate) book: JobBook,
     auth: AuthMap,
     output: OutputFiles,
+    /// The content-addressed store (images, checkpoints, data).
+    cas: Arc<vgrid_cas::Store>,
     /// The clock of this round (Unix ms), never going back.
     pub(crate) now: u64,
     pub(crate) mail: Mailboxes,
@@ -101,13 +103,14 @@ impl Actor {
             path: store_dir,
             source: e,
         })?;
+        let cas = Arc::new(cas);
         let (tx, rx) = std::sync::mpsc::channel();
         let auth: AuthMap = Arc::new(RwLock::new(book.users.tokens.clone()));
         let handle = ControllerHandle {
             tx,
             auth: auth.clone(),
             join: cfg.join.clone().map(Arc::new),
-            store: Arc::new(cas),
+            store: cas.clone(),
         };
         let actor = Actor {
             cfg,
@@ -116,6 +119,7 @@ impl Actor {
             book,
             auth,
             output,
+            cas,
             now: now.max(last_time),
             mail: Mailboxes::default(),
             waiters: HashMap::new(),
@@ -213,6 +217,7 @@ impl Actor {
             book: &mut self.book,
             store: &self.store,
             output: &self.output,
+            cas: &self.cas,
             mail: &mut self.mail,
             waiters: &mut self.waiters,
             stats: &self.stats,
@@ -267,8 +272,22 @@ impl Actor {
             }
             auth.extend(fx.tokens);
         }
+        for (job, seq, manifest) in fx.stored_checkpoints {
+            let name = format!("checkpoints/{job}/{seq}");
+            let set =
+                vgrid_cas::ManifestId::parse(&manifest).map(|id| self.cas.set_ref(&name, &id));
+            if let Some(Err(e)) = set {
+                tracing::warn!(%name, error = %e, "cannot name a checkpoint in the store");
+            }
+        }
         for job in fx.obsolete {
-            let dir = self.book.config().checkpoint_dir(job);
+            // Its manifests lose their names (a collection of the store
+            // may then take their chunks); a directory from the time
+            // before the store goes.
+            if let Err(e) = self.cas.remove_refs(&format!("checkpoints/{job}")) {
+                tracing::warn!(job, error = %e, "cannot drop an ended job's checkpoints from the store");
+            }
+            let dir = self.book.config().legacy_checkpoint_dir(job);
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -399,7 +418,7 @@ fn book_config(cfg: &Config) -> BookConfig {
     BookConfig {
         policy: cfg.policy,
         lost_after_ms: cfg.lost_after_ms,
-        checkpoint_root: cfg.checkpoint_root(),
+        legacy_checkpoint_root: cfg.legacy_checkpoint_root(),
         staging_roots: cfg.staging_roots.clone(),
     }
 }

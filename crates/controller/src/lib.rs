@@ -46,7 +46,7 @@ use vgrid_core::Policy;
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the database, job output and checkpoints live.
+    /// Where the database, job output and the store live.
     pub data_dir: PathBuf,
     /// Agents poll at least this often; it is their heartbeat.
     pub heartbeat_ms: u64,
@@ -55,9 +55,6 @@ pub struct Config {
     pub lost_after_ms: u64,
     /// The backfilling policy of the core.
     pub policy: Policy,
-    /// Where checkpoints go; every agent must reach it (the embedded server
-    /// and agents on one machine share the data directory).
-    pub checkpoint_root: Option<PathBuf>,
     /// The most output a job may write, in bytes; writes beyond it are
     /// refused.
     pub max_output_bytes: u64,
@@ -77,7 +74,6 @@ impl Config {
             heartbeat_ms: 2_000,
             lost_after_ms: 10_000,
             policy: Policy::Easy,
-            checkpoint_root: None,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             join: None,
             staging_roots: vec![data_dir_repos(&data_dir)],
@@ -85,10 +81,10 @@ impl Config {
         }
     }
 
-    pub(crate) fn checkpoint_root(&self) -> PathBuf {
-        self.checkpoint_root
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("checkpoints"))
+    /// Where checkpoints were kept before they went to the store; what is
+    /// left there is removed when its job ends.
+    pub(crate) fn legacy_checkpoint_root(&self) -> PathBuf {
+        self.data_dir.join("checkpoints")
     }
 }
 

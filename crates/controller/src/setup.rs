@@ -15,8 +15,6 @@ pub(crate) fn open(cfg: &Config, now: u64) -> Result<Store, ControllerError> {
         move |source| ControllerError::DataDir { path, source }
     };
     crate::output::create_private_dir(&cfg.data_dir).map_err(data_err(&cfg.data_dir))?;
-    let ckpt_root = cfg.checkpoint_root();
-    crate::output::create_private_dir(&ckpt_root).map_err(data_err(&ckpt_root))?;
     let mut store = Store::open(&cfg.data_dir.join("vgrid.db"), now as i64)?;
     ensure_admin(&mut store, cfg, now)?;
     Ok(store)

@@ -49,12 +49,14 @@ pub(crate) fn history_view(h: HistoryEntry) -> HistoryView {
     }
 }
 
-pub(crate) fn checkpoint_view(c: CheckpointRecord) -> CheckpointView {
+pub(crate) fn checkpoint_view(c: CheckpointRecord, restorable: bool) -> CheckpointView {
     CheckpointView {
         seq: c.seq,
         node: c.node,
         location: c.location,
         work_ms: c.work_ms,
         unix_ms: c.unix_ms,
+        manifest: c.manifest,
+        restorable,
     }
 }

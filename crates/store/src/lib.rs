@@ -252,6 +252,19 @@ impl Store {
     }
 }
 
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRecord> {
+    Ok(CheckpointRecord {
+        job_id: r.get::<_, i64>(0)? as u64,
+        seq: r.get::<_, i64>(1)? as u64,
+        node: r.get(2)?,
+        location: r.get(3)?,
+        work_ms: r.get(4)?,
+        log_offset: r.get::<_, i64>(5)?.max(0) as u64,
+        unix_ms: r.get(6)?,
+        manifest: r.get(7)?,
+    })
+}
+
 fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
     match change {
         Change::AddUser { user, token_hash } => {
@@ -387,8 +400,9 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
         }
         Change::AddCheckpoint(c) => {
             conn.prepare_cached(
-                "INSERT INTO checkpoints (job_id, seq, node, location, work_ms, log_offset, unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO checkpoints
+                   (job_id, seq, node, location, work_ms, log_offset, unix_ms, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 to_i64(c.job_id)?,
@@ -397,8 +411,15 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 c.location,
                 c.work_ms,
                 to_i64(c.log_offset)?,
-                c.unix_ms
+                c.unix_ms,
+                c.manifest
             ])?;
+        }
+        Change::GiveUpCheckpoint { job_id, seq } => {
+            conn.prepare_cached(
+                "UPDATE checkpoints SET restorable = 0 WHERE job_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![to_i64(*job_id)?, to_i64(*seq)?])?;
         }
         Change::AppendSchedulerLog { unix_ms, input } => {
             conn.prepare_cached("INSERT INTO scheduler_log (unix_ms, input) VALUES (?1, ?2)")?
@@ -575,47 +596,37 @@ impl Queries<'_> {
         )
     }
 
-    /// The checkpoints of a job, oldest first.
-    pub fn checkpoints(&self, job_id: u64) -> Result<Vec<CheckpointRecord>, StoreError> {
+    /// The checkpoints of a job, oldest first, with whether each may
+    /// still be restored.
+    pub fn checkpoints(&self, job_id: u64) -> Result<Vec<(CheckpointRecord, bool)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT job_id, seq, node, location, work_ms, log_offset, unix_ms FROM checkpoints
-             WHERE job_id = ?1 ORDER BY seq",
+            "SELECT job_id, seq, node, location, work_ms, log_offset, unix_ms, manifest, restorable
+             FROM checkpoints WHERE job_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![to_i64(job_id)?], |r| {
-            Ok(CheckpointRecord {
-                job_id: r.get::<_, i64>(0)? as u64,
-                seq: r.get::<_, i64>(1)? as u64,
-                node: r.get(2)?,
-                location: r.get(3)?,
-                work_ms: r.get(4)?,
-                log_offset: r.get::<_, i64>(5)?.max(0) as u64,
-                unix_ms: r.get(6)?,
-            })
+            Ok((checkpoint_row(r)?, r.get::<_, i64>(8)? != 0))
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// The newest checkpoint of every job that has one (what the controller
-    /// needs to resume jobs after a restart).
-    pub fn latest_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT c.job_id, c.seq, c.node, c.location, c.work_ms, c.log_offset, c.unix_ms
-             FROM checkpoints c
-             JOIN (SELECT job_id, MAX(seq) AS seq FROM checkpoints GROUP BY job_id) m
-               ON c.job_id = m.job_id AND c.seq = m.seq
-             ORDER BY c.job_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(CheckpointRecord {
-                job_id: r.get::<_, i64>(0)? as u64,
-                seq: r.get::<_, i64>(1)? as u64,
-                node: r.get(2)?,
-                location: r.get(3)?,
-                work_ms: r.get(4)?,
-                log_offset: r.get::<_, i64>(5)?.max(0) as u64,
-                unix_ms: r.get(6)?,
-            })
-        })?;
+    /// The checkpoints a job may resume from, of every job that has not
+    /// ended, by job and oldest first (what the controller needs to resume
+    /// jobs after a restart).
+    pub fn live_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let ended: Vec<String> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT c.job_id, c.seq, c.node, c.location, c.work_ms, c.log_offset, c.unix_ms,
+                    c.manifest
+             FROM checkpoints c JOIN jobs j ON j.id = c.job_id
+             WHERE c.restorable = 1 AND j.state NOT IN ({})
+             ORDER BY c.job_id, c.seq",
+            ended.join(", ")
+        ))?;
+        let rows = stmt.query_map([], checkpoint_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -1026,10 +1037,11 @@ mod tests {
             job_id: 1,
             seq: 1,
             node: "n1".into(),
-            location: "/var/lib/vgrid/checkpoints/1/1".into(),
+            location: "1/1".into(),
             work_ms: 60_000,
             log_offset: 123,
             unix_ms: 70_000,
+            manifest: Some("ab".repeat(32)),
         };
         store.apply(&[
             user(1, "alice", Role::User),
@@ -1052,17 +1064,38 @@ mod tests {
                 ..node
             }]
         );
-        assert_eq!(store.read().checkpoints(1)?, vec![ckpt.clone()]);
+        assert_eq!(store.read().checkpoints(1)?, vec![(ckpt.clone(), true)]);
         let newer = CheckpointRecord {
             seq: 2,
             log_offset: 456,
-            ..ckpt
+            manifest: None,
+            ..ckpt.clone()
         };
         store.apply(&[Change::AddCheckpoint(newer.clone())])?;
-        assert_eq!(store.read().latest_checkpoints()?, vec![newer]);
+        assert_eq!(
+            store.read().live_checkpoints()?,
+            vec![ckpt.clone(), newer.clone()]
+        );
+        // One given up is listed, but nothing resumes from it.
+        store.apply(&[Change::GiveUpCheckpoint { job_id: 1, seq: 2 }])?;
+        assert_eq!(store.read().live_checkpoints()?, vec![ckpt.clone()]);
+        assert_eq!(
+            store.read().checkpoints(1)?,
+            vec![(ckpt.clone(), true), (newer.clone(), false)]
+        );
+        // An ended job resumes from nothing.
+        store.apply(&[Change::Transition {
+            job_id: 1,
+            unix_ms: 3000,
+            state: JobState::Done,
+            reason: "exited".into(),
+            node: None,
+            exit_code: Some(0),
+        }])?;
+        assert!(store.read().live_checkpoints()?.is_empty());
         let dup = store.apply(&[Change::AddCheckpoint(CheckpointRecord {
             location: "elsewhere".into(),
-            ..store.read().checkpoints(1)?.remove(0)
+            ..ckpt
         })]);
         assert!(dup.is_err(), "a checkpoint sequence number is never reused");
         Ok(())

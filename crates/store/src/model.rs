@@ -99,8 +99,12 @@ pub struct CheckpointRecord {
     pub seq: u64,
     /// The node that took it.
     pub node: String,
-    /// Where its files are (a directory the agents can reach).
+    /// Its name, `<job>/<seq>` (a directory path when written before
+    /// checkpoints went to the store).
     pub location: String,
+    /// Its manifest (with its whole chain) in the controller's
+    /// content-addressed store; `None` when taken without one.
+    pub manifest: Option<String>,
     /// Run time the job had done when the checkpoint was taken.
     pub work_ms: i64,
     /// Length of the job's output when the checkpoint was taken: a job
@@ -148,6 +152,12 @@ pub enum Change {
         unix_ms: i64,
     },
     AddCheckpoint(CheckpointRecord),
+    /// A checkpoint that could not be restored: no job resumes from it
+    /// again (it stays listed).
+    GiveUpCheckpoint {
+        job_id: u64,
+        seq: u64,
+    },
     /// Appends one input of the scheduling core to the scheduler log. The
     /// core is deterministic, so replaying the log rebuilds its state.
     AppendSchedulerLog {
@@ -168,6 +178,7 @@ impl Change {
             Change::PutNode(_) => "put node",
             Change::NodeSeen { .. } => "node seen",
             Change::AddCheckpoint(_) => "add checkpoint",
+            Change::GiveUpCheckpoint { .. } => "give up checkpoint",
             Change::AppendSchedulerLog { .. } => "scheduler log",
         }
     }

@@ -79,6 +79,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs(owner, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     "#,
+    // Version 3: a checkpoint's manifest in the content-addressed store,
+    // and whether it may still be restored (one that failed to restore
+    // too often is given up, and the job resumes from the one before).
+    r#"
+    ALTER TABLE checkpoints ADD COLUMN manifest TEXT;
+    ALTER TABLE checkpoints ADD COLUMN restorable INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -412,11 +412,17 @@ fn leftovers_of_an_ended_run_are_swept() {
         .expect("start a process in the stale namespace");
     let stale_dir = vgrid_testkit::test_root().join("net").join(&stale_tag);
     std::fs::create_dir_all(stale_dir.join("a")).expect("a stale directory");
-    // Wait until the orphan has entered the namespace.
+    // Wait until the orphan has entered the namespace, or has already
+    // been swept by a topology another test built meanwhile (tests run in
+    // parallel, and every new topology sweeps ended runs).
     let ns_file = Path::new("/run/netns").join(&stale_ns);
+    let pid = orphan.id();
+    let mut ended = None;
     vgrid_testkit::wait_for("the orphan to start", Duration::from_secs(30), || {
-        std::fs::read_link(format!("/proc/{}/exe", orphan.id()))
-            .is_ok_and(|exe| exe.ends_with("netcheck"))
+        ended = ended.or_else(|| orphan.try_wait().ok().flatten());
+        ended.is_some()
+            || std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.ends_with("netcheck"))
     })
     .unwrap();
 
@@ -424,6 +430,9 @@ fn leftovers_of_an_ended_run_are_swept() {
     assert!(lab.is_some(), "a topology was built a moment ago");
     assert!(!ns_file.exists(), "the stale namespace is still there");
     assert!(!stale_dir.exists(), "the stale directory is still there");
-    let status = orphan.wait().expect("wait");
+    let status = match ended {
+        Some(s) => s,
+        None => orphan.wait().expect("wait"),
+    };
     assert!(!status.success(), "the orphan was killed: {status:?}");
 }

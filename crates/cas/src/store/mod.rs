@@ -54,6 +54,20 @@ pub enum CasError {
     ManifestHash { id: ManifestId, found: ManifestId },
     #[error("`{0}` is not a ref name (letters, digits, `.`, `_`, `-`, in parts separated by `/`)")]
     BadRef(String),
+    #[error("{path} changed since it was cut into chunks")]
+    Changed { path: PathBuf },
+    #[error("{path} came out {found} bytes long, but its manifest says {expected}")]
+    ExportSize {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("cannot compress chunk {id} as its packed file keeps it")]
+    Compress {
+        id: ChunkId,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("ref `{name}` holds `{text}`, not a manifest id")]
     DamagedRef { name: String, text: String },
 }
@@ -158,8 +172,18 @@ impl Store {
         written
     }
 
+    /// Whether manifest `id` is here (a manifest here is complete).
+    pub fn has_manifest(&self, id: &ManifestId) -> bool {
+        self.manifest_path(id).exists()
+    }
+
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
         self.object_path(id).exists()
+    }
+
+    /// Drops a chunk (a cache's copy that is no longer needed).
+    pub fn remove_chunk(&self, id: &ChunkId) {
+        let _ = fs::remove_file(self.object_path(id));
     }
 
     /// Stores the raw bytes of a chunk; returns its id.
@@ -274,6 +298,7 @@ impl Store {
             size: 0,
             mode,
             chunks: Vec::new(),
+            packed: None,
         };
         let mut failed = None;
         let cut =
@@ -321,14 +346,46 @@ impl Store {
                 .mode(f.mode & 0o777)
                 .open(&tmp)
                 .map_err(CasError::io("create", &tmp))?;
-            for (id, _) in f.chunk_ids() {
-                let raw = self.get_chunk(&id)?;
-                out.write_all(&raw).map_err(CasError::io("write", &tmp))?;
+            let mut written = 0u64;
+            let codes = f.packed.as_deref().map(str::as_bytes);
+            for (i, (id, _)) in f.chunk_ids().enumerate() {
+                let bytes = match codes.and_then(|c| c.get(i)) {
+                    None => self.get_chunk(&id)?,
+                    Some(&code) => self.packed_body(&id, code == b'z')?,
+                };
+                out.write_all(&bytes).map_err(CasError::io("write", &tmp))?;
+                written += bytes.len() as u64;
+            }
+            if written != f.size {
+                let _ = fs::remove_file(&tmp);
+                return Err(CasError::ExportSize {
+                    path: dest,
+                    expected: f.size,
+                    found: written,
+                });
             }
             out.sync_all().map_err(CasError::io("write", &tmp))?;
             fs::rename(&tmp, &dest).map_err(CasError::io("rename into", &dest))?;
         }
         Ok(())
+    }
+
+    /// A chunk as a packed file keeps it: its raw bytes, or compressed.
+    /// Taken from the stored form when that is the same; compression is
+    /// deterministic, so either way the packed file comes out as it was.
+    fn packed_body(&self, id: &ChunkId, compressed: bool) -> Result<Vec<u8>> {
+        let stored = self.get_stored(id)?;
+        let stored_compressed = stored.first() == Some(&(chunk::Codec::Zstd as u8));
+        if stored_compressed == compressed {
+            return Ok(stored[1..].to_vec());
+        }
+        let raw =
+            chunk::decode(&stored, id).map_err(|source| CasError::BadChunk { id: *id, source })?;
+        if compressed {
+            chunk::compress(&raw).map_err(|source| CasError::Compress { id: *id, source })
+        } else {
+            Ok(raw)
+        }
     }
 
     fn ref_path(&self, name: &str) -> Result<PathBuf> {
@@ -380,6 +437,16 @@ impl Store {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CasError::io("remove", &path)(e)),
+        }
+    }
+
+    /// Removes every ref below `prefix` (a job's checkpoints).
+    pub fn remove_refs(&self, prefix: &str) -> Result<()> {
+        let dir = self.ref_path(prefix)?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CasError::io("remove", &dir)(e)),
         }
     }
 

@@ -87,6 +87,7 @@ impl Driver {
         self.report(
             node,
             AgentEvent::Checkpointed {
+                manifest: None,
                 job,
                 attempt,
                 seq,

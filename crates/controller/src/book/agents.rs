@@ -15,7 +15,7 @@ use super::sched::checkpoint_ref;
 use vgrid_model::limits::MAX_NODE_NAME;
 use vgrid_model::names::{is_node_name, plain_name_rule};
 
-use super::{Delivery, InFlight, JobBook, MAX_LOSSES, Move, Node};
+use super::{Delivery, InFlight, JobBook, MAX_LOSSES, Move, Node, RESTORE_TRIES};
 use crate::schedlog::{LoggedNode, SchedInput};
 
 impl JobBook {
@@ -160,7 +160,6 @@ impl JobBook {
     }
 
     fn resend_start(&mut self, id: u64, node: &str) {
-        let ckpt_dir = self.cfg.checkpoint_dir(id);
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -171,7 +170,7 @@ impl JobBook {
             .find(|(n, _)| n == node)
             .map_or(job.rec.spec.vms, |(_, v)| *v);
         let restore = if d.restoring {
-            job.last_checkpoint.as_ref().map(checkpoint_ref)
+            job.last_checkpoint().map(checkpoint_ref)
         } else {
             None
         };
@@ -181,7 +180,6 @@ impl JobBook {
             spec: Box::new(job.rec.spec.clone()),
             vms,
             restore,
-            checkpoint_dir: ckpt_dir.display().to_string(),
             owner: job.owner_name.clone(),
         };
         self.enqueue(node, action);
@@ -214,7 +212,7 @@ impl JobBook {
         let Some(job) = self.jobs.get(&id) else {
             return false;
         };
-        let Some(seq) = job.last_checkpoint.as_ref().map(|c| c.seq) else {
+        let Some(seq) = job.last_checkpoint().map(|c| c.seq) else {
             return false;
         };
         if job.dispatch.losses >= MAX_LOSSES || !job.rec.spec.mounts.is_empty() {
@@ -290,18 +288,18 @@ impl JobBook {
         })
     }
 
-    /// Takes an agent's report, whole or not at all: `output_len` gives
-    /// the length of a job's output as the controller holds it.
+    /// Takes an agent's report, whole or not at all: `facts` says what
+    /// the controller holds (a job's output length, the store's manifests).
     pub(crate) fn report(
         &mut self,
         now: u64,
         p: &Principal,
         report: AgentReport,
-        output_len: impl Fn(u64) -> Result<u64, String>,
+        facts: &impl ReportFacts,
     ) -> Result<Reply, CommandError> {
         self.agent_contact(now, p, &report.node)?;
         for (i, event) in report.events.iter().enumerate() {
-            self.check_event(&report.node, event, &output_len)
+            self.check_event(&report.node, event, facts)
                 .map_err(|why| CommandError::BadRequest(format!("event {i}: {why}")))?;
         }
         for event in report.events {
@@ -311,14 +309,14 @@ impl JobBook {
     }
 
     /// Whether an event about the current attempt can be true: a
-    /// checkpoint must have been asked for, and its output length must be
-    /// what the controller holds. Events about stale attempts pass (they are
-    /// ignored).
+    /// checkpoint must have been asked for, its output length must be what
+    /// the controller holds, and its manifest must be in the store. Events
+    /// about stale attempts pass (they are ignored).
     fn check_event(
         &self,
         node: &str,
         event: &AgentEvent,
-        output_len: &impl Fn(u64) -> Result<u64, String>,
+        facts: &impl ReportFacts,
     ) -> Result<(), String> {
         let (id, attempt) = event.job();
         if !self.is_current(id, attempt, node) {
@@ -333,12 +331,22 @@ impl JobBook {
         let asked = |seq: u64| seq <= job.dispatch.next_checkpoint;
         match event {
             AgentEvent::Checkpointed {
-                seq, log_offset, ..
+                seq,
+                log_offset,
+                manifest,
+                ..
             } => {
                 if !asked(*seq) {
                     return Err(format!("checkpoint {seq} of job {id} was not asked for"));
                 }
-                let len = output_len(id)?;
+                if let Some(m) = manifest
+                    && !facts.has_manifest(m)
+                {
+                    return Err(format!(
+                        "checkpoint {seq} of job {id} names manifest {m}, which is not in the store"
+                    ));
+                }
+                let len = facts.output_len(id)?;
                 if *log_offset > len {
                     return Err(format!(
                         "checkpoint {seq} of job {id} says the output is {log_offset} bytes long, \
@@ -371,7 +379,7 @@ impl JobBook {
                     .checkpoints_in_flight
                     .iter()
                     .any(|f| f.seq == seq)
-                    || j.last_checkpoint.as_ref().is_some_and(|c| c.seq == seq)
+                    || j.last_checkpoint().is_some_and(|c| c.seq == seq)
             })
         };
         let fitting = match &event {
@@ -384,6 +392,10 @@ impl JobBook {
                     .any(|f| f.seq == *seq)
             }),
             AgentEvent::Booting { .. } => fits(&[JobState::Staging]),
+            AgentEvent::RestoreFailed { .. } => {
+                fits(&[JobState::Staging, JobState::Booting])
+                    && self.jobs.get(&id).is_some_and(|j| j.dispatch.restoring)
+            }
             AgentEvent::Running { .. } => fits(&[JobState::Staging, JobState::Booting]),
             AgentEvent::Suspended { .. } => fits(&[JobState::Running]),
             AgentEvent::Resumed { .. } => fits(&[JobState::Suspended]),
@@ -432,6 +444,7 @@ impl JobBook {
             }
             AgentEvent::Checkpointed {
                 seq,
+                manifest,
                 work_ms,
                 log_offset,
                 stopped,
@@ -445,18 +458,22 @@ impl JobBook {
                     job_id: id,
                     seq,
                     node: node.to_string(),
-                    location: self.cfg.checkpoint_location(id, seq).display().to_string(),
+                    location: self.cfg.checkpoint_location(id, seq),
                     work_ms,
                     log_offset,
                     unix_ms: now as i64,
+                    manifest: manifest.clone(),
                 };
                 let known = self
                     .jobs
                     .get(&id)
-                    .and_then(|j| j.last_checkpoint.as_ref())
+                    .and_then(|j| j.last_checkpoint())
                     .is_some_and(|c| c.seq >= seq);
                 if !known {
                     self.fx.changes.push(Change::AddCheckpoint(rec.clone()));
+                    if let Some(m) = manifest {
+                        self.fx.stored_checkpoints.push((id, seq, m));
+                    }
                 }
                 let (done, more) = self.finish_checkpoint(id, seq, Some(rec));
                 match done {
@@ -588,6 +605,9 @@ impl JobBook {
                 );
                 self.transition(now, id, JobState::Failed, reason, node_s, None);
             }
+            AgentEvent::RestoreFailed { seq, reason, .. } => {
+                self.restore_failed(now, id, seq, node, &reason);
+            }
             AgentEvent::Stopped { .. } => {}
             AgentEvent::Suspended { .. } => {
                 self.transition(
@@ -603,6 +623,47 @@ impl JobBook {
                 self.transition(now, id, JobState::Running, "resumed".into(), node_s, None);
             }
         }
+    }
+
+    /// Restoring checkpoint `seq` failed on `node`: the job waits to be
+    /// placed again (anywhere) and tries again; a checkpoint that failed
+    /// [`RESTORE_TRIES`] times is given up and the job resumes from the
+    /// one before, or from the beginning. A failed restore never ends a
+    /// job.
+    fn restore_failed(&mut self, now: u64, id: u64, seq: u64, node: &str, reason: &str) {
+        self.kill_on_nodes(id);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let d = &mut job.dispatch;
+        d.placement.clear();
+        d.checkpoints_in_flight.clear();
+        d.restoring = false;
+        d.restore_failures += 1;
+        let why = if d.restore_failures >= RESTORE_TRIES
+            && job.checkpoints.last().is_some_and(|c| c.seq == seq)
+        {
+            d.restore_failures = 0;
+            job.checkpoints.pop();
+            self.fx
+                .changes
+                .push(Change::GiveUpCheckpoint { job_id: id, seq });
+            let from = match job.last_checkpoint() {
+                Some(c) => format!("resumes from checkpoint {}", c.seq),
+                None => "starts again from the beginning".to_string(),
+            };
+            format!(
+                "checkpoint {seq} failed to restore {RESTORE_TRIES} times (last on {node}: {reason}); it is given up and the job {from}"
+            )
+        } else {
+            format!("restoring checkpoint {seq} on {node} failed ({reason}); it is tried again")
+        };
+        self.save_dispatch(id);
+        if !self.feed(now, SchedInput::JobLost { job: id }) {
+            // The core no longer has it starting (cancelled meanwhile).
+            return;
+        }
+        self.transition(now, id, JobState::Preempted, why, None, None);
     }
 
     /// Ends checkpoint `seq`; returns it when it was in flight (a repeated
@@ -624,13 +685,12 @@ impl JobBook {
             .map(|i| d.checkpoints_in_flight.remove(i));
         let more = !d.checkpoints_in_flight.is_empty();
         if let Some(c) = saved
-            && job
-                .last_checkpoint
-                .as_ref()
-                .is_none_or(|old| old.seq < c.seq)
+            && job.checkpoints.last().is_none_or(|old| old.seq < c.seq)
         {
             d.next_checkpoint = d.next_checkpoint.max(c.seq);
-            job.last_checkpoint = Some(c);
+            // A new checkpoint has not failed to restore.
+            d.restore_failures = 0;
+            job.checkpoints.push(c);
         }
         self.save_dispatch(id);
         (done, more)
@@ -638,7 +698,7 @@ impl JobBook {
 
     /// Where a waiting job resumes from, in words.
     fn resume_point(&self, id: u64) -> String {
-        match self.jobs.get(&id).and_then(|j| j.last_checkpoint.as_ref()) {
+        match self.jobs.get(&id).and_then(|j| j.last_checkpoint()) {
             Some(c) => format!("from checkpoint {}", c.seq),
             None => "from the beginning".into(),
         }
@@ -697,4 +757,12 @@ fn stopping_state(moving: &Option<Move>) -> JobState {
     } else {
         JobState::Checkpointing
     }
+}
+
+/// What the controller holds that a report is checked against.
+pub(crate) trait ReportFacts {
+    /// The length of a job's output.
+    fn output_len(&self, job: u64) -> Result<u64, String>;
+    /// Whether the store holds manifest `id` (complete).
+    fn has_manifest(&self, id: &str) -> bool;
 }

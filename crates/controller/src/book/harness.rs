@@ -17,6 +17,22 @@ use vgrid_store::{Store, hash_token};
 
 use super::{BookConfig, Delivery, JobBook, Records};
 
+/// The harness's controller: output is always empty (reports say 0),
+/// manifests are those the test put in [`Harness::manifests`].
+struct Facts {
+    manifests: BTreeSet<String>,
+}
+
+impl super::agents::ReportFacts for Facts {
+    fn output_len(&self, _job: u64) -> Result<u64, String> {
+        Ok(0)
+    }
+
+    fn has_manifest(&self, id: &str) -> bool {
+        self.manifests.contains(id)
+    }
+}
+
 /// What a fake agent knows about one unit (a job attempt on its node).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Unit {
@@ -38,6 +54,8 @@ pub(crate) struct Harness {
     pub admin: Principal,
     pub users: Vec<Principal>,
     pub nodes: BTreeMap<String, FakeNode>,
+    /// Manifests the fake store holds.
+    pub manifests: BTreeSet<String>,
     cfg: BookConfig,
     _dir: tempfile::TempDir,
 }
@@ -48,7 +66,7 @@ impl Harness {
         let cfg = BookConfig {
             policy: vgrid_core::Policy::Easy,
             lost_after_ms: 10_000,
-            checkpoint_root: dir.path().join("checkpoints"),
+            legacy_checkpoint_root: dir.path().join("checkpoints"),
             staging_roots: vec![dir.path().join("repos")],
         };
         let store = Store::open(&dir.path().join("vgrid.db"), 0).expect("store");
@@ -68,6 +86,7 @@ impl Harness {
             admin: admin.clone(),
             users: Vec::new(),
             nodes: BTreeMap::new(),
+            manifests: BTreeSet::new(),
             cfg,
             _dir: dir,
         };
@@ -184,8 +203,9 @@ impl Harness {
 
     /// The node's agent reports one event.
     pub(crate) fn report(&mut self, node: &str, event: AgentEvent) -> Result<Reply, CommandError> {
-        if let AgentEvent::Exited { job, attempt, .. } | AgentEvent::Failed { job, attempt, .. } =
-            event
+        if let AgentEvent::Exited { job, attempt, .. }
+        | AgentEvent::Failed { job, attempt, .. }
+        | AgentEvent::RestoreFailed { job, attempt, .. } = event
             && let Some(n) = self.nodes.get_mut(node)
         {
             n.units.remove(&(job, attempt));
@@ -195,7 +215,10 @@ impl Harness {
             node: node.into(),
             events: vec![event],
         };
-        self.call(|b, now| b.report(now, &admin, report, |_| Ok(0)))
+        let facts = Facts {
+            manifests: self.manifests.clone(),
+        };
+        self.call(|b, now| b.report(now, &admin, report, &facts))
     }
 
     /// Time passes: the lost-node check and the pass that is due.
@@ -254,8 +277,8 @@ pub(crate) fn snapshot(b: &JobBook) -> String {
             ..j.rec.clone()
         };
         out.push_str(&format!(
-            "job {rec:?}\n  owner {} dispatch {:?}\n  last {:?}\n",
-            j.owner_name, j.dispatch, j.last_checkpoint
+            "job {rec:?}\n  owner {} dispatch {:?}\n  checkpoints {:?}\n",
+            j.owner_name, j.dispatch, j.checkpoints
         ));
     }
     let keys: BTreeSet<_> = b.keys.iter().collect();

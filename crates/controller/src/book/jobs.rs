@@ -73,7 +73,7 @@ impl JobBook {
                 rec,
                 owner_name: p.name.clone(),
                 dispatch: Dispatch::default(),
-                last_checkpoint: None,
+                checkpoints: Vec::new(),
             },
         );
         self.feed(now, SchedInput::Submit { job: id });

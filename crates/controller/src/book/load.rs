@@ -16,7 +16,7 @@ use crate::ControllerError;
 pub(crate) struct Records {
     pub users: Vec<(UserRecord, TokenHash)>,
     pub jobs: Vec<JobRecord>,
-    pub latest_checkpoints: Vec<CheckpointRecord>,
+    pub live_checkpoints: Vec<CheckpointRecord>,
     pub nodes: Vec<NodeRecord>,
     pub log: Vec<SchedulerLogEntry>,
 }
@@ -28,7 +28,7 @@ impl Records {
         Ok(Records {
             users: read.users_with_token_hashes()?,
             jobs: read.jobs()?,
-            latest_checkpoints: read.latest_checkpoints()?,
+            live_checkpoints: read.live_checkpoints()?,
             nodes: read.nodes()?,
             log: read.scheduler_log()?,
         })
@@ -60,11 +60,10 @@ impl JobBook {
             users.by_id.insert(user.id, user);
         }
         users.next_id = users.next_id.max(1);
-        let mut latest: HashMap<u64, CheckpointRecord> = records
-            .latest_checkpoints
-            .into_iter()
-            .map(|c| (c.job_id, c))
-            .collect();
+        let mut checkpoints: HashMap<u64, Vec<CheckpointRecord>> = HashMap::new();
+        for c in records.live_checkpoints {
+            checkpoints.entry(c.job_id).or_default().push(c);
+        }
         let mut jobs = BTreeMap::new();
         let mut keys = HashMap::new();
         let mut next_job_id = 1;
@@ -81,7 +80,7 @@ impl JobBook {
             jobs.insert(
                 rec.id,
                 Job {
-                    last_checkpoint: latest.remove(&rec.id),
+                    checkpoints: checkpoints.remove(&rec.id).unwrap_or_default(),
                     rec,
                     owner_name,
                     dispatch,

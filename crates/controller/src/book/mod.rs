@@ -44,6 +44,7 @@ use vgrid_model::JobState;
 use vgrid_server::{CommandError, Reply};
 use vgrid_store::{Change, CheckpointRecord, JobRecord, NodeRecord, TokenHash, UserRecord};
 
+pub(crate) use agents::ReportFacts;
 pub(crate) use load::Records;
 
 use crate::schedlog::SchedInput;
@@ -55,22 +56,22 @@ pub(crate) struct BookConfig {
     pub policy: vgrid_core::Policy,
     /// A node silent this long is lost.
     pub lost_after_ms: u64,
-    /// Where checkpoints live: `<root>/<job>/<seq>`.
-    pub checkpoint_root: PathBuf,
+    /// Where checkpoints were kept before the store: `<root>/<job>/<seq>`.
+    pub legacy_checkpoint_root: PathBuf,
     /// The nodes' allowed roots for host paths (see [`crate::Config`]).
     pub staging_roots: Vec<PathBuf>,
 }
 
 impl BookConfig {
-    /// The directory of one job's checkpoints.
-    pub(crate) fn checkpoint_dir(&self, job: u64) -> PathBuf {
-        self.checkpoint_root.join(job.to_string())
+    /// The directory of one job's checkpoints before the store.
+    pub(crate) fn legacy_checkpoint_dir(&self, job: u64) -> PathBuf {
+        self.legacy_checkpoint_root.join(job.to_string())
     }
 
-    /// Where checkpoint `seq` of `job` lies. The one place that says it:
+    /// The name of checkpoint `seq` of `job`. The one place that says it:
     /// agents are told it, and never tell it.
-    pub(crate) fn checkpoint_location(&self, job: u64, seq: u64) -> PathBuf {
-        self.checkpoint_dir(job).join(seq.to_string())
+    pub(crate) fn checkpoint_location(&self, job: u64, seq: u64) -> String {
+        format!("{job}/{seq}")
     }
 }
 
@@ -84,8 +85,12 @@ pub(crate) struct Effects {
     pub deliveries: Vec<Delivery>,
     /// Jobs that reached an end (their waiters are answered).
     pub ended: Vec<u64>,
-    /// Jobs whose checkpoint directories are to be deleted.
+    /// Jobs whose checkpoints are no longer needed (their store refs and
+    /// any directory of the time before the store are removed).
     pub obsolete: Vec<u64>,
+    /// Checkpoints now in the store, `(job, seq, manifest)`: a ref names
+    /// each while its job lives.
+    pub stored_checkpoints: Vec<(u64, u64, String)>,
     /// Tokens of new users, to accept once the users are stored.
     pub tokens: Vec<(TokenHash, Principal)>,
     /// Tokens that stop working (a node joined again).
@@ -128,6 +133,10 @@ pub(crate) struct Dispatch {
     /// How many times its VMs died; past a limit the job fails.
     #[serde(default)]
     pub losses: u32,
+    /// Failed restores of its last checkpoint; at [`RESTORE_TRIES`] the
+    /// checkpoint is given up for the one before.
+    #[serde(default)]
+    pub restore_failures: u32,
     /// A user's move not yet ended by a start: the core restricts the
     /// job's next placement; this only words the history.
     #[serde(default)]
@@ -170,7 +179,16 @@ pub(crate) struct Job {
     pub rec: JobRecord,
     pub owner_name: String,
     pub dispatch: Dispatch,
-    pub last_checkpoint: Option<CheckpointRecord>,
+    /// The checkpoints it may resume from, oldest first; none once it
+    /// has ended.
+    pub checkpoints: Vec<CheckpointRecord>,
+}
+
+impl Job {
+    /// Where it resumes from.
+    pub fn last_checkpoint(&self) -> Option<&CheckpointRecord> {
+        self.checkpoints.last()
+    }
 }
 
 /// A node as the book keeps it.
@@ -196,6 +214,11 @@ pub(crate) struct Users {
 
 /// A job whose VMs die this many times fails instead of resuming again.
 pub(crate) const MAX_LOSSES: u32 = 5;
+
+/// Failed restores of one checkpoint before it is given up: the first
+/// failure may be the node's (a damaged local copy is fetched again), the
+/// second is the checkpoint's.
+pub(crate) const RESTORE_TRIES: u32 = 2;
 
 /// The book. See the module documentation.
 pub(crate) struct JobBook {
@@ -338,6 +361,7 @@ impl JobBook {
         });
         if state.is_terminal() {
             // Nothing resumes from an ended job's checkpoints.
+            job.checkpoints.clear();
             self.fx.obsolete.push(id);
             self.fx.ended.push(id);
         }

@@ -54,7 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..16usize).prop_map(Op::Checkpoint),
         1 => (0..16usize, proptest::option::of(0..3usize)).prop_map(|(job, to)| Op::Migrate { job, to }),
         2 => (0..3usize).prop_map(Op::Register),
-        8 => (0..3usize, 0..4usize, 0..8u8).prop_map(|(node, unit, what)| Op::Event { node, unit, what }),
+        8 => (0..3usize, 0..4usize, 0..9u8).prop_map(|(node, unit, what)| Op::Event { node, unit, what }),
         1 => (0..3usize, 0..16usize, 0..3u8).prop_map(|(node, job, what)| Op::Bogus { node, job, what }),
         3 => (0..20_000u16).prop_map(Op::Advance),
         1 => Just(Op::Restart),
@@ -62,6 +62,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// A manifest the harness's store holds.
+const MANIFEST: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
 fn job_text(kind: u8, cpus: u8) -> String {
     let class = match kind {
@@ -129,6 +132,8 @@ fn apply(h: &mut Harness, op: Op) {
                     vm: None,
                 },
                 (3, Some((seq, stopped))) | (4, Some((seq, stopped))) => AgentEvent::Checkpointed {
+                    // Half of them in the store.
+                    manifest: (what == 4).then(|| MANIFEST.to_string()),
                     job,
                     attempt,
                     seq,
@@ -154,6 +159,16 @@ fn apply(h: &mut Harness, op: Op) {
                     job,
                     attempt,
                     reason: "the VM crashed".into(),
+                },
+                (8, _) => AgentEvent::RestoreFailed {
+                    job,
+                    attempt,
+                    seq: h
+                        .book
+                        .job(job)
+                        .and_then(|j| j.last_checkpoint())
+                        .map_or(1, |c| c.seq),
+                    reason: "a chunk is missing".into(),
                 },
                 (_, _) => AgentEvent::Suspended { job, attempt },
             };
@@ -181,6 +196,7 @@ fn apply(h: &mut Harness, op: Op) {
             let attempt = h.book.job(id).map_or(1, |j| j.dispatch.attempt);
             let event = match what {
                 0 => AgentEvent::Checkpointed {
+                    manifest: None,
                     job: id,
                     attempt,
                     seq: 1_000_000,
@@ -217,6 +233,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..120)
     ) {
         let mut h = Harness::new();
+        h.manifests.insert(MANIFEST.into());
         h.register("n1", 2);
         for op in ops {
             apply(&mut h, op);
@@ -256,9 +273,11 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
     h.advance(10);
     let (seq, stop) = h.nodes["n1"].units[&(be, attempt)].checkpoints[0];
     assert!(stop, "a preemption stops the VMs");
+    h.manifests.insert(MANIFEST.into());
     h.report(
         "n1",
         AgentEvent::Checkpointed {
+            manifest: Some(MANIFEST.into()),
             job: be,
             attempt,
             seq,
@@ -296,8 +315,59 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
     let job = h.book.job(be).expect("be");
     assert_eq!(job.dispatch.attempt, 2, "resumed");
     assert!(job.dispatch.restoring);
-    let loc = &job.last_checkpoint.as_ref().expect("checkpoint").location;
-    assert!(loc.ends_with(&format!("checkpoints/{be}/{seq}")), "{loc}");
+    let c = job.last_checkpoint().expect("checkpoint");
+    assert_eq!(c.location, format!("{be}/{seq}"), "named by the book");
+    assert_eq!(c.manifest.as_deref(), Some(MANIFEST));
     h.restart();
+    assert_eq!(h.book.illegal_transitions(), 0);
+
+    // Its restore fails: it is tried again from the same checkpoint...
+    let failed = |h: &mut Harness| {
+        h.register("n1", 2);
+        h.advance(10);
+        let job = h.book.job(be).expect("be");
+        let attempt = job.dispatch.attempt;
+        let restoring = job.dispatch.restoring;
+        h.report(
+            "n1",
+            AgentEvent::RestoreFailed {
+                job: be,
+                attempt,
+                seq,
+                reason: "a chunk is missing".into(),
+            },
+        )
+        .expect("taken");
+        // Requeued (and maybe placed again in the same round), not failed.
+        let history = h.store.read().history(be).expect("history");
+        let requeued = history
+            .iter()
+            .rev()
+            .find(|e| e.state == vgrid_model::JobState::Preempted)
+            .expect("requeued");
+        assert!(!h.book.job(be).expect("be").rec.state.is_terminal());
+        (restoring, requeued.reason.clone())
+    };
+    let (restoring, why) = failed(&mut h);
+    assert!(restoring);
+    assert!(why.contains("tried again"), "{why}");
+    h.restart();
+    // ...and given up after the second failure: with no checkpoint
+    // before it, the job starts again from the beginning, not failed.
+    let (restoring, why) = failed(&mut h);
+    assert!(restoring, "the second try restores the same checkpoint");
+    assert!(
+        why.contains("given up") && why.contains("beginning"),
+        "{why}"
+    );
+    h.restart();
+    h.register("n1", 2);
+    h.advance(10);
+    let job = h.book.job(be).expect("be");
+    assert!(!job.dispatch.restoring, "a fresh start");
+    assert!(job.last_checkpoint().is_none());
+    let listed = h.store.read().checkpoints(be).expect("read");
+    assert_eq!(listed.len(), 1, "the given-up checkpoint stays listed");
+    assert!(!listed[0].1, "but is not restorable");
     assert_eq!(h.book.illegal_transitions(), 0);
 }

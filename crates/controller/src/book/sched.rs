@@ -150,11 +150,7 @@ impl JobBook {
             }
             Action::Requeue { job } => {
                 self.kill_on_nodes(job.0);
-                let reason = match self
-                    .jobs
-                    .get(&job.0)
-                    .and_then(|j| j.last_checkpoint.as_ref())
-                {
+                let reason = match self.jobs.get(&job.0).and_then(|j| j.last_checkpoint()) {
                     Some(c) => format!("its node was lost; resumes from checkpoint {}", c.seq),
                     None => "its node was lost; restarts from the beginning".into(),
                 };
@@ -169,7 +165,6 @@ impl JobBook {
             .iter()
             .filter_map(|(n, vms)| self.node_name(*n).map(|name| (name, *vms)))
             .collect();
-        let ckpt_dir = self.cfg.checkpoint_dir(id);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -182,7 +177,7 @@ impl JobBook {
         // (as `Checkpointed` or `CheckpointTaken`), so the core's `resume`
         // says whether one exists.
         let restore = if resume {
-            job.last_checkpoint.as_ref().map(checkpoint_ref)
+            job.last_checkpoint().map(checkpoint_ref)
         } else {
             None
         };
@@ -206,7 +201,6 @@ impl JobBook {
                     spec: spec.clone(),
                     vms: *vms,
                     restore: restore.clone(),
-                    checkpoint_dir: ckpt_dir.display().to_string(),
                     owner: owner.clone(),
                 },
             );
@@ -230,7 +224,7 @@ impl JobBook {
         let d = &mut job.dispatch;
         d.next_checkpoint = d
             .next_checkpoint
-            .max(job.last_checkpoint.as_ref().map_or(0, |c| c.seq))
+            .max(job.checkpoints.last().map_or(0, |c| c.seq))
             + 1;
         let seq = d.next_checkpoint;
         if stop && for_core {
@@ -281,6 +275,7 @@ pub(super) fn checkpoint_ref(c: &CheckpointRecord) -> CheckpointRef {
         location: c.location.clone(),
         work_ms: c.work_ms,
         log_offset: c.log_offset,
+        manifest: c.manifest.clone(),
     }
 }
 

@@ -4,6 +4,7 @@ use vgrid_api::types::{AgentReport, Principal};
 use vgrid_server::{CommandError, Reply};
 
 use super::{Ctx, Handled};
+use crate::book::ReportFacts;
 use crate::handle::ReplyTx;
 
 /// Actions after `after`, or the poll waits for some.
@@ -31,12 +32,29 @@ pub(super) fn report(
     p: &Principal,
     report: AgentReport,
 ) -> Result<Reply, CommandError> {
-    let output = ctx.output;
-    ctx.book.report(ctx.now, p, report, |job| {
-        output
+    let facts = Facts {
+        output: ctx.output,
+        cas: ctx.cas,
+    };
+    ctx.book.report(ctx.now, p, report, &facts)
+}
+
+/// What reports are checked against: the job outputs and the store.
+struct Facts<'a> {
+    output: &'a crate::output::OutputFiles,
+    cas: &'a vgrid_cas::Store,
+}
+
+impl ReportFacts for Facts<'_> {
+    fn output_len(&self, job: u64) -> Result<u64, String> {
+        self.output
             .len(job)
             .map_err(|e| format!("cannot read the length of job {job}'s output: {e}"))
-    })
+    }
+
+    fn has_manifest(&self, id: &str) -> bool {
+        vgrid_cas::ManifestId::parse(id).is_some_and(|id| self.cas.has_manifest(&id))
+    }
 }
 
 /// Writes output at `offset`: only for the attempt running on the node,

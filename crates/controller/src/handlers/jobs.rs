@@ -30,7 +30,10 @@ pub(super) fn show(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandEr
         job,
         spec,
         history: history.into_iter().map(history_view).collect(),
-        checkpoints: checkpoints.into_iter().map(checkpoint_view).collect(),
+        checkpoints: checkpoints
+            .into_iter()
+            .map(|(c, restorable)| checkpoint_view(c, restorable))
+            .collect(),
     })))
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Ctx<'a> {
     pub book: &'a mut JobBook,
     pub store: &'a Store,
     pub output: &'a OutputFiles,
+    /// The content-addressed store.
+    pub cas: &'a vgrid_cas::Store,
     pub mail: &'a mut Mailboxes,
     pub waiters: &'a mut HashMap<u64, Vec<ReplyTx>>,
     pub stats: &'a Stats,

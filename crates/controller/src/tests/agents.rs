@@ -37,6 +37,7 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
     wait_state(&alice, be, JobState::Checkpointing).await;
     agent
         .report(AgentEvent::Checkpointed {
+            manifest: None,
             job: be,
             attempt,
             seq,
@@ -109,6 +110,7 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
         panic!("expected a periodic checkpoint");
     };
     n1.report(AgentEvent::Checkpointed {
+        manifest: None,
         job: id,
         attempt,
         seq,
@@ -269,6 +271,7 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
     };
     assert!(preempt > periodic);
     let saved = |seq, stopped| AgentEvent::Checkpointed {
+        manifest: None,
         job: be,
         attempt,
         seq,
@@ -319,6 +322,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
     };
     agent
         .report(AgentEvent::Checkpointed {
+            manifest: None,
             job: id,
             attempt,
             seq,
@@ -398,6 +402,7 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
         panic!("expected a checkpoint that stops the VM on n1");
     };
     n1.report(AgentEvent::Checkpointed {
+        manifest: None,
         job: id,
         attempt,
         seq,

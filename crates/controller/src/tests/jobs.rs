@@ -261,6 +261,7 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
     };
     agent
         .report(AgentEvent::Checkpointed {
+            manifest: None,
             job: id,
             attempt,
             seq,
