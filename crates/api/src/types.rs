@@ -89,6 +89,10 @@ pub struct CheckpointView {
     pub location: String,
     pub work_ms: i64,
     pub unix_ms: i64,
+    /// Length of the job's output when it was taken: a resume goes on
+    /// from there.
+    #[serde(default)]
+    pub log_offset: u64,
     /// Its manifest in the controller's store (absent: taken without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,

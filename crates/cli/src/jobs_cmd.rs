@@ -420,6 +420,7 @@ mod tests {
                 location: "/l\u{7}".into(),
                 work_ms: 1000,
                 unix_ms: 0,
+                log_offset: 0,
                 manifest: None,
                 restorable: true,
             }],

@@ -284,3 +284,324 @@ fn a_job_placed_on_a_node_without_its_image_fetches_it_and_runs() {
     let nodes = json(vgrid(ctl).args(["nodes", "--json"]).output());
     assert_eq!(nodes[0]["images"], serde_json::json!(["tiny"]), "{nodes:#}");
 }
+
+/// A counting job whose every line depends on all before it (a running
+/// sum kept in the guest's memory): resumed from a wrong place, or with
+/// its memory not restored, its output differs from an uninterrupted run.
+fn counting_job(class: &str, steps: u32, extra: &str) -> String {
+    let script = format!(
+        "i=0; s=0; while [ $i -lt {steps} ]; do i=$((i+1)); s=$((s+i*i)); echo $i $s; sleep 1; done"
+    );
+    format!(
+        "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\nclass = \"{class}\"\n{extra}command = [\"/bin/sh\", \"-c\", \"{script}\"]\n"
+    )
+}
+
+/// What [`counting_job`] prints when nothing interrupts it.
+fn counted(steps: u32) -> String {
+    let mut s = 0u64;
+    (1..=u64::from(steps))
+        .map(|i| {
+            s += i * i;
+            format!("{i} {s}\n")
+        })
+        .collect()
+}
+
+/// The controller on `ctl` with the image (built only there) published.
+fn controller_with_image(lab: &Topology) -> (vgrid_testkit::cluster::HostProcess, String) {
+    let stock = vgrid_testkit::stock_image().expect("the stock image");
+    lab.host("ctl").install_stock_image(&stock);
+    let (serve, url) = serve_on(lab);
+    vgrid_testkit::wait_for(
+        "the image to be published",
+        Duration::from_secs(120),
+        || serve.log().contains("published image(s) tiny"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
+    (serve, url)
+}
+
+fn wait_registered(ctl: &Host, names: &[&str]) {
+    vgrid_testkit::wait_for("the nodes to register", Duration::from_secs(60), || {
+        let up = node_states(ctl);
+        names
+            .iter()
+            .all(|n| up.iter().any(|(name, s)| name == n && s == "up"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", node_states(ctl)));
+}
+
+fn show(ctl: &Host, id: &str) -> serde_json::Value {
+    json(vgrid(ctl).args(["show", id, "--json"]).output())
+}
+
+fn wait_state(lab: &Topology, id: &str, state: &str, limit: Duration) -> serde_json::Value {
+    let ctl = lab.host("ctl");
+    let mut last = serde_json::Value::Null;
+    let reached = vgrid_testkit::wait_for(&format!("job {id} to be {state}"), limit, || {
+        last = show(ctl, id);
+        last["job"]["state"] == state
+    });
+    if let Err(e) = reached {
+        let logs: String = lab.hosts().iter().map(|h| h.logs()).collect();
+        panic!("{e}: {last:#}\n{logs}");
+    }
+    last
+}
+
+fn reasons(shown: &serde_json::Value) -> Vec<(String, String)> {
+    shown["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["node"].as_str().unwrap_or_default().to_string(),
+                h["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_best_effort_job_preempted_on_one_host_resumes_on_another_with_identical_output() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    if vgrid_testkit::stock_image().is_none() {
+        return;
+    }
+    let Some(lab) = Topology::new(&["ctl", "n1", "n2", "n3"]) else {
+        return;
+    };
+    let ctl = lab.host("ctl");
+    let (_serve, url) = controller_with_image(&lab);
+    // n1 alone, with room for one job.
+    let _n1 = join_with(&lab, "n1", &url, 1);
+    wait_registered(ctl, &["n1"]);
+    let steps = 30;
+    let be = ctl.put_file("be.toml", counting_job("best-effort", steps, ""));
+    let be = ok(vgrid(ctl).args(["submit"]).arg(&be).output());
+    vgrid_testkit::wait_for("the count to reach 6", Duration::from_secs(300), || {
+        ok(vgrid(ctl).args(["logs", &be]).output()).lines().count() >= 6
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.host("n1").logs()));
+
+    // A normal job needs n1: the best-effort one is checkpointed there and
+    // waits; another host joins and it resumes there.
+    let normal = ctl.put_file(
+        "normal.toml",
+        "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\nclass = \"normal\"\ncommand = [\"/bin/sleep\", \"40\"]\n",
+    );
+    let normal = ok(vgrid(ctl).args(["submit"]).arg(&normal).output());
+    wait_state(&lab, &be, "preempted", Duration::from_secs(120));
+    let _n2 = join_with(&lab, "n2", &url, 1);
+    let _n3 = join_with(&lab, "n3", &url, 1);
+    let done = wait_state(&lab, &be, "done", Duration::from_secs(600));
+    assert_eq!(
+        ok(vgrid(ctl).args(["logs", &be]).output()) + "\n",
+        counted(steps),
+        "{done:#}"
+    );
+    let history = reasons(&done);
+    let moved_to = done["job"]["node"].as_str().expect("a node").to_string();
+    assert_ne!(moved_to, "n1", "{history:?}");
+    let resumed = history
+        .iter()
+        .any(|(n, r)| n == &moved_to && r.starts_with("resuming from checkpoint"));
+    let fetched = history
+        .iter()
+        .any(|(n, r)| n == &moved_to && r.starts_with("fetching checkpoint"));
+    assert!(resumed && fetched, "{history:?}");
+    // The checkpoint is in the controller's store, and the node it moved
+    // to holds only its own copy (its data directory is its own).
+    let ckpt = &done["checkpoints"][0];
+    assert!(ckpt["manifest"].is_string(), "{done:#}");
+    assert_eq!(ckpt["node"], "n1");
+    let _ = vgrid(ctl).args(["cancel", &normal]).output();
+}
+
+#[test]
+fn a_host_lost_without_notice_costs_only_the_work_since_the_last_checkpoint() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    if vgrid_testkit::stock_image().is_none() {
+        return;
+    }
+    let Some(lab) = Topology::new(&["ctl", "n1", "n2", "n3"]) else {
+        return;
+    };
+    let ctl = lab.host("ctl");
+    let (_serve, url) = controller_with_image(&lab);
+    let _n1 = join_with(&lab, "n1", &url, 1);
+    wait_registered(ctl, &["n1"]);
+    let steps = 40;
+    let interval_s = 5;
+    let job = ctl.put_file(
+        "job.toml",
+        counting_job(
+            "normal",
+            steps,
+            &format!("checkpoint_interval_s = {interval_s}\n"),
+        ),
+    );
+    let id = ok(vgrid(ctl).args(["submit"]).arg(&job).output());
+    // Two periodic checkpoints, then a bit more work.
+    vgrid_testkit::wait_for("two periodic checkpoints", Duration::from_secs(300), || {
+        show(ctl, &id)["checkpoints"]
+            .as_array()
+            .is_some_and(|c| c.len() >= 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.host("n1").logs()));
+    let _n2 = join_with(&lab, "n2", &url, 1);
+    let _n3 = join_with(&lab, "n3", &url, 1);
+    wait_registered(ctl, &["n1", "n2", "n3"]);
+    // n1 goes away at once: its processes (agent, QEMU) killed, its link
+    // cut. Nothing tells the controller.
+    lab.host("n1").lose();
+    // All the output the controller got from n1 (the job resumes from a
+    // checkpoint only seconds later, when n1 counts as lost).
+    let seen_lines = ok(vgrid(ctl).args(["logs", &id]).output()).lines().count();
+    let done = wait_state(&lab, &id, "done", Duration::from_secs(600));
+    assert_eq!(
+        ok(vgrid(ctl).args(["logs", &id]).output()) + "\n",
+        counted(steps),
+        "{done:#}"
+    );
+    let history = reasons(&done);
+    assert_ne!(done["job"]["node"], "n1", "{history:?}");
+    // It resumed from the last checkpoint n1 took...
+    let last = done["checkpoints"]
+        .as_array()
+        .and_then(|c| c.iter().rfind(|c| c["node"] == "n1"))
+        .expect("a checkpoint on n1")
+        .clone();
+    let seq = last["seq"].as_u64().expect("seq");
+    assert!(
+        history.iter().any(
+            |(_, r)| r.contains(&format!("resumes from checkpoint {seq}"))
+                || r.starts_with(&format!("resuming from checkpoint {seq} "))
+        ),
+        "{history:?}"
+    );
+    // ...so what was lost is the work since: the lines printed after it,
+    // no more than an interval's worth (and the pause of a checkpoint).
+    let offset = last["log_offset"].as_u64().expect("log_offset") as usize;
+    let saved_lines = counted(steps)[..offset].lines().count();
+    let lost = seen_lines.saturating_sub(saved_lines);
+    assert!(
+        lost <= interval_s + 3,
+        "{lost} lines of work lost, more than a {interval_s} s interval: {history:?}"
+    );
+}
+
+/// A node joins with room for `cpus` one-CPU jobs.
+fn join_with(
+    lab: &Topology,
+    name: &str,
+    url: &str,
+    cpus: u32,
+) -> vgrid_testkit::cluster::HostProcess {
+    let join =
+        std::fs::read_to_string(lab.host("ctl").dir().join("join-token")).expect("join token");
+    let node = lab.host(name);
+    let token_file = node.put_file("join-token", join);
+    vgrid(node)
+        .args(["agent", "--controller", url, "--name", name])
+        .args(["--cpus", &cpus.to_string(), "--memory-mb", "1024"])
+        .arg("--join-token-file")
+        .arg(&token_file)
+        .spawn("agent")
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_restored_is_given_up_and_the_job_still_finishes() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    if vgrid_testkit::stock_image().is_none() {
+        return;
+    }
+    let Some(lab) = Topology::new(&["ctl", "n1", "n2"]) else {
+        return;
+    };
+    let ctl = lab.host("ctl");
+    let (_serve, url) = controller_with_image(&lab);
+    let _n1 = join_with(&lab, "n1", &url, 1);
+    wait_registered(ctl, &["n1"]);
+    let steps = 25;
+    let job = ctl.put_file("job.toml", counting_job("best-effort", steps, ""));
+    let id = ok(vgrid(ctl).args(["submit"]).arg(&job).output());
+    vgrid_testkit::wait_for("the count to reach 4", Duration::from_secs(300), || {
+        ok(vgrid(ctl).args(["logs", &id]).output()).lines().count() >= 4
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", lab.host("n1").logs()));
+    ok(vgrid(ctl).args(["checkpoint", &id]).output());
+    let mut shown = serde_json::Value::Null;
+    vgrid_testkit::wait_for(
+        "the checkpoint in the store",
+        Duration::from_secs(120),
+        || {
+            shown = show(ctl, &id);
+            shown["checkpoints"][0]["manifest"].is_string()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {shown:#}"));
+    // One chunk of its memory is damaged in the controller's store.
+    let manifest = shown["checkpoints"][0]["manifest"].as_str().expect("id");
+    let store = ctl.dir().join("store");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            store
+                .join("manifests")
+                .join(&manifest[..2])
+                .join(&manifest[2..]),
+        )
+        .expect("the manifest"),
+    )
+    .expect("json");
+    let pack = m["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("v0/memory.pack"))
+        })
+        .expect("the memory pack");
+    let chunk = pack["chunks"][0][0].as_str().expect("a chunk");
+    let object = store.join("objects").join(&chunk[..2]).join(&chunk[2..]);
+    std::fs::write(&object, b"\x01not the chunk it was").expect("damage it");
+
+    // Its host goes; the other cannot restore the checkpoint, tries again,
+    // gives it up and runs the job from the beginning: late, not lost.
+    let _n2 = join_with(&lab, "n2", &url, 1);
+    wait_registered(ctl, &["n2"]);
+    lab.host("n1").lose();
+    let done = wait_state(&lab, &id, "done", Duration::from_secs(600));
+    assert_eq!(
+        ok(vgrid(ctl).args(["logs", &id]).output()) + "\n",
+        counted(steps),
+        "{done:#}"
+    );
+    let history = reasons(&done);
+    let failed = history
+        .iter()
+        .filter(|(_, r)| r.starts_with("restoring checkpoint 1 on n2 failed"))
+        .count();
+    assert_eq!(
+        failed, 1,
+        "tried again after the first failure: {history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|(_, r)| r.contains("failed to restore 2 times")
+                && r.contains("starts again from the beginning")),
+        "{history:?}"
+    );
+    assert_eq!(done["checkpoints"][0]["restorable"], false, "{done:#}");
+}

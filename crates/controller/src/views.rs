@@ -56,6 +56,7 @@ pub(crate) fn checkpoint_view(c: CheckpointRecord, restorable: bool) -> Checkpoi
         location: c.location,
         work_ms: c.work_ms,
         unix_ms: c.unix_ms,
+        log_offset: c.log_offset,
         manifest: c.manifest,
         restorable,
     }

@@ -123,7 +123,6 @@ impl FakeAgent {
     async fn report(&self, event: AgentEvent) {
         // A real agent sends a checkpoint's output before reporting it.
         if let AgentEvent::Checkpointed {
-            manifest: None,
             job,
             attempt,
             log_offset,
@@ -273,3 +272,4 @@ async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attemp
 mod agents;
 mod hostile;
 mod jobs;
+mod store;
