@@ -8,8 +8,9 @@
 //!   `inputs[i].to`, see [`JobSpec::input_names`]).
 //! - `inputs[i].to` is an absolute guest path; all inputs go to one guest
 //!   directory, the job's working directory, under distinct names.
-//! - `outputs[i].from` is a guest file below that directory (or below the
-//!   directory of the first output when there are no inputs);
+//! - `outputs[i].from` is a guest file below that directory (without
+//!   inputs: the deepest directory, other than `/`, all outputs lie
+//!   below);
 //!   `outputs[i].to` is the relative name the file gets in the job's
 //!   outputs (`vgrid output` writes it below the directory it is given).
 //!
@@ -185,11 +186,31 @@ impl JobSpec {
         }
         let workdir = match workdir {
             Some(w) => w,
-            None => self
-                .outputs
-                .first()
-                .and_then(|t| t.from.parent())
-                .map_or_else(|| PathBuf::from("/work"), Path::to_path_buf),
+            // Without inputs: the deepest directory all outputs lie below.
+            None => {
+                let mut common: Option<PathBuf> = None;
+                for t in &self.outputs {
+                    let dir = t.from.parent().unwrap_or(Path::new("/"));
+                    common = Some(match common {
+                        None => dir.to_path_buf(),
+                        Some(c) => c
+                            .components()
+                            .zip(dir.components())
+                            .take_while(|(a, b)| a == b)
+                            .map(|(a, _)| a)
+                            .collect(),
+                    });
+                }
+                match common {
+                    Some(c) if c != Path::new("/") => c,
+                    _ => {
+                        return Err(refuse(
+                            "outputs[0].from".into(),
+                            "the outputs must lie below one guest directory other than `/` (the job's working directory)",
+                        ));
+                    }
+                }
+            }
         };
         let mut outputs: Vec<(String, String)> = Vec::with_capacity(self.outputs.len());
         for (i, t) in self.outputs.iter().enumerate() {
@@ -273,12 +294,18 @@ mod tests {
                 ("log".to_string(), "logs/run.log".to_string())
             ]
         );
-        // Without inputs, the first output's directory is the workdir.
-        let l = spec(&[], &[("/data/r.txt", "r.txt")])
+        // Without inputs, the deepest directory of all outputs.
+        let l = spec(&[], &[("/data/out/r.txt", "r.txt"), ("/data/log", "log")])
             .staging()
             .expect("valid")
             .expect("stages");
         assert_eq!(l.workdir, PathBuf::from("/data"));
+        assert_eq!(l.outputs[0].0, "out/r.txt");
+        let l = spec(&[], &[("/data/out/r.txt", "r.txt")])
+            .staging()
+            .expect("valid")
+            .expect("stages");
+        assert_eq!(l.workdir, PathBuf::from("/data/out"));
         assert_eq!(spec(&[], &[]).staging(), Ok(None));
     }
 
@@ -315,6 +342,16 @@ mod tests {
                 spec(&["/work/a"], &[("/work/r", "/etc/passwd")]),
                 "outputs[0].to",
                 "relative",
+            ),
+            (
+                spec(&[], &[("/a/r", "r"), ("/b/s", "s")]),
+                "outputs[0].from",
+                "one guest directory other than `/`",
+            ),
+            (
+                spec(&[], &[("/r", "r")]),
+                "outputs[0].from",
+                "one guest directory other than `/`",
             ),
             (
                 spec(&[], &[("/work/r", "x"), ("/work/s", "x")]),
