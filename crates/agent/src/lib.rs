@@ -475,6 +475,7 @@ impl<D: VmDriver> UnitTask<D> {
                         job,
                         attempt,
                         exit_code,
+                        outputs: None,
                     })
                     .await;
                     let _ = driver.remove(self.unit).await;

@@ -411,6 +411,7 @@ mod tests {
                 work_ms: 1000,
                 unix_ms: 0,
             }],
+            outputs: None,
         };
         let mut out = Vec::new();
         write_detail(&mut out, &d).expect("write");

@@ -60,6 +60,8 @@ pub(crate) struct Actor {
     pub(crate) store: Store,
     pub(crate) book: JobBook,
     auth: AuthMap,
+    /// The content-addressed store (the handle serves its routes).
+    cas: Arc<vgrid_cas::Store>,
     output: OutputFiles,
     /// The clock of this round (Unix ms), never going back.
     pub(crate) now: u64,
@@ -97,17 +99,20 @@ impl Actor {
         let (book, last_time) =
             JobBook::from_records(book_config(&cfg), Records::read(&store)?, now)?;
         let store_dir = cfg.data_dir.join("store");
-        let cas = vgrid_cas::Store::open(&store_dir).map_err(|e| ControllerError::Cas {
-            path: store_dir,
-            source: e,
-        })?;
+        let cas =
+            Arc::new(
+                vgrid_cas::Store::open(&store_dir).map_err(|e| ControllerError::Cas {
+                    path: store_dir,
+                    source: e,
+                })?,
+            );
         let (tx, rx) = std::sync::mpsc::channel();
         let auth: AuthMap = Arc::new(RwLock::new(book.users.tokens.clone()));
         let handle = ControllerHandle {
             tx,
             auth: auth.clone(),
             join: cfg.join.clone().map(Arc::new),
-            store: Arc::new(cas),
+            store: cas.clone(),
         };
         let actor = Actor {
             cfg,
@@ -115,6 +120,7 @@ impl Actor {
             store,
             book,
             auth,
+            cas,
             output,
             now: now.max(last_time),
             mail: Mailboxes::default(),
@@ -212,6 +218,7 @@ impl Actor {
             max_output_bytes: self.cfg.max_output_bytes,
             book: &mut self.book,
             store: &self.store,
+            cas: &self.cas,
             output: &self.output,
             mail: &mut self.mail,
             waiters: &mut self.waiters,

@@ -38,6 +38,10 @@ pub struct JobRecord {
     /// The key the client sent with the submission: a retried submission
     /// with the same key (and owner) finds this job instead of making one.
     pub idempotency_key: Option<String>,
+    /// The data manifest (hex id) of the job's outputs in the controller's
+    /// content-addressed store, once its command has ended.
+    #[serde(default)]
+    pub outputs: Option<String>,
 }
 
 /// One recorded state change of a job.
@@ -148,6 +152,11 @@ pub enum Change {
         unix_ms: i64,
     },
     AddCheckpoint(CheckpointRecord),
+    /// Records the data manifest of a job's outputs.
+    SetOutputs {
+        job_id: u64,
+        manifest: String,
+    },
     /// Appends one input of the scheduling core to the scheduler log. The
     /// core is deterministic, so replaying the log rebuilds its state.
     AppendSchedulerLog {
@@ -168,6 +177,7 @@ impl Change {
             Change::PutNode(_) => "put node",
             Change::NodeSeen { .. } => "node seen",
             Change::AddCheckpoint(_) => "add checkpoint",
+            Change::SetOutputs { .. } => "job outputs",
             Change::AppendSchedulerLog { .. } => "scheduler log",
         }
     }

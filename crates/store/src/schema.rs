@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// The migrations, oldest first. Index `i` brings the schema to version `i+1`.
 /// Never edit a published migration; add a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // Version 1: users, jobs, history, nodes, checkpoints, scheduler log.
     r#"
     CREATE TABLE users (
@@ -78,6 +78,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
     CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs(owner, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
+    "#,
+    // Version 3: the data manifest of a job's outputs in the controller's
+    // content-addressed store, once its command has ended.
+    r#"
+    ALTER TABLE jobs ADD COLUMN outputs TEXT;
     "#,
 ];
 

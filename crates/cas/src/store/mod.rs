@@ -269,6 +269,19 @@ impl Store {
     /// as `name` in a manifest.
     pub fn import_file(&self, path: &Path, name: &str, mode: u32) -> Result<FileEntry> {
         let file = File::open(path).map_err(CasError::io("open", path))?;
+        self.import_reader(file, path, name, mode)
+    }
+
+    /// Cuts what `reader` gives (an open file, read to its end) into
+    /// chunks, stores them, and describes it as `name` in a manifest.
+    /// `path` names the source in errors.
+    pub fn import_reader(
+        &self,
+        reader: impl Read,
+        path: &Path,
+        name: &str,
+        mode: u32,
+    ) -> Result<FileEntry> {
         let mut entry = FileEntry {
             path: name.to_string(),
             size: 0,
@@ -278,7 +291,7 @@ impl Store {
         let mut failed = None;
         let cut =
             chunk::cut_stream(
-                std::io::BufReader::with_capacity(1 << 20, file),
+                std::io::BufReader::with_capacity(1 << 20, reader),
                 |raw| match self.put_chunk(raw) {
                     Ok(id) => {
                         entry.chunks.push((id.hex(), raw.len() as u32));

@@ -26,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     pub max_output_bytes: u64,
     pub book: &'a mut JobBook,
     pub store: &'a Store,
+    /// The content-addressed store: jobs' input and output data.
+    pub cas: &'a vgrid_cas::Store,
     pub output: &'a OutputFiles,
     pub mail: &'a mut Mailboxes,
     pub waiters: &'a mut HashMap<u64, Vec<ReplyTx>>,
@@ -66,6 +68,7 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
             offset,
             max_bytes,
         } => jobs::read_output(ctx, &p, id, offset, max_bytes),
+        Command::JobOutputs { id } => jobs::outputs(ctx, &p, id),
         Command::ListNodes => Ok(Reply::Nodes(ctx.book.node_views())),
         Command::Metrics => metrics::metrics(ctx, &p),
         Command::AddUser { name, role } => users::add(ctx, &p, name, role),
@@ -96,6 +99,7 @@ pub(crate) fn writes(command: &Command) -> bool {
             | Command::ListNodes
             | Command::Metrics
             | Command::ReadOutput { .. }
+            | Command::JobOutputs { .. }
             | Command::PollActions { .. }
     )
 }
