@@ -13,6 +13,7 @@
 //! offset of each unit is kept in a small file under the agent's state
 //! directory so that a restarted agent sends at the right place.
 
+mod data;
 mod driver;
 pub mod kept;
 mod private;
@@ -107,6 +108,7 @@ pub async fn run<D: VmDriver>(
         path: units_dir.clone(),
         source,
     })?;
+    data::sweep_inputs(&cfg.state_dir);
     let client = match &cfg.tls {
         Some(tls) => Client::with_tls(&cfg.controller, &cfg.token, tls.clone())?,
         None => Client::new(&cfg.controller, &cfg.token)?,
@@ -274,6 +276,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
                 vms,
                 restore,
                 owner,
+                input_dir: None,
             };
             spawn_unit(shared, unit, Some(req), state.checkpoint_dir);
             return;
@@ -418,7 +421,7 @@ impl<D: VmDriver> UnitTask<D> {
     async fn run(&mut self, start: Option<StartRequest>, mut rx: mpsc::UnboundedReceiver<Control>) {
         let (job, attempt) = (self.unit.job, self.unit.attempt);
         let driver = self.shared.driver.clone();
-        if let Some(req) = start {
+        if let Some(mut req) = start {
             if let Err(e) = self.fetch_image(&req.spec.image).await {
                 self.report(AgentEvent::Failed {
                     job,
@@ -428,8 +431,23 @@ impl<D: VmDriver> UnitTask<D> {
                 .await;
                 return;
             }
+            req.input_dir = match self.stage_inputs(&req).await {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    self.report(AgentEvent::Failed {
+                        job,
+                        attempt,
+                        reason,
+                    })
+                    .await;
+                    return;
+                }
+            };
             self.report(AgentEvent::Booting { job, attempt }).await;
-            match driver.start(req).await {
+            let started = driver.start(req).await;
+            // The VMs have their inputs now (or will not need them).
+            self.forget_inputs();
+            match started {
                 Ok(how) => {
                     self.report(AgentEvent::Running {
                         job,
@@ -471,13 +489,9 @@ impl<D: VmDriver> UnitTask<D> {
                 Ok(UnitStatus::Running) => {}
                 Ok(UnitStatus::Exited(exit_code)) => {
                     self.deliver_output(None, OUTPUT_PATIENCE).await;
-                    self.report(AgentEvent::Exited {
-                        job,
-                        attempt,
-                        exit_code,
-                        outputs: None,
-                    })
-                    .await;
+                    // The outputs reach the store before the exit is said.
+                    let end = self.exited(exit_code).await;
+                    self.report(end).await;
                     let _ = driver.remove(self.unit).await;
                     return;
                 }
