@@ -285,6 +285,34 @@ from = "/work/out/twice.bin"
         err.contains("outputs[1].to") && err.contains("`..`"),
         "{err}"
     );
+    // The example job file with data works as its comment says.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let words = ok_as(data, &examples, alice, &["submit", "words.toml"])
+        .trim()
+        .to_string();
+    let _ = run_as(data, home, alice, &["wait", &words]);
+    let shown_words = show(data, &words);
+    let state = shown_words["job"]["state"].as_str().unwrap_or_default();
+    let reason = shown_words["job"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(state, "done", "{reason}\n{}", server_log(data));
+    let out = home.join("words");
+    ok_as(
+        data,
+        home,
+        alice,
+        &["output", &words, "--to", out.to_str().expect("utf-8")],
+    );
+    let total = std::fs::read_to_string(out.join("summary/total.txt")).expect("total");
+    assert_eq!(total.trim(), "11");
+    let counts = std::fs::read_to_string(out.join("counts.txt")).expect("counts");
+    let first: Vec<&str> = counts
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(first, ["3", "the"], "{counts}");
+
     let missing = job.replace("from = \"words.txt\"", "from = \"nowhere.txt\"");
     std::fs::write(home.join("jobs/missing.toml"), missing).expect("missing");
     let err = err_as(data, home, alice, &["submit", "jobs/missing.toml"]);
