@@ -274,7 +274,7 @@ pub fn document() -> Value {
         },
         "/v1/store/manifests/{id}": {
             "put": op(
-                "Stores a manifest (agents, admins; users only manifests of kind `data`, 403 otherwise): it must hash to its id, parse, and have every chunk in the store already (409 otherwise). A data manifest a user or an admin sends is recorded as theirs: a submission of theirs may name it as `input_data`.",
+                "Stores a manifest (agents, admins; users only manifests of kind `data`, 403 otherwise): it must hash to its id, parse, and have every chunk in the store already (409 otherwise; a user's may name only chunks that user sent). A data manifest a user or an admin sends is recorded as theirs: a submission of theirs may name it as `input_data`.",
                 "201",
                 json!({ "description": "stored" }),
                 Some(json!({ "application/json": {} })),
@@ -289,7 +289,7 @@ pub fn document() -> Value {
             ),
         },
         "/v1/store/missing": { "post": op(
-            "Which of these chunks the store lacks (agents, admins, users): what an upload still has to send, so that a broken upload goes on where it stopped.",
+            "Which of these chunks the store lacks (agents, admins, users; to a user, a chunk the user did not send is missing): what an upload still has to send, so that a broken upload goes on where it stopped.",
             "200",
             ok_json("the chunks the store lacks", json!({ "type": "object", "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } })),
             Some(json_content(json!({ "type": "object", "required": ["chunks"], "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } }))),

@@ -5,7 +5,11 @@
 //! Users write only data: they may ask which chunks the store lacks, send
 //! chunks, and send manifests of kind `data`, each recorded as theirs (the
 //! ref `data/<user>/<id>`), which a submission of theirs may then name as
-//! its input data ([`check_input_data`]). Users never read chunks or
+//! its input data ([`check_input_data`]). The store records who sent each
+//! chunk: to a user, a chunk only others sent is missing, and a user's
+//! manifest may name only chunks that user sent, so that deduplication
+//! across users neither tells one about another's files nor lets a job
+//! read a chunk its owner never had. Users never read chunks or
 //! manifests by id: a job's outputs reach its owner through the job
 //! (`/v1/jobs/{id}/outputs`, and only the chunks its manifest lists).
 //!
@@ -125,10 +129,16 @@ pub(crate) async fn missing<B: Backend>(
         .map(|h| ChunkId::parse(h))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ApiError::bad_request("a chunk id is 64 hexadecimal digits"))?;
+    // A user learns only which of their own chunks the store has: every
+    // other is "missing" to them, whoever else sent it.
+    let user = (p.role == Role::User).then(|| p.name.clone());
     let missing = blocking(move || {
         Ok(ids
             .into_iter()
-            .filter(|id| !store.has_chunk(id))
+            .filter(|id| match &user {
+                Some(who) => !store.sent_by(who, id),
+                None => !store.has_chunk(id),
+            })
             .map(|id| id.hex())
             .collect::<Vec<_>>())
     })
@@ -151,7 +161,20 @@ pub(crate) async fn put_chunk<B: Backend>(
             "a stored chunk is at most 256 KiB and a byte",
         ));
     }
-    let new = blocking(move || store.put_stored(&id, &body).map_err(cas_error)).await?;
+    let user = (p.role == Role::User).then(|| p.name.clone());
+    let new = blocking(move || {
+        let new = store.put_stored(&id, &body).map_err(cas_error)?;
+        match user {
+            // Recorded as theirs; and the answer does not say whether
+            // someone else had sent it.
+            Some(who) => {
+                store.mark_sender(&who, &id).map_err(cas_error)?;
+                Ok(true)
+            }
+            None => Ok(new),
+        }
+    })
+    .await?;
     Ok(if new {
         StatusCode::CREATED
     } else {
@@ -193,14 +216,27 @@ pub(crate) async fn put_manifest<B: Backend>(
                 "a user sends only data manifests (a job's inputs) to the store",
             ));
         }
-        let missing = store.missing(&m);
+        // A user's manifest may name only chunks that user sent.
+        let missing: Vec<ChunkId> = if p.role == Role::User {
+            m.chunk_ids()
+                .into_iter()
+                .filter(|id| !store.sent_by(&p.name, id))
+                .collect()
+        } else {
+            store.missing(&m)
+        };
         if !missing.is_empty() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!(
-                    "{} of the manifest's chunks are not in the store yet (the first: {})",
+                    "{} of the manifest's chunks are not in the store yet{} (the first: {})",
                     missing.len(),
+                    if p.role == Role::User {
+                        " as sent by you"
+                    } else {
+                        ""
+                    },
                     missing[0]
                 ),
             ));

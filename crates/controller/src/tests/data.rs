@@ -175,6 +175,43 @@ async fn users_write_only_data_to_the_store_and_read_none_of_it_by_id() {
     // The data is recorded as Alice's.
     let refs = cluster.dir.path().join("store/refs/data/alice");
     assert!(refs.join(&data).exists(), "{}", refs.display());
+
+    // Bob learns nothing of Alice's chunks: they are "missing" to him, and
+    // a manifest of his cannot name them until he sent them himself.
+    let bob = cluster.h.user("bob", Role::User).await;
+    assert_eq!(
+        bob.missing_chunks(&[chunk]).await.expect("missing"),
+        vec![chunk]
+    );
+    assert!(
+        alice
+            .missing_chunks(&[chunk])
+            .await
+            .expect("missing")
+            .is_empty()
+    );
+    let alices = alice.get_manifest(&id).await.expect_err("not by id");
+    assert_eq!(api_status(alices), 403);
+    let mut borrowed = vgrid_cas::Manifest::new(vgrid_cas::ManifestKind::Data);
+    borrowed.files.push(vgrid_cas::FileEntry {
+        path: "a.txt".into(),
+        size: 6,
+        mode: 0o600,
+        chunks: vec![(chunk.hex(), 6)],
+    });
+    let bytes = borrowed.to_bytes();
+    let borrowed_id = vgrid_cas::ManifestId::of(&bytes);
+    let err = bob
+        .put_manifest(&borrowed_id, bytes.clone())
+        .await
+        .expect_err("chunks bob never sent");
+    assert_eq!(api_status(err), 409);
+    bob.put_chunk(&chunk, vgrid_cas::chunk::encode(b"alpha\n"))
+        .await
+        .expect("bob sends the same bytes");
+    bob.put_manifest(&borrowed_id, bytes)
+        .await
+        .expect("now they are his too");
 }
 
 /// The node's side of a job's end: it uploads the outputs (as the node's
