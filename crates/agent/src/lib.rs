@@ -52,7 +52,8 @@ pub struct AgentConfig {
     /// How often a running unit's status and output are looked at.
     pub watch_interval: Duration,
     /// The node's cache of the controller's store (images fetched from
-    /// it); without it the node uses only the images it has.
+    /// it, jobs' inputs and outputs); without it the node uses only the
+    /// images it has and runs no job with inputs or outputs.
     pub cache_dir: Option<PathBuf>,
 }
 
