@@ -41,6 +41,12 @@ hello=$("$vgrid" submit examples/hello.toml)
 "$vgrid" wait "$hello"
 "$vgrid" logs "$hello"
 
+say "a job with data (examples/words.toml): its input goes up, its outputs come back"
+words=$("$vgrid" submit examples/words.toml)
+"$vgrid" wait "$words"
+"$vgrid" output "$words" --to "$VGRID_DATA_DIR/words-out"
+cat "$VGRID_DATA_DIR/words-out/counts.txt" "$VGRID_DATA_DIR/words-out/summary/total.txt"
+
 say "a best-effort job (examples/count-best-effort.toml) counts to 60 on the idle node"
 count=$("$vgrid" submit examples/count-best-effort.toml)
 for _ in $(seq 1 600); do [ "$(state_of "$count")" = running ] && break; sleep 0.5; done

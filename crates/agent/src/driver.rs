@@ -30,6 +30,11 @@ pub struct StartRequest {
     pub restore: Option<CheckpointRef>,
     /// The job's owner (a kept VM serves only its owner's jobs).
     pub owner: String,
+    /// The job's inputs, exported from its input data by the agent: one
+    /// file per input, named as the job's inputs are in the guest (see
+    /// `JobSpec::staging`). `None` for a job without inputs, or one that
+    /// resumes from a checkpoint (its inputs are in the VM already).
+    pub input_dir: Option<PathBuf>,
 }
 
 /// Where a unit stands.
@@ -37,7 +42,8 @@ pub struct StartRequest {
 pub enum UnitStatus {
     /// The VMs are starting or the command runs.
     Running,
-    /// The command ended with this status (outputs staged back).
+    /// The command ended with this status (outputs staged out of the
+    /// guest, see [`VmDriver::collect_outputs`]).
     Exited(i32),
     /// The VMs died or could not run the command.
     Failed(String),
@@ -152,24 +158,18 @@ impl DriverError {
 }
 
 /// A job that does not fit this node, or whose staged files cannot be
-/// delivered.
+/// moved.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// An input is to be copied to `/` of the guest.
-    #[error("an input goes to the guest's root")]
-    InputAtRoot,
-    /// Inputs go to several guest directories (staging uses one).
-    #[error("all inputs must go to one guest directory")]
-    InputDirs,
-    /// An input would get another file name in the guest.
-    #[error("input {} must keep its file name in the guest", from.display())]
-    InputRenamed { from: PathBuf },
-    /// An output lies outside the guest directory the inputs go to.
-    #[error("{} is not under {}", from.display(), workdir.display())]
-    OutputOutside { from: PathBuf, workdir: PathBuf },
-    /// An output's host path names no file.
-    #[error("{field} `{}` has no file name", to.display())]
-    NoFileName { field: String, to: PathBuf },
+    /// The job's staging cannot work (checked when its file was read, too).
+    #[error(transparent)]
+    Staging(#[from] vgrid_model::StagingError),
+    /// The job has inputs, but the agent did not fetch them.
+    #[error("the job's inputs were not fetched to this node")]
+    InputsNotFetched,
+    /// The job has outputs, but the node keeps no store to collect them in.
+    #[error("this node keeps no cache of the controller's store to collect the job's outputs in")]
+    NoCache,
     /// A host path of the job lies outside its owner's directories.
     #[error(transparent)]
     HostPaths(#[from] vgrid_model::HostPathError),
@@ -186,13 +186,12 @@ pub enum JobError {
         #[source]
         source: Box<vgrid_vm::error::FsError>,
     },
-    /// An output could not be copied to its host path.
-    #[error("cannot copy output {} to {}", from.display(), to.display())]
-    CopyOutput {
-        from: PathBuf,
-        to: PathBuf,
+    /// An output could not be put into the node's store.
+    #[error("cannot keep staged output `{rel}` in the node's store")]
+    KeepOutput {
+        rel: String,
         #[source]
-        source: Box<vgrid_vm::error::FsError>,
+        source: Box<vgrid_cas::CasError>,
     },
     /// The owner's directory could not be made.
     #[error("cannot create the job owner's directory {}", dir.display())]
@@ -258,6 +257,18 @@ pub trait VmDriver: Send + Sync + 'static {
     /// of the same build.
     fn holds_image(&self, _published: &vgrid_cas::Manifest) -> bool {
         true
+    }
+    /// Reads the staged outputs of a unit whose command has exited (its
+    /// status said so; before [`VmDriver::remove`]) into `cache`, as the
+    /// files of a data manifest named as the job's outputs. `None` for a
+    /// unit without outputs. The staging share is written by the guest:
+    /// an output that is not a regular file reached without links fails.
+    fn collect_outputs(
+        &self,
+        _unit: Unit,
+        _cache: Option<&vgrid_cas::Store>,
+    ) -> impl Future<Output = Result<Option<Vec<vgrid_cas::FileEntry>>, DriverError>> + Send {
+        async { Ok(None) }
     }
     /// Installs a published image whose chunks are all in `cache`.
     fn install_image(

@@ -14,6 +14,7 @@
 //! directory so that a restarted agent sends at the right place.
 
 pub mod ckstore;
+mod data;
 mod driver;
 pub mod kept;
 mod private;
@@ -52,7 +53,8 @@ pub struct AgentConfig {
     /// How often a running unit's status and output are looked at.
     pub watch_interval: Duration,
     /// The node's cache of the controller's store (images fetched from
-    /// it); without it the node uses only the images it has.
+    /// it, jobs' inputs and outputs); without it the node uses only the
+    /// images it has and runs no job with inputs or outputs.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -115,6 +117,7 @@ pub async fn run<D: VmDriver>(
         path: units_dir.clone(),
         source,
     })?;
+    data::sweep_inputs(&cfg.state_dir);
     let client = match &cfg.tls {
         Some(tls) => Client::with_tls(&cfg.controller, &cfg.token, tls.clone())?,
         None => Client::new(&cfg.controller, &cfg.token)?,
@@ -324,6 +327,7 @@ async fn dispatch<D: VmDriver>(shared: &Arc<Shared<D>>, action: AgentAction) {
                 vms,
                 restore,
                 owner,
+                input_dir: None,
             };
             spawn_unit(shared, unit, Some(req));
             return;
@@ -488,8 +492,23 @@ impl<D: VmDriver> UnitTask<D> {
                 }
             }
             let restoring = req.restore.as_ref().map(|c| c.seq);
+            req.input_dir = match self.stage_inputs(&req).await {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    self.report(AgentEvent::Failed {
+                        job,
+                        attempt,
+                        reason,
+                    })
+                    .await;
+                    return;
+                }
+            };
             self.report(AgentEvent::Booting { job, attempt }).await;
-            match driver.start(req).await {
+            let started = driver.start(req).await;
+            // The VMs have their inputs now (or will not need them).
+            self.forget_inputs();
+            match started {
                 Ok(how) => {
                     self.report(AgentEvent::Running {
                         job,
@@ -540,12 +559,9 @@ impl<D: VmDriver> UnitTask<D> {
                 Ok(UnitStatus::Running) => {}
                 Ok(UnitStatus::Exited(exit_code)) => {
                     self.deliver_output(None, OUTPUT_PATIENCE).await;
-                    self.report(AgentEvent::Exited {
-                        job,
-                        attempt,
-                        exit_code,
-                    })
-                    .await;
+                    // The outputs reach the store before the exit is said.
+                    let end = self.exited(exit_code).await;
+                    self.report(end).await;
                     let _ = driver.remove(self.unit).await;
                     self.forget_checkpoints();
                     return;

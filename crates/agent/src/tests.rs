@@ -24,6 +24,8 @@ struct Vm {
     paused: bool,
     stopped: bool,
     exited: bool,
+    /// The job's outputs (name, bytes): its inputs, one after the other.
+    outputs: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -63,9 +65,27 @@ impl VmDriver for CountingDriver {
                 .map_err(|_| DriverError::other("bad counter"))?,
             None => 0,
         };
+        // The "guest" reads its inputs where the agent exported them.
+        let mut inputs = Vec::new();
+        for name in req.spec.input_names() {
+            let dir = req
+                .input_dir
+                .as_ref()
+                .ok_or_else(|| DriverError::other("inputs not fetched"))?;
+            let bytes = std::fs::read(dir.join(&name))
+                .map_err(|e| DriverError::other(format!("input {name}: {e}")))?;
+            inputs.extend_from_slice(&bytes);
+        }
+        let outputs = req
+            .spec
+            .outputs
+            .iter()
+            .map(|t| (t.to.display().to_string(), inputs.clone()))
+            .collect();
         let vm = Arc::new(Mutex::new(Vm {
             count,
             to,
+            outputs,
             ..Vm::default()
         }));
         if let Ok(mut m) = self.vms.lock() {
@@ -176,6 +196,28 @@ impl VmDriver for CountingDriver {
         }
         Ok(())
     }
+
+    async fn collect_outputs(
+        &self,
+        unit: Unit,
+        cache: Option<&vgrid_cas::Store>,
+    ) -> Result<Option<Vec<vgrid_cas::FileEntry>>, DriverError> {
+        let vm = self.vm(unit)?;
+        let outputs = lock(&vm).outputs.clone();
+        if outputs.is_empty() {
+            return Ok(None);
+        }
+        let cache = cache.ok_or(JobError::NoCache)?;
+        outputs
+            .iter()
+            .map(|(name, bytes)| {
+                cache
+                    .import_reader(&bytes[..], std::path::Path::new(name), name, 0o600)
+                    .map_err(|e| DriverError::other(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
 }
 
 struct Cluster {
@@ -218,6 +260,17 @@ fn start_agent(
     name: &str,
     driver: Arc<CountingDriver>,
 ) {
+    start_agent_with_cache(c, dir, token, name, driver, false);
+}
+
+fn start_agent_with_cache(
+    c: &Cluster,
+    dir: &std::path::Path,
+    token: &str,
+    name: &str,
+    driver: Arc<CountingDriver>,
+    cache: bool,
+) {
     let cfg = AgentConfig {
         controller: c.url.clone(),
         token: token.to_string(),
@@ -228,7 +281,7 @@ fn start_agent(
         labels: BTreeMap::new(),
         state_dir: dir.join(name),
         watch_interval: Duration::from_millis(20),
-        cache_dir: None,
+        cache_dir: cache.then(|| dir.join(name).join("store")),
     };
     tokio::spawn(async move { run(cfg, driver, std::future::pending()).await });
 }
@@ -283,6 +336,84 @@ async fn a_job_runs_through_the_agent_and_its_output_comes_back() {
     let (job, out) = count_with_failing_looks(0).await;
     assert_eq!((job.state, job.exit_code), (JobState::Done, Some(0)));
     assert_eq!(out, counting(12));
+}
+
+/// The user's files go up at submit, down to the node before the start,
+/// into the "guest"; its outputs go back up before the exit is reported,
+/// and the user fetches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_inputs_reach_the_vm_and_its_outputs_the_user_through_the_store() {
+    use vgrid_client::data::{LocalFile, fetch_outputs, upload_files};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cluster(dir.path()).await;
+    let agent = c.admin.add_user("n1", Role::Agent).await.expect("agent");
+    let driver = Arc::new(CountingDriver::default());
+    start_agent_with_cache(&c, dir.path(), &agent.token, "n1", driver, true);
+    let alice = c.admin.add_user("alice", Role::User).await.expect("alice");
+    let alice = Client::new(&c.url, &alice.token).expect("client");
+    let local = tempfile::tempdir().expect("local");
+    let files: Vec<LocalFile> = [("a.txt", "alpha\n"), ("b.txt", "beta\n")]
+        .iter()
+        .map(|(name, text)| {
+            let path = local.path().join(name);
+            std::fs::write(&path, text).expect("input");
+            LocalFile {
+                path,
+                name: name.to_string(),
+            }
+        })
+        .collect();
+    let (data, _, _) = upload_files(&alice, &files, &|_| {}).await.expect("upload");
+    let id = alice
+        .submit_request(
+            &vgrid_api::types::SubmitRequest {
+                file_name: "d.toml".into(),
+                source:
+                    "image = \"tiny\"\ncommand = [\"/bin/count\"]\nenv = { COUNT_TO = \"3\" }\n\
+                    [[inputs]]\nfrom = \"a.txt\"\nto = \"/work/a.txt\"\n\
+                    [[inputs]]\nfrom = \"b.txt\"\nto = \"/work/b.txt\"\n\
+                    [[outputs]]\nfrom = \"/work/both.txt\"\nto = \"out/both.txt\"\n"
+                        .into(),
+                hold: false,
+                input_data: Some(data.hex()),
+            },
+            None,
+        )
+        .await
+        .expect("submitted");
+    let job = wait_ended(&alice, id).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let detail = alice.job(id).await.expect("show");
+    let steps: Vec<&str> = detail.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(
+        steps
+            .iter()
+            .any(|r| r.starts_with("input data fetched: 2 file(s)")),
+        "{steps:?}"
+    );
+    assert!(
+        detail
+            .history
+            .iter()
+            .any(|h| h.state == JobState::StagingOut),
+        "{steps:?}"
+    );
+    // The unit's exported inputs are gone from the node.
+    assert!(
+        !dir.path()
+            .join("n1/inputs")
+            .join(format!("{id}.1"))
+            .exists()
+    );
+    let into = tempfile::tempdir().expect("into");
+    let (_, written) = fetch_outputs(&alice, id, into.path(), &|_| {})
+        .await
+        .expect("outputs");
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(into.path().join("out/both.txt")).expect("output"),
+        "alpha\nbeta\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

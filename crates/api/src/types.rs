@@ -45,6 +45,17 @@ pub struct SubmitRequest {
     /// Keep the job held until `release`.
     #[serde(default)]
     pub hold: bool,
+    /// The data manifest holding the job's inputs, uploaded by the
+    /// submitter to the store beforehand (`PUT /v1/store/manifests/{id}`);
+    /// required when the job file has `inputs`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+}
+
+/// Whether `text` is the name of a store object (a chunk or a manifest):
+/// 64 lowercase hexadecimal digits.
+pub fn is_object_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +123,11 @@ pub struct JobDetail {
     pub spec: JobSpec,
     pub history: Vec<HistoryView>,
     pub checkpoints: Vec<CheckpointView>,
+    /// The data manifest of the job's outputs in the controller's store,
+    /// once its command has ended and they were collected
+    /// (`vgrid output`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}/wait`: the job once it has ended, or as it stands
@@ -490,11 +506,16 @@ pub enum AgentEvent {
         job: u64,
         attempt: u32,
     },
-    /// The command ended with this status and outputs are back.
+    /// The command ended with this status and its outputs are in the
+    /// controller's store.
     Exited {
         job: u64,
         attempt: u32,
         exit_code: i32,
+        /// The data manifest of the job's outputs (absent for a job
+        /// without outputs, and from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outputs: Option<String>,
     },
     /// Restoring checkpoint `seq` failed before the command went on
     /// (its files could not be fetched, a checksum did not match, the
@@ -642,6 +663,11 @@ impl AgentEvent {
                 short("reason", reason, MAX_TEXT_LEN)
             }
             AgentEvent::Staging { detail, .. } => short("detail", detail, MAX_TEXT_LEN),
+            AgentEvent::Exited {
+                outputs: Some(id), ..
+            } if !is_object_id(id) => {
+                Err("`outputs` is not a manifest id (64 lowercase hexadecimal digits)".to_string())
+            }
             _ => Ok(()),
         }
     }

@@ -1,4 +1,5 @@
-//! Job commands: `submit`, `ps`, `show`, `logs`, `wait`, `cancel`, `hold`,
+//! Job commands: `submit` (with [`crate::data_cmd`] for the inputs),
+//! `ps`, `show`, `logs`, `wait`, `cancel`, `hold`,
 //! `release`, `suspend`, `resume`, `checkpoint`, `migrate`. Each is a client
 //! of the controller's API.
 
@@ -8,11 +9,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use vgrid_api::types::{JobDetail, JobView};
+use vgrid_api::types::{JobDetail, JobView, SubmitRequest};
 
 use crate::connect::{block_on, client, format_time};
 
-/// Submit a job file; prints the new job's id.
+/// Submit a job file; prints the new job's id. The job's `inputs` are
+/// uploaded from this machine first (a relative `from` is read beside the
+/// job file).
 #[derive(clap::Args)]
 pub struct SubmitArgs {
     /// The job file (TOML; see docs/jobs.md).
@@ -82,7 +85,14 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
     // Refuse a bad file here already: the same check runs on the server,
     // but this one works without a server and costs nothing.
-    vgrid_jobfile::parse(&name, &source)?;
+    let spec = vgrid_jobfile::parse(&name, &source)?;
+    // Inputs are this machine's files, named relative to the job file.
+    let job_dir = args
+        .file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let inputs = crate::data_cmd::local_inputs(&name, job_dir, &spec)?;
     let key = match args.idempotency_key {
         Some(k) => k,
         None => random_key()?,
@@ -90,7 +100,16 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     vgrid_api::types::check_idempotency_key(&key)
         .map_err(|why| anyhow::anyhow!("--idempotency-key: {why}"))?;
     let c = client()?;
-    let id = block_on(submit_retrying(&c, &name, &source, args.hold, &key))??;
+    let id = block_on(async {
+        let input_data = crate::data_cmd::upload_inputs(&c, &inputs).await?;
+        let req = SubmitRequest {
+            file_name: name.clone(),
+            source,
+            hold: args.hold,
+            input_data,
+        };
+        Ok::<u64, anyhow::Error>(submit_retrying(&c, &req, &key).await?)
+    })??;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -104,15 +123,13 @@ const SUBMIT_PATIENCE: Duration = Duration::from_secs(20);
 /// database, too) is shown at once.
 async fn submit_retrying(
     c: &vgrid_client::Client,
-    name: &str,
-    source: &str,
-    hold: bool,
+    req: &SubmitRequest,
     key: &str,
 ) -> Result<u64, vgrid_client::ClientError> {
     let deadline = tokio::time::Instant::now() + SUBMIT_PATIENCE;
     let mut pause = Duration::from_millis(250);
     loop {
-        match c.submit_with_key(name, source, hold, Some(key)).await {
+        match c.submit_request(req, Some(key)).await {
             Err(e) if matches!(e, vgrid_client::ClientError::Connect { .. }) => {
                 if tokio::time::Instant::now() + pause > deadline {
                     return Err(e);
@@ -231,6 +248,15 @@ fn write_detail(out: &mut impl Write, d: &JobDetail) -> std::io::Result<()> {
     writeln!(out, "  command:   {}", safe(&d.spec.command.join(" ")))?;
     if let Some(code) = j.exit_code {
         writeln!(out, "  exit code: {code}")?;
+    }
+    if let Some(m) = &d.outputs {
+        writeln!(
+            out,
+            "  outputs:   {} file(s), manifest {}  (vgrid output {})",
+            d.spec.outputs.len(),
+            safe(m),
+            j.id
+        )?;
     }
     writeln!(out, "  history:")?;
     for h in &d.history {
@@ -424,6 +450,7 @@ mod tests {
                 manifest: None,
                 restorable: true,
             }],
+            outputs: None,
         };
         let mut out = Vec::new();
         write_detail(&mut out, &d).expect("write");

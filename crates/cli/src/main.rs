@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod connect;
 mod credentials;
+mod data_cmd;
 mod data_dir;
 mod image_cmd;
 mod jobs_cmd;
@@ -39,7 +40,7 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Run a node agent for a controller.
     Agent(agent_cmd::AgentArgs),
-    /// Submit a job file; prints the job id.
+    /// Submit a job file (uploading its inputs); prints the job id.
     Submit(jobs_cmd::SubmitArgs),
     /// List jobs.
     Ps(jobs_cmd::PsArgs),
@@ -47,6 +48,8 @@ enum Command {
     Show(jobs_cmd::ShowArgs),
     /// Print a job's output.
     Logs(jobs_cmd::LogsArgs),
+    /// Fetch a job's outputs (the files its job file names) to a directory.
+    Output(data_cmd::OutputArgs),
     /// Wait for a job to end; exits with its exit status.
     Wait(jobs_cmd::IdArgs),
     /// Cancel a job.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Ps(args) => jobs_cmd::ps(args),
         Command::Show(args) => jobs_cmd::show(args),
         Command::Logs(args) => jobs_cmd::logs(args),
+        Command::Output(args) => data_cmd::output(args),
         Command::Wait(args) => jobs_cmd::wait(args),
         Command::Cancel(args) => jobs_cmd::control("cancel", args),
         Command::Hold(args) => jobs_cmd::control("hold", args),

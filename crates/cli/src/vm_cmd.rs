@@ -297,6 +297,7 @@ fn start_spec(a: StartArgs) -> anyhow::Result<VmSpec> {
                 })
                 .collect(),
             outputs: a.stage_out,
+            input_dir: None,
         });
     }
     Ok(spec)

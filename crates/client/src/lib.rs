@@ -1,7 +1,9 @@
 //! A typed client of vgrid's HTTP API, used by the CLI and the node
 //! agents. The bodies are `vgrid-api`'s wire types; [`transfer`] moves
-//! manifests and their chunks between a local store and the controller's.
+//! manifests and their chunks between a local store and the controller's,
+//! [`data`] a user's job inputs up and outputs down.
 
+pub mod data;
 pub mod transfer;
 
 use std::time::Duration;
@@ -205,8 +207,19 @@ impl Client {
             file_name: file_name.to_string(),
             source: source.to_string(),
             hold,
+            input_data: None,
         };
-        let mut req = self.request(Method::POST, "/v1/jobs").json(&body);
+        self.submit_request(&body, idempotency_key).await
+    }
+
+    /// Submits a whole [`SubmitRequest`] (with the manifest of the job's
+    /// uploaded inputs, say), with an idempotency key when given.
+    pub async fn submit_request(
+        &self,
+        body: &SubmitRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let mut req = self.request(Method::POST, "/v1/jobs").json(body);
         if let Some(key) = idempotency_key {
             req = req.header(IDEMPOTENCY_KEY_HEADER, key);
         }
@@ -348,6 +361,22 @@ impl Client {
     pub async fn get_manifest(&self, id: &ManifestId) -> Result<Vec<u8>, ClientError> {
         self.bytes(self.request(Method::GET, &format!("/v1/store/manifests/{id}")))
             .await
+    }
+
+    /// The data manifest of a job's outputs (its bytes, as stored).
+    pub async fn job_outputs(&self, id: u64) -> Result<Vec<u8>, ClientError> {
+        self.bytes(self.request(Method::GET, &format!("/v1/jobs/{id}/outputs")))
+            .await
+    }
+
+    /// A chunk of a job's outputs, in its stored form (check it with
+    /// `vgrid_cas::chunk::decode`).
+    pub async fn job_output_chunk(&self, id: u64, chunk: &ChunkId) -> Result<Vec<u8>, ClientError> {
+        self.bytes(self.request(
+            Method::GET,
+            &format!("/v1/jobs/{id}/outputs/chunks/{chunk}"),
+        ))
+        .await
     }
 
     /// The images the controller's store holds.

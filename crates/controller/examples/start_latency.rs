@@ -88,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     job: *job,
                     attempt: *attempt,
                     exit_code: 0,
+                    outputs: None,
                 },
             ];
             agent

@@ -62,8 +62,9 @@ pub struct Config {
     /// tokens made with `vgrid users add NODE --role agent`).
     pub join: Option<JoinConfig>,
     /// The nodes' allowed roots for host paths (`VGRID_MOUNT_ROOTS`): a
-    /// job's inputs, outputs and mounts must lie in `<root>/<owner>/`,
-    /// checked at submit (the node checks again, links resolved).
+    /// job's mounts must lie in `<root>/<owner>/`, checked at submit (the
+    /// node checks again, links resolved). Inputs and outputs are no host
+    /// paths: they travel through the store.
     pub staging_roots: Vec<PathBuf>,
 }
 

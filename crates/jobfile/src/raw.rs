@@ -28,9 +28,9 @@ struct RawJob {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     user: Option<Spanned<String>>,
     #[serde(default)]
-    inputs: Vec<Spanned<RawTransfer>>,
+    inputs: Vec<Spanned<RawInput>>,
     #[serde(default)]
-    outputs: Vec<Spanned<RawTransfer>>,
+    outputs: Vec<Spanned<RawOutput>>,
     #[serde(default)]
     mounts: Vec<Spanned<RawMount>>,
     class: Option<Spanned<String>>,
@@ -46,9 +46,16 @@ struct RawJob {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTransfer {
+struct RawInput {
     from: Spanned<String>,
     to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    from: Spanned<String>,
+    to: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -84,8 +91,12 @@ fn humanize(message: &str) -> String {
         ("expected a sequence", "expected an array"),
         ("expected a boolean", "expected true or false"),
         (
-            "expected struct RawTransfer",
+            "expected struct RawInput",
             "expected a table with `from` and `to`",
+        ),
+        (
+            "expected struct RawOutput",
+            "expected a table with `from` and optionally `to`",
         ),
         (
             "expected struct RawMount",
@@ -175,8 +186,9 @@ impl Validator<'_> {
             }
             None => None,
         };
-        let inputs = self.transfers(raw.inputs, "inputs", Side::Host, Side::Guest)?;
-        let outputs = self.transfers(raw.outputs, "outputs", Side::Guest, Side::Host)?;
+        let mut spans = Spans::default();
+        let inputs = self.inputs(raw.inputs, &mut spans)?;
+        let outputs = self.outputs(raw.outputs, &mut spans)?;
         let mounts = self.mounts(raw.mounts)?;
         let class = self.class(raw.class, raw.start, raw.end)?;
         let priority = self.ranged(
@@ -216,7 +228,7 @@ impl Validator<'_> {
                 );
             }
         }
-        Ok(JobSpec {
+        let spec = JobSpec {
             name,
             image: raw.image.into_inner(),
             cpus,
@@ -226,6 +238,7 @@ impl Validator<'_> {
             env,
             user,
             inputs,
+            input_data: None,
             outputs,
             mounts,
             class,
@@ -235,7 +248,12 @@ impl Validator<'_> {
             checkpoint_interval_s,
             mode,
             walltime_s,
-        })
+        };
+        if let Err(e) = spec.staging() {
+            let span = spans.of(&e.field);
+            return self.err(span, &e.field, e.reason);
+        }
+        Ok(spec)
     }
 
     fn check_name(&self, n: &Spanned<String>) -> Result<(), JobFileError> {
@@ -402,19 +420,77 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    fn transfers(
+    /// Inputs: `from` a file on the submitter's machine (relative to the
+    /// job file's directory when relative; `vgrid submit` reads it), `to`
+    /// an absolute guest path.
+    fn inputs(
         &self,
-        list: Vec<Spanned<RawTransfer>>,
-        field: &str,
-        from_side: Side,
-        to_side: Side,
+        list: Vec<Spanned<RawInput>>,
+        spans: &mut Spans,
     ) -> Result<Vec<Transfer>, JobFileError> {
         let mut out = Vec::with_capacity(list.len());
         for (i, t) in list.into_iter().enumerate() {
             let t = t.into_inner();
-            let from = self.path(&t.from, &format!("{field}[{i}].from"), from_side)?;
-            let to = self.path(&t.to, &format!("{field}[{i}].to"), to_side)?;
-            out.push(Transfer { from, to });
+            let field = format!("inputs[{i}].from");
+            let from = t.from.get_ref();
+            if from.is_empty() {
+                return self.err(t.from.span(), &field, "names no file");
+            }
+            if from.contains('\0') {
+                return self.err(t.from.span(), &field, "must not contain a NUL byte");
+            }
+            spans.add(&field, t.from.span());
+            let to_field = format!("inputs[{i}].to");
+            let to = self.path(&t.to, &to_field, Side::Guest)?;
+            spans.add(&to_field, t.to.span());
+            out.push(Transfer {
+                from: PathBuf::from(from),
+                to,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Outputs: `from` an absolute guest path, `to` the relative name the
+    /// file gets in the job's outputs (by default the file name of
+    /// `from`).
+    fn outputs(
+        &self,
+        list: Vec<Spanned<RawOutput>>,
+        spans: &mut Spans,
+    ) -> Result<Vec<Transfer>, JobFileError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, t) in list.into_iter().enumerate() {
+            let whole = t.span();
+            let t = t.into_inner();
+            let from_field = format!("outputs[{i}].from");
+            let from = self.path(&t.from, &from_field, Side::Guest)?;
+            spans.add(&from_field, t.from.span());
+            let to_field = format!("outputs[{i}].to");
+            let to = match &t.to {
+                Some(to) => {
+                    spans.add(&to_field, to.span());
+                    vgrid_model::staging::output_name(to.get_ref())
+                        .map_err(|why| self.loc.error(to.span(), Some(to_field.clone()), why))?
+                }
+                None => {
+                    spans.add(&to_field, whole.clone());
+                    match from.file_name().and_then(|n| n.to_str()) {
+                        Some(name) => name.to_string(),
+                        None => {
+                            return self.err(
+                                t.from.span(),
+                                &from_field,
+                                "names no file, so the output needs a `to` name",
+                            );
+                        }
+                    }
+                }
+            };
+            out.push(Transfer {
+                from,
+                to: PathBuf::from(to),
+            });
         }
         Ok(out)
     }
@@ -642,6 +718,25 @@ fn expression_offset(source: &str, value: &Spanned<String>, column: usize) -> Op
     Some(span.start + quote + within)
 }
 
+/// Where each staging field is in the file, for the checks that look at
+/// several of them together ([`JobSpec::staging`]).
+#[derive(Default)]
+struct Spans(Vec<(String, Range<usize>)>);
+
+impl Spans {
+    fn add(&mut self, field: &str, span: Range<usize>) {
+        self.0.push((field.to_string(), span));
+    }
+
+    /// The span of `field`, or of the first field of its list (`inputs`).
+    fn of(&self, field: &str) -> Range<usize> {
+        self.0
+            .iter()
+            .find(|(f, _)| f == field || f.starts_with(&format!("{field}[")))
+            .map_or(0..0, |(_, s)| s.clone())
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Side {
     Host,
@@ -718,7 +813,10 @@ to = "/work/./data.csv"
 
 [[outputs]]
 from = "/work/out.csv"
-to = "/srv/out/out.csv"
+to = "results//out.csv"
+
+[[outputs]]
+from = "/work/log/run.log"
 
 [[mounts]]
 host = "/srv/repo"
@@ -754,7 +852,10 @@ readonly = true
         assert_eq!(spec.walltime_s, Some(3600));
         assert_eq!(spec.inputs[0].from, PathBuf::from("/srv/in/data.csv"));
         assert_eq!(spec.inputs[0].to, PathBuf::from("/work/data.csv"));
-        assert_eq!(spec.outputs[0].to, PathBuf::from("/srv/out/out.csv"));
+        assert_eq!(spec.outputs[0].to, PathBuf::from("results/out.csv"));
+        // Without `to`, an output is named by its file name.
+        assert_eq!(spec.outputs[1].to, PathBuf::from("run.log"));
+        assert_eq!(spec.input_data, None);
         assert_eq!(
             spec.mounts,
             vec![Mount {
@@ -1077,11 +1178,11 @@ readonly = true
     #[test]
     fn paths_must_be_absolute_and_not_escape() {
         check(
-            &refuse_extra("[[inputs]]\nfrom = \"data.csv\"\nto = \"/work/data.csv\"\n"),
-            4,
-            8,
-            "inputs[0].from",
-            "absolute host path",
+            &refuse_extra("[[inputs]]\nfrom = \"data.csv\"\nto = \"work/data.csv\"\n"),
+            5,
+            6,
+            "inputs[0].to",
+            "absolute guest path",
         );
         check(
             &refuse_extra("[[outputs]]\nfrom = \"/work/../../etc/shadow\"\nto = \"/tmp/x\"\n"),
@@ -1091,11 +1192,18 @@ readonly = true
             "contains `..`",
         );
         check(
-            &refuse_extra("[[outputs]]\nfrom = \"/work/out\"\nto = \"/srv/../root/x\"\n"),
+            &refuse_extra("[[outputs]]\nfrom = \"/work/out\"\nto = \"../root/x\"\n"),
             5,
             6,
             "outputs[0].to",
             "contains `..`",
+        );
+        check(
+            &refuse_extra("[[outputs]]\nfrom = \"/work/out\"\nto = \"/srv/x\"\n"),
+            5,
+            6,
+            "outputs[0].to",
+            "relative name",
         );
         check(
             &refuse_extra("[[mounts]]\nhost = \"/srv\"\nguest = \"/\"\n"),
@@ -1112,6 +1220,50 @@ readonly = true
             9,
             "mounts[1].guest",
             "already a mount point",
+        );
+    }
+
+    #[test]
+    fn staging_is_checked_where_the_file_says() {
+        // Inputs from the submitter's machine may be relative (to the job
+        // file's directory).
+        let spec = parse(
+            "job.toml",
+            &format!("{BASE}[[inputs]]\nfrom = \"../data/a.csv\"\nto = \"/work/a.csv\"\n"),
+        )
+        .expect("valid");
+        assert_eq!(spec.inputs[0].from, PathBuf::from("../data/a.csv"));
+        check(
+            &refuse_extra(
+                "[[inputs]]\nfrom = \"a\"\nto = \"/w1/a\"\n[[inputs]]\nfrom = \"b\"\nto = \"/w2/b\"\n",
+            ),
+            8,
+            6,
+            "inputs[1].to",
+            "one guest directory",
+        );
+        check(
+            &refuse_extra(
+                "[[inputs]]\nfrom = \"a\"\nto = \"/w/a\"\n[[outputs]]\nfrom = \"/elsewhere/r\"\n",
+            ),
+            7,
+            8,
+            "outputs[0].from",
+            "working directory",
+        );
+        check(
+            &refuse_extra("[[outputs]]\nfrom = \"/w/r\"\n[[outputs]]\nfrom = \"/w/x/r\"\n"),
+            5,
+            1,
+            "outputs[1].to",
+            "clashes",
+        );
+        check(
+            &refuse_extra("[[inputs]]\nfrom = \"\"\nto = \"/w/a\"\n"),
+            4,
+            8,
+            "inputs[0].from",
+            "names no file",
         );
     }
 

@@ -1,6 +1,8 @@
 //! Where a job's host paths may be: each user's files are theirs. A job's
-//! inputs, outputs and mounts lie in its owner's directory of one of the
-//! node's allowed roots, `<root>/<owner>/`.
+//! mounts (data repositories, the only host paths a job names; inputs and
+//! outputs travel through the controller's store, see [`crate::staging`])
+//! lie in its owner's directory of one of the node's allowed roots,
+//! `<root>/<owner>/`.
 //!
 //! The check here is lexical (no file is looked at), so that the
 //! controller can refuse a job at submit time, before it waits in the
@@ -15,8 +17,8 @@ use crate::spec::JobSpec;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} `{}`: {reason}", path.display())]
 pub struct HostPathError {
-    /// The field, as `inputs[0].from`, `outputs[1].to` or `mounts[0].host`
-    /// (`owner` when the owner's name cannot name a directory).
+    /// The field, as `mounts[0].host` (`owner` when the owner's name
+    /// cannot name a directory).
     pub field: String,
     pub path: PathBuf,
     pub reason: String,
@@ -48,18 +50,17 @@ fn normal(path: &Path) -> PathBuf {
 }
 
 impl JobSpec {
-    /// Whether the job has any host path (inputs, outputs or mounts).
+    /// Whether the job has any host path (mounts).
     pub fn has_host_paths(&self) -> bool {
-        !(self.inputs.is_empty() && self.outputs.is_empty() && self.mounts.is_empty())
+        !self.mounts.is_empty()
     }
 
     /// Checks, without looking at any file (a relative root is taken from
-    /// the working directory), that every host path of the job
-    /// (each input's `from`, output's `to` and mount's `host`) lies in its
-    /// owner's directory of one of `roots`, `<root>/<owner>/`: inputs and
-    /// outputs strictly below it, a mount there or below. The first path
-    /// that does not is returned with its field (`outputs[0].to`) and why.
-    /// A job without host paths passes whatever the owner.
+    /// the working directory), that every host path of the job (each
+    /// mount's `host`) lies in its owner's directory of one of `roots`,
+    /// `<root>/<owner>/`, or below it. The first path that does not is
+    /// returned with its field (`mounts[0].host`) and why. A job without
+    /// host paths passes whatever the owner.
     ///
     /// Symbolic links are not seen here: the node agent resolves every
     /// path again when the job starts, following links only inside the
@@ -70,23 +71,11 @@ impl JobSpec {
         }
         let dirs = owner_dirs(roots, owner)?;
         let paths = self
-            .inputs
+            .mounts
             .iter()
             .enumerate()
-            .map(|(i, t)| (format!("inputs[{i}].from"), &t.from, false))
-            .chain(
-                self.outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("outputs[{i}].to"), &t.to, false)),
-            )
-            .chain(
-                self.mounts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (format!("mounts[{i}].host"), &m.host, true)),
-            );
-        for (field, path, may_be_the_dir) in paths {
+            .map(|(i, m)| (format!("mounts[{i}].host"), &m.host));
+        for (field, path) in paths {
             let refuse = |reason: String| HostPathError {
                 field: field.clone(),
                 path: path.clone(),
@@ -99,18 +88,10 @@ impl JobSpec {
                 return Err(refuse("`..` is not allowed".into()));
             }
             let path = normal(path);
-            let inside = dirs
-                .iter()
-                .any(|d| path.starts_with(d) && (may_be_the_dir || path != *d));
-            if !inside {
+            if !dirs.iter().any(|d| path.starts_with(d)) {
                 let names: Vec<String> = dirs.iter().map(|d| format!("{}/", d.display())).collect();
-                let what = if may_be_the_dir {
-                    "a directory"
-                } else {
-                    "a file"
-                };
                 return Err(refuse(format!(
-                    "outside the allowed directories: {what} of user `{owner}` must be in {}",
+                    "outside the allowed directories: a directory of user `{owner}` must be in {}",
                     names.join(" or ")
                 )));
             }
@@ -123,26 +104,11 @@ impl JobSpec {
 mod tests {
     use super::*;
 
-    use crate::{Mount, Transfer};
+    use crate::Mount;
 
-    /// A job with these host paths: inputs (`from`), outputs (`to`),
-    /// mounts (`host`).
-    fn job(inputs: &[&str], outputs: &[&str], mounts: &[&str]) -> JobSpec {
+    /// A job with these mounts (`host`).
+    fn job(mounts: &[&str]) -> JobSpec {
         let mut spec = JobSpec::minimal("j", "tiny", vec!["/bin/true".into()]);
-        spec.inputs = inputs
-            .iter()
-            .map(|p| Transfer {
-                from: PathBuf::from(p),
-                to: PathBuf::from("/work/a.txt"),
-            })
-            .collect();
-        spec.outputs = outputs
-            .iter()
-            .map(|p| Transfer {
-                from: PathBuf::from("/work/r.txt"),
-                to: PathBuf::from(p),
-            })
-            .collect();
         spec.mounts = mounts
             .iter()
             .map(|p| Mount {
@@ -163,45 +129,36 @@ mod tests {
 
     #[test]
     fn paths_in_the_owners_directory_pass() {
-        let spec = job(
-            &["/srv/repos/alice/in/a.txt"],
-            &["/data/shared/alice/r.txt"],
-            &["/srv/repos/alice"],
-        );
+        let spec = job(&["/srv/repos/alice", "/data/shared/alice/genome"]);
         assert_eq!(spec.check_host_paths(&roots(), "alice"), Ok(()));
         // No host paths: nothing to check, whoever owns the job.
-        assert_eq!(job(&[], &[], &[]).check_host_paths(&[], ""), Ok(()));
+        assert_eq!(job(&[]).check_host_paths(&[], ""), Ok(()));
     }
 
     #[test]
-    fn other_users_files_and_the_roots_themselves_are_refused() {
-        let cases: [(JobSpec, &str); 6] = [
-            (job(&["/srv/repos/bob/a.txt"], &[], &[]), "inputs[0].from"),
-            (
-                job(&["/srv/repos/alice/a.txt"], &["/srv/repos/r.txt"], &[]),
-                "outputs[0].to",
-            ),
-            (job(&[], &["/srv/repos/alice2/r.txt"], &[]), "outputs[0].to"),
-            (job(&[], &["/etc/passwd"], &[]), "outputs[0].to"),
-            (job(&[], &[], &["/srv/repos"]), "mounts[0].host"),
-            (job(&[], &[], &["/srv/repos/admin/data"]), "mounts[0].host"),
+    fn other_users_directories_and_the_roots_themselves_are_refused() {
+        let cases = [
+            job(&["/srv/repos"]),
+            job(&["/srv/repos/admin/data"]),
+            job(&["/srv/repos/alice", "/srv/repos/alice2/x"]),
+            job(&["/etc"]),
         ];
-        for (spec, field) in cases {
+        for spec in cases {
             let err = spec.check_host_paths(&roots(), "alice").unwrap_err();
-            assert_eq!(err.field, field, "{spec:?}");
+            assert!(err.field.starts_with("mounts["), "{spec:?}");
             let msg = err.to_string();
-            assert!(msg.starts_with(field), "{msg}");
             assert!(msg.contains("outside the allowed directories"), "{msg}");
             assert!(msg.contains("/srv/repos/alice/"), "{msg}");
         }
-        // An output may not be the owner's directory itself.
-        let spec = job(&[], &["/srv/repos/alice"], &[]);
-        assert!(spec.check_host_paths(&roots(), "alice").is_err());
+        let err = job(&["relative"])
+            .check_host_paths(&roots(), "alice")
+            .unwrap_err();
+        assert!(err.reason.contains("absolute"), "{err}");
     }
 
     #[test]
     fn an_owner_must_be_a_plain_name() {
-        let spec = job(&[], &["/srv/repos/x/r.txt"], &[]);
+        let spec = job(&["/srv/repos/x"]);
         for bad in ["", ".", "..", "a/b", "Alice", "-x", &"a".repeat(33)] {
             let err = spec.check_host_paths(&roots(), bad).unwrap_err();
             assert_eq!(err.field, "owner", "{bad}");

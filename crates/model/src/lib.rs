@@ -9,7 +9,9 @@
 //! - [`limits`]: the bounds of every number a user or a node sends.
 //! - [`names`]: the checks of job, user and node names, and the escaping
 //!   that prints any stored text on one line.
-//! - [`JobSpec::check_host_paths`]: where a job's host files may be.
+//! - [`JobSpec::check_host_paths`]: where a job's host directories
+//!   (mounts) may be.
+//! - [`staging`]: how a job's inputs and outputs travel and are named.
 //!
 //! **Invariant: no IO, no clock.** Everything here is data and pure rules;
 //! any crate may depend on this one, and it depends on none of vgrid's but
@@ -22,6 +24,7 @@ pub mod limits;
 pub mod names;
 mod role;
 mod spec;
+pub mod staging;
 mod state;
 
 pub use expression::Expression;
@@ -29,4 +32,5 @@ pub use hostpaths::{HostPathError, owner_dirs};
 pub use image::ImageKind;
 pub use role::Role;
 pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
+pub use staging::{StagingError, StagingLayout};
 pub use state::JobState;

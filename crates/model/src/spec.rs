@@ -24,6 +24,7 @@ impl JobSpec {
             env: BTreeMap::new(),
             user: None,
             inputs: Vec::new(),
+            input_data: None,
             outputs: Vec::new(),
             mounts: Vec::new(),
             class: JobClass::Normal,
@@ -58,10 +59,19 @@ pub struct JobSpec {
     /// The guest user that runs the command; the guest's default when unset.
     #[serde(default)]
     pub user: Option<String>,
-    /// Files copied from the host into the guest before the command runs.
+    /// Files copied into the guest before the command runs: `from` on the
+    /// submitter's machine (uploaded by `vgrid submit`), `to` in the guest
+    /// (see [`JobSpec::staging`]).
     #[serde(default)]
     pub inputs: Vec<Transfer>,
-    /// Files copied from the guest back to the host after the command ends.
+    /// The data manifest (64 hexadecimal digits) in the controller's store
+    /// that holds the inputs, one file per input named by
+    /// [`JobSpec::input_names`]. Set by the controller at submission from
+    /// what the submitter uploaded; never read from a job file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+    /// Files collected after the command ends: `from` in the guest, `to`
+    /// the relative name they get in the job's outputs.
     #[serde(default)]
     pub outputs: Vec<Transfer>,
     /// Host directories (data repositories) mounted into the guest.
@@ -88,8 +98,10 @@ pub struct JobSpec {
     pub walltime_s: Option<u64>,
 }
 
-/// A copy between a host path and a guest path. For inputs `from` is on the
-/// host and `to` in the guest; for outputs the other way round.
+/// A file staged in or out. For inputs `from` is a path on the
+/// submitter's machine (as the job file gives it) and `to` an absolute
+/// guest path; for outputs `from` is an absolute guest path and `to` a
+/// relative name in the job's outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     pub from: PathBuf,

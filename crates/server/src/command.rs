@@ -66,6 +66,10 @@ pub enum Command {
         offset: u64,
         max_bytes: u64,
     },
+    /// Where a job's outputs stand (its owner's or an admin's).
+    JobOutputs {
+        id: u64,
+    },
     /// A node whose join secret the backend checked gets its credential
     /// (made, or made anew).
     JoinNode {
@@ -114,9 +118,20 @@ pub enum Reply {
         next_offset: u64,
         complete: bool,
     },
+    JobOutputs(Box<JobOutputs>),
     Registered(RegisterResponse),
     Actions(Vec<ActionEnvelope>),
     Done,
+}
+
+/// Where a job's outputs stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutputs {
+    pub job: JobView,
+    /// How many outputs its job file names.
+    pub wanted: usize,
+    /// The data manifest of its outputs, once collected.
+    pub manifest: Option<String>,
 }
 
 /// Why the controller refused a command. Each maps to one HTTP status.

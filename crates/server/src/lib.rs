@@ -16,5 +16,5 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-pub use command::{Backend, Command, CommandError, Reply};
+pub use command::{Backend, Command, CommandError, JobOutputs, Reply};
 pub use server::{router, serve, serve_tls};

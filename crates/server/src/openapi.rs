@@ -14,6 +14,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("get", "/v1/jobs/{id}/wait"),
     ("get", "/v1/jobs/{id}/output"),
+    ("get", "/v1/jobs/{id}/outputs"),
+    ("get", "/v1/jobs/{id}/outputs/chunks/{chunk}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("post", "/v1/jobs/{id}/hold"),
     ("post", "/v1/jobs/{id}/release"),
@@ -144,6 +146,20 @@ pub fn document() -> Value {
             None,
             json!([id_param(), query_param("offset", "integer", "first byte"), query_param("max_bytes", "integer", "at most this many bytes")]),
         ) },
+        "/v1/jobs/{id}/outputs": { "get": op(
+            "The data manifest of a job's outputs (the owner's or an admin's; anyone else gets 404 as for a job that does not exist): its files (`path`, `size`, `chunks` as `[id, length]`), collected into the controller's store when the command ended. 409 while the job has not ended; 404 saying why for a job without outputs.",
+            "200",
+            json!({ "description": "the manifest (JSON); its BLAKE3 hash is its id", "content": { "application/json": {} } }),
+            None,
+            json!([id_param()]),
+        ) },
+        "/v1/jobs/{id}/outputs/chunks/{chunk}": { "get": op(
+            "A chunk of a job's outputs in its stored form (a codec byte, then the bytes, zstd-compressed or raw; check it against its id): only chunks the job's outputs manifest lists, for the job's owner or an admin (404 otherwise).",
+            "200",
+            json!({ "description": "the stored chunk", "content": { "application/octet-stream": {} } }),
+            None,
+            json!([id_param(), { "name": "chunk", "in": "path", "required": true, "description": "64 hexadecimal digits (BLAKE3)", "schema": { "type": "string" } }]),
+        ) },
         "/v1/jobs/{id}/cancel": control("Cancel a job; its VMs are stopped."),
         "/v1/jobs/{id}/hold": control("Hold a pending job: it is not scheduled until released."),
         "/v1/jobs/{id}/release": control("Release a held job."),
@@ -242,7 +258,7 @@ pub fn document() -> Value {
         ) },
         "/v1/store/chunks/{id}": {
             "put": op(
-                "Stores a chunk (agents, admins): the body is its stored form (a codec byte, then the bytes, zstd-compressed or raw); it must hash (BLAKE3, uncompressed) to its id.",
+                "Stores a chunk (agents, admins, and users sending a job's inputs): the body is its stored form (a codec byte, then the bytes, zstd-compressed or raw); it must hash (BLAKE3, uncompressed) to its id.",
                 "201",
                 json!({ "description": "stored (200: it was there)" }),
                 Some(json!({ "application/octet-stream": {} })),
@@ -258,7 +274,7 @@ pub fn document() -> Value {
         },
         "/v1/store/manifests/{id}": {
             "put": op(
-                "Stores a manifest (agents, admins): it must hash to its id, parse, and have every chunk in the store already (409 otherwise).",
+                "Stores a manifest (agents, admins; users only manifests of kind `data`, 403 otherwise): it must hash to its id, parse, and have every chunk in the store already (409 otherwise; a user's may name only chunks that user sent). A data manifest a user or an admin sends is recorded as theirs: a submission of theirs may name it as `input_data`.",
                 "201",
                 json!({ "description": "stored" }),
                 Some(json!({ "application/json": {} })),
@@ -273,7 +289,7 @@ pub fn document() -> Value {
             ),
         },
         "/v1/store/missing": { "post": op(
-            "Which of these chunks the store lacks (agents, admins): what an upload still has to send, so that a broken upload goes on where it stopped.",
+            "Which of these chunks the store lacks (agents, admins, users; to a user, a chunk the user did not send is missing): what an upload still has to send, so that a broken upload goes on where it stopped.",
             "200",
             ok_json("the chunks the store lacks", json!({ "type": "object", "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } })),
             Some(json_content(json!({ "type": "object", "required": ["chunks"], "properties": { "chunks": { "type": "array", "items": { "type": "string" } } } }))),
@@ -302,7 +318,8 @@ pub fn document() -> Value {
                 "SubmitRequest": { "type": "object", "required": ["file_name", "source"], "properties": {
                     "file_name": { "type": "string", "description": "used in error messages" },
                     "source": { "type": "string", "description": "the TOML text of the job file (docs/jobs.md)" },
-                    "hold": { "type": "boolean" } } },
+                    "hold": { "type": "boolean" },
+                    "input_data": { "type": "string", "description": "the data manifest (64 hexadecimal digits) holding the job's inputs, one file per input named by the file name of its `to`, uploaded by the same user to the store first; required exactly when the job file has `inputs`" } } },
                 "Job": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "name": { "type": "string" }, "owner": { "type": "string" },
                     "state": schema_ref("JobState"), "reason": { "type": "string" }, "node": { "type": ["string", "null"] },
@@ -315,7 +332,8 @@ pub fn document() -> Value {
                     "history": { "type": "array", "items": { "type": "object", "properties": {
                         "unix_ms": { "type": "integer" }, "state": schema_ref("JobState"),
                         "reason": { "type": "string" }, "node": { "type": ["string", "null"] } } } },
-                    "checkpoints": { "type": "array", "items": { "type": "object" } } } },
+                    "checkpoints": { "type": "array", "items": { "type": "object" } },
+                    "outputs": { "type": "string", "description": "the data manifest of the job's outputs, once collected (`GET /v1/jobs/{id}/outputs`)" } } },
                 "Node": { "type": "object", "properties": {
                     "name": { "type": "string" }, "state": { "type": "string", "enum": ["up", "lost", "drained"] },
                     "cpus": { "type": "integer" }, "memory_mb": { "type": "integer" },

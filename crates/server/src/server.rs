@@ -35,6 +35,14 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/v1/jobs/{id}", get(show_job::<B>))
         .route("/v1/jobs/{id}/wait", get(wait_job::<B>))
         .route("/v1/jobs/{id}/output", get(read_output::<B>))
+        .route(
+            "/v1/jobs/{id}/outputs",
+            get(crate::store::get_job_outputs::<B>),
+        )
+        .route(
+            "/v1/jobs/{id}/outputs/chunks/{chunk}",
+            get(crate::store::get_job_output_chunk::<B>),
+        )
         .route("/v1/jobs/{id}/{verb}", post(control::<B>))
         .route("/v1/nodes", get(list_nodes::<B>))
         .route("/metrics", get(metrics::<B>))
@@ -173,7 +181,7 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     })
 }
 
-fn path_id(path: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+pub(crate) fn path_id(path: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
     path.map(|Path(id)| id).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -229,7 +237,7 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
             Some(key.to_string())
         }
     };
-    let spec = vgrid_jobfile::parse(&req.file_name, &req.source).map_err(|e| {
+    let mut spec = vgrid_jobfile::parse(&req.file_name, &req.source).map_err(|e| {
         let diagnostic = e.diagnostic().cloned();
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -240,6 +248,7 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
             }),
         }
     })?;
+    crate::store::check_input_data(&*b, &p, &mut spec, req.input_data).await?;
     let cmd = Command::Submit {
         spec: Box::new(spec),
         hold: req.hold,

@@ -1,11 +1,23 @@
 //! The content-addressed store over HTTP: chunks, manifests and the image
-//! names, for node agents (and admins). Users never read chunks: what is
-//! theirs reaches them through their jobs.
+//! names, for node agents (and admins); a job's inputs from its submitter
+//! and its outputs to its owner.
+//!
+//! Users write only data: they may ask which chunks the store lacks, send
+//! chunks, and send manifests of kind `data`, each recorded as theirs (the
+//! ref `data/<user>/<id>`), which a submission of theirs may then name as
+//! its input data ([`check_input_data`]). The store records who sent each
+//! chunk: to a user, a chunk only others sent is missing, and a user's
+//! manifest may name only chunks that user sent, so that deduplication
+//! across users neither tells one about another's files nor lets a job
+//! read a chunk its owner never had. Users never read chunks or
+//! manifests by id: a job's outputs reach its owner through the job
+//! (`/v1/jobs/{id}/outputs`, and only the chunks its manifest lists).
 //!
 //! Every body is checked before it is kept: a chunk must hash to its name,
 //! a manifest must hash to its id, parse, and have all its chunks in the
 //! store already (so a manifest in the store is always complete).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,10 +25,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use vgrid_api::types::{ChunkList, ImageRef, Role, SetImage};
-use vgrid_cas::{CasError, ChunkId, ManifestId, ManifestKind, Store};
+use vgrid_api::types::{ChunkList, ImageRef, Principal, Role, SetImage};
+use vgrid_cas::{CasError, ChunkId, Manifest, ManifestId, ManifestKind, Store};
+use vgrid_model::JobSpec;
 
-use crate::command::Backend;
+use crate::command::{Backend, Command, JobOutputs, Reply};
 use crate::server::{ApiError, ApiResult, json, json_body, principal, require_role};
 
 /// Most bytes of a request that lists chunks or carries a manifest.
@@ -25,6 +38,18 @@ pub const MAX_LIST_BYTES: usize = 64 << 20;
 const MAX_STORED_CHUNK: usize = vgrid_cas::chunk::MAX_CHUNK as usize + 1;
 
 const NODE_ROLES: &[Role] = &[Role::Agent, Role::Admin];
+/// Who may send to the store (users only data, see [`put_manifest`]).
+const WRITERS: &[Role] = &[Role::Agent, Role::Admin, Role::User];
+
+/// The ref that records a data manifest as uploaded by `user`.
+pub fn data_ref(user: &str, id: &ManifestId) -> String {
+    format!("data/{user}/{id}")
+}
+
+/// The ref that keeps a job's outputs.
+pub fn outputs_ref(job: u64) -> String {
+    format!("outputs/{job}")
+}
 
 fn store_of<B: Backend>(b: &B) -> Result<Arc<Store>, ApiError> {
     b.store().ok_or_else(|| {
@@ -95,7 +120,7 @@ pub(crate) async fn missing<B: Backend>(
     body: Bytes,
 ) -> ApiResult {
     let p = principal(&*b, &headers)?;
-    require_role(&p, NODE_ROLES, "asking the store")?;
+    require_role(&p, WRITERS, "asking the store")?;
     let store = store_of(&*b)?;
     let list: ChunkList = json_body(&body)?;
     let ids = list
@@ -104,10 +129,16 @@ pub(crate) async fn missing<B: Backend>(
         .map(|h| ChunkId::parse(h))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ApiError::bad_request("a chunk id is 64 hexadecimal digits"))?;
+    // A user learns only which of their own chunks the store has: every
+    // other is "missing" to them, whoever else sent it.
+    let user = (p.role == Role::User).then(|| p.name.clone());
     let missing = blocking(move || {
         Ok(ids
             .into_iter()
-            .filter(|id| !store.has_chunk(id))
+            .filter(|id| match &user {
+                Some(who) => !store.sent_by(who, id),
+                None => !store.has_chunk(id),
+            })
             .map(|id| id.hex())
             .collect::<Vec<_>>())
     })
@@ -122,7 +153,7 @@ pub(crate) async fn put_chunk<B: Backend>(
     body: Bytes,
 ) -> ApiResult {
     let p = principal(&*b, &headers)?;
-    require_role(&p, NODE_ROLES, "writing to the store")?;
+    require_role(&p, WRITERS, "writing to the store")?;
     let store = store_of(&*b)?;
     let id = chunk_id(id)?;
     if body.len() > MAX_STORED_CHUNK {
@@ -130,7 +161,20 @@ pub(crate) async fn put_chunk<B: Backend>(
             "a stored chunk is at most 256 KiB and a byte",
         ));
     }
-    let new = blocking(move || store.put_stored(&id, &body).map_err(cas_error)).await?;
+    let user = (p.role == Role::User).then(|| p.name.clone());
+    let new = blocking(move || {
+        let new = store.put_stored(&id, &body).map_err(cas_error)?;
+        match user {
+            // Recorded as theirs; and the answer does not say whether
+            // someone else had sent it.
+            Some(who) => {
+                store.mark_sender(&who, &id).map_err(cas_error)?;
+                Ok(true)
+            }
+            None => Ok(new),
+        }
+    })
+    .await?;
     Ok(if new {
         StatusCode::CREATED
     } else {
@@ -159,25 +203,51 @@ pub(crate) async fn put_manifest<B: Backend>(
     body: Bytes,
 ) -> ApiResult {
     let p = principal(&*b, &headers)?;
-    require_role(&p, NODE_ROLES, "writing to the store")?;
+    require_role(&p, WRITERS, "writing to the store")?;
     let store = store_of(&*b)?;
     let id = manifest_id(id)?;
     blocking(move || {
         let m = vgrid_cas::Manifest::parse(&body)
             .map_err(|source| cas_error(CasError::BadManifest { id, source }))?;
-        let missing = store.missing(&m);
+        if p.role == Role::User && m.kind != ManifestKind::Data {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a user sends only data manifests (a job's inputs) to the store",
+            ));
+        }
+        // A user's manifest may name only chunks that user sent.
+        let missing: Vec<ChunkId> = if p.role == Role::User {
+            m.chunk_ids()
+                .into_iter()
+                .filter(|id| !store.sent_by(&p.name, id))
+                .collect()
+        } else {
+            store.missing(&m)
+        };
         if !missing.is_empty() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!(
-                    "{} of the manifest's chunks are not in the store yet (the first: {})",
+                    "{} of the manifest's chunks are not in the store yet{} (the first: {})",
                     missing.len(),
+                    if p.role == Role::User {
+                        " as sent by you"
+                    } else {
+                        ""
+                    },
                     missing[0]
                 ),
             ));
         }
         store.put_manifest_bytes(&id, &body).map_err(cas_error)?;
+        // Data a user (or an admin) sends is theirs to name as input data.
+        if m.kind == ManifestKind::Data && p.role != Role::Agent {
+            store
+                .set_ref(&data_ref(&p.name, &id), &id)
+                .map_err(cas_error)?;
+        }
         Ok(())
     })
     .await?;
@@ -253,4 +323,202 @@ pub(crate) async fn set_image<B: Backend>(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks the input data a submission names against the job file and the
+/// store, and puts it in the spec: a job with inputs needs the data
+/// manifest its submitter uploaded (the ref `data/<user>/<id>`), holding
+/// exactly one file per input named as [`JobSpec::input_names`] says; a job
+/// without inputs takes none.
+pub(crate) async fn check_input_data<B: Backend>(
+    b: &B,
+    p: &Principal,
+    spec: &mut JobSpec,
+    input_data: Option<String>,
+) -> Result<(), ApiError> {
+    let text = match (spec.inputs.is_empty(), input_data) {
+        (true, None) => return Ok(()),
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`input_data` names input files, but the job file has no `inputs`",
+            ));
+        }
+        (false, None) => {
+            return Err(ApiError::bad_request(
+                "the job file has `inputs`: upload them to the store first and name their data manifest as `input_data` (`vgrid submit` does both)",
+            ));
+        }
+        (false, Some(text)) => text,
+    };
+    let id = ManifestId::parse(&text)
+        .filter(|id| id.hex() == text)
+        .ok_or_else(|| {
+            ApiError::bad_request("`input_data` is a manifest id: 64 lowercase hexadecimal digits")
+        })?;
+    let store = store_of(b)?;
+    let user = p.name.clone();
+    let names = spec.input_names();
+    blocking(move || {
+        let theirs = store
+            .get_ref(&data_ref(&user, &id))
+            .map_err(cas_error)?
+            .is_some_and(|r| r == id);
+        if !theirs {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "input data {id} was not uploaded by {user}: a job reads only data its owner sent"
+                ),
+            ));
+        }
+        let m = store.get_manifest(&id).map_err(cas_error)?;
+        let held: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        if m.kind != ManifestKind::Data || held.iter().ne(names.iter()) {
+            return Err(ApiError::bad_request(format!(
+                "input data {id} holds {}, but the job's inputs are named {} (by the file names of their `to`)",
+                quoted(&held),
+                quoted(&names.iter().map(String::as_str).collect::<Vec<_>>())
+            )));
+        }
+        Ok(())
+    })
+    .await?;
+    spec.input_data = Some(id.hex());
+    Ok(())
+}
+
+fn quoted(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "no files".into();
+    }
+    let shown: Vec<String> = names
+        .iter()
+        .take(8)
+        .map(|n| format!("`{}`", vgrid_model::names::display_safe(n)))
+        .collect();
+    let more = names.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// The outputs of job `id` as the principal may see them: a 404 for a job
+/// that is not theirs (as for one that does not exist), a 409 for one that
+/// has not ended, a 404 saying why for one without outputs.
+async fn job_outputs<B: Backend>(b: &B, p: Principal, id: u64) -> Result<ManifestId, ApiError> {
+    let out: JobOutputs = match b.execute(p, Command::JobOutputs { id }).await? {
+        Reply::JobOutputs(o) => *o,
+        other => {
+            tracing::error!(?other, "the backend answered with the wrong kind of reply");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the controller gave an unexpected answer",
+            ));
+        }
+    };
+    let state = out.job.state;
+    let reason = vgrid_model::names::display_safe(&out.job.reason).into_owned();
+    match out.manifest {
+        Some(hex) => ManifestId::parse(&hex).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the database holds `{hex}` as job {id}'s outputs, not a manifest id"),
+            )
+        }),
+        None if out.wanted == 0 => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("job {id} has no outputs: its job file names none"),
+        )),
+        None if !state.is_terminal() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "job {id} has not ended yet (it is {state}: {reason}); its outputs are collected when its command ends"
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("job {id} ended without outputs: it is {state} ({reason})"),
+        )),
+    }
+}
+
+/// `GET /v1/jobs/{id}/outputs`: the data manifest of a job's outputs
+/// (owner or admin).
+pub(crate) async fn get_job_outputs<B: Backend>(
+    State(b): State<Arc<B>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> ApiResult {
+    let p = principal(&*b, &headers)?;
+    require_role(&p, &[Role::User, Role::Admin], "reading a job's outputs")?;
+    let id = crate::server::path_id(id)?;
+    let manifest = job_outputs(&*b, p, id).await?;
+    let store = store_of(&*b)?;
+    let bytes = blocking(move || store.get_manifest_bytes(&manifest).map_err(cas_error)).await?;
+    Ok(bytes_response(bytes))
+}
+
+/// The chunks of a few recently read output manifests, so that fetching
+/// a large output does not parse its manifest once per chunk.
+static LISTED: std::sync::Mutex<Vec<(ManifestId, Arc<HashSet<ChunkId>>)>> =
+    std::sync::Mutex::new(Vec::new());
+const LISTED_KEPT: usize = 16;
+
+fn listed_chunks(store: &Store, id: &ManifestId) -> Result<Arc<HashSet<ChunkId>>, ApiError> {
+    if let Ok(cache) = LISTED.lock()
+        && let Some((_, set)) = cache.iter().find(|(m, _)| m == id)
+    {
+        return Ok(set.clone());
+    }
+    let m: Manifest = store.get_manifest(id).map_err(cas_error)?;
+    let set = Arc::new(m.chunk_ids().into_iter().collect::<HashSet<_>>());
+    if let Ok(mut cache) = LISTED.lock() {
+        if cache.len() >= LISTED_KEPT {
+            cache.remove(0);
+        }
+        cache.push((*id, set.clone()));
+    }
+    Ok(set)
+}
+
+/// `GET /v1/jobs/{id}/outputs/chunks/{chunk}`: a chunk the job's outputs
+/// manifest lists (owner or admin), in its stored form.
+pub(crate) async fn get_job_output_chunk<B: Backend>(
+    State(b): State<Arc<B>>,
+    headers: HeaderMap,
+    path: Result<Path<(u64, String)>, PathRejection>,
+) -> ApiResult {
+    let p = principal(&*b, &headers)?;
+    require_role(&p, &[Role::User, Role::Admin], "reading a job's outputs")?;
+    let Ok(Path((id, chunk))) = path else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "a job id is a positive integer",
+        ));
+    };
+    let chunk = ChunkId::parse(&chunk)
+        .ok_or_else(|| ApiError::bad_request("a chunk id is 64 hexadecimal digits"))?;
+    let manifest = job_outputs(&*b, p, id).await?;
+    let store = store_of(&*b)?;
+    let bytes = blocking(move || {
+        if !listed_chunks(&store, &manifest)?.contains(&chunk) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("chunk {chunk} is not one of job {id}'s outputs"),
+            ));
+        }
+        store.get_stored(&chunk).map_err(cas_error)
+    })
+    .await?;
+    Ok(bytes_response(bytes))
 }

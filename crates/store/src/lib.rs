@@ -296,8 +296,9 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("job spec does not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT INTO jobs (id, owner, spec, state, node, reason, exit_code,
-                                   submitted_unix_ms, updated_unix_ms, runtime, idempotency_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                   submitted_unix_ms, updated_unix_ms, runtime, idempotency_key,
+                                   outputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 to_i64(job.id)?,
@@ -311,6 +312,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 job.updated_unix_ms,
                 job.runtime,
                 job.idempotency_key,
+                job.outputs,
             ])?;
             conn.prepare_cached(
                 "INSERT INTO job_history (job_id, seq, unix_ms, state, reason, node)
@@ -420,6 +422,14 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 "UPDATE checkpoints SET restorable = 0 WHERE job_id = ?1 AND seq = ?2",
             )?
             .execute(params![to_i64(*job_id)?, to_i64(*seq)?])?;
+        }
+        Change::SetOutputs { job_id, manifest } => {
+            let updated = conn
+                .prepare_cached("UPDATE jobs SET outputs = ?2 WHERE id = ?1")?
+                .execute(params![to_i64(*job_id)?, manifest])?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchJob(*job_id));
+            }
         }
         Change::AppendSchedulerLog { unix_ms, input } => {
             conn.prepare_cached("INSERT INTO scheduler_log (unix_ms, input) VALUES (?1, ?2)")?
@@ -659,7 +669,7 @@ impl Queries<'_> {
 }
 
 const JOB_COLUMNS: &str = "SELECT id, owner, spec, state, node, reason, exit_code,
-    submitted_unix_ms, updated_unix_ms, runtime, idempotency_key FROM jobs";
+    submitted_unix_ms, updated_unix_ms, runtime, idempotency_key, outputs FROM jobs";
 
 /// Rows are decoded in two steps: SQLite errors surface through rusqlite,
 /// and values we cannot understand become [`StoreError::Corrupt`].
@@ -711,6 +721,7 @@ fn job_row(r: &Row<'_>) -> Decoded<JobRecord> {
             updated_unix_ms: r.get(8)?,
             runtime: r.get(9)?,
             idempotency_key: r.get(10)?,
+            outputs: r.get(11)?,
         })
     })();
     Ok(record)
@@ -780,7 +791,50 @@ mod tests {
             updated_unix_ms: 1000 + id as i64,
             runtime: None,
             idempotency_key: None,
+            outputs: None,
         }))
+    }
+
+    #[test]
+    fn a_jobs_outputs_are_kept_and_a_version_2_database_gets_the_column() -> Result<(), StoreError>
+    {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vgrid.db");
+        // A database of schema version 2, with a job, as an older vgrid
+        // left it.
+        {
+            let mut conn = Connection::open(&path)?;
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_unix_ms INTEGER NOT NULL);",
+            )?;
+            for (i, sql) in schema::MIGRATIONS.iter().take(2).enumerate() {
+                let tx = conn.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_unix_ms) VALUES (?1, 1)",
+                    params![i as i64 + 1],
+                )?;
+                tx.commit()?;
+            }
+        }
+        let mut store = Store::open(&path, 2)?;
+        assert_eq!(store.read().schema_version()?, SCHEMA_VERSION);
+        store.apply(&[user(1, "alice", Role::User), job(1, 1)])?;
+        assert_eq!(store.read().job(1)?.and_then(|j| j.outputs), None);
+        let manifest = "ab".repeat(32);
+        store.apply(&[Change::SetOutputs {
+            job_id: 1,
+            manifest: manifest.clone(),
+        }])?;
+        assert_eq!(store.read().job(1)?.and_then(|j| j.outputs), Some(manifest));
+        assert!(matches!(
+            store.apply(&[Change::SetOutputs {
+                job_id: 9,
+                manifest: "cd".repeat(32),
+            }]),
+            Err(StoreError::Change { .. })
+        ));
+        Ok(())
     }
 
     #[test]

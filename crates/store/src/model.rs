@@ -38,6 +38,10 @@ pub struct JobRecord {
     /// The key the client sent with the submission: a retried submission
     /// with the same key (and owner) finds this job instead of making one.
     pub idempotency_key: Option<String>,
+    /// The data manifest (hex id) of the job's outputs in the controller's
+    /// content-addressed store, once its command has ended.
+    #[serde(default)]
+    pub outputs: Option<String>,
 }
 
 /// One recorded state change of a job.
@@ -158,6 +162,11 @@ pub enum Change {
         job_id: u64,
         seq: u64,
     },
+    /// Records the data manifest of a job's outputs.
+    SetOutputs {
+        job_id: u64,
+        manifest: String,
+    },
     /// Appends one input of the scheduling core to the scheduler log. The
     /// core is deterministic, so replaying the log rebuilds its state.
     AppendSchedulerLog {
@@ -179,6 +188,7 @@ impl Change {
             Change::NodeSeen { .. } => "node seen",
             Change::AddCheckpoint(_) => "add checkpoint",
             Change::GiveUpCheckpoint { .. } => "give up checkpoint",
+            Change::SetOutputs { .. } => "job outputs",
             Change::AppendSchedulerLog { .. } => "scheduler log",
         }
     }

@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// The migrations, oldest first. Index `i` brings the schema to version `i+1`.
 /// Never edit a published migration; add a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // Version 1: users, jobs, history, nodes, checkpoints, scheduler log.
     r#"
     CREATE TABLE users (
@@ -85,6 +85,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE checkpoints ADD COLUMN manifest TEXT;
     ALTER TABLE checkpoints ADD COLUMN restorable INTEGER NOT NULL DEFAULT 1;
+    "#,
+    // Version 4: the data manifest of a job's outputs in the controller's
+    // content-addressed store, once its command has ended.
+    r#"
+    ALTER TABLE jobs ADD COLUMN outputs TEXT;
     "#,
 ];
 

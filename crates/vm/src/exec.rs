@@ -162,7 +162,8 @@ impl Runtime {
 
     /// Runs `task` as run `run` in the kept VM `name`. Its staged inputs
     /// are host files (inside the VM owner's directories, see
-    /// [`Runtime::host_roots`]) copied into the VM's staging share under
+    /// [`Runtime::host_roots`], or inside the task's `input_dir`) copied
+    /// into the VM's staging share under
     /// their file names, replacing whatever the previous runs left there.
     /// Returns once the command has started (or already ended), with a
     /// reader of the run.
@@ -188,7 +189,10 @@ impl Runtime {
                 .into());
             }
             let inputs = task.staging.as_ref().map_or(&[][..], |s| &s.inputs[..]);
-            let roots = self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?;
+            let roots = match task.staging.as_ref().and_then(|s| s.input_dir.clone()) {
+                Some(dir) => vec![dir],
+                None => self.host_roots_if(rec.owner.as_deref(), !inputs.is_empty())?,
+            };
             let staged = open_inputs::<ExecError>("staging.inputs", inputs, &roots)?;
             let tag = match (&task.staging, rec.staging_tag.as_deref()) {
                 (Some(_), None) => {

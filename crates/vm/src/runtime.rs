@@ -137,12 +137,26 @@ impl MountSpec {
 /// Files copied into the VM before the command and out after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StagingSpec {
-    /// Host files (inside the mount roots) copied into the working
-    /// directory under their file names.
+    /// Host files (inside the mount roots, or inside `input_dir`) copied
+    /// into the working directory under their file names.
     pub inputs: Vec<PathBuf>,
     /// Paths relative to the working directory copied back into the VM's
     /// `stage/` directory.
     pub outputs: Vec<String>,
+    /// A directory the caller filled with the inputs (the node agent's
+    /// export of a job's input data): inputs are resolved inside it, not
+    /// inside the owner's directories of the allowed roots.
+    pub input_dir: Option<PathBuf>,
+}
+
+impl StagingSpec {
+    /// Where the inputs are resolved: `input_dir`, or else `roots`.
+    pub(crate) fn input_roots(&self, roots: &[PathBuf]) -> Vec<PathBuf> {
+        match &self.input_dir {
+            Some(dir) => vec![dir.clone()],
+            None => roots.to_vec(),
+        }
+    }
 }
 
 /// What runs in a VM: one command with its environment and the files
@@ -189,14 +203,15 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    /// Whether the VM uses host paths (data repositories or staged inputs).
+    /// Whether the VM uses host paths of the allowed roots (data
+    /// repositories, or staged inputs not in an `input_dir`).
     pub fn has_host_paths(&self) -> bool {
         !self.mounts.is_empty()
             || self
                 .task
                 .staging
                 .as_ref()
-                .is_some_and(|s| !s.inputs.is_empty())
+                .is_some_and(|s| !s.inputs.is_empty() && s.input_dir.is_none())
     }
 
     pub fn new(name: impl Into<String>, image: impl Into<String>, command: Vec<String>) -> Self {
@@ -709,7 +724,9 @@ impl Runtime {
         let roots = self.host_roots_if(spec.owner.as_deref(), spec.has_host_paths())?;
         let mounts = resolve_mounts(&spec.mounts, &roots)?;
         let staged_inputs = match &task.staging {
-            Some(st) => open_inputs::<StartError>("staging.inputs", &st.inputs, &roots)?,
+            Some(st) => {
+                open_inputs::<StartError>("staging.inputs", &st.inputs, &st.input_roots(&roots))?
+            }
             None => Vec::new(),
         };
         let staging_tag = (task.staging.is_some() || keep.is_some()).then_some(STAGE_TAG);

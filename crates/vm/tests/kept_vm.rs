@@ -117,6 +117,7 @@ async fn runs_share_a_kept_vm_and_survive_a_save_and_restore() {
     task.staging = Some(StagingSpec {
         inputs: vec![repos.join("in.txt")],
         outputs: vec!["out.txt".into()],
+        input_dir: None,
     });
     let (_, end) = finish(rt.exec("kept", 4, &task).await.expect("exec 4")).await;
     assert_eq!(end.error, None);

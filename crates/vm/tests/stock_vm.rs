@@ -664,6 +664,7 @@ async fn staged_files_go_in_and_out_and_the_vm_stays_checkpointable() {
     spec.task.staging = Some(vgrid_vm::StagingSpec {
         inputs: vec![inputs.join("words.txt")],
         outputs: vec!["sorted.txt".into(), "big.bin".into()],
+        input_dir: None,
     });
     n.rt.start(spec).await.unwrap();
     let deadline = std::time::Instant::now() + LIMIT;

@@ -4,6 +4,7 @@
 //! <root>/objects/ab/cdef...       a chunk: one codec byte, then its bytes
 //! <root>/manifests/ab/cdef...     a manifest's bytes
 //! <root>/refs/<name>              a manifest id (hex), e.g. refs/images/tiny
+//! <root>/senders/<who>/ab/cdef... an empty file: `who` sent that chunk
 //! ```
 //!
 //! Every file is written to a temporary file beside it, fsynced and renamed:
@@ -101,7 +102,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating, 0700) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["objects", "manifests", "refs", "tmp"] {
+        for sub in ["objects", "manifests", "refs", "senders", "tmp"] {
             let dir = root.join(sub);
             fs::DirBuilder::new()
                 .recursive(true)
@@ -293,6 +294,19 @@ impl Store {
     /// as `name` in a manifest.
     pub fn import_file(&self, path: &Path, name: &str, mode: u32) -> Result<FileEntry> {
         let file = File::open(path).map_err(CasError::io("open", path))?;
+        self.import_reader(file, path, name, mode)
+    }
+
+    /// Cuts what `reader` gives (an open file, read to its end) into
+    /// chunks, stores them, and describes it as `name` in a manifest.
+    /// `path` names the source in errors.
+    pub fn import_reader(
+        &self,
+        reader: impl Read,
+        path: &Path,
+        name: &str,
+        mode: u32,
+    ) -> Result<FileEntry> {
         let mut entry = FileEntry {
             path: name.to_string(),
             size: 0,
@@ -303,7 +317,7 @@ impl Store {
         let mut failed = None;
         let cut =
             chunk::cut_stream(
-                std::io::BufReader::with_capacity(1 << 20, file),
+                std::io::BufReader::with_capacity(1 << 20, reader),
                 |raw| match self.put_chunk(raw) {
                     Ok(id) => {
                         entry.chunks.push((id.hex(), raw.len() as u32));
@@ -386,6 +400,58 @@ impl Store {
         } else {
             Ok(raw)
         }
+    }
+
+    fn sender_path(&self, who: &str, id: &ChunkId) -> Result<PathBuf> {
+        let ok = !who.is_empty()
+            && who != "."
+            && who != ".."
+            && who
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            return Err(CasError::BadRef(who.to_string()));
+        }
+        let hex = id.hex();
+        Ok(self
+            .root
+            .join("senders")
+            .join(who)
+            .join(&hex[..2])
+            .join(&hex[2..]))
+    }
+
+    /// Records that `who` (a user name) sent chunk `id`, so that the
+    /// store can tell what a user may name in a manifest of theirs (what
+    /// they sent, never what others did). Not made durable: a record lost
+    /// in a crash only makes the user send the chunk again.
+    pub fn mark_sender(&self, who: &str, id: &ChunkId) -> Result<()> {
+        let path = self.sender_path(who, id)?;
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(CasError::io("create directory", dir))?;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(CasError::io("create", &path)(e)),
+        }
+    }
+
+    /// Whether `who` sent chunk `id` (and the store still has it).
+    pub fn sent_by(&self, who: &str, id: &ChunkId) -> bool {
+        self.has_chunk(id) && self.sender_path(who, id).is_ok_and(|p| p.exists())
     }
 
     fn ref_path(&self, name: &str) -> Result<PathBuf> {

@@ -108,3 +108,22 @@ fn manifests_are_checked_and_refs_name_them() {
     store.remove_ref("checkpoints/7/3").expect("removed");
     assert_eq!(store.get_ref("checkpoints/7/3").expect("read"), None);
 }
+
+#[test]
+fn the_store_remembers_who_sent_a_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("store")).expect("store");
+    let id = store.put_chunk(b"alice's bytes").expect("chunk");
+    assert!(!store.sent_by("alice", &id));
+    store.mark_sender("alice", &id).expect("mark");
+    store.mark_sender("alice", &id).expect("marked twice");
+    assert!(store.sent_by("alice", &id));
+    assert!(!store.sent_by("bob", &id));
+    // A record of a chunk the store does not have counts for nothing.
+    let other = crate::ChunkId::of(b"not stored");
+    store.mark_sender("alice", &other).expect("mark");
+    assert!(!store.sent_by("alice", &other));
+    for bad in ["", "..", "a/b"] {
+        assert!(store.mark_sender(bad, &id).is_err(), "{bad:?}");
+    }
+}

@@ -562,7 +562,9 @@ impl JobBook {
                     None,
                 );
             }
-            AgentEvent::Exited { exit_code, .. } => {
+            AgentEvent::Exited {
+                exit_code, outputs, ..
+            } => {
                 self.clear_placement(id);
                 self.feed(
                     now,
@@ -571,12 +573,29 @@ impl JobBook {
                         exit_status: exit_code,
                     },
                 );
+                // The handler checked the manifest against the job.
+                let collected = match outputs {
+                    Some(manifest) => {
+                        self.fx.changes.push(Change::SetOutputs {
+                            job_id: id,
+                            manifest: manifest.clone(),
+                        });
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.rec.outputs = Some(manifest);
+                        }
+                        format!("; outputs collected (`vgrid output {id}`)")
+                    }
+                    None => String::new(),
+                };
                 let (state, why) = if exit_code == 0 {
-                    (JobState::Done, "command exited with status 0".to_string())
+                    (
+                        JobState::Done,
+                        format!("command exited with status 0{collected}"),
+                    )
                 } else {
                     (
                         JobState::Failed,
-                        format!("command exited with status {exit_code}"),
+                        format!("command exited with status {exit_code}{collected}"),
                     )
                 };
                 self.transition(now, id, state, why, node_s, Some(exit_code));

@@ -35,6 +35,13 @@ impl JobBook {
         }
         spec.check_host_paths(&self.cfg.staging_roots, &p.name)
             .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+        // The server checked the input data against the store; a job that
+        // stages inputs never comes without it.
+        if spec.inputs.is_empty() != spec.input_data.is_none() {
+            return Err(CommandError::BadRequest(
+                "a job has input data exactly when it has inputs".into(),
+            ));
+        }
         if let JobClass::Reservation { end_unix_s, .. } = spec.class
             && end_unix_s.saturating_mul(1000) <= now as i64
         {
@@ -62,6 +69,7 @@ impl JobBook {
             updated_unix_ms: stamp,
             runtime: None,
             idempotency_key: key.clone(),
+            outputs: None,
         };
         if let Some(key) = key {
             self.keys.insert((p.user_id, key), id);

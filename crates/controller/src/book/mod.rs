@@ -282,6 +282,16 @@ impl JobBook {
 
     /// A job the principal may see: their own, or any for an admin. Other
     /// users' jobs look like missing ones.
+    /// The request of job `id`, if the book has it.
+    pub(crate) fn spec_of(&self, id: u64) -> Option<&vgrid_model::JobSpec> {
+        self.jobs.get(&id).map(|j| &j.rec.spec)
+    }
+
+    /// The data manifest of job `id`'s outputs, once collected.
+    pub(crate) fn outputs_of(&self, id: u64) -> Option<String> {
+        self.jobs.get(&id).and_then(|j| j.rec.outputs.clone())
+    }
+
     pub(crate) fn visible(&self, p: &Principal, id: u64) -> Result<&Job, CommandError> {
         match self.jobs.get(&id) {
             Some(j)

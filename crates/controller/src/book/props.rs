@@ -154,6 +154,7 @@ fn apply(h: &mut Harness, op: Op) {
                     job,
                     attempt,
                     exit_code: i32::from(attempt % 2 == 0),
+                    outputs: None,
                 },
                 (7, _) => AgentEvent::Failed {
                     job,
@@ -210,6 +211,7 @@ fn apply(h: &mut Harness, op: Op) {
                     job: id,
                     attempt: attempt + 7,
                     exit_code: 0,
+                    outputs: None,
                 },
                 _ => AgentEvent::Running {
                     job: id,
@@ -308,6 +310,7 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
             job: normal,
             attempt: n,
             exit_code: 0,
+            outputs: None,
         },
     )
     .expect("ends");

@@ -1,6 +1,6 @@
 //! Node agents' requests: polls, reports and output.
 
-use vgrid_api::types::{AgentReport, Principal};
+use vgrid_api::types::{AgentEvent, AgentReport, Principal};
 use vgrid_server::{CommandError, Reply};
 
 use super::{Ctx, Handled};
@@ -30,13 +30,87 @@ pub(super) fn poll(
 pub(super) fn report(
     ctx: &mut Ctx,
     p: &Principal,
-    report: AgentReport,
+    mut report: AgentReport,
 ) -> Result<Reply, CommandError> {
+    // Outputs a node names must be in the store, whole, and what the job
+    // asked for; otherwise the job fails saying so (refusing the report
+    // would leave it running forever).
+    let mut collected = Vec::new();
+    for event in &mut report.events {
+        if let AgentEvent::Exited {
+            job,
+            attempt,
+            outputs: Some(manifest),
+            ..
+        } = event
+        {
+            match check_outputs(ctx, *job, manifest) {
+                Ok(id) => collected.push((*job, id)),
+                Err(why) => {
+                    tracing::warn!(job = *job, node = %report.node, %why, "outputs refused");
+                    *event = AgentEvent::Failed {
+                        job: *job,
+                        attempt: *attempt,
+                        reason: format!("the outputs the node sent were refused: {why}"),
+                    };
+                }
+            }
+        }
+    }
     let facts = Facts {
         output: ctx.output,
         cas: ctx.cas,
     };
-    ctx.book.report(ctx.now, p, report, &facts)
+    let answer = ctx.book.report(ctx.now, p, report, &facts)?;
+    // Kept by a ref as long as the job is (the database says which).
+    for (job, id) in collected {
+        if ctx.book.outputs_of(job) == Some(id.hex())
+            && let Err(e) = ctx.cas.set_ref(&vgrid_server::store::outputs_ref(job), &id)
+        {
+            tracing::warn!(job, error = %e, "cannot name a job's outputs in the store");
+        }
+    }
+    Ok(answer)
+}
+
+/// Checks the outputs manifest a node sent for `job`: in the store (so
+/// whole), of data, one file for each output the job file names, by its
+/// name. A job the book does not know is left to the book.
+fn check_outputs(ctx: &Ctx, job: u64, manifest: &str) -> Result<vgrid_cas::ManifestId, String> {
+    let id = vgrid_cas::ManifestId::parse(manifest)
+        .ok_or_else(|| format!("`{manifest}` is not a manifest id"))?;
+    let Some(spec) = ctx.book.spec_of(job) else {
+        return Ok(id);
+    };
+    let m = ctx.cas.get_manifest(&id).map_err(|e| {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    })?;
+    if m.kind != vgrid_cas::ManifestKind::Data {
+        return Err(format!("manifest {id} is not of data"));
+    }
+    let mut wanted: Vec<String> = spec
+        .outputs
+        .iter()
+        .map(|t| t.to.display().to_string())
+        .collect();
+    let mut got: Vec<String> = m.files.iter().map(|f| f.path.clone()).collect();
+    wanted.sort();
+    got.sort();
+    if wanted != got {
+        return Err(format!(
+            "manifest {id} holds {} file(s), not the job's {} output(s) by name",
+            got.len(),
+            wanted.len()
+        ));
+    }
+    Ok(id)
 }
 
 /// What reports are checked against: the job outputs and the store.

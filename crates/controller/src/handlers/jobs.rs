@@ -1,7 +1,7 @@
 //! Reading jobs: details from the database, waiting for an end, output.
 
 use vgrid_api::types::{JobDetail, Principal, WaitResponse};
-use vgrid_server::{CommandError, Reply};
+use vgrid_server::{CommandError, JobOutputs, Reply};
 
 use super::{Ctx, Handled};
 use crate::book::not_found;
@@ -12,7 +12,8 @@ use crate::views::{checkpoint_view, history_view};
 /// history of the round in progress is not there yet, and the caller sees
 /// it after the commit).
 pub(super) fn show(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandError> {
-    let spec = ctx.book.visible(p, id)?.rec.spec.clone();
+    let visible = ctx.book.visible(p, id)?;
+    let (spec, outputs) = (visible.rec.spec.clone(), visible.rec.outputs.clone());
     let job = ctx.book.view(id).ok_or_else(|| not_found(id))?;
     let read = ctx.store.read();
     let unavailable = |e: vgrid_store::StoreError| {
@@ -34,6 +35,21 @@ pub(super) fn show(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandEr
             .into_iter()
             .map(|(c, restorable)| checkpoint_view(c, restorable))
             .collect(),
+        outputs,
+    })))
+}
+
+/// Where the job's outputs stand: the server answers from it (the
+/// manifest, or why there is none).
+pub(super) fn outputs(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandError> {
+    let job = ctx.book.visible(p, id)?;
+    let wanted = job.rec.spec.outputs.len();
+    let manifest = job.rec.outputs.clone();
+    let view = ctx.book.view(id).ok_or_else(|| not_found(id))?;
+    Ok(Reply::JobOutputs(Box::new(JobOutputs {
+        job: view,
+        wanted,
+        manifest,
     })))
 }
 

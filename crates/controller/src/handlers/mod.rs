@@ -27,7 +27,7 @@ pub(crate) struct Ctx<'a> {
     pub book: &'a mut JobBook,
     pub store: &'a Store,
     pub output: &'a OutputFiles,
-    /// The content-addressed store.
+    /// The content-addressed store: images, checkpoints, jobs' data.
     pub cas: &'a vgrid_cas::Store,
     pub mail: &'a mut Mailboxes,
     pub waiters: &'a mut HashMap<u64, Vec<ReplyTx>>,
@@ -68,6 +68,7 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
             offset,
             max_bytes,
         } => jobs::read_output(ctx, &p, id, offset, max_bytes),
+        Command::JobOutputs { id } => jobs::outputs(ctx, &p, id),
         Command::ListNodes => Ok(Reply::Nodes(ctx.book.node_views())),
         Command::Metrics => metrics::metrics(ctx, &p),
         Command::AddUser { name, role } => users::add(ctx, &p, name, role),
@@ -98,6 +99,7 @@ pub(crate) fn writes(command: &Command) -> bool {
             | Command::ListNodes
             | Command::Metrics
             | Command::ReadOutput { .. }
+            | Command::JobOutputs { .. }
             | Command::PollActions { .. }
     )
 }

@@ -214,6 +214,7 @@ async fn a_restarted_controller_keeps_every_job_and_reattaches_running_ones() {
             job: running_id,
             attempt: 1,
             exit_code: 0,
+            outputs: None,
         })
         .await;
     wait_state(&alice, running_id, JobState::Done).await;
@@ -572,6 +573,7 @@ async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
         job: b1,
         attempt: 1,
         exit_code: 0,
+        outputs: None,
     })
     .await;
     wait_state(&alice, b1, JobState::Done).await;
@@ -583,6 +585,7 @@ async fn migrating_a_waiting_job_restricts_its_start_also_after_a_restart() {
         job: b2,
         attempt: 1,
         exit_code: 0,
+        outputs: None,
     })
     .await;
     run_next(&mut n2, &alice, waiting).await;

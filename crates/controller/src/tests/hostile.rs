@@ -118,6 +118,7 @@ async fn a_node_credential_acts_only_for_its_own_node() {
             job: id,
             attempt,
             exit_code: 0,
+            outputs: None,
         }],
     };
     let report = n2.client.report(&forged).await.expect_err("not its node");
@@ -242,25 +243,25 @@ async fn host_paths_outside_the_owners_directory_are_refused_at_submission() {
     let h = Harness::start(dir.path(), 10_000).await;
     let alice = h.user("alice", Role::User).await;
     let repos = dir.path().join("repos");
-    let job = |to: &str| {
+    let job = |host: &str| {
         format!(
-            "image = \"tiny\"\ncommand = [\"/bin/true\"]\n[[outputs]]\nfrom = \"/work/r.txt\"\nto = \"{to}\"\n"
+            "image = \"tiny\"\ncommand = [\"/bin/true\"]\n[[mounts]]\nhost = \"{host}\"\nguest = \"/data\"\n"
         )
     };
-    let bobs = repos.join("bob/r.txt");
+    let bobs = repos.join("bob/data");
     let err = alice
-        .submit("o.toml", &job(&bobs.display().to_string()), false)
+        .submit("m.toml", &job(&bobs.display().to_string()), false)
         .await
         .expect_err("another user's directory");
     assert_eq!(api_status(err), 400);
     let err = alice
-        .submit("o.toml", &job("/etc/passwd"), false)
+        .submit("m.toml", &job("/etc"), false)
         .await
         .expect_err("outside every root");
-    assert!(err.to_string().contains("outputs[0].to"), "{err}");
-    let own = repos.join("alice/out/r.txt");
+    assert!(err.to_string().contains("mounts[0].host"), "{err}");
+    let own = repos.join("alice/data");
     alice
-        .submit("o.toml", &job(&own.display().to_string()), false)
+        .submit("m.toml", &job(&own.display().to_string()), false)
         .await
         .expect("the owner's own directory");
     assert_eq!(alice.jobs(false).await.expect("ps").len(), 1);

@@ -179,6 +179,7 @@ async fn a_job_runs_on_an_agent_and_its_output_and_status_come_back() {
             job: id,
             attempt,
             exit_code: 3,
+            outputs: None,
         })
         .await;
     let waited = waiter.await.expect("join").expect("wait");

@@ -237,6 +237,7 @@ async fn run_to_end(agent: &FakeAgent, id: u64, attempt: u32) {
             job: id,
             attempt,
             exit_code: 0,
+            outputs: None,
         },
     ] {
         agent.report(event).await;
@@ -270,6 +271,7 @@ async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attemp
 }
 
 mod agents;
+mod data;
 mod hostile;
 mod jobs;
 mod store;
