@@ -5,63 +5,21 @@
 //! data. Skipped, saying why, when QEMU or the stock image is missing;
 //! under `CI=true` that fails instead.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn vgrid() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vgrid"))
 }
 
-/// `vgrid serve` with its local agent; dropping it SIGKILLs it and its VMs.
-struct Server {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let Ok(vms) = std::fs::read_dir(self.data.join("vms")) else {
-            return;
-        };
-        for vm in vms.flatten() {
-            for file in ["qemu.pid", "passt.pid"] {
-                if let Ok(pid) = std::fs::read_to_string(vm.path().join(file))
-                    && let Ok(pid) = pid.trim().parse::<i32>()
-                {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-            }
-        }
-    }
-}
+use vgrid_testkit::local::Local as Server;
 
 fn serve(data: &Path) -> Server {
-    let log = std::fs::File::create(data.join("serve.log")).expect("log file");
-    let child = vgrid()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--cpus", "2", "--memory-mb", "2048"])
-        .env("VGRID_DATA_DIR", data)
-        .env("VGRID_LOG", "info")
-        .env_remove("VGRID_URL")
-        .env_remove("VGRID_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("vgrid serve starts");
-    let server = Server {
-        child,
-        data: data.to_path_buf(),
-    };
-    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
-    server
+    Server::serve(
+        Path::new(env!("CARGO_BIN_EXE_vgrid")),
+        data,
+        &["--cpus", "2", "--memory-mb", "2048"],
+    )
 }
 
 fn server_log(data: &Path) -> String {

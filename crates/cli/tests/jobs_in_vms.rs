@@ -3,45 +3,14 @@
 //! the stock image is missing; under `CI=true` that fails instead.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn vgrid() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vgrid"))
 }
 
-/// A `vgrid serve` or `vgrid agent` process. Dropping it SIGKILLs it and
-/// the VMs under its data directory, so that a failed test leaves no QEMU
-/// behind; [`Server::crash`] kills only the process, as a crash would.
-struct Server {
-    child: Child,
-    data: std::path::PathBuf,
-    keep_vms: bool,
-}
-
-impl Server {
-    fn new(child: Child, data: &Path) -> Server {
-        Server {
-            child,
-            data: data.to_path_buf(),
-            keep_vms: false,
-        }
-    }
-
-    fn crash(mut self) {
-        self.keep_vms = true;
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !self.keep_vms {
-            kill_vms(&self.data);
-        }
-    }
-}
+use vgrid_testkit::local::{Local as Server, kill_vms};
 
 fn serve(data: &Path) -> Server {
     serve_with(data, &["--cpus", "2", "--memory-mb", "2048"])
@@ -50,77 +19,17 @@ fn serve(data: &Path) -> Server {
 /// `vgrid serve` on a free port with `extra` arguments; waits until it
 /// listens.
 fn serve_with(data: &Path, extra: &[&str]) -> Server {
-    let _ = std::fs::remove_file(data.join("url"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.join("serve.log"))
-        .expect("log file");
-    let server = Server::new(
-        vgrid()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("VGRID_DATA_DIR", data)
-            .env("VGRID_LOG", "info")
-            .env_remove("VGRID_URL")
-            .env_remove("VGRID_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("vgrid serve starts"),
-        data,
-    );
-    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", server_log(data)));
-    server
+    Server::serve(Path::new(env!("CARGO_BIN_EXE_vgrid")), data, extra)
 }
 
 /// A `vgrid agent` for the controller whose state is in `controller`.
 fn agent(controller: &Path, data: &Path, name: &str) -> Server {
-    let url = std::fs::read_to_string(controller.join("url")).expect("url");
-    let log = std::fs::File::create(data.join("agent.log")).expect("log file");
-    Server::new(
-        vgrid()
-            .args([
-                "agent",
-                "--name",
-                name,
-                "--cpus",
-                "2",
-                "--memory-mb",
-                "2048",
-            ])
-            .args(["--controller", url.trim()])
-            .arg("--join-token-file")
-            .arg(controller.join("join-token"))
-            .env("VGRID_DATA_DIR", data)
-            .env("VGRID_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("vgrid agent starts"),
+    Server::agent(
+        Path::new(env!("CARGO_BIN_EXE_vgrid")),
+        controller,
         data,
+        name,
     )
-}
-
-/// SIGKILLs every QEMU of a node (as when the machine dies).
-fn kill_vms(data: &Path) {
-    let Ok(vms) = std::fs::read_dir(data.join("vms")) else {
-        return;
-    };
-    for vm in vms.flatten() {
-        for file in ["qemu.pid", "passt.pid"] {
-            if let Ok(pid) = std::fs::read_to_string(vm.path().join(file))
-                && let Ok(pid) = pid.trim().parse::<i32>()
-            {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
 }
 
 fn history_states(job: &serde_json::Value) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! vgrid on separate hosts (`vgrid_testkit::cluster`): a controller on one
-//! network namespace host, node agents on two others, each host seeing
-//! only its own data directory. No VM is started here.
+//! network namespace host, node agents (and a user's client) on others,
+//! each host seeing only its own data directory: joining, images,
+//! checkpoints and a job's data that move between hosts by themselves.
 //!
 //! Skipped, saying why, without root, iproute2 or QEMU (the agent's VM
 //! runtime looks for it at start); under `CI=true` that fails instead.
@@ -8,7 +9,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use vgrid_testkit::cluster::{Host, HostCommand, Topology};
+use vgrid_testkit::cluster::{Host, HostCommand, HostProcess, Topology};
 
 fn vgrid(host: &Host) -> HostCommand<'_> {
     host.command(env!("CARGO_BIN_EXE_vgrid"))
@@ -184,7 +185,7 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
 }
 
 /// `vgrid serve --no-agent` on `ctl`, waiting for its https URL.
-fn serve_on(lab: &Topology) -> (vgrid_testkit::cluster::HostProcess, String) {
+fn serve_on(lab: &Topology) -> (HostProcess, String) {
     let ctl = lab.host("ctl");
     let listen = format!("{}:0", ctl.ip());
     let serve = vgrid(ctl)
@@ -204,7 +205,7 @@ fn serve_on(lab: &Topology) -> (vgrid_testkit::cluster::HostProcess, String) {
 }
 
 /// A node joins with the controller's join token.
-fn join(lab: &Topology, name: &str, url: &str) -> vgrid_testkit::cluster::HostProcess {
+fn join(lab: &Topology, name: &str, url: &str) -> HostProcess {
     let join =
         std::fs::read_to_string(lab.host("ctl").dir().join("join-token")).expect("join token");
     let node = lab.host(name);
@@ -309,7 +310,7 @@ fn counted(steps: u32) -> String {
 }
 
 /// The controller on `ctl` with the image (built only there) published.
-fn controller_with_image(lab: &Topology) -> (vgrid_testkit::cluster::HostProcess, String) {
+fn controller_with_image(lab: &Topology) -> (HostProcess, String) {
     let stock = vgrid_testkit::stock_image().expect("the stock image");
     lab.host("ctl").install_stock_image(&stock);
     let (serve, url) = serve_on(lab);
@@ -498,12 +499,7 @@ fn a_host_lost_without_notice_costs_only_the_work_since_the_last_checkpoint() {
 }
 
 /// A node joins with room for `cpus` one-CPU jobs.
-fn join_with(
-    lab: &Topology,
-    name: &str,
-    url: &str,
-    cpus: u32,
-) -> vgrid_testkit::cluster::HostProcess {
+fn join_with(lab: &Topology, name: &str, url: &str, cpus: u32) -> HostProcess {
     let join =
         std::fs::read_to_string(lab.host("ctl").dir().join("join-token")).expect("join token");
     let node = lab.host(name);
@@ -604,4 +600,153 @@ fn a_checkpoint_that_cannot_be_restored_is_given_up_and_the_job_still_finishes()
         "{history:?}"
     );
     assert_eq!(done["checkpoints"][0]["restorable"], false, "{done:#}");
+}
+
+/// `vgrid` on the client host, as the user logged in there.
+fn as_user(client: &Host) -> HostCommand<'_> {
+    vgrid(client).env("XDG_CONFIG_HOME", client.dir().join("config"))
+}
+
+/// Bytes that do not compress, so that they travel as they are.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_jobs_outputs_are_fetched_after_the_host_that_produced_them_is_gone() {
+    let Some(_qemu) = vgrid_testkit::require_qemu() else {
+        return;
+    };
+    let Some(lab) = Topology::new(&["ctl", "n1", "n2", "client"]) else {
+        return;
+    };
+    // The image is built only on the controller's host.
+    let ctl = lab.host("ctl");
+    let (serve, url) = controller_with_image(&lab);
+    for name in ["n1", "n2"] {
+        assert!(!lab.host(name).dir().join("images/tiny").exists());
+        join(&lab, name, &url);
+    }
+    let both_up = states(&[("n1", "up"), ("n2", "up")]);
+    vgrid_testkit::wait_for("both nodes to register", Duration::from_secs(60), || {
+        node_states(ctl) == both_up
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", node_states(ctl), serve.log()));
+
+    // The admin makes a user; the credentials travel to the client host,
+    // where the user logs in (into the client's own directory).
+    let creds = ctl.dir().join("alice.json");
+    ok(vgrid(ctl)
+        .args(["users", "add", "alice", "--credentials"])
+        .arg(&creds)
+        .output());
+    let client = lab.host("client");
+    let creds = client.put_file(
+        "alice.json",
+        std::fs::read(&creds).expect("the credentials file"),
+    );
+    std::fs::create_dir_all(client.dir().join("config")).expect("config dir");
+    ok(as_user(client).arg("login").arg(&creds).output());
+
+    // The job's inputs are files of the client host only.
+    std::fs::create_dir_all(client.dir().join("work")).expect("work dir");
+    let text = "line one\nline two\nline three\n";
+    client.put_file("work/lines.txt", text);
+    let blob = noise(2 << 20);
+    client.put_file("work/blob.bin", &blob);
+    client.put_file(
+        "work/job.toml",
+        r#"image = "tiny"
+memory_mb = 256
+command = ["/bin/sh", "-c", "wc -l < lines.txt > count.txt && mkdir -p out && cat blob.bin lines.txt > out/joined.bin"]
+[[inputs]]
+from = "lines.txt"
+to = "/work/lines.txt"
+[[inputs]]
+from = "blob.bin"
+to = "/work/blob.bin"
+[[outputs]]
+from = "/work/count.txt"
+[[outputs]]
+from = "/work/out/joined.bin"
+to = "results/joined.bin"
+"#,
+    );
+    let id = ok(as_user(client)
+        .current_dir(client.dir().join("work"))
+        .args(["submit", "job.toml"])
+        .output());
+    let waited = as_user(client).args(["wait", &id]).output();
+    let shown = json(as_user(client).args(["show", &id, "--json"]).output());
+    assert!(
+        waited.status.success(),
+        "{shown:#}\n{}\n{}\n{}",
+        serve.log(),
+        lab.host("n1").logs(),
+        lab.host("n2").logs()
+    );
+    let node = shown["job"]["node"].as_str().expect("a node").to_string();
+    let reasons: Vec<&str> = shown["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("image tiny fetched")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("input data fetched: 2 file(s)")),
+        "{reasons:?}"
+    );
+    assert!(shown["outputs"].is_string(), "{shown:#}");
+
+    // The host that ran the job is gone: its processes killed, its link
+    // cut; the controller counts it as lost.
+    let gone = lab.host(&node);
+    gone.lose();
+    let other = if node == "n1" { "n2" } else { "n1" };
+    let mut after: Vec<(&str, &str)> = vec![(node.as_str(), "lost"), (other, "up")];
+    after.sort();
+    vgrid_testkit::wait_for(
+        "the controller to lose the node",
+        Duration::from_secs(60),
+        || node_states(ctl) == states(&after),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", node_states(ctl)));
+
+    // The outputs come from the controller all the same.
+    let listed = json(
+        as_user(client)
+            .args(["output", &id, "--to"])
+            .arg(client.dir().join("back"))
+            .arg("--json")
+            .output(),
+    );
+    assert_eq!(
+        listed["files"].as_array().map(Vec::len),
+        Some(2),
+        "{listed:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(client.dir().join("back/count.txt")).expect("count"),
+        "3\n"
+    );
+    let mut joined = blob.clone();
+    joined.extend_from_slice(text.as_bytes());
+    assert!(
+        std::fs::read(client.dir().join("back/results/joined.bin")).expect("joined") == joined,
+        "the outputs are the guest's bytes"
+    );
 }

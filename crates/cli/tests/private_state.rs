@@ -12,7 +12,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// A guard against hanging only (TCG boots take seconds).
@@ -28,33 +28,6 @@ const ALLOWED: &[(&str, &str)] = &[
     // nothing (what it points to is checked where it lives).
     ("images/tiny", "a symbolic link made by the test"),
 ];
-
-/// `vgrid serve`; dropping it SIGKILLs it and every QEMU and passt under
-/// its data directory.
-struct Server {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let Ok(vms) = std::fs::read_dir(self.data.join("vms")) else {
-            return;
-        };
-        for vm in vms.flatten() {
-            for file in ["qemu.pid", "passt.pid"] {
-                if let Ok(pid) = std::fs::read_to_string(vm.path().join(file)) {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", pid.trim()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
-        }
-    }
-}
 
 fn vgrid(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vgrid"))
@@ -139,27 +112,13 @@ fn no_other_user_can_read_the_state_of_a_job_with_a_secret() {
     assert_eq!(mode(&data.join("images")), 0o700);
     vgrid_testkit::link_stock_image(&image, &data);
 
-    let _ = std::fs::remove_file(data.join("url"));
-    let server = Server {
-        child: Command::new(env!("CARGO_BIN_EXE_vgrid"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--cpus", "2", "--memory-mb", "2048"])
-            .env("VGRID_DATA_DIR", &data)
-            .env("VGRID_LOG", "info")
-            .env_remove("VGRID_URL")
-            .env_remove("VGRID_TOKEN")
-            .env_remove("VGRID_KEEP_IDLE_S")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("vgrid serve starts"),
-        data: data.clone(),
-    };
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", log_text()));
+    let server = vgrid_testkit::local::Local::serve_logging_to(
+        Path::new(env!("CARGO_BIN_EXE_vgrid")),
+        &data,
+        &["--cpus", "2", "--memory-mb", "2048"],
+        &log,
+    );
+    let log_text = || server.log();
 
     // A job with a secret in its environment, checkpointed while it runs.
     let count =

@@ -8,59 +8,20 @@
 //! instead.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// A guard against hanging only (TCG boots take seconds).
 const LIMIT: Duration = Duration::from_secs(600);
 
-/// `vgrid serve`; dropping it SIGKILLs it and every QEMU and passt under
-/// its data directory, kept VMs included.
-struct Server {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for vm in vm_dirs(&self.data) {
-            for file in ["qemu.pid", "passt.pid"] {
-                if let Some(pid) = read_pid(&vm.join(file)) {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
-        }
-    }
-}
+use vgrid_testkit::local::Local as Server;
 
 fn serve(data: &Path) -> Server {
-    let log = std::fs::File::create(data.join("serve.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_vgrid"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--cpus", "2", "--memory-mb", "2048"])
-        .env("VGRID_DATA_DIR", data)
-        .env("VGRID_LOG", "info")
-        .env_remove("VGRID_URL")
-        .env_remove("VGRID_TOKEN")
-        .env_remove("VGRID_KEEP_IDLE_S")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("vgrid serve starts");
-    let server = Server {
-        child,
-        data: data.to_path_buf(),
-    };
-    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", log_of(data)));
-    server
+    Server::serve(
+        Path::new(env!("CARGO_BIN_EXE_vgrid")),
+        data,
+        &["--cpus", "2", "--memory-mb", "2048"],
+    )
 }
 
 fn log_of(data: &Path) -> String {

@@ -1,27 +1,25 @@
 //! A user's data: a job's inputs go up from the submitter's files, its
 //! outputs come down into a directory.
 //!
-//! Inputs are cut into chunks where they lie, twice: once to learn their
-//! chunks (the manifest) and ask the controller which it lacks, once to
-//! send those. Nothing is copied to a local store first, so submitting a
-//! large file costs no local disk; a file that changes between the two
-//! reads is refused. Outputs are fetched chunk by chunk through the job
+//! Inputs are cut into chunks where they lie: once to learn their chunks
+//! (the manifest) and ask the controller which it lacks, then those are
+//! read back and sent (`vgrid_cas::Located`). Nothing is copied to a local
+//! store first, so submitting a large file costs no local disk; a file
+//! that changes between the two reads is refused. Outputs are fetched chunk by chunk through the job
 //! (`/v1/jobs/{id}/outputs/...`, the owner's or an admin's), every chunk
 //! checked against its name, each file written beside its final name and
 //! renamed into place.
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::task::JoinSet;
 use vgrid_cas::chunk::{self, ChunkId};
-use vgrid_cas::{FileEntry, Manifest, ManifestId, ManifestKind};
+use vgrid_cas::{CasError, Located, Manifest, ManifestId, ManifestKind};
 
-use crate::transfer::{Moved, TransferError};
+pub use crate::transfer::Progress;
+use crate::transfer::{Moved, TransferError, upload_reporting};
 use crate::{Client, ClientError};
 
 /// How many chunks are in flight at once.
@@ -32,13 +30,6 @@ const IN_FLIGHT: usize = 8;
 pub struct LocalFile {
     pub path: PathBuf,
     pub name: String,
-}
-
-/// How far a transfer is: bytes done of the bytes to move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    pub done: u64,
-    pub total: u64,
 }
 
 /// Why a user's data could not be moved.
@@ -79,164 +70,42 @@ impl From<ClientError> for DataError {
     }
 }
 
-fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError {
-    let path = path.to_path_buf();
-    move |source| DataError::Read { path, source }
-}
-
-/// Cuts each file and returns its entry: its chunks and their lengths.
-fn describe(files: &[LocalFile]) -> Result<Vec<FileEntry>, DataError> {
-    let mut out = Vec::with_capacity(files.len());
-    for f in files {
-        let file = File::open(&f.path).map_err(read_err(&f.path))?;
-        let mut entry = FileEntry {
-            path: f.name.clone(),
-            size: 0,
-            mode: 0o600,
-            chunks: Vec::new(),
-            packed: None,
-        };
-        chunk::cut_stream(std::io::BufReader::with_capacity(1 << 20, file), |raw| {
-            entry
-                .chunks
-                .push((ChunkId::of(raw).hex(), raw.len() as u32));
-            entry.size += raw.len() as u64;
-            Ok(())
-        })
-        .map_err(read_err(&f.path))?;
-        out.push(entry);
+/// A file's problem as the user's, not the transfer's.
+fn from_cas(e: CasError) -> DataError {
+    match e {
+        CasError::Io { path, source, .. } => DataError::Read { path, source },
+        CasError::Changed { path } => DataError::Changed { path },
+        e => DataError::Transfer(TransferError::Store(e)),
     }
-    Ok(out)
-}
-
-/// Cuts each file again and hands the chunks in `wanted` (stored form) to
-/// `send`, once each; a file whose chunks differ from `entries` is
-/// refused.
-fn reread(
-    files: &[LocalFile],
-    entries: &[FileEntry],
-    mut wanted: HashSet<ChunkId>,
-    send: &tokio::sync::mpsc::Sender<(ChunkId, Vec<u8>, u64)>,
-) -> Result<(), DataError> {
-    for (f, entry) in files.iter().zip(entries) {
-        if wanted.is_empty() {
-            break;
-        }
-        let file = File::open(&f.path).map_err(read_err(&f.path))?;
-        let mut expected = entry.chunks.iter();
-        let mut changed = false;
-        let mut stopped = false;
-        let cut = chunk::cut_stream(std::io::BufReader::with_capacity(1 << 20, file), |raw| {
-            let id = ChunkId::of(raw);
-            if expected.next().is_none_or(|(h, _)| *h != id.hex()) {
-                changed = true;
-                return Err(std::io::Error::other("changed"));
-            }
-            if wanted.remove(&id)
-                && send
-                    .blocking_send((id, chunk::encode(raw), raw.len() as u64))
-                    .is_err()
-            {
-                stopped = true;
-                return Err(std::io::Error::other("stopped"));
-            }
-            Ok(())
-        });
-        if stopped {
-            // The sending side failed; it says why.
-            return Ok(());
-        }
-        if changed || (cut.is_ok() && expected.next().is_some()) {
-            return Err(DataError::Changed {
-                path: f.path.clone(),
-            });
-        }
-        cut.map_err(read_err(&f.path))?;
-    }
-    Ok(())
 }
 
 /// Uploads `files` as one data manifest (each file named by its `name`):
-/// the chunks the controller lacks, then the manifest. `progress` hears
-/// of every chunk sent. Returns the manifest's id.
+/// the chunks the controller lacks, read where the files lie, then the
+/// manifest. `progress` hears of every chunk sent. Returns the
+/// manifest's id.
 pub async fn upload_files(
     client: &Client,
     files: &[LocalFile],
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(ManifestId, Manifest, Moved), DataError> {
     let list = files.to_vec();
-    let entries = tokio::task::spawn_blocking(move || describe(&list))
+    let (located, m) = tokio::task::spawn_blocking(move || {
+        let mut located = Located::new();
+        let mut m = Manifest::new(ManifestKind::Data);
+        for f in &list {
+            m.files.push(located.add_file(&f.path, &f.name, 0o600)?);
+        }
+        Ok::<_, CasError>((located, m))
+    })
+    .await
+    .map_err(|_| TransferError::Task)?
+    .map_err(from_cas)?;
+    let (id, moved) = upload_reporting(client, &Arc::new(located), &m, progress)
         .await
-        .map_err(|_| TransferError::Task)??;
-    let mut m = Manifest::new(ManifestKind::Data);
-    m.files = entries;
-    let ids = m.chunk_ids();
-    let missing: HashSet<ChunkId> = client.missing_chunks(&ids).await?.into_iter().collect();
-    let total: u64 = {
-        let mut seen = HashSet::new();
-        m.files
-            .iter()
-            .flat_map(|f| f.chunk_ids())
-            .filter(|(id, _)| missing.contains(id) && seen.insert(*id))
-            .map(|(_, len)| u64::from(len))
-            .sum()
-    };
-    let mut moved = Moved {
-        chunks: ids.len(),
-        sent: missing.len(),
-        bytes: 0,
-    };
-    if !missing.is_empty() {
-        progress(Progress { done: 0, total });
-        let (tx, mut rx) = tokio::sync::mpsc::channel(2 * IN_FLIGHT);
-        let (list, entries) = (files.to_vec(), m.files.clone());
-        let reader = tokio::task::spawn_blocking(move || reread(&list, &entries, missing, &tx));
-        let done = Arc::new(AtomicU64::new(0));
-        let mut tasks: JoinSet<Result<u64, ClientError>> = JoinSet::new();
-        let mut failed: Option<DataError> = None;
-        while let Some((id, stored, raw_len)) = rx.recv().await {
-            while tasks.len() >= IN_FLIGHT {
-                if let Some(r) = tasks.join_next().await {
-                    match r.map_err(|_| DataError::from(TransferError::Task)) {
-                        Ok(Ok(n)) => moved.bytes += n,
-                        Ok(Err(e)) => failed = Some(e.into()),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-            }
-            if failed.is_some() {
-                break;
-            }
-            let (client, counter) = (client.clone(), done.clone());
-            let n = stored.len() as u64;
-            tasks.spawn(async move {
-                client.put_chunk(&id, stored).await?;
-                counter.fetch_add(raw_len, Ordering::Relaxed);
-                Ok(n)
-            });
-            progress(Progress {
-                done: done.load(Ordering::Relaxed),
-                total,
-            });
-        }
-        drop(rx);
-        while let Some(r) = tasks.join_next().await {
-            match r.map_err(|_| DataError::from(TransferError::Task)) {
-                Ok(Ok(n)) => moved.bytes += n,
-                Ok(Err(e)) => failed = failed.or(Some(e.into())),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        let read = reader.await.map_err(|_| TransferError::Task)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        read?;
-        progress(Progress { done: total, total });
-    }
-    let bytes = m.to_bytes();
-    let id = ManifestId::of(&bytes);
-    client.put_manifest(&id, bytes).await?;
+        .map_err(|e| match e {
+            TransferError::Store(e) => from_cas(e),
+            e => DataError::Transfer(e),
+        })?;
     Ok((id, m, moved))
 }
 
@@ -397,32 +266,31 @@ mod tests {
     }
 
     #[test]
-    fn a_file_is_described_as_its_chunks() {
+    fn a_file_is_read_where_it_lies_and_one_that_changed_is_refused() {
+        use vgrid_cas::ChunkSource;
         let tmp = tempfile::tempdir().expect("tmp");
         let path = tmp.path().join("in.bin");
         let data: Vec<u8> = (0..300_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         fs::write(&path, &data).expect("write");
-        let files = [LocalFile {
-            path: path.clone(),
-            name: "in.bin".into(),
-        }];
-        let entries = describe(&files).expect("describe");
-        assert_eq!(entries[0].size, data.len() as u64);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let wanted: HashSet<ChunkId> = entries[0].chunk_ids().map(|(c, _)| c).collect();
-        reread(&files, &entries, wanted.clone(), &tx).expect("reread");
-        drop(tx);
+        let mut located = Located::new();
+        let entry = located.add_file(&path, "in.bin", 0o600).expect("cut");
+        assert_eq!(entry.size, data.len() as u64);
         let mut got = Vec::new();
-        while let Ok((id, stored, _)) = rx.try_recv() {
-            got.extend(chunk::decode(&stored, &id).expect("decodes"));
+        for (id, _) in entry.chunk_ids() {
+            let stored = located.stored(&id).expect("read back");
+            got.extend(vgrid_cas::chunk::decode(&stored, &id).expect("decodes"));
         }
-        assert_eq!(got.len(), data.len());
+        assert_eq!(got, data);
         // A file that changed between the two reads is refused.
-        fs::write(&path, b"something else").expect("rewrite");
-        let (tx, _rx) = tokio::sync::mpsc::channel(1024);
-        let e = reread(&files, &entries, wanted, &tx).expect_err("changed");
+        fs::write(&path, vec![7u8; data.len()]).expect("rewrite");
+        let (first, _) = entry.chunk_ids().next().expect("a chunk");
+        let e = from_cas(located.stored(&first).expect_err("changed"));
         assert!(matches!(e, DataError::Changed { .. }), "{e}");
+        assert!(
+            e.to_string().contains("changed while it was uploaded"),
+            "{e}"
+        );
     }
 }

@@ -44,6 +44,14 @@ pub struct Moved {
     pub bytes: u64,
 }
 
+/// How far a transfer is: bytes done of the bytes to move (as the files
+/// hold them, before compression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
 /// Sends `m` and the chunks the controller lacks, read from `source` (a
 /// store, or the files themselves); the manifest last (the controller
 /// takes it only when it is complete).
@@ -52,6 +60,17 @@ pub async fn upload<S: ChunkSource + ?Sized + 'static>(
     source: &Arc<S>,
     m: &Manifest,
 ) -> Result<(ManifestId, Moved), TransferError> {
+    upload_reporting(client, source, m, &|_| {}).await
+}
+
+/// [`upload`], telling `progress` after each chunk sent (and once before
+/// the first, when anything must travel).
+pub async fn upload_reporting<S: ChunkSource + ?Sized + 'static>(
+    client: &Client,
+    source: &Arc<S>,
+    m: &Manifest,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(ManifestId, Moved), TransferError> {
     let ids = m.chunk_ids();
     let missing = client.missing_chunks(&ids).await?;
     let mut moved = Moved {
@@ -59,6 +78,16 @@ pub async fn upload<S: ChunkSource + ?Sized + 'static>(
         sent: missing.len(),
         bytes: 0,
     };
+    let lens: std::collections::HashMap<ChunkId, u32> =
+        m.files.iter().flat_map(|f| f.chunk_ids()).collect();
+    let raw_len = |id: &ChunkId| u64::from(lens.get(id).copied().unwrap_or(0));
+    let mut done = Progress {
+        done: 0,
+        total: missing.iter().map(raw_len).sum(),
+    };
+    if !missing.is_empty() {
+        progress(done);
+    }
     for batch in missing.chunks(IN_FLIGHT) {
         let mut tasks = Vec::new();
         for id in batch {
@@ -72,8 +101,10 @@ pub async fn upload<S: ChunkSource + ?Sized + 'static>(
                 Ok::<u64, TransferError>(n)
             }));
         }
-        for t in tasks {
+        for (t, id) in tasks.into_iter().zip(batch) {
             moved.bytes += t.await.map_err(|_| TransferError::Task)??;
+            done.done += raw_len(id);
+            progress(done);
         }
     }
     let bytes = m.to_bytes();

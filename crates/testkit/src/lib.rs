@@ -27,9 +27,12 @@
 //! - [`cluster`]: separate hosts on one machine (network namespaces on a
 //!   bridge, a mount namespace per process that sees only its host's data
 //!   directory), for multi-host tests.
+//! - [`local`]: `vgrid serve` and `vgrid agent` on this machine, stopped
+//!   with their VMs when dropped.
 
 pub mod cluster;
 pub mod handboot;
+pub mod local;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
