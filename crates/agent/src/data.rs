@@ -13,9 +13,9 @@
 //! outputs from the VM's share into the cache (never through a link the
 //! guest planted), the agent writes their data manifest there and uploads
 //! what the controller lacks, and only then reports the exit, naming the
-//! manifest. An upload that keeps failing is tried again for
-//! [`UPLOAD_PATIENCE`]; after that the job fails saying why, never ends
-//! as done without its outputs.
+//! manifest. An upload that the controller keeps failing is tried again
+//! for ten minutes (`UnitTask::patiently`, as for checkpoints); after that
+//! the job fails saying why, never ends as done without its outputs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,25 +23,13 @@ use std::time::{Duration, Instant};
 
 use vgrid_api::types::AgentEvent;
 use vgrid_cas::{Manifest, ManifestId, ManifestKind, Store};
+use vgrid_client::transfer::TransferError;
+use vgrid_vm::error::report as sentence;
 
 use crate::{StartRequest, UnitTask, VmDriver};
 
-/// How long the outputs of a job may take to reach the controller.
-pub(crate) const UPLOAD_PATIENCE: Duration = Duration::from_secs(600);
 /// How many times fetching a job's inputs is tried.
 const FETCH_TRIES: u32 = 3;
-
-/// The error and its causes in one sentence.
-fn sentence(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
 
 /// Where the agent exports the inputs of units.
 fn inputs_root(state_dir: &Path) -> PathBuf {
@@ -222,37 +210,19 @@ impl<D: VmDriver> UnitTask<D> {
         }
     }
 
-    /// Uploads `m` from `cache`, trying again (after a new registration
-    /// when the controller does not know the node) for
-    /// [`UPLOAD_PATIENCE`].
+    /// Uploads `m` from `cache`, trying again while the controller fails.
     async fn upload(&self, cache: &Arc<Store>, m: &Manifest) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + UPLOAD_PATIENCE;
-        let mut pause = Duration::from_millis(500);
-        let mut tries = 0u32;
-        loop {
-            tries += 1;
-            let why = match vgrid_client::transfer::upload(&self.shared.client, cache, m).await {
-                Ok(_) => return Ok(()),
-                Err(vgrid_client::transfer::TransferError::Client(e))
-                    if e.status() == Some(409) =>
-                {
-                    // Not registered now, or (for the manifest) chunks not
-                    // there yet: both pass.
-                    self.wait_for_registration().await;
-                    sentence(&e)
-                }
-                Err(e) => sentence(&e),
-            };
-            if tokio::time::Instant::now() + pause > deadline {
-                return Err(format!(
-                    "{tries} tries in {} s; the last: {why}",
-                    UPLOAD_PATIENCE.as_secs()
-                ));
-            }
-            tracing::warn!(job = self.unit.job, error = %why, "cannot upload the outputs; trying again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(15));
-        }
+        let client = &self.shared.client;
+        self.patiently(
+            "the outputs",
+            |e: &TransferError| match e {
+                TransferError::Client(e) => Some(e),
+                _ => None,
+            },
+            || vgrid_client::transfer::upload(client, cache, m),
+        )
+        .await
+        .map(|_| ())
     }
 }
 

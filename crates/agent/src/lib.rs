@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use vgrid_api::types::{AgentAction, AgentEvent, AgentReport, RegisterNode, RunningJob};
+use vgrid_client::transfer::TransferError;
 use vgrid_client::{Client, ClientError};
 
 pub use driver::{
@@ -450,8 +451,9 @@ fn spawn_unit<D: VmDriver>(shared: &Arc<Shared<D>>, unit: Unit, start: Option<St
 /// How long a checkpoint's output may take to reach the controller.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(120);
 
-/// How long a checkpoint may take to reach the controller's store (a
-/// large one over a slow link takes what it takes; this bounds retries).
+/// How long a checkpoint or a job's outputs may take to reach the
+/// controller's store (a large one over a slow link takes what it takes;
+/// this bounds retries).
 const STORE_PATIENCE: Duration = Duration::from_secs(600);
 
 /// How many failed looks at a unit in a row end it as failed.
@@ -601,16 +603,7 @@ impl<D: VmDriver> UnitTask<D> {
         };
         let (job, attempt) = (self.unit.job, self.unit.attempt);
         let client = &self.shared.client;
-        let sentence = |e: &dyn std::error::Error| {
-            let mut text = e.to_string();
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                text.push_str(": ");
-                text.push_str(&c.to_string());
-                cause = c.source();
-            }
-            text
-        };
+        let sentence = vgrid_vm::error::report;
         let published = match client.images().await {
             Ok(list) => list.into_iter().find(|i| i.name == name),
             // A controller without a store (404) has nothing to give.
@@ -684,38 +677,75 @@ impl<D: VmDriver> UnitTask<D> {
         let job = self.unit.job;
         let dir = self.shared.cfg.job_checkpoints(job);
         let started = std::time::Instant::now();
+        let sent = self
+            .patiently(
+                "a checkpoint",
+                |e: &ckstore::CkStoreError| match e {
+                    ckstore::CkStoreError::Transfer(TransferError::Client(e)) => Some(e),
+                    _ => None,
+                },
+                || ckstore::upload(&self.shared.client, &dir, job, seq),
+            )
+            .await
+            .map_err(|why| format!("cannot put it into the controller's store: {why}"))?;
+        let Some((id, moved)) = sent else {
+            return Ok(None);
+        };
+        tracing::info!(
+            job,
+            seq,
+            manifest = %id,
+            chunks = moved.chunks,
+            sent = moved.sent,
+            kib = moved.bytes / 1024,
+            seconds = started.elapsed().as_secs_f64(),
+            "checkpoint in the controller's store"
+        );
+        Ok(Some(id.hex()))
+    }
+
+    /// Runs `send` until it succeeds. While what fails is the controller
+    /// (`controller_side` finds its error), it is tried again with growing
+    /// pauses, after a new registration when the controller answers 409
+    /// (it does not know the node, or a manifest's chunks are not all
+    /// there yet), for [`STORE_PATIENCE`]; a failure on this node's side
+    /// ends it at once. Transfers ask what is missing first, so a retry
+    /// goes on where the last try stopped.
+    async fn patiently<T, E, F>(
+        &self,
+        what: &str,
+        controller_side: impl Fn(&E) -> Option<&vgrid_client::ClientError>,
+        mut send: impl FnMut() -> F,
+    ) -> Result<T, String>
+    where
+        E: std::error::Error + 'static,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+        let mut pause = Duration::from_millis(500);
+        let mut tries = 0u32;
         loop {
-            match ckstore::upload(&self.shared.client, &dir, job, seq).await {
-                Ok(Some((id, moved))) => {
-                    tracing::info!(
-                        job,
-                        seq,
-                        manifest = %id,
-                        chunks = moved.chunks,
-                        sent = moved.sent,
-                        kib = moved.bytes / 1024,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "checkpoint in the controller's store"
-                    );
-                    return Ok(Some(id.hex()));
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    let why = vgrid_vm::error::report(&e);
-                    // Only the controller's side may get better.
-                    let retry = matches!(
-                        &e,
-                        ckstore::CkStoreError::Transfer(
-                            vgrid_client::transfer::TransferError::Client(_)
-                        )
-                    );
-                    if !retry || started.elapsed() > STORE_PATIENCE {
-                        return Err(format!("cannot put it into the controller's store: {why}"));
-                    }
-                    tracing::warn!(job, seq, error = %why, "cannot upload a checkpoint; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            tries += 1;
+            let e = match send().await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            let why = vgrid_vm::error::report(&e);
+            let Some(client_error) = controller_side(&e) else {
+                return Err(why);
+            };
+            if client_error.status() == Some(409) {
+                self.wait_for_registration().await;
             }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(format!(
+                    "{tries} tries in {} s; the last: {why}",
+                    STORE_PATIENCE.as_secs()
+                ));
+            }
+            tracing::warn!(job = self.unit.job, error = %why, "cannot send {what}; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(15));
         }
     }
 

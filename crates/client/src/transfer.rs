@@ -7,7 +7,10 @@
 //! Several chunks are in flight at once; every chunk is checked by the
 //! side that keeps it.
 
+use std::future::Future;
 use std::sync::Arc;
+
+use tokio::task::JoinSet;
 
 use vgrid_cas::{CasError, ChunkId, ChunkSource, Manifest, ManifestId, Store};
 
@@ -88,25 +91,26 @@ pub async fn upload_reporting<S: ChunkSource + ?Sized + 'static>(
     if !missing.is_empty() {
         progress(done);
     }
-    for batch in missing.chunks(IN_FLIGHT) {
-        let mut tasks = Vec::new();
-        for id in batch {
-            let (client, source, id) = (client.clone(), source.clone(), *id);
-            tasks.push(tokio::spawn(async move {
+    windowed(
+        &missing,
+        |id| {
+            let (client, source) = (client.clone(), source.clone());
+            async move {
                 let stored = tokio::task::spawn_blocking(move || source.stored(&id))
                     .await
                     .map_err(|_| TransferError::Task)??;
                 let n = stored.len() as u64;
                 client.put_chunk(&id, stored).await?;
-                Ok::<u64, TransferError>(n)
-            }));
-        }
-        for (t, id) in tasks.into_iter().zip(batch) {
-            moved.bytes += t.await.map_err(|_| TransferError::Task)??;
-            done.done += raw_len(id);
+                Ok(n)
+            }
+        },
+        |id, n| {
+            moved.bytes += n;
+            done.done += raw_len(&id);
             progress(done);
-        }
-    }
+        },
+    )
+    .await?;
     let bytes = m.to_bytes();
     let id = ManifestId::of(&bytes);
     client.put_manifest(&id, bytes).await?;
@@ -150,22 +154,50 @@ pub async fn fetch_chunks(
         sent: missing.len(),
         bytes: 0,
     };
-    for batch in missing.chunks(IN_FLIGHT) {
-        let mut tasks = Vec::new();
-        for c in batch {
-            let (client, store, c) = (client.clone(), store.clone(), *c);
-            tasks.push(tokio::spawn(async move {
+    windowed(
+        &missing,
+        |c| {
+            let (client, store) = (client.clone(), store.clone());
+            async move {
                 let stored = client.get_chunk(&c).await?;
                 let n = stored.len() as u64;
                 tokio::task::spawn_blocking(move || store.put_stored(&c, &stored))
                     .await
                     .map_err(|_| TransferError::Task)??;
-                Ok::<u64, TransferError>(n)
-            }));
-        }
-        for t in tasks {
-            moved.bytes += t.await.map_err(|_| TransferError::Task)??;
-        }
-    }
+                Ok(n)
+            }
+        },
+        |_, n| moved.bytes += n,
+    )
+    .await?;
     Ok(moved)
+}
+
+/// Runs `task` for each chunk, [`IN_FLIGHT`] at a time: the next starts
+/// as soon as one ends, so that one slow chunk does not hold the others
+/// back. `each` hears of every chunk done; the first failure ends it all
+/// (the tasks still running are dropped).
+async fn windowed<F, Fut>(
+    ids: &[ChunkId],
+    task: F,
+    mut each: impl FnMut(ChunkId, u64),
+) -> Result<(), TransferError>
+where
+    F: Fn(ChunkId) -> Fut,
+    Fut: Future<Output = Result<u64, TransferError>> + Send + 'static,
+{
+    let mut running = JoinSet::new();
+    let mut next = ids.iter().copied();
+    loop {
+        while running.len() < IN_FLIGHT {
+            let Some(id) = next.next() else { break };
+            let work = task(id);
+            running.spawn(async move { (id, work.await) });
+        }
+        let Some(ended) = running.join_next().await else {
+            return Ok(());
+        };
+        let (id, result) = ended.map_err(|_| TransferError::Task)?;
+        each(id, result?);
+    }
 }

@@ -222,6 +222,9 @@ pub fn wait_for(
     mut condition: impl FnMut() -> bool,
 ) -> Result<(), String> {
     let deadline = Instant::now() + limit;
+    // Conditions often run a `vgrid` command (tens of milliseconds of CPU
+    // each): polling slower as the wait grows leaves the CPU to the VMs.
+    let mut pause = Duration::from_millis(50);
     loop {
         if condition() {
             return Ok(());
@@ -232,7 +235,8 @@ pub fn wait_for(
                 limit.as_secs()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        pause = (pause * 5 / 4).min(Duration::from_millis(250));
     }
 }
 
