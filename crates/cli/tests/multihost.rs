@@ -204,18 +204,9 @@ fn serve_on(lab: &Topology) -> (HostProcess, String) {
     (serve, url)
 }
 
-/// A node joins with the controller's join token.
+/// A node joins with the controller's join token (2 CPUs).
 fn join(lab: &Topology, name: &str, url: &str) -> HostProcess {
-    let join =
-        std::fs::read_to_string(lab.host("ctl").dir().join("join-token")).expect("join token");
-    let node = lab.host(name);
-    let token_file = node.put_file("join-token", join);
-    vgrid(node)
-        .args(["agent", "--controller", url, "--name", name])
-        .args(["--cpus", "2", "--memory-mb", "1024"])
-        .arg("--join-token-file")
-        .arg(&token_file)
-        .spawn("agent")
+    join_with(lab, name, url, 2)
 }
 
 fn json(out: Output) -> serde_json::Value {
@@ -333,6 +324,18 @@ fn wait_registered(ctl: &Host, names: &[&str]) {
     .unwrap_or_else(|e| panic!("{e}: {:?}", node_states(ctl)));
 }
 
+/// Hosts `names`: the controller on `ctl` with the image, and node `n1`
+/// (room for one job) registered. `None` when the test is skipped.
+fn controller_and_n1(names: &[&str]) -> Option<(Topology, HostProcess, String, HostProcess)> {
+    vgrid_testkit::require_qemu()?;
+    vgrid_testkit::stock_image()?;
+    let lab = Topology::new(names)?;
+    let (serve, url) = controller_with_image(&lab);
+    let n1 = join_with(&lab, "n1", &url, 1);
+    wait_registered(lab.host("ctl"), &["n1"]);
+    Some((lab, serve, url, n1))
+}
+
 fn show(ctl: &Host, id: &str) -> serde_json::Value {
     json(vgrid(ctl).args(["show", id, "--json"]).output())
 }
@@ -367,20 +370,11 @@ fn reasons(shown: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn a_best_effort_job_preempted_on_one_host_resumes_on_another_with_identical_output() {
-    let Some(_qemu) = vgrid_testkit::require_qemu() else {
-        return;
-    };
-    if vgrid_testkit::stock_image().is_none() {
-        return;
-    }
-    let Some(lab) = Topology::new(&["ctl", "n1", "n2", "n3"]) else {
+    // n1 alone, with room for one job.
+    let Some((lab, _serve, url, _n1)) = controller_and_n1(&["ctl", "n1", "n2", "n3"]) else {
         return;
     };
     let ctl = lab.host("ctl");
-    let (_serve, url) = controller_with_image(&lab);
-    // n1 alone, with room for one job.
-    let _n1 = join_with(&lab, "n1", &url, 1);
-    wait_registered(ctl, &["n1"]);
     let steps = 30;
     let be = ctl.put_file("be.toml", counting_job("best-effort", steps, ""));
     let be = ok(vgrid(ctl).args(["submit"]).arg(&be).output());
@@ -425,19 +419,10 @@ fn a_best_effort_job_preempted_on_one_host_resumes_on_another_with_identical_out
 
 #[test]
 fn a_host_lost_without_notice_costs_only_the_work_since_the_last_checkpoint() {
-    let Some(_qemu) = vgrid_testkit::require_qemu() else {
-        return;
-    };
-    if vgrid_testkit::stock_image().is_none() {
-        return;
-    }
-    let Some(lab) = Topology::new(&["ctl", "n1", "n2", "n3"]) else {
+    let Some((lab, _serve, url, _n1)) = controller_and_n1(&["ctl", "n1", "n2", "n3"]) else {
         return;
     };
     let ctl = lab.host("ctl");
-    let (_serve, url) = controller_with_image(&lab);
-    let _n1 = join_with(&lab, "n1", &url, 1);
-    wait_registered(ctl, &["n1"]);
     let steps = 40;
     let interval_s = 5;
     let job = ctl.put_file(
@@ -514,19 +499,10 @@ fn join_with(lab: &Topology, name: &str, url: &str, cpus: u32) -> HostProcess {
 
 #[test]
 fn a_checkpoint_that_cannot_be_restored_is_given_up_and_the_job_still_finishes() {
-    let Some(_qemu) = vgrid_testkit::require_qemu() else {
-        return;
-    };
-    if vgrid_testkit::stock_image().is_none() {
-        return;
-    }
-    let Some(lab) = Topology::new(&["ctl", "n1", "n2"]) else {
+    let Some((lab, _serve, url, _n1)) = controller_and_n1(&["ctl", "n1", "n2"]) else {
         return;
     };
     let ctl = lab.host("ctl");
-    let (_serve, url) = controller_with_image(&lab);
-    let _n1 = join_with(&lab, "n1", &url, 1);
-    wait_registered(ctl, &["n1"]);
     let steps = 25;
     let job = ctl.put_file("job.toml", counting_job("best-effort", steps, ""));
     let id = ok(vgrid(ctl).args(["submit"]).arg(&job).output());

@@ -104,11 +104,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         for sub in ["objects", "manifests", "refs", "senders", "tmp"] {
             let dir = root.join(sub);
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(CasError::io("create directory", &dir))?;
+            create_private_dir(&dir)?;
         }
         Ok(Store {
             root: root.to_path_buf(),
@@ -159,11 +155,7 @@ impl Store {
                 .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
                 .map_err(CasError::io("write", &tmp))?;
             if let Some(dir) = path.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(CasError::io("create directory", dir))?;
+                create_private_dir(dir)?;
             }
             fs::rename(&tmp, path).map_err(CasError::io("rename into", path))
         })();
@@ -343,11 +335,7 @@ impl Store {
         for f in &m.files {
             let dest = dir.join(&f.path);
             if let Some(parent) = dest.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(CasError::io("create directory", parent))?;
+                create_private_dir(parent)?;
             }
             let tmp = dest.with_file_name(format!(
                 ".{}.part",
@@ -431,11 +419,7 @@ impl Store {
             return Ok(());
         }
         if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(CasError::io("create directory", dir))?;
+            create_private_dir(dir)?;
         }
         match OpenOptions::new()
             .write(true)
@@ -549,6 +533,15 @@ impl Store {
         }
         total
     }
+}
+
+/// Makes `dir` and its parents, private to vgrid (0700).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(CasError::io("create directory", dir))
 }
 
 #[cfg(test)]
