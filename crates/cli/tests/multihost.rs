@@ -61,20 +61,7 @@ fn agents_on_two_hosts_register_with_a_controller_on_a_third() {
     let ctl = lab.host("ctl");
 
     // The controller listens on its bridge address only.
-    let listen = format!("{}:0", ctl.ip());
-    let serve = vgrid(ctl)
-        .args(["serve", "--no-agent", "--listen", &listen])
-        .args(["--heartbeat-ms", "300", "--lost-after-ms", "2000"])
-        .spawn("serve");
-    let url_file = ctl.dir().join("url");
-    vgrid_testkit::wait_for("vgrid serve to listen", Duration::from_secs(60), || {
-        std::fs::read_to_string(&url_file).is_ok_and(|u| u.starts_with("https://"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
-    let url = std::fs::read_to_string(&url_file)
-        .expect("url")
-        .trim()
-        .to_string();
+    let (_serve, url) = serve_on(&lab);
     assert!(url.starts_with(&format!("https://{}:", ctl.ip())), "{url}");
     let join = std::fs::read_to_string(ctl.dir().join("join-token")).expect("join token");
     let join = join.trim();

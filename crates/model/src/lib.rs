@@ -12,6 +12,7 @@
 //! - [`JobSpec::check_host_paths`]: where a job's host directories
 //!   (mounts) may be.
 //! - [`staging`]: how a job's inputs and outputs travel and are named.
+//! - [`sentence`]: an error and its causes as one sentence.
 //!
 //! **Invariant: no IO, no clock.** Everything here is data and pure rules;
 //! any crate may depend on this one, and it depends on none of vgrid's but
@@ -23,6 +24,7 @@ mod image;
 pub mod limits;
 pub mod names;
 mod role;
+mod sentence;
 mod spec;
 pub mod staging;
 mod state;
@@ -31,6 +33,7 @@ pub use expression::Expression;
 pub use hostpaths::{HostPathError, owner_dirs};
 pub use image::ImageKind;
 pub use role::Role;
+pub use sentence::sentence;
 pub use spec::{JobClass, JobSpec, Mount, Transfer, VmMode};
 pub use staging::{StagingError, StagingLayout};
 pub use state::JobState;

@@ -75,14 +75,7 @@ fn cas_error(e: CasError) -> ApiError {
         StatusCode::BAD_REQUEST => "bad-request",
         _ => "unavailable",
     };
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    ApiError::new(status, code, text)
+    ApiError::new(status, code, vgrid_model::sentence(&e))
 }
 
 fn chunk_id(p: Result<Path<String>, PathRejection>) -> Result<ChunkId, ApiError> {

@@ -121,14 +121,7 @@ impl StoreError {
 
     /// The error and its causes in one line, for messages and logs.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
+        vgrid_model::sentence(self)
     }
 }
 

@@ -29,22 +29,8 @@ use std::time::Duration;
 use vgrid_guest_proto::ContextError;
 use vgrid_qmp::QmpError;
 
-/// The error and its sources, joined by `: `: one sentence for a log or a
-/// job's history.
-pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut src = err.source();
-    while let Some(e) = src {
-        let s = e.to_string();
-        // A transparent wrapper repeats its inner message; say it once.
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        src = e.source();
-    }
-    out
-}
+/// The error and its sources as one sentence (`vgrid_model::sentence`).
+pub use vgrid_model::sentence as report;
 
 /// Whether `err` or one of its sources is a full disk (or quota).
 pub fn is_disk_full(err: &(dyn std::error::Error + 'static)) -> bool {

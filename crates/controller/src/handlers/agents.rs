@@ -82,16 +82,10 @@ fn check_outputs(ctx: &Ctx, job: u64, manifest: &str) -> Result<vgrid_cas::Manif
     let Some(spec) = ctx.book.spec_of(job) else {
         return Ok(id);
     };
-    let m = ctx.cas.get_manifest(&id).map_err(|e| {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
-    })?;
+    let m = ctx
+        .cas
+        .get_manifest(&id)
+        .map_err(|e| vgrid_model::sentence(&e))?;
     if m.kind != vgrid_cas::ManifestKind::Data {
         return Err(format!("manifest {id} is not of data"));
     }
