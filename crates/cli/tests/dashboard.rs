@@ -176,6 +176,15 @@ fn the_dashboard_in_a_real_browser_logs_in_submits_watches_cancels_and_hides_wha
     let admin_token = std::fs::read_to_string(data.join("admin.token")).expect("admin token");
     let server_cert = std::fs::read_to_string(data.join("tls/server.pem")).expect("server cert");
     let pin = spki_pin(&server_cert).expect("the server's key");
+    // Without the pin, the controller's certificate is refused: the pin is
+    // what the browser trusts, nothing looser.
+    {
+        let mut stranger = Browser::launch(&chromium, &[]).expect("chromium starts");
+        let refused = stranger
+            .navigate(&format!("{}/", url.trim()))
+            .expect_err("an unknown CA is refused");
+        assert!(refused.contains("ERR_CERT"), "{refused}");
+    }
     let browser = Browser::launch(
         &chromium,
         &[format!("--ignore-certificate-errors-spki-list={pin}")],
@@ -278,7 +287,7 @@ fn the_dashboard_in_a_real_browser_logs_in_submits_watches_cancels_and_hides_wha
     // is never reloaded (the marker set here survives).
     page.eval("window.vgridMarker = 'no reload'");
     page.submit(
-        "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/sh\", \"-c\", \"echo hello from the dashboard; sleep 8; echo bye\"]\n",
+        "image = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/sh\", \"-c\", \"echo '<b id=injected>hello</b> from the dashboard'; sleep 8; echo bye\"]\n",
         false,
     );
     let job = page.submitted();
@@ -328,7 +337,12 @@ fn the_dashboard_in_a_real_browser_logs_in_submits_watches_cancels_and_hides_wha
     );
     assert_eq!(
         page.text("document.getElementById('job-output').textContent"),
-        "hello from the dashboard\nbye\n"
+        "<b id=injected>hello</b> from the dashboard\nbye\n"
+    );
+    // Output is text, never HTML.
+    assert_eq!(
+        page.eval("document.getElementById('injected') === null"),
+        true
     );
     let history = page.text("document.getElementById('job-history').innerText");
     for state in ["pending", "staging", "booting", "running", "done"] {

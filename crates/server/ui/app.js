@@ -21,7 +21,7 @@ function h(tag, attrs, ...children) {
     else if (k === "class") el.className = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : String(c));
   }
@@ -119,7 +119,10 @@ function flash(message) {
 
 function loggedOut(message) {
   me = null;
+  page = null;
   stopPolling();
+  delete document.body.dataset.page;
+  delete document.body.dataset.refreshed;
   show($("bar"), false);
   show($("app"), false);
   show($("login-view"), true);
@@ -184,6 +187,7 @@ function route() {
 
 async function tick() {
   const current = page;
+  if (!current) return;
   try {
     await current.refresh();
     if (current === page) {
@@ -265,7 +269,7 @@ function queuePage(root) {
         { id: "submit-form", onsubmit: submit },
         h("label", { for: "job-source" }, "Job file (TOML, as for ", h("code", {}, "vgrid submit"), ")"),
         source,
-        h("div", { class: "row" }, h("label", { for: "job-name" }, "File name"), fileName, h("label", {}, hold, " hold")),
+        h("div", { class: "row" }, h("label", { for: "job-name" }, "File name"), fileName, h("label", { class: "check" }, hold, " hold")),
         h("button", { type: "submit" }, "Submit"),
         result,
       ),
@@ -273,8 +277,8 @@ function queuePage(root) {
     h(
       "div",
       { class: "row" },
-      isAdmin ? h("label", {}, everyone, " every user's jobs") : null,
-      h("label", {}, ended, " ended jobs"),
+      isAdmin ? h("label", { class: "check" }, everyone, " every user's jobs") : null,
+      h("label", { class: "check" }, ended, " ended jobs"),
     ),
     list,
   );

@@ -365,9 +365,17 @@ pub fn spki_pin(cert_pem: &str) -> Result<String, String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(hash.as_ref()))
 }
 
-/// One DER element at the start of `d`: (tag, the whole element, its
-/// contents, what follows).
-fn der_element(d: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element: its tag, the whole element, its contents, and what
+/// follows it.
+struct Der<'a> {
+    tag: u8,
+    whole: &'a [u8],
+    contents: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// The DER element at the start of `d`.
+fn der_element(d: &[u8]) -> Option<Der<'_>> {
     let tag = *d.first()?;
     let first = *d.get(1)?;
     let (len, header) = if first < 0x80 {
@@ -384,22 +392,27 @@ fn der_element(d: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
         (len, 2 + n)
     };
     let end = header.checked_add(len)?;
-    Some((tag, d.get(..end)?, d.get(header..end)?, d.get(end..)?))
+    Some(Der {
+        tag,
+        whole: d.get(..end)?,
+        contents: d.get(header..end)?,
+        rest: d.get(end..)?,
+    })
 }
 
 /// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version,
 /// serialNumber, signature, issuer, validity, subject,
 /// subjectPublicKeyInfo, ... }, ... } (RFC 5280, 4.1).
 fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
-    let (_, _, cert, _) = der_element(cert)?;
-    let (_, _, tbs, _) = der_element(cert)?;
+    let cert = der_element(cert)?.contents;
+    let tbs = der_element(cert)?.contents;
     let mut rest = tbs;
     if rest.first() == Some(&0xa0) {
-        rest = der_element(rest)?.3;
+        rest = der_element(rest)?.rest;
     }
     for _ in 0..5 {
-        rest = der_element(rest)?.3;
+        rest = der_element(rest)?.rest;
     }
-    let (tag, spki, _, _) = der_element(rest)?;
-    (tag == 0x30).then_some(spki)
+    let spki = der_element(rest)?;
+    (spki.tag == 0x30).then_some(spki.whole)
 }
