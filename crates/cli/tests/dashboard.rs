@@ -105,6 +105,15 @@ impl Page {
                 .expect("viewport");
             // Let the layout settle at the new width.
             std::thread::sleep(Duration::from_millis(300));
+            // Readable means nothing wider than the screen: no sideways
+            // scrolling of the whole page (wide tables scroll in place).
+            let overflow = self.eval(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            );
+            assert!(
+                overflow.as_i64().is_some_and(|o| o <= 0),
+                "the {name} page is {overflow} px wider than a {width} px screen"
+            );
             let path = self.shots.join(format!("{name}-{suffix}.png"));
             self.browser.screenshot(&path).expect("screenshot");
         }
