@@ -344,9 +344,17 @@ fn the_dashboard_in_a_real_browser_logs_in_submits_watches_cancels_and_hides_wha
         "document.getElementById('job-output').textContent.includes('bye')",
         SHORT,
     );
+    let shown = page.text("document.getElementById('job-output').textContent");
+    let stored = page.text(&format!(
+        "fetch('/v1/jobs/{job}/output').then(r => r.text())"
+    ));
     assert_eq!(
-        page.text("document.getElementById('job-output').textContent"),
-        "<b id=injected>hello</b> from the dashboard\nbye\n"
+        (shown.as_str(), stored.as_str()),
+        (
+            "<b id=injected>hello</b> from the dashboard\nbye\n",
+            "<b id=injected>hello</b> from the dashboard\nbye\n"
+        ),
+        "the page's output, then the controller's"
     );
     // Output is text, never HTML.
     assert_eq!(
@@ -366,8 +374,21 @@ fn the_dashboard_in_a_real_browser_logs_in_submits_watches_cancels_and_hides_wha
     assert!(tiny.contains("local"), "{tiny}");
     page.shoot("images");
 
-    // A held job, cancelled from the queue page.
+    // Cancelling a job that has ended meanwhile (a row a moment old):
+    // the controller's refusal, on the page.
     page.open("#/queue", "queue");
+    page.eval(&format!("control({job}, 'cancel')"));
+    let refused = page.wait(
+        "the refused cancel",
+        "!document.getElementById('flash').hidden && document.getElementById('flash').textContent",
+        SHORT,
+    );
+    assert_eq!(
+        refused,
+        format!("cancel job {job}: job {job} has already ended").as_str()
+    );
+
+    // A held job, cancelled from the queue page.
     page.submit(
         "image = \"tiny\"\ncommand = [\"/bin/sleep\", \"600\"]\n",
         true,

@@ -188,6 +188,14 @@ function route() {
 async function tick() {
   const current = page;
   if (!current) return;
+  // One refresh of a page at a time (two would read the output twice); a
+  // refresh asked for meanwhile runs right after.
+  if (current.busy) {
+    current.again = true;
+    return;
+  }
+  current.busy = true;
+  current.again = false;
   try {
     await current.refresh();
     if (current === page) {
@@ -196,13 +204,26 @@ async function tick() {
     }
   } catch (e) {
     if (current === page && me) flash(e.message);
+  } finally {
+    current.busy = false;
   }
-  if (current === page && me) timer = setTimeout(tick, POLL_MS);
+  if (current !== page || !me) return;
+  if (current.again) {
+    stopPolling();
+    tick();
+  } else if (!timer) {
+    timer = setTimeout(poll, POLL_MS);
+  }
 }
 
 function stopPolling() {
   if (timer) clearTimeout(timer);
   timer = null;
+}
+
+function poll() {
+  timer = null;
+  tick();
 }
 
 // Runs a job action from a button, then refreshes at once.
