@@ -50,6 +50,7 @@ checks=(
   "g++|libFuzzer in the fuzz targets' build|g++ --version"
   "python3-venv|the AccaSim peer (benchmarks and validation)|python3 -m ensurepip --version"
   "fonts-dejavu-core|text in the dashboard's screenshots (Chromium)|file:$font"
+  "chromium|the dashboard's tests in a headless browser|chromium --version"
 )
 
 # Part of every Debian system (Essential or Priority required): named to apt
