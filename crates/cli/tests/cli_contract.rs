@@ -272,7 +272,7 @@ fn cancel_several_ids_reports_each_and_fails_if_one_failed() {
             .as_array()
             .expect("array")
             .iter()
-            .find(|j| j["id"].to_string() == id)
+            .find(|j| j["id"].to_string().as_str() == id)
             .map(|j| j["state"].clone())
     };
     assert_eq!(state_of(&a), Some("cancelled".into()));
@@ -380,23 +380,23 @@ fn ps_filters_by_state_and_user_and_prints_chosen_columns() {
     };
     assert_eq!(
         ids(cluster.run(Some(&alice), &["ps", "--state", "pending", "--json"])),
-        [pending.clone()]
+        [pending.as_str()]
     );
     assert_eq!(
         ids(cluster.run(Some(&alice), &["ps", "--state", "held,cancelled", "--json"])),
-        [held.clone(), cancelled.clone()]
+        [held.as_str(), cancelled.as_str()]
     );
     // The admin picks a user; a user may name themselves.
     assert_eq!(
         ids(cluster.run(None, &["ps", "--user", "bob", "--json"])),
-        [bobs.clone()]
+        [bobs.as_str()]
     );
     assert_eq!(
         ids(cluster.run(
             None,
             &["ps", "--user", "alice", "--state", "held", "--json"]
         )),
-        [held.clone()]
+        [held.as_str()]
     );
     assert_eq!(
         ids(cluster.run(Some(&alice), &["ps", "--user", "alice", "--json"])).len(),
