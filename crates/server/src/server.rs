@@ -276,6 +276,8 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
 struct ListQuery {
     #[serde(default)]
     all: bool,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 async fn list_jobs<B: Backend>(
@@ -285,7 +287,16 @@ async fn list_jobs<B: Backend>(
 ) -> ApiResult {
     let p = principal(&*b, &headers)?;
     let q = query(q)?;
-    match b.execute(p, Command::ListJobs { all: q.all }).await? {
+    match b
+        .execute(
+            p,
+            Command::ListJobs {
+                all: q.all,
+                user: q.user,
+            },
+        )
+        .await?
+    {
         Reply::Jobs(jobs) => json(StatusCode::OK, &jobs),
         other => Err(unexpected(&other)),
     }
