@@ -360,17 +360,24 @@ async fn run() -> Result<(), String> {
             .map(|n| mean(&of_mode.iter().map(|r| r.ends[n]).collect::<Vec<_>>()))
             .collect()
     };
+    let about = format!(
+        "modes {}, mean of {} runs, one node",
+        a.modes.join(", "),
+        a.repeat
+    );
     let mut throughput = Chart {
         title: format!(
             "Throughput P(n) = n / T(n), {} short tasks, one node",
             a.tasks
         ),
+        subtitle: about.clone(),
         x_label: "tasks completed n".into(),
         y_label: "P(n), tasks per second".into(),
         lines: Vec::new(),
     };
     let mut time = Chart {
         title: "Time to complete n tasks".into(),
+        subtitle: about,
         x_label: "tasks completed n".into(),
         y_label: "T(n), seconds".into(),
         lines: Vec::new(),
