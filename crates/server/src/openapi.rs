@@ -8,6 +8,8 @@
 //! the document lists exactly the routes of the router's table
 //! ([`crate::server::routes`]) and that every `$ref` in it resolves.
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use vgrid_api::types::ErrorBody;
@@ -69,6 +71,20 @@ pub struct Internal(ErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)]
 pub struct Unavailable(ErrorBody);
+
+/// Raw bytes (`application/octet-stream`): job output, stored chunks.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
 
 /// The job actions of `POST /v1/jobs/{id}/{verb}`.
 #[derive(ToSchema)]
@@ -275,6 +291,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn raw_bodies_are_binary_strings() {
+        let doc = json();
+        let chunk = &doc["paths"]["/v1/store/chunks/{id}"];
+        for schema in [
+            &chunk["put"]["requestBody"]["content"]["application/octet-stream"]["schema"],
+            &chunk["get"]["responses"]["200"]["content"]["application/octet-stream"]["schema"],
+        ] {
+            assert_eq!(
+                (&schema["type"], &schema["format"]),
+                (&"string".into(), &"binary".into())
+            );
         }
     }
 

@@ -416,7 +416,7 @@ struct ReadOutputQuery {
         ("max_bytes" = Option<u64>, Query, description = "at most this many bytes (1 MiB, also the most)")
     ),
     responses(
-        (status = 200, description = "output bytes (stdout and stderr of the command) from `offset`", content_type = "application/octet-stream", body = [u8],
+        (status = 200, description = "output bytes (stdout and stderr of the command) from `offset`", content_type = "application/octet-stream", body = inline(crate::openapi::Binary),
             headers(
                 ("x-vgrid-next-offset" = u64, description = "the offset to ask for next"),
                 ("x-vgrid-complete" = bool, description = "the job has ended: no more output will come")
@@ -787,7 +787,7 @@ async fn report<B: Backend>(
     put,
     path = "/v1/agent/jobs/{id}/output",
     tag = "agents",
-    request_body(content = [u8], content_type = "application/octet-stream"),
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream"),
     params(
         ("id" = u64, Path, description = "the job's id", minimum = 1),
         OutputQuery

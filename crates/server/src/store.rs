@@ -161,7 +161,7 @@ pub(crate) async fn missing<B: Backend>(
     put,
     path = "/v1/store/chunks/{id}",
     tag = "store",
-    request_body(content = [u8], content_type = "application/octet-stream", description = "the stored form: a codec byte, then the bytes, zstd-compressed or raw; it must hash (BLAKE3, uncompressed) to its id"),
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the stored form: a codec byte, then the bytes, zstd-compressed or raw; it must hash (BLAKE3, uncompressed) to its id"),
     params(
         ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
     ),
@@ -222,7 +222,7 @@ pub(crate) async fn put_chunk<B: Backend>(
         ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
     ),
     responses(
-        (status = 200, description = "the stored chunk, verified before it is sent", content_type = "application/octet-stream", body = [u8]),
+        (status = 200, description = "the stored chunk, verified before it is sent", content_type = "application/octet-stream", body = inline(crate::openapi::Binary)),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
@@ -633,7 +633,7 @@ fn listed_chunks(store: &Store, id: &ManifestId) -> Result<Arc<HashSet<ChunkId>>
         ("chunk" = String, Path, description = "64 lowercase hexadecimal digits (BLAKE3)")
     ),
     responses(
-        (status = 200, description = "the chunk's stored form: a codec byte, then the bytes, zstd-compressed or raw; check it against its id", content_type = "application/octet-stream", body = [u8]),
+        (status = 200, description = "the chunk's stored form: a codec byte, then the bytes, zstd-compressed or raw; check it against its id", content_type = "application/octet-stream", body = inline(crate::openapi::Binary)),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
