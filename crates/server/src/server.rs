@@ -48,7 +48,9 @@ pub fn routes<B: Backend>() -> Vec<Route<B>> {
         Route::get("/v1/nodes", list_nodes::<B>),
         Route::get("/metrics", metrics::<B>),
         Route::post("/v1/users", add_user::<B>),
-        Route::post("/v1/join", join::<B>).public(),
+        Route::post("/v1/join", join::<B>)
+            .public()
+            .body_limit(MAX_JOIN_BYTES),
         Route::post("/v1/agent/register", register::<B>),
         Route::get("/v1/agent/actions", poll_actions::<B>),
         Route::post("/v1/agent/events", report::<B>),
@@ -618,7 +620,8 @@ async fn add_user<B: Backend>(
     }
 }
 
-/// Most bytes of a join request.
+/// Most bytes of a join request: the one body anyone may send, so a
+/// small one.
 const MAX_JOIN_BYTES: usize = 4096;
 
 /// A node joins with the secret of the controller's join token (no bearer
@@ -639,9 +642,6 @@ const MAX_JOIN_BYTES: usize = 4096;
     )
 )]
 async fn join<B: Backend>(State(b): State<Arc<B>>, Body(body): Body) -> ApiResult {
-    if body.len() > MAX_JOIN_BYTES {
-        return Err(ApiError::bad_request("the join request is too large"));
-    }
     let req: JoinRequest = json_body(&body)?;
     let answer = b.join(req).await?;
     json(StatusCode::OK, &answer)
@@ -1330,6 +1330,17 @@ mod tests {
             "{}",
             body.message
         );
+        // The one body anyone may send is small.
+        let (status, body) = error_of(
+            http.post(format!("{url}/v1/join"))
+                .body(vec![b' '; 5000])
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!((status, body.error.as_str()), (413, "too-large"));
+        assert!(body.message.contains("4096 bytes"), "{}", body.message);
         assert!(backend.commands.lock().expect("lock").is_empty());
     }
 
