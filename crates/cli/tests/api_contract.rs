@@ -224,6 +224,19 @@ fn the_token_is_checked_before_a_large_body_is_read() {
         assert_eq!(e.error, "too-large");
         assert!(e.message.contains("2097152 bytes"), "{}", e.message);
     }
+    // Joining, the one call without a token, takes a small body only;
+    // a real join still works.
+    let a = c.call("POST", "/v1/join", None, &[b' '; 5000]);
+    assert_eq!((a.status, a.error().error), (413, "too-large".into()));
+    let token = std::fs::read_to_string(dir.path().join("join-token")).expect("join token");
+    let secret = token
+        .trim()
+        .splitn(3, '_')
+        .nth(2)
+        .expect("vgj_<ca>_<secret>");
+    let join = serde_json::json!({ "node": "n1", "secret": secret });
+    let a = c.call("POST", "/v1/join", None, join.to_string().as_bytes());
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     // The same route still takes a body of its size.
     let job = serde_json::json!({
         "file_name": "j.toml",
