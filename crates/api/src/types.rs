@@ -37,6 +37,7 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
 
 /// `POST /v1/jobs`: the job file's text; the server validates it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitRequest {
     /// The file name, used only in error messages.
     pub file_name: String,
@@ -59,12 +60,14 @@ pub fn is_object_id(text: &str) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitResponse {
     pub id: u64,
 }
 
 /// A job in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: u64,
     pub name: String,
@@ -85,6 +88,7 @@ pub struct JobView {
 
 /// One recorded state change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryView {
     pub unix_ms: i64,
     pub state: JobState,
@@ -94,6 +98,7 @@ pub struct HistoryView {
 
 /// One checkpoint of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointView {
     pub seq: u64,
     pub node: String,
@@ -118,8 +123,11 @@ fn yes() -> bool {
 
 /// `GET /v1/jobs/{id}`: a job with its request, history and checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     pub job: JobView,
+    /// The request as validated: the job file's fields (docs/jobs.md).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: JobSpec,
     pub history: Vec<HistoryView>,
     pub checkpoints: Vec<CheckpointView>,
@@ -133,6 +141,7 @@ pub struct JobDetail {
 /// `GET /v1/jobs/{id}/wait`: the job once it has ended, or as it stands
 /// when the server's wait ran out (`ended` false: ask again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitResponse {
     pub ended: bool,
     pub job: JobView,
@@ -140,6 +149,7 @@ pub struct WaitResponse {
 
 /// A node in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeView {
     pub name: String,
     pub state: String,
@@ -157,6 +167,7 @@ pub struct NodeView {
 
 /// `POST /v1/users` (admin).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddUserRequest {
     pub name: String,
     #[serde(default = "default_role")]
@@ -169,6 +180,7 @@ fn default_role() -> Role {
 
 /// The new user's token is shown once, here; the server keeps only a hash.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddUserResponse {
     pub id: u64,
     pub name: String,
@@ -190,6 +202,7 @@ impl std::fmt::Debug for AddUserResponse {
 
 /// `POST /v1/jobs/{id}/migrate`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrateRequest {
     /// The node to move to; the scheduler picks one when absent.
     #[serde(default)]
@@ -219,10 +232,13 @@ pub struct LogSlice {
 /// Every error body: a machine-readable code, a sentence, and for refused
 /// job files the place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
-    /// `unauthorized`, `forbidden`, `not-found`, `invalid-job-file`,
-    /// `bad-request`, `conflict`, `unavailable` or `internal`.
+    /// `unauthorized`, `forbidden`, `not-found`, `method-not-allowed`,
+    /// `invalid-job-file`, `bad-request`, `conflict`, `too-large`,
+    /// `unavailable` or `internal`.
     pub error: String,
+    /// What went wrong, as a sentence.
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostic: Option<Diagnostic>,
@@ -233,6 +249,7 @@ pub struct ErrorBody {
 /// `POST /v1/join` (no bearer token: the secret of the join token is the
 /// credential): a node asks for its own credential.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinRequest {
     /// The node's name; its credential acts only for this node.
     pub node: String,
@@ -252,6 +269,7 @@ impl std::fmt::Debug for JoinRequest {
 /// The node's credential, shown this once, and the controller's CA (the
 /// node checks it against the pin of its join token).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinResponse {
     pub node: String,
     pub token: String,
@@ -272,12 +290,14 @@ impl std::fmt::Debug for JoinResponse {
 /// `POST /v1/store/missing`: chunk ids (64 hex digits) in, the ones the
 /// store lacks out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkList {
     pub chunks: Vec<String>,
 }
 
 /// An image as listed: its name, its manifest and the bytes of its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageRef {
     pub name: String,
     pub manifest: String,
@@ -286,6 +306,7 @@ pub struct ImageRef {
 
 /// `PUT /v1/images/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetImage {
     pub manifest: String,
 }
@@ -295,6 +316,7 @@ pub struct SetImage {
 /// `POST /v1/agent/register`: an agent announces its node, and the jobs it
 /// still runs after a restart (so the controller reattaches, not restarts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterNode {
     pub name: String,
     pub cpus: u32,
@@ -312,6 +334,7 @@ pub struct RegisterNode {
 
 /// `POST /v1/agent/images`: the images a node holds now (it fetched one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeImages {
     pub node: String,
     pub images: Vec<String>,
@@ -335,12 +358,14 @@ impl NodeImages {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunningJob {
     pub job: u64,
     pub attempt: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// How often the agent must poll; missing a few polls marks it lost.
     pub heartbeat_ms: u64,
@@ -352,12 +377,14 @@ pub struct RegisterResponse {
 /// What the controller tells an agent to do. Every action names the job's
 /// attempt; an agent ignores actions for attempts it does not run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum AgentAction {
     /// Start the job (fresh, or from a checkpoint when `restore` is set).
     Start {
         job: u64,
         attempt: u32,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         spec: Box<JobSpec>,
         /// How many of the job's VMs run on this node.
         vms: u32,
@@ -385,6 +412,7 @@ pub enum AgentAction {
 /// How an attempt's VM came to run its command: the job's VM mode at work
 /// (GridWay's stop/start, save/restore and persistent VMs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum VmStart {
     /// A fresh VM was booted.
@@ -411,6 +439,7 @@ impl VmStart {
 
 /// A checkpoint to restore from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointRef {
     pub seq: u64,
     /// Its name, `<job>/<seq>` (before the store: a directory every node
@@ -428,6 +457,7 @@ pub struct CheckpointRef {
 
 /// One action with its per-node sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionEnvelope {
     pub seq: u64,
     pub action: AgentAction,
@@ -436,6 +466,8 @@ pub struct ActionEnvelope {
 /// `GET /v1/agent/actions?node=N&after=S`: actions after `S`. The call also
 /// counts as the node's heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ActionsQuery {
     pub node: String,
     /// The last sequence number the agent has handled.
@@ -447,6 +479,7 @@ pub struct ActionsQuery {
 
 /// What an agent reports about a job attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum AgentEvent {
     /// The VMs are booting (or restoring).
@@ -568,6 +601,7 @@ impl AgentEvent {
 
 /// `POST /v1/agent/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentReport {
     pub node: String,
     pub events: Vec<AgentEvent>,
@@ -691,6 +725,8 @@ impl AgentReport {
 /// written at `offset` of the job's output, cutting off anything after it
 /// (a resumed job rewinds its output to its checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct OutputQuery {
     pub node: String,
     pub attempt: u32,

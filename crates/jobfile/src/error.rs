@@ -9,6 +9,7 @@ use vgrid_model::names::display_safe;
 
 /// Why a job file was refused, with the place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diagnostic {
     /// The file name as given by the caller (for messages only).
     pub file: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user's role, on the wire, in the database and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Sees and controls only their own jobs.

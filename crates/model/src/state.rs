@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Where a job is in its life. Every change is recorded with time, node and
 /// reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
     /// Waiting for resources.

@@ -4,7 +4,10 @@
 //! right status. No HTTP type goes further in.
 //!
 //! - [`command`]: [`Command`], [`Reply`], [`CommandError`], [`Backend`].
-//! - [`server`]: the axum router; errors map to 400/401/403/404/409/503.
+//! - [`server`]: the route table and handlers; errors map to
+//!   400/401/403/404/409/413/503, always as JSON.
+//! - [`routes`]: what every route shares: the token checked before the
+//!   body is read, body limits, JSON for unknown routes and wrong methods.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
@@ -13,6 +16,7 @@
 
 pub mod command;
 pub mod openapi;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod tls;

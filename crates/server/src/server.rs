@@ -9,15 +9,15 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::{Backend, Command, CommandError, Reply};
+use crate::routes::{Body, Caller, Route};
 use vgrid_api::types::{
     ActionsQuery, AddUserRequest, AgentReport, COMPLETE_HEADER, ErrorBody, IDEMPOTENCY_KEY_HEADER,
-    JoinRequest, MigrateRequest, NEXT_OFFSET_HEADER, OutputQuery, Principal, RegisterNode, Role,
-    SubmitRequest, check_idempotency_key,
+    JobView, JoinRequest, MigrateRequest, NEXT_OFFSET_HEADER, OutputQuery, Principal, RegisterNode,
+    Role, SubmitRequest, check_idempotency_key,
 };
 
 /// Largest job file accepted, in bytes.
@@ -27,58 +27,51 @@ pub const MAX_WAIT_MS: u64 = 60_000;
 /// Most output bytes returned by one read.
 pub const MAX_OUTPUT_READ: u64 = 1 << 20;
 
-/// The API's routes and the dashboard over a backend.
-pub fn router<B: Backend>(backend: Arc<B>) -> Router {
-    crate::ui::with_dashboard(api_router(backend.clone()), backend)
+/// Every route of the API, in one table: the router is built from it
+/// ([`crate::routes::build`]) and a test checks that the OpenAPI document
+/// lists exactly these.
+pub fn routes<B: Backend>() -> Vec<Route<B>> {
+    use crate::store;
+    vec![
+        Route::get("/openapi.json", openapi).public(),
+        Route::post("/v1/jobs", submit::<B>),
+        Route::get("/v1/jobs", list_jobs::<B>),
+        Route::get("/v1/jobs/{id}", show_job::<B>),
+        Route::get("/v1/jobs/{id}/wait", wait_job::<B>),
+        Route::get("/v1/jobs/{id}/output", read_output::<B>),
+        Route::get("/v1/jobs/{id}/outputs", store::get_job_outputs::<B>),
+        Route::get(
+            "/v1/jobs/{id}/outputs/chunks/{chunk}",
+            store::get_job_output_chunk::<B>,
+        ),
+        Route::post("/v1/jobs/{id}/{verb}", control::<B>),
+        Route::get("/v1/nodes", list_nodes::<B>),
+        Route::get("/metrics", metrics::<B>),
+        Route::post("/v1/users", add_user::<B>),
+        Route::post("/v1/join", join::<B>)
+            .public()
+            .body_limit(MAX_JOIN_BYTES),
+        Route::post("/v1/agent/register", register::<B>),
+        Route::get("/v1/agent/actions", poll_actions::<B>),
+        Route::post("/v1/agent/events", report::<B>),
+        Route::post("/v1/agent/images", node_images::<B>),
+        Route::put("/v1/agent/jobs/{id}/output", write_output::<B>),
+        Route::get("/v1/images", store::list_images::<B>),
+        Route::put("/v1/images/{name}", store::set_image::<B>),
+        Route::put("/v1/store/chunks/{id}", store::put_chunk::<B>),
+        Route::get("/v1/store/chunks/{id}", store::get_chunk::<B>),
+        Route::put("/v1/store/manifests/{id}", store::put_manifest::<B>)
+            .body_limit(store::MAX_LIST_BYTES),
+        Route::get("/v1/store/manifests/{id}", store::get_manifest::<B>),
+        Route::post("/v1/store/missing", store::missing::<B>).body_limit(store::MAX_LIST_BYTES),
+    ]
 }
 
-/// The API's routes over a backend.
-fn api_router<B: Backend>(backend: Arc<B>) -> Router {
-    Router::new()
-        .route("/openapi.json", get(openapi))
-        .route("/v1/jobs", post(submit::<B>).get(list_jobs::<B>))
-        .route("/v1/jobs/{id}", get(show_job::<B>))
-        .route("/v1/jobs/{id}/wait", get(wait_job::<B>))
-        .route("/v1/jobs/{id}/output", get(read_output::<B>))
-        .route(
-            "/v1/jobs/{id}/outputs",
-            get(crate::store::get_job_outputs::<B>),
-        )
-        .route(
-            "/v1/jobs/{id}/outputs/chunks/{chunk}",
-            get(crate::store::get_job_output_chunk::<B>),
-        )
-        .route("/v1/jobs/{id}/{verb}", post(control::<B>))
-        .route("/v1/nodes", get(list_nodes::<B>))
-        .route("/metrics", get(metrics::<B>))
-        .route("/v1/users", post(add_user::<B>))
-        .route("/v1/join", post(join::<B>))
-        .route("/v1/agent/register", post(register::<B>))
-        .route("/v1/agent/actions", get(poll_actions::<B>))
-        .route("/v1/agent/events", post(report::<B>))
-        .route("/v1/agent/images", post(node_images::<B>))
-        .route("/v1/agent/jobs/{id}/output", put(write_output::<B>))
-        .route("/v1/images", get(crate::store::list_images::<B>))
-        .route("/v1/images/{name}", put(crate::store::set_image::<B>))
-        .route(
-            "/v1/store/chunks/{id}",
-            put(crate::store::put_chunk::<B>).get(crate::store::get_chunk::<B>),
-        )
-        .route(
-            "/v1/store/manifests/{id}",
-            put(crate::store::put_manifest::<B>)
-                .get(crate::store::get_manifest::<B>)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::store::MAX_LIST_BYTES,
-                )),
-        )
-        .route(
-            "/v1/store/missing",
-            post(crate::store::missing::<B>).layer(axum::extract::DefaultBodyLimit::max(
-                crate::store::MAX_LIST_BYTES,
-            )),
-        )
-        .with_state(backend)
+/// The API's routes and the dashboard over a backend. The dashboard's
+/// layer turns a session cookie into the bearer token before the API's
+/// own layers check it.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    crate::ui::with_dashboard(crate::routes::build(routes::<B>(), backend.clone()), backend)
 }
 
 /// An error answer: status plus JSON body.
@@ -214,19 +207,51 @@ fn unexpected(reply: &Reply) -> ApiError {
     )
 }
 
-async fn openapi() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        crate::openapi::document().to_string(),
+/// The API's OpenAPI 3.1 document (no token needed).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "jobs",
+    responses(
+        (status = 200, description = "this document", content_type = "application/json", body = Object)
     )
-        .into_response()
+)]
+async fn openapi() -> ApiResult {
+    json(StatusCode::OK, &crate::openapi::document())
 }
 
-async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let p = principal(&*b, &headers)?;
+/// Submits a job file: validated (a refusal names line, column and field,
+/// 400 `invalid-job-file`), its input data checked against the store
+/// (403 for data the submitter did not upload), and stored before the
+/// answer.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body = SubmitRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 printable ASCII characters chosen by the client: a repeated submission with the same key by the same user returns the first job; with another job file it is a 409")
+    ),
+    responses(
+        (status = 201, description = "the job was stored", body = vgrid_api::types::SubmitResponse),
+        (status = 200, description = "a job with this `Idempotency-Key` existed: its id", body = vgrid_api::types::SubmitResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
+async fn submit<B: Backend>(
+    State(b): State<Arc<B>>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult {
     require_role(&p, &[Role::User, Role::Admin], "submitting a job")?;
     if body.len() > MAX_JOB_FILE_BYTES + 4096 {
         return Err(ApiError::bad_request("the job file is larger than 1 MiB"));
@@ -280,12 +305,31 @@ struct ListQuery {
     user: Option<String>,
 }
 
+/// Lists the caller's jobs, with `all` (admin) everyone's, with `user`
+/// one user's.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(
+        ("all" = Option<bool>, Query, description = "every user's jobs (admins only, 403 otherwise)"),
+        ("user" = Option<String>, Query, description = "only this user's jobs (another user's: admins only, 403 otherwise)")
+    ),
+    responses(
+        (status = 200, description = "jobs by id", body = Vec<JobView>),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn list_jobs<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     let q = query(q)?;
     match b
         .execute(
@@ -302,12 +346,28 @@ async fn list_jobs<B: Backend>(
     }
 }
 
+/// A job with its request, state history and checkpoints.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1)
+    ),
+    responses(
+        (status = 200, description = "the job", body = vgrid_api::types::JobDetail),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn show_job<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     let id = path_id(id)?;
     match b.execute(p, Command::ShowJob { id }).await? {
         Reply::Job(detail) => json(StatusCode::OK, &detail),
@@ -321,13 +381,31 @@ struct WaitQuery {
     wait_ms: Option<u64>,
 }
 
+/// Waits for a job to end.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/wait",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1),
+        ("wait_ms" = Option<u64>, Query, description = "how long to wait, in milliseconds (30000 by default, at most 60000)")
+    ),
+    responses(
+        (status = 200, description = "the job, ended or as it stands (`ended` false: ask again)", body = vgrid_api::types::WaitResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn wait_job<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     let id = path_id(id)?;
     let wait_ms = query(q)?.wait_ms.unwrap_or(30_000).min(MAX_WAIT_MS);
     match b.execute(p, Command::WaitJob { id, wait_ms }).await? {
@@ -344,13 +422,36 @@ struct ReadOutputQuery {
     max_bytes: Option<u64>,
 }
 
+/// The job's output from an offset.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/output",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1),
+        ("offset" = Option<u64>, Query, description = "first byte (0 by default)"),
+        ("max_bytes" = Option<u64>, Query, description = "at most this many bytes (1 MiB, also the most)")
+    ),
+    responses(
+        (status = 200, description = "output bytes (stdout and stderr of the command) from `offset`", content_type = "application/octet-stream", body = inline(crate::openapi::Binary),
+            headers(
+                ("x-vgrid-next-offset" = u64, description = "the offset to ask for next"),
+                ("x-vgrid-complete" = bool, description = "the job has ended: no more output will come")
+            )),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn read_output<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<ReadOutputQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     let id = path_id(id)?;
     let q = query(q)?;
     let max_bytes = q.max_bytes.unwrap_or(MAX_OUTPUT_READ).min(MAX_OUTPUT_READ);
@@ -387,13 +488,37 @@ async fn read_output<B: Backend>(
     }
 }
 
+/// Controls a job: cancel, hold, release, suspend, resume, checkpoint, or
+/// migrate (with an optional body naming the node). 409 when the job's
+/// state does not allow it.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/{verb}",
+    tag = "jobs",
+    request_body = Option<MigrateRequest>,
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1),
+        ("verb" = crate::openapi::JobVerb, Path, description = "what to do; another word is a 404")
+    ),
+    responses(
+        (status = 200, description = "the job after the change was stored", body = JobView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn control<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     path: Result<Path<(u64, String)>, PathRejection>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     let (id, verb) = path
         .map(|Path(v)| v)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route"))?;
@@ -426,16 +551,41 @@ async fn control<B: Backend>(
     }
 }
 
-async fn list_nodes<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> ApiResult {
-    let p = principal(&*b, &headers)?;
+/// Lists nodes with their capacity, free resources, images and jobs.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "admin",
+    responses(
+        (status = 200, description = "nodes by name", body = Vec<vgrid_api::types::NodeView>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
+async fn list_nodes<B: Backend>(State(b): State<Arc<B>>, Caller(p): Caller) -> ApiResult {
     match b.execute(p, Command::ListNodes).await? {
         Reply::Nodes(nodes) => json(StatusCode::OK, &nodes),
         other => Err(unexpected(&other)),
     }
 }
 
-async fn metrics<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> ApiResult {
-    let p = principal(&*b, &headers)?;
+/// Counters and gauges in the Prometheus text format (admin).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Prometheus text", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
+async fn metrics<B: Backend>(State(b): State<Arc<B>>, Caller(p): Caller) -> ApiResult {
     require_role(&p, &[Role::Admin], "reading metrics")?;
     match b.execute(p, Command::Metrics).await? {
         Reply::Metrics(text) => Ok((
@@ -450,12 +600,29 @@ async fn metrics<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> Api
     }
 }
 
+/// Adds a user (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "admin",
+    request_body = AddUserRequest,
+    responses(
+        (status = 201, description = "the new user and its token, shown only this once", body = vgrid_api::types::AddUserResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn add_user<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
-    body: Bytes,
+    Caller(p): Caller,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, &[Role::Admin], "adding a user")?;
     let req: AddUserRequest = json_body(&body)?;
     let cmd = Command::AddUser {
@@ -468,13 +635,28 @@ async fn add_user<B: Backend>(
     }
 }
 
-/// Most bytes of a join request.
+/// Most bytes of a join request: the one body anyone may send, so a
+/// small one.
 const MAX_JOIN_BYTES: usize = 4096;
 
-async fn join<B: Backend>(State(b): State<Arc<B>>, body: Bytes) -> ApiResult {
-    if body.len() > MAX_JOIN_BYTES {
-        return Err(ApiError::bad_request("the join request is too large"));
-    }
+/// A node joins with the secret of the controller's join token (no bearer
+/// token: the secret is the credential; a wrong one is a 401) and gets an
+/// agent token that acts only for this node.
+#[utoipa::path(
+    post,
+    path = "/v1/join",
+    tag = "agents",
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "the node's credential and the controller's CA", body = vgrid_api::types::JoinResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 503, response = crate::openapi::Unavailable)
+    )
+)]
+async fn join<B: Backend>(State(b): State<Arc<B>>, Body(body): Body) -> ApiResult {
     let req: JoinRequest = json_body(&body)?;
     let answer = b.join(req).await?;
     json(StatusCode::OK, &answer)
@@ -482,12 +664,29 @@ async fn join<B: Backend>(State(b): State<Arc<B>>, body: Bytes) -> ApiResult {
 
 const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Admin];
 
+/// A node agent announces its node and the job attempts it still runs.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/register",
+    tag = "agents",
+    request_body = RegisterNode,
+    responses(
+        (status = 200, description = "heartbeat period and next action sequence", body = vgrid_api::types::RegisterResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn register<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
-    body: Bytes,
+    Caller(p): Caller,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "registering a node")?;
     let req: RegisterNode = json_body(&body)?;
     req.validate().map_err(ApiError::bad_request)?;
@@ -497,12 +696,30 @@ async fn register<B: Backend>(
     }
 }
 
+/// A node agent long-polls for its actions; every poll is a heartbeat.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/actions",
+    tag = "agents",
+    params(
+        ActionsQuery
+    ),
+    responses(
+        (status = 200, description = "actions after `after`, in order", body = Vec<vgrid_api::types::ActionEnvelope>),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn poll_actions<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     q: Result<Query<ActionsQuery>, QueryRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "polling for actions")?;
     let q = query(q)?;
     let cmd = Command::PollActions {
@@ -516,12 +733,29 @@ async fn poll_actions<B: Backend>(
     }
 }
 
+/// A node agent says which images its node holds now.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/images",
+    tag = "agents",
+    request_body = vgrid_api::types::NodeImages,
+    responses(
+        (status = 204, description = "taken"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn node_images<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
-    body: Bytes,
+    Caller(p): Caller,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "reporting images")?;
     let req: vgrid_api::types::NodeImages = json_body(&body)?;
     req.validate().map_err(ApiError::bad_request)?;
@@ -531,8 +765,29 @@ async fn node_images<B: Backend>(
     }
 }
 
-async fn report<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let p = principal(&*b, &headers)?;
+/// A node agent reports job events; a report is taken whole or refused whole.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/events",
+    tag = "agents",
+    request_body = AgentReport,
+    responses(
+        (status = 204, description = "stored"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
+async fn report<B: Backend>(
+    State(b): State<Arc<B>>,
+    Caller(p): Caller,
+    Body(body): Body,
+) -> ApiResult {
     require_role(&p, AGENT_ROLES, "reporting events")?;
     let req: AgentReport = json_body(&body)?;
     req.validate().map_err(ApiError::bad_request)?;
@@ -542,14 +797,36 @@ async fn report<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
     }
 }
 
+/// A node agent writes job output at `offset`, cutting off what followed.
+#[utoipa::path(
+    put,
+    path = "/v1/agent/jobs/{id}/output",
+    tag = "agents",
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream"),
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1),
+        OutputQuery
+    ),
+    responses(
+        (status = 204, description = "written"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 async fn write_output<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<OutputQuery>, QueryRejection>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, AGENT_ROLES, "writing job output")?;
     let id = path_id(id)?;
     let q = query(q)?;
@@ -891,17 +1168,62 @@ mod tests {
             serde_json::from_value(serde_json::json!({"id": 1})).expect("shape");
     }
 
+    /// What the router's table says of each route, and what the document
+    /// says of it.
+    #[test]
+    fn the_document_lists_every_route_of_the_table() {
+        let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+        let table = routes::<FakeBackend>();
+        let mut routed: Vec<(String, String)> = table
+            .iter()
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_string()))
+            .collect();
+        routed.sort();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        assert_eq!(documented, routed);
+        for r in &table {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let what = format!("{} {}", r.method, r.path);
+            let responses = op["responses"].as_object().expect("responses");
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            match r.access {
+                crate::routes::Access::Token => {
+                    assert!(secured, "{what}: no bearer security");
+                    assert!(responses.contains_key("401"), "{what}: no 401");
+                }
+                crate::routes::Access::Public => assert!(!secured, "{what} is public"),
+            }
+            if r.method == axum::http::Method::POST || r.method == axum::http::Method::PUT {
+                assert!(responses.contains_key("413"), "{what}: no 413");
+                assert!(responses.contains_key("400"), "{what}: no 400");
+            }
+            for (status, resp) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let reference = resp["$ref"].as_str().unwrap_or_default();
+                    assert!(
+                        reference.starts_with("#/components/responses/"),
+                        "{what} {status}: not one of the error responses"
+                    );
+                }
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn every_documented_route_is_routed() {
+    async fn every_route_of_the_table_is_routed() {
         let (url, _backend, _stop) = start().await;
         let http = vgrid_client::plain_http();
-        for (method, path) in crate::openapi::ROUTES {
-            let method =
-                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        for r in routes::<FakeBackend>() {
             let resp = http
                 .request(
-                    method.clone(),
-                    format!("{url}{}", path.replace("{id}", "1")),
+                    r.method.clone(),
+                    format!("{url}{}", r.path.replace("{id}", "1")),
                 )
                 .bearer_auth("admin-token")
                 .body("{}")
@@ -909,16 +1231,171 @@ mod tests {
                 .await
                 .expect("request");
             let status = resp.status();
-            let body = resp.bytes().await.expect("body");
-            assert_ne!(status, 405, "{method} {path} is not routed");
-            if status == 404 {
-                // A routed 404 always carries a JSON error; axum's own
-                // "no route" 404 is empty.
-                assert!(
-                    serde_json::from_slice::<ErrorBody>(&body).is_ok(),
-                    "{method} {path} is not routed"
-                );
-            }
+            let body: ErrorBody = match resp.bytes().await {
+                Ok(b) if status.is_client_error() => {
+                    serde_json::from_slice(&b).expect("a JSON error body")
+                }
+                _ => continue,
+            };
+            assert_ne!(status, 405, "{} {} is not routed", r.method, r.path);
+            assert!(
+                !body.message.starts_with("there is no route"),
+                "{} {} is not routed",
+                r.method,
+                r.path
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn every_documented_job_verb_is_a_job_action() {
+        let (url, backend, _stop) = start().await;
+        let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+        let verbs = doc["components"]["schemas"]["JobVerb"]["enum"]
+            .as_array()
+            .expect("the verbs");
+        assert_eq!(verbs.len(), 7);
+        for verb in verbs {
+            let verb = verb.as_str().expect("a word");
+            let resp = vgrid_client::plain_http()
+                .post(format!("{url}/v1/jobs/2/{verb}"))
+                .bearer_auth("alice-token")
+                .send()
+                .await
+                .expect("request");
+            assert_ne!(resp.status(), 404, "{verb}");
+        }
+        assert_eq!(backend.commands.lock().expect("lock").len(), 7);
+    }
+
+    async fn error_of(resp: reqwest::Response) -> (u16, ErrorBody) {
+        let status = resp.status().as_u16();
+        let body = resp.json().await.expect("a JSON error body");
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_wrong_methods_answer_json() {
+        let (url, _backend, _stop) = start().await;
+        let http = vgrid_client::plain_http();
+        for (method, path) in [
+            (reqwest::Method::GET, "/"),
+            (reqwest::Method::GET, "/v1/nope"),
+            (reqwest::Method::POST, "/v1/jobs/1/2/3"),
+        ] {
+            // With or without a token: which routes exist is no secret.
+            let (status, body) = error_of(
+                http.request(method, format!("{url}{path}"))
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await;
+            assert_eq!((status, body.error.as_str()), (404, "not-found"), "{path}");
+            assert!(body.message.contains(path), "{}", body.message);
+        }
+        let resp = http
+            .delete(format!("{url}/v1/jobs"))
+            .bearer_auth("alice-token")
+            .send()
+            .await
+            .expect("request");
+        let allow = resp
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+        let (status, body) = error_of(resp).await;
+        assert_eq!((status, body.error.as_str()), (405, "method-not-allowed"));
+    }
+
+    #[tokio::test]
+    async fn the_token_is_checked_before_the_body_and_large_bodies_get_json() {
+        let (url, backend, _stop) = start().await;
+        let http = vgrid_client::plain_http();
+        let big = vec![b'x'; 3 << 20];
+        let (status, body) = error_of(
+            http.post(format!("{url}/v1/jobs"))
+                .body(big.clone())
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!((status, body.error.as_str()), (401, "unauthorized"));
+        let (status, body) = error_of(
+            http.post(format!("{url}/v1/jobs"))
+                .bearer_auth("alice-token")
+                .body(big)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!((status, body.error.as_str()), (413, "too-large"));
+        assert!(body.message.contains("2097152 bytes"), "{}", body.message);
+        // A body sent without a length is cut at the limit while it is
+        // read: the same JSON.
+        let (status, body) = chunked_post(&url, "/v1/jobs", "alice-token", 3 << 20).await;
+        assert_eq!(
+            (status, body.error.as_str()),
+            (413, "too-large"),
+            "{}",
+            body.message
+        );
+        // The one body anyone may send is small.
+        let (status, body) = error_of(
+            http.post(format!("{url}/v1/join"))
+                .body(vec![b' '; 5000])
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!((status, body.error.as_str()), (413, "too-large"));
+        assert!(body.message.contains("4096 bytes"), "{}", body.message);
+        assert!(backend.commands.lock().expect("lock").is_empty());
+    }
+
+    /// POSTs `len` bytes with `Transfer-Encoding: chunked` (no length
+    /// declared) over a plain socket, and reads the error answer.
+    async fn chunked_post(url: &str, path: &str, token: &str, len: usize) -> (u16, ErrorBody) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = url.trim_start_matches("http://");
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.expect("head");
+        let (mut rd, mut wr) = socket.into_split();
+        // The server may answer (and stop reading) before all is sent.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 << 10];
+            let mut sent = 0;
+            while sent < len {
+                let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if wr.write_all(&frame).await.is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            let _ = wr.write_all(b"0\r\n\r\n").await;
+        });
+        let mut answer = Vec::new();
+        let _ = rd.read_to_end(&mut answer).await;
+        writer.abort();
+        let text = String::from_utf8_lossy(&answer);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text}"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
     }
 }

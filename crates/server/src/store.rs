@@ -20,17 +20,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use vgrid_api::types::{ChunkList, ImageRef, Principal, Role, SetImage};
 use vgrid_cas::{CasError, ChunkId, Manifest, ManifestId, ManifestKind, Store};
 use vgrid_model::JobSpec;
 
 use crate::command::{Backend, Command, JobOutputs, Reply};
-use crate::server::{ApiError, ApiResult, json, json_body, principal, require_role};
+use crate::routes::{Body, Caller};
+use crate::server::{ApiError, ApiResult, json, json_body, require_role};
 
 /// Most bytes of a request that lists chunks or carries a manifest.
 pub const MAX_LIST_BYTES: usize = 64 << 20;
@@ -107,12 +107,29 @@ fn bytes_response(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
 }
 
+/// Which of these chunks the store lacks: what an upload still has to send.
+#[utoipa::path(
+    post,
+    path = "/v1/store/missing",
+    tag = "store",
+    request_body = ChunkList,
+    responses(
+        (status = 200, description = "the chunks the store lacks (to a user: those the user has not sent)", body = ChunkList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn missing<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
-    body: Bytes,
+    Caller(p): Caller,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, WRITERS, "asking the store")?;
     let store = store_of(&*b)?;
     let list: ChunkList = json_body(&body)?;
@@ -139,13 +156,33 @@ pub(crate) async fn missing<B: Backend>(
     json(StatusCode::OK, &ChunkList { chunks: missing })
 }
 
+/// Stores a chunk (agents, admins, users sending a job's inputs).
+#[utoipa::path(
+    put,
+    path = "/v1/store/chunks/{id}",
+    tag = "store",
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "the stored form: a codec byte, then the bytes, zstd-compressed or raw; it must hash (BLAKE3, uncompressed) to its id"),
+    params(
+        ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
+    ),
+    responses(
+        (status = 201, description = "stored"), (status = 200, description = "it was there"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn put_chunk<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, WRITERS, "writing to the store")?;
     let store = store_of(&*b)?;
     let id = chunk_id(id)?;
@@ -176,12 +213,30 @@ pub(crate) async fn put_chunk<B: Backend>(
     .into_response())
 }
 
+/// A chunk's stored form (agents, admins).
+#[utoipa::path(
+    get,
+    path = "/v1/store/chunks/{id}",
+    tag = "store",
+    params(
+        ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
+    ),
+    responses(
+        (status = 200, description = "the stored chunk, verified before it is sent", content_type = "application/octet-stream", body = inline(crate::openapi::Binary)),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get_chunk<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, NODE_ROLES, "reading the store")?;
     let store = store_of(&*b)?;
     let id = chunk_id(id)?;
@@ -189,13 +244,35 @@ pub(crate) async fn get_chunk<B: Backend>(
     Ok(bytes_response(bytes))
 }
 
+/// Stores a manifest (agents, admins; users only manifests of kind
+/// `data`, recorded as theirs).
+#[utoipa::path(
+    put,
+    path = "/v1/store/manifests/{id}",
+    tag = "store",
+    request_body(content = Object, content_type = "application/json", description = "the manifest's bytes: it must hash to its id, parse, and have every chunk in the store"),
+    params(
+        ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
+    ),
+    responses(
+        (status = 201, description = "stored"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn put_manifest<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, WRITERS, "writing to the store")?;
     let store = store_of(&*b)?;
     let id = manifest_id(id)?;
@@ -247,12 +324,30 @@ pub(crate) async fn put_manifest<B: Backend>(
     Ok(StatusCode::CREATED.into_response())
 }
 
+/// A manifest's bytes (agents, admins).
+#[utoipa::path(
+    get,
+    path = "/v1/store/manifests/{id}",
+    tag = "store",
+    params(
+        ("id" = String, Path, description = "the object's id: 64 lowercase hexadecimal digits (BLAKE3)")
+    ),
+    responses(
+        (status = 200, description = "the manifest", content_type = "application/json", body = Object),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get_manifest<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, NODE_ROLES, "reading the store")?;
     let store = store_of(&*b)?;
     let id = manifest_id(id)?;
@@ -261,11 +356,20 @@ pub(crate) async fn get_manifest<B: Backend>(
 }
 
 /// Every image the store holds, by name.
-pub(crate) async fn list_images<B: Backend>(
-    State(b): State<Arc<B>>,
-    headers: HeaderMap,
-) -> ApiResult {
-    principal(&*b, &headers)?;
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = "store",
+    responses(
+        (status = 200, description = "images by name", body = Vec<ImageRef>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_images<B: Backend>(State(b): State<Arc<B>>, _: Caller) -> ApiResult {
     let store = store_of(&*b)?;
     let images = blocking(move || {
         let mut out = Vec::new();
@@ -288,13 +392,32 @@ pub(crate) async fn list_images<B: Backend>(
 
 /// Names an image's manifest (admin): it must be in the store, complete,
 /// and describe an image.
+#[utoipa::path(
+    put,
+    path = "/v1/images/{name}",
+    tag = "store",
+    request_body = SetImage,
+    params(
+        ("name" = String, Path, description = "the image's name")
+    ),
+    responses(
+        (status = 204, description = "named"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn set_image<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     name: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, &[Role::Admin], "naming an image")?;
     let store = store_of(&*b)?;
     let Ok(Path(name)) = name else {
@@ -445,12 +568,29 @@ async fn job_outputs<B: Backend>(b: &B, p: Principal, id: u64) -> Result<Manifes
 
 /// `GET /v1/jobs/{id}/outputs`: the data manifest of a job's outputs
 /// (owner or admin).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/outputs",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1)
+    ),
+    responses(
+        (status = 200, description = "the data manifest of the outputs (JSON; its BLAKE3 hash is its id)", content_type = "application/json", body = Object),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get_job_outputs<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, &[Role::User, Role::Admin], "reading a job's outputs")?;
     let id = crate::server::path_id(id)?;
     let manifest = job_outputs(&*b, p, id).await?;
@@ -484,12 +624,31 @@ fn listed_chunks(store: &Store, id: &ManifestId) -> Result<Arc<HashSet<ChunkId>>
 
 /// `GET /v1/jobs/{id}/outputs/chunks/{chunk}`: a chunk the job's outputs
 /// manifest lists (owner or admin), in its stored form.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/outputs/chunks/{chunk}",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "the job's id", minimum = 1),
+        ("chunk" = String, Path, description = "64 lowercase hexadecimal digits (BLAKE3)")
+    ),
+    responses(
+        (status = 200, description = "the chunk's stored form: a codec byte, then the bytes, zstd-compressed or raw; check it against its id", content_type = "application/octet-stream", body = inline(crate::openapi::Binary)),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get_job_output_chunk<B: Backend>(
     State(b): State<Arc<B>>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     path: Result<Path<(u64, String)>, PathRejection>,
 ) -> ApiResult {
-    let p = principal(&*b, &headers)?;
     require_role(&p, &[Role::User, Role::Admin], "reading a job's outputs")?;
     let Ok(Path((id, chunk))) = path else {
         return Err(ApiError::new(
