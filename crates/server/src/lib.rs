@@ -9,9 +9,11 @@
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
 //! - [`tls`]: the listener that serves over TLS.
+//! - `request_log`: one log line per request.
 
 pub mod command;
 pub mod openapi;
+mod request_log;
 pub mod server;
 pub mod store;
 pub mod tls;

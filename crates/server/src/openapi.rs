@@ -178,7 +178,7 @@ pub fn document() -> Value {
         "/metrics": { "get": op(
             "Counters and gauges in the Prometheus text format (admin): jobs by state, nodes by state, CPUs, commits and scheduling passes.",
             "200",
-            json!({ "description": "Prometheus text", "content": { "text/plain": {} } }),
+            json!({ "description": "OpenMetrics text", "content": { "application/openmetrics-text": {} } }),
             None,
             json!([]),
         ) },

@@ -73,6 +73,10 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
                 crate::store::MAX_LIST_BYTES,
             )),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            backend.clone(),
+            crate::request_log::request_log::<B>,
+        ))
         .with_state(backend)
 }
 
@@ -425,7 +429,9 @@ async fn metrics<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap) -> Api
         Reply::Metrics(text) => Ok((
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             )],
             text,
         )
