@@ -2,7 +2,8 @@
 //!
 //! Starts a controller (database in a fresh temporary directory) and its
 //! HTTP server on loopback, adds `--users` users and `--nodes` nodes of 32
-//! CPUs (registered through the API, no VM behind them), submits `--jobs`
+//! CPUs (registered through the API and long-polling like agents, no VM
+//! behind them), submits `--jobs`
 //! jobs spread over the users (one in ten held), lets the scheduler place
 //! what fits, then scrapes `/metrics` `--scrapes` times over HTTP as an
 //! admin. Each scrape is the whole path: HTTP, the controller's actor,
@@ -57,16 +58,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for n in 0..nodes {
             let name = format!("node{n}");
             let added = admin.add_user(&name, Role::Agent).await?;
-            Client::new(&url, &added.token)?
-                .register(&RegisterNode {
-                    name,
-                    cpus: 32,
-                    memory_mb: 65_536,
-                    labels: Default::default(),
-                    running: Vec::new(),
-                    images: Vec::new(),
-                })
-                .await?;
+            let node = Client::new(&url, &added.token)?;
+            node.register(&RegisterNode {
+                name,
+                cpus: 32,
+                memory_mb: 65_536,
+                labels: Default::default(),
+                running: Vec::new(),
+                images: Vec::new(),
+            })
+            .await?;
+            // Its agent's long poll: the node stays up (and answers no
+            // action; the jobs it is given stay staging).
+            tokio::spawn(async move {
+                let name = format!("node{n}");
+                let mut after = 0;
+                loop {
+                    match node.actions(&name, after, 2_000).await {
+                        Ok(actions) => {
+                            after = actions.last().map_or(after, |a| a.seq);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            });
         }
         let mut clients = Vec::new();
         for u in 0..users {
