@@ -515,11 +515,12 @@ impl<D: VmDriver> UnitTask<D> {
             self.forget_inputs();
             match started {
                 Ok(how) => {
+                    let took = restore_started.elapsed().as_millis() as u64;
                     self.report(AgentEvent::Running {
                         job,
                         attempt,
                         vm: Some(how),
-                        restore_ms: restoring.map(|_| restore_started.elapsed().as_millis() as u64),
+                        restore_ms: restoring.map(|_| took),
                     })
                     .await;
                 }
