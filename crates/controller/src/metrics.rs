@@ -26,7 +26,8 @@ struct UserLabel {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every series the controller exports. Instruments are shared handles:
-/// the registry holds clones of them.
+/// the registry holds clones of them. (Help texts have no final stop: the
+/// encoder adds one.)
 pub(crate) struct Metrics {
     registry: Registry,
     // ---- Counted as it happens ----
@@ -68,20 +69,20 @@ pub(crate) struct Metrics {
 
 /// CPU series, in the order of [`Metrics::cpus`].
 const CPU_SERIES: [(&str, &str); 4] = [
-    ("cpus_alloc", "CPUs of up nodes that jobs use."),
-    ("cpus_idle", "CPUs of up nodes that no job uses."),
-    ("cpus_other", "CPUs of nodes that are lost or drained."),
-    ("cpus_total", "CPUs of all known nodes."),
+    ("cpus_alloc", "CPUs of up nodes that jobs use"),
+    ("cpus_idle", "CPUs of up nodes that no job uses"),
+    ("cpus_other", "CPUs of nodes that are lost or drained"),
+    ("cpus_total", "CPUs of all known nodes"),
 ];
 
 /// Node series, in the order of [`Metrics::nodes`].
 const NODE_SERIES: [(&str, &str); 6] = [
-    ("nodes_alloc", "Up nodes whose CPUs are all in use."),
-    ("nodes_idle", "Up nodes that run nothing."),
-    ("nodes_mix", "Up nodes whose CPUs are partly in use."),
-    ("nodes_down", "Nodes lost (their agent fell silent)."),
-    ("nodes_drain", "Nodes drained (taking no new jobs)."),
-    ("nodes_total", "All known nodes."),
+    ("nodes_alloc", "Up nodes whose CPUs are all in use"),
+    ("nodes_idle", "Up nodes that run nothing"),
+    ("nodes_mix", "Up nodes whose CPUs are partly in use"),
+    ("nodes_down", "Nodes lost (their agent fell silent)"),
+    ("nodes_drain", "Nodes drained (taking no new jobs)"),
+    ("nodes_total", "All known nodes"),
 ];
 
 /// The `vgrid_queue_*` name of a state: Slurm's words where Slurm has the
@@ -125,17 +126,17 @@ impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vgrid");
         let commands = Counter::default();
-        registry.register("commands", "Commands received.", commands.clone());
+        registry.register("commands", "Commands received", commands.clone());
         let committed_changes = Counter::default();
         registry.register(
             "committed_changes",
-            "Changes written, all transactions.",
+            "Changes written, all transactions",
             committed_changes.clone(),
         );
         let illegal = Counter::default();
         registry.register(
             "illegal_transitions",
-            "Job state changes the lifecycle refused (a bug when above 0).",
+            "Job state changes the lifecycle refused (a bug when above 0)",
             illegal.clone(),
         );
 
@@ -144,14 +145,14 @@ impl Metrics {
         let pass_seconds = fast();
         registry.register_with_unit(
             "scheduling_pass",
-            "Duration of each scheduling pass.",
+            "Duration of each scheduling pass",
             Unit::Seconds,
             pass_seconds.clone(),
         );
         let commit_seconds = fast();
         registry.register_with_unit(
             "commit",
-            "Duration of each database transaction, fsync included.",
+            "Duration of each database transaction, fsync included",
             Unit::Seconds,
             commit_seconds.clone(),
         );
@@ -160,7 +161,7 @@ impl Metrics {
         let checkpoint_seconds = slow();
         registry.register_with_unit(
             "checkpoint",
-            "Duration of each checkpoint as its node measured it (pause, save, upload).",
+            "Duration of each checkpoint as its node measured it (pause, save, upload)",
             Unit::Seconds,
             checkpoint_seconds.clone(),
         );
@@ -168,14 +169,14 @@ impl Metrics {
         let checkpoint_bytes = Histogram::new(exponential_buckets(65536.0, 4.0, 13));
         registry.register_with_unit(
             "checkpoint",
-            "Bytes each checkpoint sent to the store (chunks it lacked).",
+            "Bytes each checkpoint sent to the store (chunks it lacked)",
             Unit::Bytes,
             checkpoint_bytes.clone(),
         );
         let restore_seconds = slow();
         registry.register_with_unit(
             "restore",
-            "Duration of each restore of a job's VMs from a checkpoint.",
+            "Duration of each restore of a job's VMs from a checkpoint",
             Unit::Seconds,
             restore_seconds.clone(),
         );
@@ -183,7 +184,7 @@ impl Metrics {
         let queue_wait_seconds = Histogram::new(exponential_buckets(1.0, 4.0, 11));
         registry.register_with_unit(
             "queue_wait",
-            "Time from a job's eligibility (submission, release, requeue) to its start.",
+            "Time from a job's eligibility (submission, release, requeue) to its start",
             Unit::Seconds,
             queue_wait_seconds.clone(),
         );
@@ -191,27 +192,27 @@ impl Metrics {
         let last_cycle = FloatGauge::default();
         registry.register_with_unit(
             "scheduler_last_cycle",
-            "Duration of the last scheduling pass.",
+            "Duration of the last scheduling pass",
             Unit::Seconds,
             last_cycle.clone(),
         );
         let mean_cycle = FloatGauge::default();
         registry.register_with_unit(
             "scheduler_mean_cycle",
-            "Mean duration of the scheduling passes since the controller started.",
+            "Mean duration of the scheduling passes since the controller started",
             Unit::Seconds,
             mean_cycle.clone(),
         );
         let cycles = Counter::default();
         registry.register(
             "scheduler_cycles",
-            "Scheduling passes since the controller started.",
+            "Scheduling passes since the controller started",
             cycles.clone(),
         );
         let queue_size = Gauge::default();
         registry.register(
             "scheduler_queue_size",
-            "Jobs waiting for a start (pending, preempted, migrating).",
+            "Jobs waiting for a start (pending, preempted, migrating)",
             queue_size.clone(),
         );
 
@@ -230,26 +231,26 @@ impl Metrics {
         for (state, g) in &queue {
             registry.register(
                 format!("queue_{}", queue_name(*state)),
-                format!("Jobs in state {state}."),
+                format!("Jobs in state {state}"),
                 g.clone(),
             );
         }
         let user_pending = Family::<UserLabel, Gauge>::default();
         registry.register(
             "user_jobs_pending",
-            "Each user's jobs waiting for a start (held ones included).",
+            "Each user's jobs waiting for a start (held ones included)",
             user_pending.clone(),
         );
         let user_running = Family::<UserLabel, Gauge>::default();
         registry.register(
             "user_jobs_running",
-            "Each user's jobs on nodes (suspended ones excluded).",
+            "Each user's jobs on nodes (suspended ones excluded)",
             user_running.clone(),
         );
         let user_cpus = Family::<UserLabel, Gauge>::default();
         registry.register(
             "user_cpus_running",
-            "CPUs of each user's jobs on nodes (suspended ones excluded).",
+            "CPUs of each user's jobs on nodes (suspended ones excluded)",
             user_cpus.clone(),
         );
         Metrics {
