@@ -21,6 +21,10 @@ pub enum UsersCmd {
         /// give it to the user, who runs `vgrid login FILE`.
         #[arg(long, value_name = "FILE")]
         credentials: Option<std::path::PathBuf>,
+        /// Print JSON: `{"name", "token"}`, or `{"name", "credentials"}`
+        /// with the file's path.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -40,6 +44,7 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
             name,
             role,
             credentials,
+            json,
         } => {
             let role = match role {
                 RoleArg::User => Role::User,
@@ -60,17 +65,24 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
                     crate::credentials::Credentials {
                         format: crate::credentials::FORMAT,
                         controller: c.base_url().to_string(),
-                        name: added.name,
+                        name: added.name.clone(),
                         token: added.token,
                         ca_pem,
                     }
                     .write(&path)?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "name": added.name, "credentials": path })
+                        );
+                    }
                     eprintln!(
                         "vgrid: wrote {}; the user runs `vgrid login {}`",
                         path.display(),
                         path.display()
                     );
                 }
+                _ if json => println!("{}", serde_json::to_string_pretty(&added)?),
                 _ => println!("{}", added.token),
             }
             Ok(ExitCode::SUCCESS)
@@ -83,6 +95,9 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
 pub struct LoginArgs {
     /// The credentials file the administrator gave you.
     file: std::path::PathBuf,
+    /// Print JSON: `{"controller", "name", "credentials"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Checks the credentials against the controller, then keeps them.
@@ -93,6 +108,12 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let dest = crate::credentials::user_file()
         .ok_or_else(|| anyhow::anyhow!("no HOME or XDG_CONFIG_HOME to keep the credentials in"))?;
     c.write(&dest)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "controller": c.controller, "name": c.name, "credentials": dest })
+        );
+    }
     eprintln!(
         "vgrid: logged in to {} as {}; credentials in {}",
         c.controller,

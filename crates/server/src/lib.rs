@@ -9,6 +9,7 @@
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
 //! - [`tls`]: the listener that serves over TLS.
+//! - [`ui`]: the web dashboard, its login and session cookie.
 //! - `request_log`: one log line per request.
 
 pub mod command;
@@ -17,6 +18,7 @@ mod request_log;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 pub use command::{Backend, Command, CommandError, JobOutputs, Reply};
 pub use server::{router, serve, serve_tls};

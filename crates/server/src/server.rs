@@ -27,8 +27,15 @@ pub const MAX_WAIT_MS: u64 = 60_000;
 /// Most output bytes returned by one read.
 pub const MAX_OUTPUT_READ: u64 = 1 << 20;
 
-/// The API's routes over a backend.
+/// The API's routes and the dashboard over a backend.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    crate::ui::with_dashboard(api_router(backend.clone()), backend.clone()).layer(
+        axum::middleware::from_fn_with_state(backend, crate::request_log::request_log::<B>),
+    )
+}
+
+/// The API's routes over a backend.
+fn api_router<B: Backend>(backend: Arc<B>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/jobs", post(submit::<B>).get(list_jobs::<B>))
@@ -73,10 +80,6 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
                 crate::store::MAX_LIST_BYTES,
             )),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            backend.clone(),
-            crate::request_log::request_log::<B>,
-        ))
         .with_state(backend)
 }
 
@@ -275,6 +278,8 @@ async fn submit<B: Backend>(State(b): State<Arc<B>>, headers: HeaderMap, body: B
 struct ListQuery {
     #[serde(default)]
     all: bool,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 async fn list_jobs<B: Backend>(
@@ -284,7 +289,16 @@ async fn list_jobs<B: Backend>(
 ) -> ApiResult {
     let p = principal(&*b, &headers)?;
     let q = query(q)?;
-    match b.execute(p, Command::ListJobs { all: q.all }).await? {
+    match b
+        .execute(
+            p,
+            Command::ListJobs {
+                all: q.all,
+                user: q.user,
+            },
+        )
+        .await?
+    {
         Reply::Jobs(jobs) => json(StatusCode::OK, &jobs),
         other => Err(unexpected(&other)),
     }
