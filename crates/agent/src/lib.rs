@@ -483,6 +483,9 @@ impl<D: VmDriver> UnitTask<D> {
                 .await;
                 return;
             }
+            // A restore is timed from the fetch of its files to the VMs'
+            // start (for the controller's metrics).
+            let restore_started = std::time::Instant::now();
             if let Some(c) = req.restore.as_mut() {
                 match self.checkpoint_files(c).await {
                     Ok(dir) => c.location = dir.display().to_string(),
@@ -512,10 +515,12 @@ impl<D: VmDriver> UnitTask<D> {
             self.forget_inputs();
             match started {
                 Ok(how) => {
+                    let took = restore_started.elapsed().as_millis() as u64;
                     self.report(AgentEvent::Running {
                         job,
                         attempt,
                         vm: Some(how),
+                        restore_ms: restoring.map(|_| took),
                     })
                     .await;
                 }
@@ -667,10 +672,10 @@ impl<D: VmDriver> UnitTask<D> {
     }
 
     /// Puts checkpoint `seq` (with its chain) into the controller's store;
-    /// its manifest id, or `None` when this node or the controller has no
-    /// store. Retried until [`STORE_PATIENCE`] has passed: a transfer that
+    /// its manifest id and the bytes sent, or `None` when this node or the
+    /// controller has no store. Retried until [`STORE_PATIENCE`] has passed: a transfer that
     /// broke off goes on where it stopped.
-    async fn store_checkpoint(&self, seq: u64) -> Result<Option<String>, String> {
+    async fn store_checkpoint(&self, seq: u64) -> Result<Option<(String, u64)>, String> {
         if self.shared.cache.is_none() {
             return Ok(None);
         }
@@ -701,7 +706,7 @@ impl<D: VmDriver> UnitTask<D> {
             seconds = started.elapsed().as_secs_f64(),
             "checkpoint in the controller's store"
         );
-        Ok(Some(id.hex()))
+        Ok(Some((id.hex(), moved.bytes)))
     }
 
     /// Runs `send` until it succeeds. While what fails is the controller
@@ -837,6 +842,7 @@ impl<D: VmDriver> UnitTask<D> {
         let driver = self.shared.driver.clone();
         match control {
             Control::Checkpoint { seq, stop } => {
+                let started = std::time::Instant::now();
                 let dir = self.shared.cfg.job_checkpoints(job).join(seq.to_string());
                 match driver.checkpoint(self.unit, dir, stop).await {
                     Ok(saved)
@@ -860,7 +866,8 @@ impl<D: VmDriver> UnitTask<D> {
                         // Output up to the pause belongs to the checkpoint
                         // (it is at the controller now), and so do its
                         // files: it can be restored anywhere.
-                        Ok(manifest) => {
+                        Ok(stored) => {
+                            let (manifest, sent_bytes) = stored.unzip();
                             self.report(AgentEvent::Checkpointed {
                                 job,
                                 attempt,
@@ -871,6 +878,8 @@ impl<D: VmDriver> UnitTask<D> {
                                 log_offset: self.base + saved.output_bytes,
                                 stopped: stop,
                                 paused_ms: saved.paused_ms,
+                                took_ms: Some(started.elapsed().as_millis() as u64),
+                                sent_bytes,
                             })
                             .await;
                         }

@@ -483,6 +483,31 @@ async fn a_preempted_best_effort_job_resumes_with_output_identical_to_an_uninter
     assert!(states.contains(&JobState::Preempted), "{states:?}");
     let runs = states.iter().filter(|s| **s == JobState::Running).count();
     assert!(runs >= 2, "it ran, was preempted and ran again: {states:?}");
+    // The agent measured the checkpoint and the restore for /metrics.
+    assert!(metric_count(&c, dir.path(), "vgrid_checkpoint_seconds").await >= 1.0);
+    assert!(metric_count(&c, dir.path(), "vgrid_restore_seconds").await >= 1.0);
+}
+
+/// The `_count` of histogram `name` in the controller's `/metrics`.
+async fn metric_count(c: &Cluster, dir: &std::path::Path, name: &str) -> f64 {
+    let token = std::fs::read_to_string(
+        dir.join("controller")
+            .join(vgrid_controller::ADMIN_TOKEN_FILE),
+    )
+    .expect("admin token");
+    let text = vgrid_client::plain_http()
+        .get(format!("{}/metrics", c.url))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}_count in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,6 +576,13 @@ async fn a_lost_agent_s_job_resumes_on_another_agent_from_its_last_periodic_chec
     assert!(
         history.iter().any(|h| h.reason.contains("node was lost")),
         "{history:?}"
+    );
+    // The agent measured its checkpoints for /metrics; the restores here
+    // failed (n1's files are gone with it) and are not counted.
+    assert!(metric_count(&c, dir.path(), "vgrid_checkpoint_seconds").await >= 1.0);
+    assert_eq!(
+        metric_count(&c, dir.path(), "vgrid_restore_seconds").await,
+        0.0
     );
 }
 

@@ -501,6 +501,11 @@ pub enum AgentEvent {
         /// How the VM came to run it (absent from older agents).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vm: Option<VmStart>,
+        /// How long restoring the VMs from a checkpoint took, fetching
+        /// included (absent when nothing was restored, and from older
+        /// agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore_ms: Option<u64>,
     },
     /// A checkpoint is complete and durable (in the controller's store
     /// when it has one).
@@ -524,6 +529,15 @@ pub enum AgentEvent {
         /// agents: 0.)
         #[serde(default)]
         paused_ms: u64,
+        /// How long the checkpoint took on the node, from the request to
+        /// the upload's end (absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        took_ms: Option<u64>,
+        /// Bytes the checkpoint sent to the controller's store: the chunks
+        /// it did not hold yet, as stored (absent from older agents and
+        /// without a store).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_bytes: Option<u64>,
     },
     /// A checkpoint could not be taken; the previous one stays valid. With
     /// `stopped`, the VMs were stopped anyway (preemption).
@@ -672,6 +686,7 @@ impl AgentEvent {
                 work_ms,
                 log_offset,
                 paused_ms,
+                took_ms,
                 ..
             } => {
                 within("seq", *seq, MAX_STORED)?;
@@ -685,8 +700,14 @@ impl AgentEvent {
                     return Err(format!("`work_ms` is {work_ms}, less than 0"));
                 }
                 within("log_offset", *log_offset, MAX_STORED)?;
+                // A duration no checkpoint reaches: a week.
+                within("took_ms", took_ms.unwrap_or(0), MAX_PAUSED_MS)?;
                 within("paused_ms", *paused_ms, MAX_PAUSED_MS)
             }
+            AgentEvent::Running {
+                restore_ms: Some(ms),
+                ..
+            } => within("restore_ms", *ms, MAX_PAUSED_MS),
             AgentEvent::CheckpointFailed { seq, reason, .. } => {
                 within("seq", *seq, MAX_STORED)?;
                 short("reason", reason, MAX_TEXT_LEN)
@@ -768,6 +789,8 @@ mod tests {
             log_offset: 0,
             stopped: false,
             paused_ms,
+            took_ms: None,
+            sent_bytes: None,
         };
         let why = report(ckpt(9_223_372_036_854_775_808, 1, 0))
             .validate()
@@ -795,13 +818,15 @@ mod tests {
             AgentEvent::Running {
                 job: 1,
                 attempt: 2,
-                vm: None
+                vm: None,
+                restore_ms: None,
             }
         );
         let with_vm = AgentEvent::Running {
             job: 1,
             attempt: 2,
             vm: Some(VmStart::RestoredSaved),
+            restore_ms: None,
         };
         let text = serde_json::to_string(&with_vm).expect("serializes");
         assert!(text.contains(r#""vm":"restored-saved""#), "{text}");

@@ -89,10 +89,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     cfg.tls = tls;
     rt.block_on(async {
         let driver = driver(&data_dir)?;
-        eprintln!(
-            "vgrid: agent {} ({} CPUs, {} MiB) for {}",
+        crate::logging::say(&format!(
+            "agent {} ({} CPUs, {} MiB) for {}",
             cfg.name, cfg.cpus, cfg.memory_mb, cfg.controller
-        );
+        ));
         vgrid_agent::run(cfg, driver, crate::serve_cmd::shutdown_signal())
             .await
             .context("the agent failed")
@@ -186,7 +186,7 @@ async fn join_controller(
         ca_pem: answer.ca_pem.clone(),
     };
     creds.write(file)?;
-    eprintln!("vgrid: joined {controller} as node `{}`", answer.node);
+    crate::logging::say(&format!("joined {controller} as node `{}`", answer.node));
     Ok((answer.token, Some(vgrid_pki::client_config(ca)?)))
 }
 

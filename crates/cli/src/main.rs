@@ -9,6 +9,7 @@ mod data_dir;
 mod exit;
 mod image_cmd;
 mod jobs_cmd;
+mod logging;
 mod nodes_cmd;
 mod serve_cmd;
 mod sim_cmd;
@@ -37,6 +38,16 @@ use clap::{Parser, Subcommand};
     after_long_help = after_long_help()
 )]
 struct Cli {
+    /// How log lines on stderr look: `text` (colour only on a terminal)
+    /// or `json` (one object per line). Which lines: `VGRID_LOG`.
+    #[arg(
+        long,
+        global = true,
+        env = "VGRID_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,16 +105,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VGRID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person: logs in files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     if cli.command.only_prints() {
         die_quietly_on_closed_stdout();
     }
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("vgrid: error: {err:#}");
+            logging::fatal(&err);
             exit::Exit::of(&err).into()
         }
     }

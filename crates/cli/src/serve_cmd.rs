@@ -84,7 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
         write_file(&data_dir.join(URL_FILE), &url)?;
-        eprintln!("vgrid: serving {url} (state in {})", data_dir.display());
+        crate::logging::say(&format!("serving {url} (state in {})", data_dir.display()));
         let server = match &tls {
             Some(pki) => {
                 let config = Arc::new(pki.server_config()?);
@@ -123,10 +123,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map(|pki| vgrid_pki::client_config(pki.ca_cert.clone()))
                 .transpose()?;
             let driver = crate::agent_cmd::driver(&data_dir)?;
-            eprintln!(
-                "vgrid: local node agent: {} CPUs, {} MiB",
+            crate::logging::say(&format!(
+                "local node agent: {} CPUs, {} MiB",
                 cfg.cpus, cfg.memory_mb
-            );
+            ));
             Some(tokio::spawn(vgrid_agent::run(
                 cfg,
                 driver,
@@ -166,10 +166,10 @@ async fn publish_images_forever(
         let (dir, cas) = (data_dir.clone(), store.clone());
         match tokio::task::spawn_blocking(move || publish_images(&dir, &cas)).await {
             Ok(Ok(names)) if !names.is_empty() => {
-                eprintln!(
-                    "vgrid: published image(s) {} to the store",
+                crate::logging::say(&format!(
+                    "published image(s) {} to the store",
                     names.join(", ")
-                );
+                ));
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot publish the images"),

@@ -83,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     job: *job,
                     attempt: *attempt,
                     vm: None,
+                    restore_ms: None,
                 },
                 AgentEvent::Exited {
                     job: *job,

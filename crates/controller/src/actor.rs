@@ -16,6 +16,7 @@ use crate::book::{BookConfig, Delivery, JobBook, Records};
 use crate::handle::{AuthMap, ControllerHandle, Msg, ReplyTx};
 use crate::handlers::{self, Ctx, Handled};
 use crate::mailbox::Mailboxes;
+use crate::metrics::Metrics;
 use crate::output::OutputFiles;
 use crate::{Config, ControllerError};
 
@@ -36,17 +37,6 @@ const MIN_PASS_INTERVAL_MS: u64 = 20;
 
 /// How often a degraded controller tries to write its database again.
 const PROBE_INTERVAL_MS: u64 = 1_000;
-
-/// Counters for `/metrics`, since the controller started.
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub commits: u64,
-    pub committed_changes: u64,
-    pub commit_seconds: f64,
-    pub passes: u64,
-    pub pass_seconds: f64,
-    pub commands: u64,
-}
 
 /// Why the controller refuses writes, and when it tries the database again.
 pub(crate) struct Degraded {
@@ -71,7 +61,7 @@ pub(crate) struct Actor {
     sched_dirty: bool,
     pub(crate) last_pass_ms: u64,
     pass_gap_ms: u64,
-    stats: Stats,
+    metrics: Metrics,
     /// Set while the database cannot be written (a full disk, a damaged
     /// page): writes are refused, reads are served, and a probe tries the
     /// database again now and then.
@@ -127,7 +117,7 @@ impl Actor {
             sched_dirty: true,
             last_pass_ms: 0,
             pass_gap_ms: MIN_PASS_INTERVAL_MS,
-            stats: Stats::default(),
+            metrics: Metrics::new(),
             degraded: None,
         };
         Ok((handle, actor))
@@ -203,7 +193,7 @@ impl Actor {
         command: vgrid_server::Command,
         reply: ReplyTx,
     ) {
-        self.stats.commands += 1;
+        self.metrics.commands.inc();
         if let Some(d) = &self.degraded
             && handlers::writes(&command)
         {
@@ -220,7 +210,7 @@ impl Actor {
             cas: &self.cas,
             mail: &mut self.mail,
             waiters: &mut self.waiters,
-            stats: &self.stats,
+            metrics: &self.metrics,
         };
         match handlers::handle(&mut ctx, p, command, reply) {
             Handled::Answer(reply, answer) => self.outbox.push((reply, answer)),
@@ -243,8 +233,7 @@ impl Actor {
         let started = std::time::Instant::now();
         self.book.schedule(self.now);
         let took = started.elapsed();
-        self.stats.passes += 1;
-        self.stats.pass_seconds += took.as_secs_f64();
+        self.metrics.observe_pass(took.as_secs_f64());
         self.pass_gap_ms = MIN_PASS_INTERVAL_MS.max(2 * took.as_millis() as u64);
     }
 
@@ -260,10 +249,14 @@ impl Actor {
             // memory and disk disagreeing) leaves the database as it was,
             // and `recover` rebuilds the book from it.
             self.store.apply(&fx.changes)?;
-            self.stats.commits += 1;
-            self.stats.committed_changes += fx.changes.len() as u64;
-            self.stats.commit_seconds += started.elapsed().as_secs_f64();
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .committed_changes
+                .inc_by(fx.changes.len() as u64);
         }
+        crate::transitions::committed(&fx.transitions, &self.metrics);
         if !(fx.tokens.is_empty() && fx.revoked.is_empty())
             && let Ok(mut auth) = self.auth.write()
         {

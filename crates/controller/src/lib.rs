@@ -31,11 +31,13 @@ mod book;
 mod handle;
 mod handlers;
 mod mailbox;
+mod metrics;
 mod output;
 mod schedlog;
 mod setup;
 #[cfg(test)]
 mod tests;
+mod transitions;
 mod views;
 
 use std::path::PathBuf;

@@ -13,9 +13,11 @@
 //!   image names).
 //! - [`tls`]: the listener that serves over TLS.
 //! - [`ui`]: the web dashboard, its login and session cookie.
+//! - `request_log`: one log line per request.
 
 pub mod command;
 pub mod openapi;
+mod request_log;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -71,7 +71,11 @@ pub fn routes<B: Backend>() -> Vec<Route<B>> {
 /// layer turns a session cookie into the bearer token before the API's
 /// own layers check it.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
-    crate::ui::with_dashboard(crate::routes::build(routes::<B>(), backend.clone()), backend)
+    let api = crate::routes::build(routes::<B>(), backend.clone());
+    crate::ui::with_dashboard(api, backend.clone()).layer(axum::middleware::from_fn_with_state(
+        backend,
+        crate::request_log::request_log::<B>,
+    ))
 }
 
 /// An error answer: status plus JSON body.
@@ -577,7 +581,7 @@ async fn list_nodes<B: Backend>(State(b): State<Arc<B>>, Caller(p): Caller) -> A
     path = "/metrics",
     tag = "admin",
     responses(
-        (status = 200, description = "Prometheus text", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 200, description = "OpenMetrics text (Prometheus reads it)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 500, response = crate::openapi::Internal),
@@ -591,7 +595,9 @@ async fn metrics<B: Backend>(State(b): State<Arc<B>>, Caller(p): Caller) -> ApiR
         Reply::Metrics(text) => Ok((
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             )],
             text,
         )

@@ -96,6 +96,8 @@ impl Driver {
                 log_offset: 0,
                 stopped,
                 paused_ms: 3,
+                took_ms: None,
+                sent_bytes: None,
             },
         );
     }
@@ -136,6 +138,7 @@ fn a_core_replayed_after_lost_vms_moves_and_user_checkpoints_equals_the_live_one
         job,
         attempt,
         vm: None,
+        restore_ms: None,
     };
     d.report("n1", running(first, 1));
 

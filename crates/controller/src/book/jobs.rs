@@ -9,6 +9,7 @@ use vgrid_store::{Change, JobRecord, NodeState};
 use super::sched::Refusal;
 use super::{Dispatch, Job, JobBook, Move};
 use crate::schedlog::SchedInput;
+use crate::transitions::Transition;
 
 impl JobBook {
     pub(crate) fn submit(
@@ -75,6 +76,13 @@ impl JobBook {
             self.keys.insert((p.user_id, key), id);
         }
         self.fx.changes.push(Change::AddJob(Box::new(rec.clone())));
+        self.fx.transitions.push(Transition {
+            job: id,
+            from: None,
+            to: state,
+            reason: rec.reason.clone(),
+            after_ms: 0,
+        });
         self.jobs.insert(
             id,
             Job {

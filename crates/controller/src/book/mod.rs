@@ -48,6 +48,7 @@ pub(crate) use agents::ReportFacts;
 pub(crate) use load::Records;
 
 use crate::schedlog::SchedInput;
+use crate::transitions::Transition;
 use crate::views::{job_view, wait_reason_text};
 
 /// What the book needs of the controller's configuration.
@@ -97,6 +98,8 @@ pub(crate) struct Effects {
     pub revoked: Vec<TokenHash>,
     /// The core's state changed: a scheduling pass is due.
     pub sched_dirty: bool,
+    /// Jobs' changes of state, logged once committed.
+    pub transitions: Vec<Transition>,
 }
 
 /// One step of the conversation with a node agent.
@@ -352,6 +355,13 @@ impl JobBook {
             return;
         }
         let now = now as i64;
+        self.fx.transitions.push(Transition {
+            job: id,
+            from: Some(job.rec.state),
+            to: state,
+            reason: reason.clone(),
+            after_ms: now.saturating_sub(job.rec.updated_unix_ms).max(0) as u64,
+        });
         job.rec.state = state;
         job.rec.reason = reason.clone();
         if node.is_some() {

@@ -130,6 +130,7 @@ fn apply(h: &mut Harness, op: Op) {
                     job,
                     attempt,
                     vm: None,
+                    restore_ms: None,
                 },
                 (3, Some((seq, stopped))) | (4, Some((seq, stopped))) => AgentEvent::Checkpointed {
                     // Half of them in the store.
@@ -142,6 +143,8 @@ fn apply(h: &mut Harness, op: Op) {
                     log_offset: 0,
                     stopped,
                     paused_ms: 1,
+                    took_ms: None,
+                    sent_bytes: None,
                 },
                 (5, Some((seq, stopped))) => AgentEvent::CheckpointFailed {
                     job,
@@ -206,6 +209,8 @@ fn apply(h: &mut Harness, op: Op) {
                     log_offset: 0,
                     stopped: true,
                     paused_ms: 0,
+                    took_ms: None,
+                    sent_bytes: None,
                 },
                 1 => AgentEvent::Exited {
                     job: id,
@@ -217,6 +222,7 @@ fn apply(h: &mut Harness, op: Op) {
                     job: id,
                     attempt: attempt + 3,
                     vm: None,
+                    restore_ms: None,
                 },
             };
             // Refused or ignored: either way nothing changes illegally.
@@ -262,6 +268,7 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
             job: be,
             attempt,
             vm: None,
+            restore_ms: None,
         },
     )
     .expect("running");
@@ -288,6 +295,8 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
             log_offset: 0,
             stopped: true,
             paused_ms: 2,
+            took_ms: None,
+            sent_bytes: None,
         },
     )
     .expect("saved");
@@ -301,6 +310,7 @@ fn a_job_runs_is_preempted_resumes_and_survives_restarts() {
             job: normal,
             attempt: n,
             vm: None,
+            restore_ms: None,
         },
     )
     .expect("runs");

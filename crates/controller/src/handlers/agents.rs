@@ -61,7 +61,24 @@ pub(super) fn report(
         output: ctx.output,
         cas: ctx.cas,
     };
+    let measured: Vec<Measured> = report.events.iter().filter_map(measured).collect();
     let answer = ctx.book.report(ctx.now, p, report, &facts)?;
+    for m in measured {
+        match m {
+            Measured::Checkpoint {
+                took_ms,
+                sent_bytes,
+            } => {
+                ctx.metrics
+                    .checkpoint_seconds
+                    .observe(took_ms as f64 / 1000.0);
+                if let Some(bytes) = sent_bytes {
+                    ctx.metrics.checkpoint_bytes.observe(bytes as f64);
+                }
+            }
+            Measured::Restore { ms } => ctx.metrics.restore_seconds.observe(ms as f64 / 1000.0),
+        }
+    }
     // Kept by a ref as long as the job is (the database says which).
     for (job, id) in collected {
         if ctx.book.outputs_of(job) == Some(id.hex())
@@ -71,6 +88,35 @@ pub(super) fn report(
         }
     }
     Ok(answer)
+}
+
+/// What a node measured, for `/metrics`.
+enum Measured {
+    Checkpoint {
+        took_ms: u64,
+        sent_bytes: Option<u64>,
+    },
+    Restore {
+        ms: u64,
+    },
+}
+
+fn measured(event: &AgentEvent) -> Option<Measured> {
+    match *event {
+        AgentEvent::Checkpointed {
+            took_ms: Some(took_ms),
+            sent_bytes,
+            ..
+        } => Some(Measured::Checkpoint {
+            took_ms,
+            sent_bytes,
+        }),
+        AgentEvent::Running {
+            restore_ms: Some(ms),
+            ..
+        } => Some(Measured::Restore { ms }),
+        _ => None,
+    }
 }
 
 /// Checks the outputs manifest a node sent for `job`: in the store (so

@@ -13,10 +13,10 @@ use vgrid_api::types::Principal;
 use vgrid_server::{Command, CommandError, Reply};
 use vgrid_store::Store;
 
-use crate::actor::Stats;
 use crate::book::JobBook;
 use crate::handle::ReplyTx;
 use crate::mailbox::Mailboxes;
+use crate::metrics::Metrics;
 use crate::output::OutputFiles;
 
 /// What a handler may use during a round.
@@ -31,7 +31,7 @@ pub(crate) struct Ctx<'a> {
     pub cas: &'a vgrid_cas::Store,
     pub mail: &'a mut Mailboxes,
     pub waiters: &'a mut HashMap<u64, Vec<ReplyTx>>,
-    pub stats: &'a Stats,
+    pub metrics: &'a Metrics,
 }
 
 /// How a request ends this round.

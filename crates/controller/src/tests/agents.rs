@@ -46,6 +46,8 @@ async fn a_best_effort_job_is_checkpointed_for_a_normal_job_and_resumes_from_it(
             log_offset: 42,
             stopped: true,
             paused_ms: 0,
+            took_ms: None,
+            sent_bytes: None,
         })
         .await;
     let AgentAction::Start {
@@ -100,6 +102,7 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
         job: id,
         attempt,
         vm: None,
+        restore_ms: None,
     })
     .await;
     // A periodic checkpoint after one second of work.
@@ -119,6 +122,8 @@ async fn a_silent_agent_is_lost_and_its_job_resumes_on_another_from_its_checkpoi
         log_offset: 7,
         stopped: false,
         paused_ms: 0,
+        took_ms: None,
+        sent_bytes: None,
     })
     .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -250,6 +255,7 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
             job: be,
             attempt,
             vm: None,
+            restore_ms: None,
         })
         .await;
     let AgentAction::Checkpoint {
@@ -281,6 +287,8 @@ async fn a_periodic_checkpoint_in_flight_does_not_end_a_preemption() {
         log_offset: 0,
         stopped,
         paused_ms: 0,
+        took_ms: None,
+        sent_bytes: None,
     };
     agent.report(saved(periodic, false)).await;
     // The periodic checkpoint ended, but the VM still runs: the node is not
@@ -332,6 +340,8 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
             log_offset: 9,
             stopped: false,
             paused_ms: 0,
+            took_ms: None,
+            sent_bytes: None,
         })
         .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -376,6 +386,7 @@ async fn a_job_whose_vm_dies_resumes_from_its_checkpoint_and_one_without_fails()
             job: plain,
             attempt: pa,
             vm: None,
+            restore_ms: None,
         })
         .await;
     agent
@@ -412,6 +423,8 @@ async fn migrate_checkpoints_stops_and_resumes_the_job_on_the_target_node() {
         log_offset: 3,
         stopped: true,
         paused_ms: 0,
+        took_ms: None,
+        sent_bytes: None,
     })
     .await;
     let AgentAction::Start {

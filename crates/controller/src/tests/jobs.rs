@@ -271,6 +271,8 @@ async fn suspend_resume_and_checkpoint_on_request_reach_the_agent() {
             log_offset: 0,
             stopped: false,
             paused_ms: 0,
+            took_ms: None,
+            sent_bytes: None,
         })
         .await;
     wait_state(&alice, id, JobState::Running).await;
@@ -317,13 +319,13 @@ async fn metrics_count_jobs_nodes_and_commits_for_admins_only() {
         .text()
         .await
         .expect("text");
-    assert!(text.contains("vgrid_jobs{state=\"held\"} 1"), "{text}");
-    assert!(text.contains("vgrid_jobs{state=\"running\"} 0"), "{text}");
-    assert!(text.contains("vgrid_nodes{state=\"up\"} 1"), "{text}");
-    assert!(text.contains("vgrid_cpus 4"), "{text}");
+    assert!(text.contains("\nvgrid_queue_held 1\n"), "{text}");
+    assert!(text.contains("\nvgrid_queue_running 0\n"), "{text}");
+    assert!(text.contains("\nvgrid_nodes_idle 1\n"), "{text}");
+    assert!(text.contains("\nvgrid_cpus_total 4\n"), "{text}");
     let commits = text
         .lines()
-        .find_map(|l| l.strip_prefix("vgrid_commits_total "))
+        .find_map(|l| l.strip_prefix("vgrid_commit_seconds_count "))
         .and_then(|v| v.parse::<f64>().ok())
         .expect("commit counter");
     assert!(commits >= 1.0, "{text}");

@@ -207,6 +207,8 @@ fn saved(job: u64, attempt: u32, seq: u64, stopped: bool) -> AgentEvent {
         log_offset: 10 * seq,
         stopped,
         paused_ms: 5,
+        took_ms: None,
+        sent_bytes: None,
     }
 }
 
@@ -232,6 +234,7 @@ async fn run_to_end(agent: &FakeAgent, id: u64, attempt: u32) {
             job: id,
             attempt,
             vm: None,
+            restore_ms: None,
         },
         AgentEvent::Exited {
             job: id,
@@ -251,6 +254,7 @@ async fn report_running(agent: &FakeAgent, client: &Client, id: u64, attempt: u3
             job: id,
             attempt,
             vm: None,
+            restore_ms: None,
         })
         .await;
     wait_state(client, id, JobState::Running).await;
@@ -274,4 +278,5 @@ mod agents;
 mod data;
 mod hostile;
 mod jobs;
+mod metrics;
 mod store;

@@ -134,6 +134,8 @@ async fn a_checkpoint_is_taken_only_with_a_manifest_the_store_holds() {
             log_offset: 0,
             stopped,
             paused_ms,
+            took_ms: None,
+            sent_bytes: None,
         },
         other => other,
     };
