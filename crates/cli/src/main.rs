@@ -2,6 +2,7 @@
 //! only parses the command line and dispatches.
 
 mod agent_cmd;
+mod config;
 mod connect;
 mod credentials;
 mod data_cmd;
