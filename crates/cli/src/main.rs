@@ -7,6 +7,7 @@ mod connect;
 mod credentials;
 mod data_cmd;
 mod data_dir;
+mod docs_cmd;
 mod image_cmd;
 mod jobs_cmd;
 mod nodes_cmd;
@@ -17,7 +18,7 @@ mod vm_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// vgrid runs batch jobs and services inside virtual machines.
 #[derive(Parser)]
@@ -75,6 +76,11 @@ enum Command {
     /// Keep a credentials file (from `vgrid users add NAME --credentials
     /// FILE`) as yours: later commands use it to reach the controller.
     Login(users_cmd::LoginArgs),
+    /// Print the shell completion script of a shell (bash, zsh, fish...).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man(docs_cmd::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +119,8 @@ fn main() -> ExitCode {
         Command::Nodes(args) => nodes_cmd::run(args),
         Command::Users(cmd) => users_cmd::run(cmd),
         Command::Login(args) => users_cmd::login(args),
+        Command::Completions(args) => docs_cmd::completions(Cli::command(), args),
+        Command::Man(args) => docs_cmd::man(Cli::command(), args),
     };
     match result {
         Ok(code) => code,
@@ -148,6 +156,7 @@ impl Command {
                 | Command::Nodes(_)
                 | Command::Users(_)
                 | Command::Login(_)
+                | Command::Completions(_)
         )
     }
 }
