@@ -16,3 +16,5 @@ echo "== fuzz targets build" >&2
 cargo check --locked --manifest-path fuzz/Cargo.toml
 echo "== cargo test" >&2
 cargo test --workspace
+echo "== scripts/tests/package.sh (the .deb, unpacked into a temporary root)" >&2
+bash scripts/tests/package.sh

@@ -75,13 +75,20 @@ impl KeepConfig {
     /// The defaults, with `VGRID_KEEP_IDLE_S` (seconds) when set.
     pub fn from_env() -> Result<KeepConfig, DriverError> {
         let mut cfg = KeepConfig::default();
+        cfg.apply_env()?;
+        Ok(cfg)
+    }
+
+    /// Overrides this configuration (e.g. read from a file) with
+    /// `VGRID_KEEP_IDLE_S` when set.
+    pub fn apply_env(&mut self) -> Result<(), DriverError> {
         if let Ok(v) = std::env::var("VGRID_KEEP_IDLE_S")
             && !v.is_empty()
         {
             let secs: u64 = v.parse().map_err(|_| DriverError::KeepIdle(v.clone()))?;
-            cfg.idle_timeout = Duration::from_secs(secs);
+            self.idle_timeout = Duration::from_secs(secs);
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 

@@ -19,42 +19,69 @@ use vgrid_agent::qemu::{QemuDriver, StoreImages};
 
 /// Run a node agent: register this machine with a controller and run the
 /// VMs of the jobs it places here. State (VMs, images) lives under
-/// `$VGRID_DATA_DIR`; give each agent on one machine its own.
+/// `$VGRID_DATA_DIR`; give each agent on one machine its own. Settings not
+/// given as flags or environment variables come from the configuration
+/// file's `[agent]` and `[vm]` tables (docs/config.md).
 #[derive(clap::Args)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    config: crate::config::ConfigArg,
     /// The controller's URL, e.g. https://10.0.0.1:7777 (as in its
-    /// `$VGRID_DATA_DIR/url`).
+    /// `$VGRID_DATA_DIR/url`); required here or in the file.
     #[arg(long, env = "VGRID_URL")]
-    controller: String,
+    controller: Option<String>,
     /// The controller's join token (its `$VGRID_DATA_DIR/join-token`), to
     /// join the first time. It shows in `ps`: prefer --join-token-file or
     /// VGRID_JOIN_TOKEN.
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]
     join_token: Option<String>,
     /// A file holding the controller's join token.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VGRID_JOIN_TOKEN_FILE")]
     join_token_file: Option<std::path::PathBuf>,
     /// Instead of joining: a file holding a token made with `vgrid users
     /// add NODE --role agent` (or VGRID_TOKEN), with --ca-file for an
     /// https:// controller.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VGRID_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
     /// The controller's CA certificate (its `tls/ca.pem`), with --token-file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VGRID_CA")]
     ca_file: Option<std::path::PathBuf>,
     /// The node's name (default: the host name); an agent token only works
     /// for the node named like its user.
-    #[arg(long)]
+    #[arg(long, env = "VGRID_NODE_NAME")]
     name: Option<String>,
     /// CPUs offered to VMs (default: all).
-    #[arg(long)]
+    #[arg(long, env = "VGRID_CPUS")]
     cpus: Option<u32>,
     /// Memory offered to VMs, in MiB (default: 3/4 of RAM).
-    #[arg(long)]
+    #[arg(long, env = "VGRID_MEMORY_MB")]
     memory_mb: Option<u64>,
-    /// A node label for requirement and rank expressions, KEY=VALUE.
+    /// A node label for requirement and rank expressions, KEY=VALUE (added
+    /// to the file's `[agent.labels]`, replacing a label of the same key).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+}
+
+impl AgentArgs {
+    /// Fills what flags and environment left unset from the file's
+    /// `[agent]` table.
+    fn merge(mut self, file: &crate::config::AgentFile) -> anyhow::Result<(AgentArgs, String)> {
+        let controller = self.controller.take().or(file.controller.clone()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no controller: give --controller URL, set VGRID_URL, or set `controller` in the configuration file's [agent] table"
+            )
+        })?;
+        self.join_token_file = self.join_token_file.or(file.join_token_file.clone());
+        self.token_file = self.token_file.or(file.token_file.clone());
+        self.ca_file = self.ca_file.or(file.ca_file.clone());
+        self.name = self.name.or(file.name.clone());
+        self.cpus = self.cpus.or(file.cpus);
+        self.memory_mb = self.memory_mb.or(file.memory_mb);
+        let mut labels = file.labels.clone();
+        labels.extend(self.labels);
+        self.labels = labels.into_iter().collect();
+        Ok((self, controller))
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -68,7 +95,9 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = crate::data_dir::data_dir()?;
+    let file = args.config.load()?;
+    let data_dir = crate::data_dir::data_dir_or(file.agent.data_dir.as_deref())?;
+    let (args, controller) = args.merge(&file.agent)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -76,10 +105,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let labels = args.labels.iter().cloned().collect();
     let name = args.name.clone().unwrap_or_else(host_name);
-    let (token, tls) = rt.block_on(credentials(&data_dir, &args.controller, &name, &args))?;
+    let (token, tls) = rt.block_on(credentials(&data_dir, &controller, &name, &args))?;
     let mut cfg = agent_config(
         &data_dir,
-        args.controller.clone(),
+        controller.clone(),
         token,
         Some(name),
         args.cpus,
@@ -88,7 +117,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     )?;
     cfg.tls = tls;
     rt.block_on(async {
-        let driver = driver(&data_dir)?;
+        let driver = driver(
+            &data_dir,
+            file.vm.runtime_config(&data_dir)?,
+            file.vm.keep_config()?,
+        )?;
         crate::logging::say(&format!(
             "agent {} ({} CPUs, {} MiB) for {}",
             cfg.name, cfg.cpus, cfg.memory_mb, cfg.controller
@@ -207,13 +240,17 @@ fn agent_token(file: Option<&Path>) -> anyhow::Result<String> {
 }
 
 /// The QEMU driver over the node's VM runtime and image store.
-pub fn driver(data_dir: &Path) -> anyhow::Result<Arc<QemuDriver>> {
-    let cfg = vgrid_vm::RuntimeConfig::from_env(data_dir)?;
+pub fn driver(
+    data_dir: &Path,
+    cfg: vgrid_vm::RuntimeConfig,
+    keep: vgrid_agent::qemu::KeepConfig,
+) -> anyhow::Result<Arc<QemuDriver>> {
     let images = StoreImages::open(data_dir)?;
     let runtime = vgrid_vm::Runtime::open(cfg, Arc::new(images))?;
-    Ok(Arc::new(QemuDriver::new(
+    Ok(Arc::new(QemuDriver::with_keep(
         Arc::new(runtime),
         data_dir.join("agent"),
+        keep,
     )?))
 }
 

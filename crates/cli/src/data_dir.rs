@@ -2,14 +2,25 @@
 
 use std::path::PathBuf;
 
-/// The state directory: `$VGRID_DATA_DIR` when set, else `/var/lib/vgrid`
-/// for root and `$XDG_DATA_HOME/vgrid` (or `~/.local/share/vgrid`) otherwise.
+/// The state directory: `$VGRID_DATA_DIR` when set, else the
+/// `StateDirectory=` systemd made for the service (the packaged units),
+/// else `/var/lib/vgrid` for root and `$XDG_DATA_HOME/vgrid` (or `~/.local/share/vgrid`) otherwise.
 /// It is created on first use, mode 0700 (with any missing parent): it holds
 /// the database, checkpoints, outputs and tokens. A directory that exists
 /// keeps its mode: it may be the user's.
 pub fn data_dir() -> anyhow::Result<PathBuf> {
+    data_dir_or(None)
+}
+
+/// [`data_dir`], with `configured` (the configuration file's `data_dir`)
+/// between `$VGRID_DATA_DIR` and the defaults.
+pub fn data_dir_or(configured: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     let dir = if let Some(dir) = std::env::var_os("VGRID_DATA_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(dir)
+    } else if let Some(dir) = configured {
+        dir.to_path_buf()
+    } else if let Some(dir) = systemd_state_directory() {
+        dir
     } else if unsafe_free_is_root() {
         PathBuf::from("/var/lib/vgrid")
     } else if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -39,4 +50,11 @@ fn unsafe_free_is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
+}
+
+/// The directory systemd made for a unit with `StateDirectory=`
+/// (`$STATE_DIRECTORY`, its first entry when it names several).
+fn systemd_state_directory() -> Option<PathBuf> {
+    let dirs = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty())?;
+    std::env::split_paths(&dirs).next()
 }

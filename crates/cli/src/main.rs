@@ -2,10 +2,12 @@
 //! only parses the command line and dispatches.
 
 mod agent_cmd;
+mod config;
 mod connect;
 mod credentials;
 mod data_cmd;
 mod data_dir;
+mod docs_cmd;
 mod exit;
 mod image_cmd;
 mod jobs_cmd;
@@ -18,7 +20,7 @@ mod vm_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Run batch jobs and services inside QEMU virtual machines.
 ///
@@ -102,6 +104,11 @@ enum Command {
     /// Keep a credentials file (from `vgrid users add NAME --credentials
     /// FILE`) as yours: later commands use it to reach the controller.
     Login(users_cmd::LoginArgs),
+    /// Print the shell completion script of a shell (bash, zsh, fish...).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man(docs_cmd::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +139,8 @@ fn main() -> ExitCode {
         Command::Nodes(args) => nodes_cmd::run(args),
         Command::Users(cmd) => users_cmd::run(cmd),
         Command::Login(args) => users_cmd::login(args),
+        Command::Completions(args) => docs_cmd::completions(Cli::command(), args),
+        Command::Man(args) => docs_cmd::man(Cli::command(), args),
     };
     match result {
         Ok(code) => code,
@@ -186,6 +195,7 @@ impl Command {
                 | Command::Nodes(_)
                 | Command::Users(_)
                 | Command::Login(_)
+                | Command::Completions(_)
         )
     }
 }

@@ -13,41 +13,92 @@ use anyhow::Context;
 
 use crate::connect::{JOIN_TOKEN_FILE, TLS_DIR, URL_FILE};
 
-/// Run the controller, its HTTP API and a local node agent.
+/// Run the controller, its HTTP API and a local node agent. Settings not
+/// given as flags or environment variables come from the configuration
+/// file's `[serve]`, `[vm]` and `[scheduler]` tables (docs/config.md).
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the URL is written to
-    /// `$VGRID_DATA_DIR/url`).
-    #[arg(long, default_value = "127.0.0.1:7777")]
-    listen: SocketAddr,
+    #[command(flatten)]
+    config: crate::config::ConfigArg,
+    /// Address to listen on [default: 127.0.0.1:7777] (port 0 picks a free
+    /// port; the URL is written to `$VGRID_DATA_DIR/url`).
+    #[arg(long, env = "VGRID_LISTEN")]
+    listen: Option<SocketAddr>,
     /// CPUs the local node offers to VMs (default: all).
-    #[arg(long)]
+    #[arg(long, env = "VGRID_CPUS")]
     cpus: Option<u32>,
     /// Memory the local node offers to VMs, in MiB (default: 3/4 of RAM).
-    #[arg(long)]
+    #[arg(long, env = "VGRID_MEMORY_MB")]
     memory_mb: Option<u64>,
     /// Do not run a local node agent (nodes come from `vgrid agent`).
-    #[arg(long)]
-    no_agent: bool,
-    /// How often agents must check in, in milliseconds.
-    #[arg(long, default_value_t = 2_000, hide = true)]
-    heartbeat_ms: u64,
-    /// Silence after which a node counts as lost, in milliseconds.
-    #[arg(long, default_value_t = 10_000, hide = true)]
-    lost_after_ms: u64,
+    #[arg(long, env = "VGRID_NO_AGENT", num_args = 0..=1, default_missing_value = "true")]
+    no_agent: Option<bool>,
+    /// How often agents must check in, in milliseconds [default: 2000].
+    #[arg(long, env = "VGRID_HEARTBEAT_MS", hide = true)]
+    heartbeat_ms: Option<u64>,
+    /// Silence after which a node counts as lost, in milliseconds
+    /// [default: 10000].
+    #[arg(long, env = "VGRID_LOST_AFTER_MS", hide = true)]
+    lost_after_ms: Option<u64>,
     /// Serve plain HTTP instead of HTTPS (tokens in clear): only on a
     /// loopback address, for tests on one machine.
-    #[arg(long)]
+    #[arg(long, env = "VGRID_INSECURE_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    insecure_http: Option<bool>,
+}
+
+/// The settings of `vgrid serve` once flags, environment and file are
+/// merged.
+struct Serve {
+    listen: SocketAddr,
+    cpus: Option<u32>,
+    memory_mb: Option<u64>,
+    no_agent: bool,
     insecure_http: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = crate::data_dir::data_dir()?;
+    let file = args.config.load()?;
+    let data_dir = crate::data_dir::data_dir_or(file.serve.data_dir.as_deref())?;
     let mut cfg = vgrid_controller::Config::new(data_dir.clone());
-    cfg.heartbeat_ms = args.heartbeat_ms.max(10);
-    cfg.lost_after_ms = args.lost_after_ms.max(cfg.heartbeat_ms * 2);
+    cfg.heartbeat_ms = args
+        .heartbeat_ms
+        .or(file.serve.heartbeat_ms)
+        .unwrap_or(cfg.heartbeat_ms)
+        .max(10);
+    cfg.lost_after_ms = args
+        .lost_after_ms
+        .or(file.serve.lost_after_ms)
+        .unwrap_or(cfg.lost_after_ms)
+        .max(cfg.heartbeat_ms * 2);
+    file.scheduler.apply(&mut cfg);
+    let args = Serve {
+        listen: args
+            .listen
+            .or(file.serve.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7777))),
+        cpus: args.cpus.or(file.serve.cpus),
+        memory_mb: args.memory_mb.or(file.serve.memory_mb),
+        no_agent: args.no_agent.or(file.serve.no_agent).unwrap_or(false),
+        insecure_http: args
+            .insecure_http
+            .or(file.serve.insecure_http)
+            .unwrap_or(false),
+    };
+    let runtime = file.vm.runtime_config(&data_dir)?;
     // The same roots the node agents use (`VGRID_MOUNT_ROOTS`).
-    cfg.staging_roots = vgrid_vm::RuntimeConfig::from_env(&data_dir)?.mount_roots;
+    cfg.staging_roots = runtime.mount_roots.clone();
+    // Without QEMU this host cannot run VMs, but it can still schedule
+    // them on nodes that join.
+    let no_qemu = if args.no_agent {
+        None
+    } else {
+        vgrid_vm::host::HostTools::discover(runtime.qemu.as_deref()).err()
+    };
+    if let Some(why) = &no_qemu {
+        crate::logging::say(&format!(
+            "warning: {why}: running as a controller only, without a local node agent (nodes join with `vgrid agent`)"
+        ));
+    }
     let tls = if args.insecure_http {
         anyhow::ensure!(
             args.listen.ip().is_loopback(),
@@ -101,7 +152,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 shutdown_signal(),
             )),
         };
-        let agent = if args.no_agent {
+        let agent = if args.no_agent || no_qemu.is_some() {
             None
         } else {
             // The local agent talks to the controller over HTTP(S) like
@@ -122,7 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|pki| vgrid_pki::client_config(pki.ca_cert.clone()))
                 .transpose()?;
-            let driver = crate::agent_cmd::driver(&data_dir)?;
+            let driver = crate::agent_cmd::driver(&data_dir, runtime, file.vm.keep_config()?)?;
             crate::logging::say(&format!(
                 "local node agent: {} CPUs, {} MiB",
                 cfg.cpus, cfg.memory_mb

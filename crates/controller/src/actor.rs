@@ -86,8 +86,9 @@ impl Actor {
                 path: output_dir,
                 source,
             })?;
-        let (book, last_time) =
-            JobBook::from_records(book_config(&cfg), Records::read(&store)?, now)?;
+        let records = Records::read(&store)?;
+        crate::sched_settings::check(&cfg, records.log.is_empty())?;
+        let (book, last_time) = JobBook::from_records(book_config(&cfg), records, now)?;
         let store_dir = cfg.data_dir.join("store");
         let cas = vgrid_cas::Store::open(&store_dir).map_err(|e| ControllerError::Cas {
             path: store_dir,
@@ -410,6 +411,9 @@ impl Actor {
 fn book_config(cfg: &Config) -> BookConfig {
     BookConfig {
         policy: cfg.policy,
+        preemption: cfg.preemption,
+        checkpoint_cost: cfg.checkpoint_cost,
+        restore_cost: cfg.restore_cost,
         lost_after_ms: cfg.lost_after_ms,
         legacy_checkpoint_root: cfg.legacy_checkpoint_root(),
         staging_roots: cfg.staging_roots.clone(),

@@ -33,6 +33,7 @@ mod handlers;
 mod mailbox;
 mod metrics;
 mod output;
+mod sched_settings;
 mod schedlog;
 mod setup;
 #[cfg(test)]
@@ -43,7 +44,8 @@ mod views;
 use std::path::PathBuf;
 
 pub use handle::ControllerHandle;
-use vgrid_core::Policy;
+pub use sched_settings::{SETTINGS_FILE, SchedulerSettings};
+use vgrid_core::{CostModel, Policy, PreemptionMode};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -57,6 +59,12 @@ pub struct Config {
     pub lost_after_ms: u64,
     /// The backfilling policy of the core.
     pub policy: Policy,
+    /// What preemption does to a running job (the core's).
+    pub preemption: PreemptionMode,
+    /// The core's estimate of a checkpoint's cost, for expected ends.
+    pub checkpoint_cost: CostModel,
+    /// The core's estimate of a restore's cost, for expected ends.
+    pub restore_cost: CostModel,
     /// The most output a job may write, in bytes; writes beyond it are
     /// refused.
     pub max_output_bytes: u64,
@@ -77,6 +85,9 @@ impl Config {
             heartbeat_ms: 2_000,
             lost_after_ms: 10_000,
             policy: Policy::Easy,
+            preemption: PreemptionMode::Checkpoint,
+            checkpoint_cost: CostModel::default(),
+            restore_cost: CostModel::default(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             join: None,
             staging_roots: vec![data_dir_repos(&data_dir)],
@@ -132,6 +143,8 @@ pub enum ControllerError {
         #[source]
         source: vgrid_cas::CasError,
     },
+    #[error("{path}: {why}")]
+    SchedulerSettings { path: PathBuf, why: String },
     #[error("the scheduler log is damaged at entry {seq}: {why}")]
     SchedulerLog { seq: u64, why: String },
     #[error("cannot write the admin token to {path}")]

@@ -78,6 +78,14 @@ impl RuntimeConfig {
     /// `VGRID_MOUNT_ROOTS` (colon-separated directories).
     pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self, OpenError> {
         let mut cfg = Self::new(data_dir);
+        cfg.apply_env()?;
+        Ok(cfg)
+    }
+
+    /// Overrides this configuration (e.g. read from a file) with the
+    /// environment variables [`RuntimeConfig::from_env`] reads.
+    pub fn apply_env(&mut self) -> Result<(), OpenError> {
+        let cfg = self;
         if let Some(q) = std::env::var_os("VGRID_QEMU").filter(|v| !v.is_empty()) {
             cfg.qemu = Some(PathBuf::from(q));
         }
@@ -94,7 +102,7 @@ impl RuntimeConfig {
         if let Some(roots) = std::env::var_os("VGRID_MOUNT_ROOTS").filter(|v| !v.is_empty()) {
             cfg.mount_roots = std::env::split_paths(&roots).collect();
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 

@@ -65,6 +65,9 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = BookConfig {
             policy: vgrid_core::Policy::Easy,
+            preemption: vgrid_core::PreemptionMode::Checkpoint,
+            checkpoint_cost: Default::default(),
+            restore_cost: Default::default(),
             lost_after_ms: 10_000,
             legacy_checkpoint_root: dir.path().join("checkpoints"),
             staging_roots: vec![dir.path().join("repos")],

@@ -105,6 +105,9 @@ impl JobBook {
         }
         let mut sched = Scheduler::new(vgrid_core::Config {
             policy: cfg.policy,
+            preemption: cfg.preemption,
+            checkpoint_cost: cfg.checkpoint_cost,
+            restore_cost: cfg.restore_cost,
             keep_finished_jobs: false,
             ..vgrid_core::Config::default()
         });

@@ -55,6 +55,9 @@ use crate::views::{job_view, wait_reason_text};
 #[derive(Debug, Clone)]
 pub(crate) struct BookConfig {
     pub policy: vgrid_core::Policy,
+    pub preemption: vgrid_core::PreemptionMode,
+    pub checkpoint_cost: vgrid_core::CostModel,
+    pub restore_cost: vgrid_core::CostModel,
     /// A node silent this long is lost.
     pub lost_after_ms: u64,
     /// Where checkpoints were kept before the store: `<root>/<job>/<seq>`.
