@@ -5,11 +5,14 @@
 //!
 //! - [`command`]: [`Command`], [`Reply`], [`CommandError`], [`Backend`].
 //! - [`server`]: the axum router; errors map to 400/401/403/404/409/503.
+//! - [`admin`]: the administrators' routes (drain, resume and forget
+//!   nodes; list and remove users; rotate and revoke tokens).
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
 //! - [`tls`]: the listener that serves over TLS.
 
+pub mod admin;
 pub mod command;
 pub mod openapi;
 pub mod server;

@@ -73,6 +73,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
                 crate::store::MAX_LIST_BYTES,
             )),
         )
+        .merge(crate::admin::routes::<B>())
         .with_state(backend)
 }
 
@@ -607,6 +608,7 @@ mod tests {
             exit_code: None,
             submitted_unix_ms: 0,
             updated_unix_ms: 0,
+            wait: None,
         }
     }
 
