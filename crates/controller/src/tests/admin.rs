@@ -225,3 +225,38 @@ async fn users_are_listed_removed_and_their_tokens_rotated_and_revoked() {
         .await
         .expect("a new token works again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_behind_a_running_one_gets_the_start_backfilling_reserved() {
+    let (_cluster, alice, mut n1) = one_node(10_000, 2).await;
+    let job = "image = \"tiny\"\ncommand = [\"/bin/true\"]\ncpus = 2\nmemory_mb = 512\nwalltime_s = 600\n";
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let before = unix_ms();
+    let first = alice.submit("a.toml", job, false).await.expect("submitted");
+    run_next(&mut n1, &alice, first).await;
+    let second = alice.submit("b.toml", job, false).await.expect("submitted");
+    let mut start = None;
+    for _ in 0..400 {
+        let wait = alice.job(second).await.expect("show").job.wait;
+        start = wait.and_then(|w| w.expected_start_unix_ms);
+        if start.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let start = start.expect("the head of the queue holds a reservation");
+    // When the first job's walltime (600 s) runs out after its start.
+    assert!(start >= before + 600_000, "{start} vs {before}");
+    assert!(start <= unix_ms() + 600_000 + 60_000, "{start}");
+    let listed = alice.jobs(false).await.expect("ps");
+    let waiting = listed.iter().find(|j| j.id == second).expect("listed");
+    assert_eq!(
+        waiting.wait.as_ref().and_then(|w| w.expected_start_unix_ms),
+        Some(start)
+    );
+}
