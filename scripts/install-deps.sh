@@ -17,7 +17,7 @@
 #
 # Tests (scripts/tests/install-deps.sh) point these elsewhere:
 #   VGRID_OS_RELEASE  the os-release file (default /etc/os-release)
-#   VGRID_PLOT_FONT   the charts' font (vgrid reads the same variable)
+#   VGRID_PLOT_FONT   the font file checked (vgrid's charts embed their own)
 #   VGRID_SBIN_PATH   directories searched after PATH (default /usr/sbin:/sbin,
 #                     where mkfs.ext4 and useradd live, often not in a user's PATH)
 set -euo pipefail
@@ -49,7 +49,8 @@ checks=(
   "libc6-dev|the static C library the guest agent links|static-libc"
   "g++|libFuzzer in the fuzz targets' build|g++ --version"
   "python3-venv|the AccaSim peer (benchmarks and validation)|python3 -m ensurepip --version"
-  "fonts-dejavu-core|the PNG charts' text|file:$font"
+  "fonts-dejavu-core|text in the dashboard's screenshots (Chromium)|file:$font"
+  "chromium|the dashboard's tests in a headless browser|chromium --version"
 )
 
 # Part of every Debian system (Essential or Priority required): named to apt

@@ -37,6 +37,7 @@ declare -A provides=(
   [g++]=g++
   [python3-venv]=python3
   [fonts-dejavu-core]=@font.ttf
+  [chromium]=chromium
 )
 
 # Part of every Debian system: named to apt only when their tool is missing.

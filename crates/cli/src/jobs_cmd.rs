@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use vgrid_api::types::{JobDetail, JobView, SubmitRequest};
+use vgrid_model::JobState;
 
 use crate::connect::{block_on, client, format_time};
+use crate::exit::Exit;
 
 /// Submit a job file; prints the new job's id. The job's `inputs` are
 /// uploaded from this machine first (a relative `from` is read beside the
@@ -28,15 +30,32 @@ pub struct SubmitArgs {
     /// retries after a broken connection).
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// Print `{"id": N}` instead of the bare id.
+    #[arg(long)]
+    json: bool,
 }
 
-/// List jobs.
+/// List jobs: yours, or with `--all` or `--user` (admin) other users'.
 #[derive(clap::Args)]
 pub struct PsArgs {
     /// Every user's jobs (admin).
     #[arg(long)]
     all: bool,
-    /// Print JSON.
+    /// Only jobs in these states (comma-separated: pending, held, staging,
+    /// booting, running, checkpointing, suspended, preempted, migrating,
+    /// staging-out, done, failed, cancelled).
+    #[arg(long, value_name = "STATE[,STATE]", value_delimiter = ',', value_parser = parse_state)]
+    state: Vec<JobState>,
+    /// Only this user's jobs (another user's: admin).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Print only these columns, tab-separated, without a header (for
+    /// scripts), e.g. `id,state,name`. Columns: id, name, owner, state,
+    /// node, class, image, cpus, memory_mb, vms, exit_code, submitted,
+    /// updated, reason.
+    #[arg(long, value_name = "COLUMN[,COLUMN]", value_delimiter = ',', value_parser = parse_column, conflicts_with = "json")]
+    format: Vec<Column>,
+    /// Print JSON (an array of jobs).
     #[arg(long)]
     json: bool,
 }
@@ -61,11 +80,25 @@ pub struct LogsArgs {
     follow: bool,
 }
 
-/// A command on one job.
+/// Wait for a job to end.
 #[derive(clap::Args)]
-pub struct IdArgs {
+pub struct WaitArgs {
     /// The job id.
     id: u64,
+    /// Print the ended job as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A command on one or more jobs: each is tried, each is reported.
+#[derive(clap::Args)]
+pub struct IdsArgs {
+    /// The job ids.
+    #[arg(required = true, num_args = 1..)]
+    ids: Vec<u64>,
+    /// Print JSON: per id, `{"id", "job"}` or `{"id", "error"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Move a job to another node: a running job is checkpointed and resumes
@@ -77,6 +110,9 @@ pub struct MigrateArgs {
     /// The node to move to (the scheduler picks one when absent).
     #[arg(long)]
     to: Option<String>,
+    /// Print the job as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -110,7 +146,11 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         };
         Ok::<u64, anyhow::Error>(submit_retrying(&c, &req, &key).await?)
     })??;
-    println!("{id}");
+    if args.json {
+        println!("{}", serde_json::json!({ "id": id }));
+    } else {
+        println!("{id}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -155,13 +195,113 @@ fn random_key() -> anyhow::Result<String> {
 
 pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
-    let jobs = block_on(c.jobs(args.all))??;
+    let mut jobs = block_on(c.jobs_of(args.all, args.user.as_deref()))??;
+    if !args.state.is_empty() {
+        jobs.retain(|j| args.state.contains(&j.state));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(ExitCode::SUCCESS);
     }
-    write_ps(&mut std::io::stdout().lock(), &jobs)?;
+    let mut out = std::io::stdout().lock();
+    if args.format.is_empty() {
+        write_ps(&mut out, &jobs)?;
+    } else {
+        write_columns(&mut out, &jobs, &args.format)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_state(s: &str) -> Result<JobState, String> {
+    JobState::parse(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("no state `{s}`; states: {}", names.join(", "))
+    })
+}
+
+/// A column of `ps --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    Id,
+    Name,
+    Owner,
+    State,
+    Node,
+    Class,
+    Image,
+    Cpus,
+    MemoryMb,
+    Vms,
+    ExitCode,
+    Submitted,
+    Updated,
+    Reason,
+}
+
+impl Column {
+    const ALL: [(&'static str, Column); 14] = [
+        ("id", Column::Id),
+        ("name", Column::Name),
+        ("owner", Column::Owner),
+        ("state", Column::State),
+        ("node", Column::Node),
+        ("class", Column::Class),
+        ("image", Column::Image),
+        ("cpus", Column::Cpus),
+        ("memory_mb", Column::MemoryMb),
+        ("vms", Column::Vms),
+        ("exit_code", Column::ExitCode),
+        ("submitted", Column::Submitted),
+        ("updated", Column::Updated),
+        ("reason", Column::Reason),
+    ];
+
+    /// The column's value for `j`, escaped like every server text: `-`
+    /// when absent. `cpus` and `memory_mb` are per VM, as in the job file.
+    fn value(self, j: &JobView) -> String {
+        match self {
+            Column::Id => j.id.to_string(),
+            Column::Name => safe(&j.name).into_owned(),
+            Column::Owner => safe(&j.owner).into_owned(),
+            Column::State => j.state.as_str().to_string(),
+            Column::Node => safe(j.node.as_deref().unwrap_or("-")).into_owned(),
+            Column::Class => safe(&j.class).into_owned(),
+            Column::Image => safe(&j.image).into_owned(),
+            Column::Cpus => j.cpus.to_string(),
+            Column::MemoryMb => j.memory_mb.to_string(),
+            Column::Vms => j.vms.to_string(),
+            Column::ExitCode => j.exit_code.map_or("-".into(), |c| c.to_string()),
+            Column::Submitted => format_time(j.submitted_unix_ms),
+            Column::Updated => format_time(j.updated_unix_ms),
+            Column::Reason => safe(&j.reason).into_owned(),
+        }
+    }
+}
+
+fn parse_column(s: &str) -> Result<Column, String> {
+    let s = s.trim().to_ascii_lowercase();
+    Column::ALL
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Column::ALL.iter().map(|(n, _)| *n).collect();
+            format!("no column `{s}`; columns: {}", names.join(", "))
+        })
+}
+
+/// `ps --format`: the chosen columns, tab-separated, one job a line. A
+/// tab inside a value is escaped by [`safe`], so columns cannot shift.
+fn write_columns(
+    out: &mut impl Write,
+    jobs: &[JobView],
+    columns: &[Column],
+) -> std::io::Result<()> {
+    for j in jobs {
+        let row: Vec<String> = columns.iter().map(|c| c.value(j)).collect();
+        writeln!(out, "{}", row.join("\t"))?;
+    }
+    Ok(())
 }
 
 /// The `ps` table. Every text from the server goes through [`safe`]:
@@ -327,7 +467,7 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     })?
 }
 
-pub fn wait(args: IdArgs) -> anyhow::Result<ExitCode> {
+pub fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
     let job = block_on(async move {
         loop {
@@ -338,6 +478,9 @@ pub fn wait(args: IdArgs) -> anyhow::Result<ExitCode> {
         }
     })??;
     eprintln!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    }
     Ok(exit_code_of(&job))
 }
 
@@ -351,18 +494,119 @@ fn exit_code_of(job: &JobView) -> ExitCode {
     }
 }
 
-/// `cancel`, `hold`, `release`, `suspend`, `resume`, `checkpoint`.
-pub fn control(verb: &str, args: IdArgs) -> anyhow::Result<ExitCode> {
+/// What became of one id of `cancel 3 4 5`.
+type Outcome = Result<JobView, Refusal>;
+
+/// A failed call on one id, kept to report after the others.
+#[derive(Debug)]
+struct Refusal {
+    exit: Exit,
+    status: Option<u16>,
+    /// The machine-readable code (`not-found`, ...), or the kind of
+    /// failure when there was no answer.
+    error: String,
+    message: String,
+}
+
+impl Refusal {
+    fn of(e: &vgrid_client::ClientError) -> Refusal {
+        let error = match e {
+            vgrid_client::ClientError::Api { body, .. } => body.error.clone(),
+            other => format!("{:?}", other.kind()).to_ascii_lowercase(),
+        };
+        Refusal {
+            exit: Exit::of_client(e),
+            status: e.status(),
+            error,
+            message: with_causes(e),
+        }
+    }
+}
+
+/// An error's text followed by its causes, as `{:#}` prints an anyhow
+/// error (`reqwest` keeps why a connection failed in its sources).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// `cancel`, `hold`, `release`, `suspend`, `resume`, `checkpoint` on each
+/// id in turn (like `scancel 3 4 5`): one failure does not stop the rest,
+/// except an unreachable controller, which would fail them all the same.
+pub fn control(verb: &str, args: IdsArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
-    let job = block_on(c.control(args.id, verb))??;
-    println!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
-    Ok(ExitCode::SUCCESS)
+    let outcomes: Vec<(u64, Outcome)> = block_on(async {
+        let mut outcomes = Vec::with_capacity(args.ids.len());
+        let mut unreachable: Option<Refusal> = None;
+        for &id in &args.ids {
+            if let Some(r) = &unreachable {
+                outcomes.push((
+                    id,
+                    Err(Refusal {
+                        exit: r.exit,
+                        status: None,
+                        error: r.error.clone(),
+                        message: format!("not tried: {}", r.message),
+                    }),
+                ));
+                continue;
+            }
+            let outcome = c.control(id, verb).await.map_err(|e| {
+                let r = Refusal::of(&e);
+                if r.exit == Exit::Unreachable {
+                    unreachable = Some(Refusal::of(&e));
+                }
+                r
+            });
+            outcomes.push((id, outcome));
+        }
+        outcomes
+    })?;
+    if args.json {
+        let doc: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(id, outcome)| match outcome {
+                Ok(job) => serde_json::json!({ "id": id, "job": job }),
+                Err(r) => serde_json::json!({
+                    "id": id,
+                    "error": {
+                        "exit_code": r.exit as u8,
+                        "status": r.status,
+                        "error": r.error,
+                        "message": r.message,
+                    }
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for (id, outcome) in &outcomes {
+            match outcome {
+                Ok(job) => println!("job {}: {} ({})", job.id, job.state, safe(&job.reason)),
+                Err(r) => eprintln!("vgrid: error: {verb} {id}: {}", safe(&r.message)),
+            }
+        }
+    }
+    let failed = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().err().map(|r| r.exit));
+    Ok(Exit::common(failed).into())
 }
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let c = client()?;
     let job = block_on(c.migrate(args.id, args.to))??;
-    println!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        println!("job {}: {} ({})", job.id, job.state, safe(&job.reason));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@ mod connect;
 mod credentials;
 mod data_cmd;
 mod data_dir;
+mod exit;
 mod image_cmd;
 mod jobs_cmd;
 mod nodes_cmd;
@@ -19,9 +20,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// vgrid runs batch jobs and services inside virtual machines.
+/// Run batch jobs and services inside QEMU virtual machines.
+///
+/// vgrid runs batch jobs and on-demand services inside QEMU virtual
+/// machines on a pool of nodes. `vgrid serve` starts the controller (an
+/// HTTPS API with tokens, its state in SQLite, the scheduler) with a node
+/// agent on the same machine; `vgrid agent` adds nodes. A job is a TOML job
+/// file (docs/jobs.md): submit it, follow it with `ps`, `show`, `logs` and
+/// `wait`, control it with `cancel`, `hold`, `release`, `suspend`,
+/// `resume`, `checkpoint` and `migrate`. `vgrid sim` replays a workload
+/// trace through the same scheduling core.
 #[derive(Parser)]
-#[command(name = "vgrid", version, about)]
+#[command(
+    name = "vgrid",
+    version,
+    after_help = "Examples and exit codes: vgrid --help",
+    after_long_help = after_long_help()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,28 +58,30 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Submit a job file (uploading its inputs); prints the job id.
     Submit(jobs_cmd::SubmitArgs),
-    /// List jobs.
+    /// List jobs, filtered by state or user, as a table, columns or JSON.
     Ps(jobs_cmd::PsArgs),
     /// Show a job and its state history.
     Show(jobs_cmd::ShowArgs),
-    /// Print a job's output.
+    /// Print a job's output, byte for byte as the job wrote it (so no
+    /// --json: `vgrid show --json` describes the job).
     Logs(jobs_cmd::LogsArgs),
     /// Fetch a job's outputs (the files its job file names) to a directory.
     Output(data_cmd::OutputArgs),
-    /// Wait for a job to end; exits with its exit status.
-    Wait(jobs_cmd::IdArgs),
-    /// Cancel a job.
-    Cancel(jobs_cmd::IdArgs),
-    /// Keep a waiting job from starting.
-    Hold(jobs_cmd::IdArgs),
-    /// Let a held job start.
-    Release(jobs_cmd::IdArgs),
-    /// Pause a running job's VMs.
-    Suspend(jobs_cmd::IdArgs),
-    /// Continue a suspended job.
-    Resume(jobs_cmd::IdArgs),
-    /// Take a checkpoint of a running job now.
-    Checkpoint(jobs_cmd::IdArgs),
+    /// Wait for a job to end; exits with its exit status (see "Exit
+    /// codes" in `vgrid --help`).
+    Wait(jobs_cmd::WaitArgs),
+    /// Cancel jobs.
+    Cancel(jobs_cmd::IdsArgs),
+    /// Keep waiting jobs from starting.
+    Hold(jobs_cmd::IdsArgs),
+    /// Let held jobs start.
+    Release(jobs_cmd::IdsArgs),
+    /// Pause running jobs' VMs.
+    Suspend(jobs_cmd::IdsArgs),
+    /// Continue suspended jobs.
+    Resume(jobs_cmd::IdsArgs),
+    /// Take a checkpoint of running jobs now.
+    Checkpoint(jobs_cmd::IdsArgs),
     /// Move a job to another node (a running one through a checkpoint).
     Migrate(jobs_cmd::MigrateArgs),
     /// List nodes.
@@ -118,9 +135,28 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("vgrid: error: {err:#}");
-            ExitCode::FAILURE
+            exit::Exit::of(&err).into()
         }
     }
+}
+
+/// `vgrid --help`'s end: examples, then the exit codes.
+fn after_long_help() -> String {
+    format!(
+        "\
+Examples:
+  vgrid serve &                          # controller and a local node
+  vgrid submit examples/hello.toml       # prints the job id
+  vgrid ps --state pending,running       # your waiting and running jobs
+  vgrid ps --format id,state,name        # chosen columns, no header
+  vgrid show 1 --json                    # a job and its history as JSON
+  vgrid logs -f 1                        # its output as it comes
+  vgrid wait 1 && echo ok                # exits with the job's status
+  vgrid cancel 3 4 5                     # several jobs at once
+
+{}",
+        exit::TABLE
+    )
 }
 
 impl Command {

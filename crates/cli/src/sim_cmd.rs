@@ -363,6 +363,59 @@ fn progress_reporter() -> impl FnMut(vgrid_sim::driver::Progress) {
     }
 }
 
+/// One line naming what was run, for the charts' titles: the traces and
+/// their machines, the policy and every option that changes the schedule.
+fn about_run(args: &SimArgs, machines: &[(String, u32)]) -> String {
+    let (m, t) = (&*args.model, &*args.domains);
+    let mut parts: Vec<String> = machines
+        .iter()
+        .map(|(name, procs)| format!("{name} on {procs} processors"))
+        .collect();
+    if let Some(n) = args.synth.synthetic {
+        parts[0] = format!(
+            "synthetic {n} jobs (load {}, seed {}) on {} processors",
+            args.synth.load,
+            m.seed,
+            machines.first().map_or(0, |(_, p)| *p)
+        );
+    }
+    let policy = match args.policy {
+        PolicyArg::Fcfs => "FCFS".to_string(),
+        PolicyArg::Easy => "EASY".to_string(),
+        PolicyArg::Conservative => match args.conservative_depth {
+            Some(d) => format!("conservative (depth {d})"),
+            None => "conservative".to_string(),
+        },
+    };
+    parts.push(policy);
+    if m.best_effort > 0.0 {
+        let how = match m.preemption {
+            PreemptionArg::Kill => "kill",
+            PreemptionArg::Checkpoint => "checkpoint",
+        };
+        parts.push(format!(
+            "{:.0}% best-effort (seed {}), preemption by {how}",
+            m.best_effort * 100.0,
+            m.seed
+        ));
+    }
+    if let Some(s) = m.checkpoint_interval_s {
+        parts.push(format!("checkpoints every {s} s"));
+    }
+    if let Some(h) = m.mtbf_h {
+        parts.push(format!("node MTBF {h} h, repair {} h", m.repair_h));
+    }
+    if t.trade {
+        let reclaim = match t.reclaim {
+            ReclaimArg::Immediate => "immediate".to_string(),
+            ReclaimArg::Lease => format!("lease {} h", t.lease_h),
+            ReclaimArg::Gradual => format!("gradual every {} min", t.gradual_min),
+        };
+        parts.push(format!("trading, reclaim {reclaim}"));
+    }
+    parts.join(" · ")
+}
+
 /// Shifts the jobs so that the first arrives at time 0.
 fn shift_to_zero(w: &mut Workload) {
     if let Some(first) = w.jobs.first().map(|j| j.submit_s) {
@@ -417,6 +470,22 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         d.name.clone_from(name);
     }
     let read_wall_s = t_read.elapsed().as_secs_f64();
+    // The charts name each trace by its file, not the short domain name.
+    let files = [args.trace.as_deref(), t.trace2.as_deref()];
+    let machines: Vec<(String, u32)> = domains
+        .iter()
+        .zip(
+            files
+                .iter()
+                .filter(|f| f.is_some() || y.synthetic.is_some()),
+        )
+        .map(|(d, f)| {
+            let name = f
+                .and_then(|f| f.file_name())
+                .map_or_else(|| d.name.clone(), |n| n.to_string_lossy().into_owned());
+            (name, d.workload.machine_procs)
+        })
+        .collect();
 
     let cost = |fixed: f64, per_gb: f64| CostModel {
         fixed_ms: ms(fixed, 1000.0),
@@ -536,6 +605,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             dir,
             &result,
             baseline.as_ref().map(|(r, _, l)| (r, *l)),
+            &about_run(&args, &machines),
         )?;
         eprintln!(
             "vgrid sim: wrote {} charts (PNG and SVG) to {}",

@@ -23,6 +23,10 @@ pub enum UsersCmd {
         /// give it to the user, who runs `vgrid login FILE`.
         #[arg(long, value_name = "FILE")]
         credentials: Option<std::path::PathBuf>,
+        /// Print JSON: `{"name", "token"}`, or `{"name", "credentials"}`
+        /// with the file's path.
+        #[arg(long)]
+        json: bool,
     },
     /// List users, their roles and their jobs not ended (never tokens).
     Ls {
@@ -47,6 +51,9 @@ pub enum TokenCmd {
         /// Write a credentials file (0600) instead of printing the token.
         #[arg(long, value_name = "FILE")]
         credentials: Option<std::path::PathBuf>,
+        /// Print JSON, as `users add --json` does.
+        #[arg(long)]
+        json: bool,
     },
     /// The token stops working at once; none works until a rotation.
     Revoke { name: String },
@@ -68,6 +75,7 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
             name,
             role,
             credentials,
+            json,
         } => {
             let role = match role {
                 RoleArg::User => Role::User,
@@ -77,7 +85,7 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
             let c = client()?;
             let ca_pem = ca_for(&credentials)?;
             let added = block_on(c.add_user(&name, role))??;
-            hand_over(&c, added.name, added.token, credentials, ca_pem)?;
+            hand_over(&c, added, credentials, ca_pem, json)?;
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Ls { json } => {
@@ -116,11 +124,15 @@ pub fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
             println!("user {name}: removed");
             Ok(ExitCode::SUCCESS)
         }
-        UsersCmd::Token(TokenCmd::Rotate { name, credentials }) => {
+        UsersCmd::Token(TokenCmd::Rotate {
+            name,
+            credentials,
+            json,
+        }) => {
             let c = client()?;
             let ca_pem = ca_for(&credentials)?;
             let new = block_on(c.rotate_token(&name))??;
-            hand_over(&c, new.name, new.token, credentials, ca_pem)?;
+            hand_over(&c, new, credentials, ca_pem, json)?;
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Token(TokenCmd::Revoke { name }) => {
@@ -145,31 +157,40 @@ fn ca_for(credentials: &Option<std::path::PathBuf>) -> anyhow::Result<Option<Str
     }
 }
 
-/// Prints a new token, or writes it into a credentials file.
+/// Prints a new token, or writes it into a credentials file; with `json`,
+/// `{"id", "name", "role", "token"}`, or `{"name", "credentials"}` with
+/// the file's path.
 fn hand_over(
     c: &vgrid_client::Client,
-    name: String,
-    token: String,
+    added: vgrid_api::types::AddUserResponse,
     credentials: Option<std::path::PathBuf>,
     ca_pem: Option<String>,
+    json: bool,
 ) -> anyhow::Result<()> {
     match (credentials, ca_pem) {
         (Some(path), Some(ca_pem)) => {
             crate::credentials::Credentials {
                 format: crate::credentials::FORMAT,
                 controller: c.base_url().to_string(),
-                name,
-                token,
+                name: added.name.clone(),
+                token: added.token,
                 ca_pem,
             }
             .write(&path)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "name": added.name, "credentials": path })
+                );
+            }
             eprintln!(
                 "vgrid: wrote {}; the user runs `vgrid login {}`",
                 path.display(),
                 path.display()
             );
         }
-        _ => println!("{token}"),
+        _ if json => println!("{}", serde_json::to_string_pretty(&added)?),
+        _ => println!("{}", added.token),
     }
     Ok(())
 }
@@ -179,6 +200,9 @@ fn hand_over(
 pub struct LoginArgs {
     /// The credentials file the administrator gave you.
     file: std::path::PathBuf,
+    /// Print JSON: `{"controller", "name", "credentials"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Checks the credentials against the controller, then keeps them.
@@ -189,6 +213,12 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let dest = crate::credentials::user_file()
         .ok_or_else(|| anyhow::anyhow!("no HOME or XDG_CONFIG_HOME to keep the credentials in"))?;
     c.write(&dest)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "controller": c.controller, "name": c.name, "credentials": dest })
+        );
+    }
     eprintln!(
         "vgrid: logged in to {} as {}; credentials in {}",
         c.controller,

@@ -25,7 +25,8 @@ fn submit_refuses_a_job_name_taken_from_a_forged_file_name() {
     std::fs::write(&file, "image = \"tiny\"\ncommand = [\"/bin/true\"]\n").expect("job file");
     let out = vgrid(dir.path(), &["submit".as_ref(), file.as_os_str()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // 65: invalid input (crates/cli/src/exit.rs).
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("field `name`"), "{stderr}");
     assert!(stderr.contains("control characters"), "{stderr}");
     // The error itself is printed on one line, the newline escaped.

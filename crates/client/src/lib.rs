@@ -49,6 +49,56 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// What kind of failure this is, for a caller that reacts by kind (the
+    /// CLI's exit codes) rather than by message.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Connect { .. } => ErrorKind::Unreachable,
+            ClientError::Decode(_) => ErrorKind::Protocol,
+            ClientError::BadUrl { .. } => ErrorKind::Config,
+            ClientError::Api { status, .. } => ErrorKind::of_status(*status),
+        }
+    }
+}
+
+/// The kinds of [`ClientError`]: one per way a script would react.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No answer: connection refused, TLS handshake failed, timed out.
+    Unreachable,
+    /// The request was refused as malformed: a bad job file, a bad
+    /// parameter, a body too large (400, 413, 422).
+    InvalidInput,
+    /// The thing named does not exist, or is not the caller's (404).
+    NotFound,
+    /// The token is missing or wrong, or may not do this (401, 403).
+    Forbidden,
+    /// The request conflicts with the thing's state, e.g. cancelling a job
+    /// that has ended (409).
+    Conflict,
+    /// The controller failed or cannot serve now (5xx).
+    Server,
+    /// An answer this client does not understand.
+    Protocol,
+    /// The client's own settings are unusable (a bad URL).
+    Config,
+    /// Any other refusal (another 4xx).
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of an HTTP refusal.
+    pub fn of_status(status: u16) -> ErrorKind {
+        match status {
+            400 | 413 | 422 => ErrorKind::InvalidInput,
+            401 | 403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            500..=599 => ErrorKind::Server,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 /// A connection to one controller with one token.
@@ -229,8 +279,21 @@ impl Client {
     }
 
     pub async fn jobs(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
-        self.json(self.request(Method::GET, "/v1/jobs").query(&[("all", all)]))
-            .await
+        self.jobs_of(all, None).await
+    }
+
+    /// [`Client::jobs`], only `user`'s when given (another user's: admins
+    /// only).
+    pub async fn jobs_of(
+        &self,
+        all: bool,
+        user: Option<&str>,
+    ) -> Result<Vec<JobView>, ClientError> {
+        let mut req = self.request(Method::GET, "/v1/jobs").query(&[("all", all)]);
+        if let Some(user) = user {
+            req = req.query(&[("user", user)]);
+        }
+        self.json(req).await
     }
 
     pub async fn job(&self, id: u64) -> Result<JobDetail, ClientError> {

@@ -23,6 +23,7 @@
 
 mod error;
 mod raw;
+mod suggest;
 mod time;
 
 use std::path::Path;

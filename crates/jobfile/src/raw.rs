@@ -77,8 +77,16 @@ pub(crate) fn parse(file: &str, source: &str) -> Result<JobSpec, JobFileError> {
 /// span and rewrites Rust type names into words a user knows.
 fn syntax_error(loc: &Locator<'_>, e: &toml::de::Error) -> JobFileError {
     let span = e.span().unwrap_or(0..0);
-    let message = humanize(e.message());
+    let mut message = humanize(e.message());
     let field = field_at(loc.source(), span.clone(), &message);
+    if message.starts_with("unknown field `")
+        && let Some(unknown) = &field
+        && let Some(known) =
+            crate::suggest::closest(unknown, &crate::suggest::expected_fields(&message))
+    {
+        // The hint replaces serde's list of every field of the table.
+        message = format!("unknown field `{unknown}`: did you mean `{known}`?");
+    }
     loc.error(span, field, message)
 }
 
@@ -873,11 +881,44 @@ readonly = true
     #[test]
     fn unknown_field_is_refused_at_its_key() {
         let d = refuse_extra("memory = 512\n");
-        check(&d, 3, 1, "memory", "unknown field `memory`");
+        check(
+            &d,
+            3,
+            1,
+            "memory",
+            "unknown field `memory`: did you mean `memory_mb`?",
+        );
         let d = refuse_extra("[[inputs]]\nfrom = \"/a\"\nto = \"/b\"\nmode = \"x\"\n");
         check(&d, 6, 1, "mode", "unknown field `mode`");
         let d = refuse_extra("mounts = [{ host = \"/a\", guest = \"/b\", rw = true }]\n");
         check(&d, 3, 40, "rw", "unknown field `rw`");
+    }
+
+    /// Item 5 of issue 11's contract: the closest field of the same table
+    /// is suggested, and the place stays the unknown key's.
+    #[test]
+    fn unknown_fields_suggest_the_closest_field_of_their_table() {
+        let d = refuse_extra("cores = 2\n");
+        check(
+            &d,
+            3,
+            1,
+            "cores",
+            "unknown field `cores`: did you mean `cpus`?",
+        );
+        let d = refuse_extra("memroy_mb = 512\n");
+        check(&d, 3, 1, "memroy_mb", "did you mean `memory_mb`?");
+        // Inside `[[inputs]]` the candidates are `from` and `to` only.
+        let d = refuse_extra("[[inputs]]\nfrom = \"/a\"\ntoo = \"/b\"\n");
+        check(&d, 5, 1, "too", "did you mean `to`?");
+        let d = refuse_extra("[[inputs]]\nfrom = \"/a\"\nto = \"/b\"\ncpus = 2\n");
+        check(&d, 6, 1, "cpus", "unknown field `cpus`, expected");
+        assert!(!d.message.contains("did you mean"), "{d}");
+        let d = refuse_extra("mounts = [{ host = \"/a\", guest = \"/b\", read_only = true }]\n");
+        check(&d, 3, 40, "read_only", "did you mean `readonly`?");
+        // Nothing close: the list of the table's fields stays.
+        let d = refuse_extra("colour = \"red\"\n");
+        check(&d, 3, 1, "colour", "expected one of `name`, `image`");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Command {
     },
     ListJobs {
         all: bool,
+        /// Only this user's jobs: anyone's for an admin, a user's own
+        /// otherwise.
+        user: Option<String>,
     },
     ShowJob {
         id: u64,

@@ -11,6 +11,7 @@
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
 //! - [`tls`]: the listener that serves over TLS.
+//! - [`ui`]: the web dashboard, its login and session cookie.
 
 pub mod admin;
 pub mod command;
@@ -18,6 +19,7 @@ pub mod openapi;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 pub use command::{Backend, Command, CommandError, JobOutputs, Reply};
 pub use server::{router, serve, serve_tls};

@@ -123,11 +123,14 @@ pub fn document() -> Value {
         "/v1/jobs": {
             "post": submit,
             "get": op(
-                "List jobs: the caller's own, or with `all` (admin) everyone's.",
+                "List jobs: the caller's own, with `all` (admin) everyone's, with `user` one user's.",
                 "200",
                 ok_json("jobs by id", json!({ "type": "array", "items": schema_ref("Job") })),
                 None,
-                json!([query_param("all", "boolean", "admins: list every user's jobs")]),
+                json!([
+                    query_param("all", "boolean", "admins: list every user's jobs"),
+                    query_param("user", "string", "only this user's jobs (another user's: admins only, else 403)"),
+                ]),
             ),
         },
         "/v1/jobs/{id}": { "get": op("A job with its request, state history and checkpoints.", "200",

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::driver::SimResult;
 use crate::metrics::{Accounting, JobRecord, Summary, ms_to_s, summarize};
-use crate::plot::{Chart, Line, PlotError, write_chart};
+use crate::plot::{Chart, Line, PlotError, smooth, write_chart};
 use crate::series::completion_by_submit;
 
 /// How a run and its baseline (the same workloads with one thing changed)
@@ -282,6 +282,7 @@ pub fn write_plots(
     dir: &Path,
     r: &SimResult,
     baseline: Option<(&SimResult, Labels)>,
+    about: &str,
 ) -> Result<Vec<String>, PlotError> {
     let labels = baseline.map(|(_, l)| l);
     let baseline = baseline.map(|(b, _)| b);
@@ -297,6 +298,13 @@ pub fn write_plots(
     };
     let mut written = Vec::new();
 
+    // Time series are drawn as means over windows of about 1/150 of the
+    // run: raw samples (about 2,000) make an unreadable band.
+    let last = runs
+        .iter()
+        .filter_map(|(run, _)| run.samples.last().map(|s| day(s.t)))
+        .fold(0.0, f64::max);
+    let window = smooth_window(last);
     let mut demand = Vec::new();
     let mut util = Vec::new();
     for &(run, dashed) in &runs {
@@ -304,21 +312,25 @@ pub fn write_plots(
             let procs = f64::from(run.procs[d].max(1));
             demand.push(Line {
                 label: format!("{name}{}", suffix(dashed)),
-                points: run
-                    .samples
-                    .iter()
-                    .map(|s| (day(s.t), s.domains[d].demand as f64))
-                    .collect(),
+                points: smooth(
+                    &run.samples
+                        .iter()
+                        .map(|s| (day(s.t), s.domains[d].demand as f64))
+                        .collect::<Vec<_>>(),
+                    window,
+                ),
                 dashed,
                 color: d,
             });
             util.push(Line {
                 label: format!("{name}{}", suffix(dashed)),
-                points: run
-                    .samples
-                    .iter()
-                    .map(|s| (day(s.t), 100.0 * s.domains[d].busy as f64 / procs))
-                    .collect(),
+                points: smooth(
+                    &run.samples
+                        .iter()
+                        .map(|s| (day(s.t), 100.0 * s.domains[d].busy as f64 / procs))
+                        .collect::<Vec<_>>(),
+                    window,
+                ),
                 dashed,
                 color: d,
             });
@@ -326,7 +338,11 @@ pub fn write_plots(
     }
     write_chart(
         &Chart {
-            title: "Queue demand (processors requested by queued jobs)".into(),
+            title: format!(
+                "Queue demand (processors requested by queued jobs, mean per {})",
+                window_text(window)
+            ),
+            subtitle: about.to_string(),
             x_label: "time (days)".into(),
             y_label: "processors".into(),
             lines: demand,
@@ -337,7 +353,11 @@ pub fn write_plots(
     written.push("demand".to_string());
     write_chart(
         &Chart {
-            title: "Busy processors as % of the domain's own machine".into(),
+            title: format!(
+                "Busy processors as % of the domain's own machine (mean per {})",
+                window_text(window)
+            ),
+            subtitle: about.to_string(),
             x_label: "time (days)".into(),
             y_label: "% busy".into(),
             lines: util,
@@ -372,6 +392,7 @@ pub fn write_plots(
                 "Average time from submission to completion (jobs submitted per {} day bin)",
                 bin / 86_400_000
             ),
+            subtitle: about.to_string(),
             x_label: "submit time (days)".into(),
             y_label: "hours".into(),
             lines: completion,
@@ -400,6 +421,7 @@ pub fn write_plots(
                     r.domains.get(1).map_or("", String::as_str),
                     r.domains[0]
                 ),
+                subtitle: about.to_string(),
                 x_label: "time (days)".into(),
                 y_label: "nodes".into(),
                 lines: vec![Line {
@@ -417,9 +439,40 @@ pub fn write_plots(
     Ok(written)
 }
 
+/// The smoothing window, in days, for a run of `days`: about 150 windows,
+/// rounded to a whole number of hours (at least one).
+fn smooth_window(days: f64) -> f64 {
+    let hours = (days * 24.0 / 150.0).round().max(1.0);
+    hours / 24.0
+}
+
+/// "6 h", "1 day", "2.5 days".
+fn window_text(days: f64) -> String {
+    let hours = (days * 24.0).round();
+    if hours < 24.0 {
+        format!("{hours:.0} h")
+    } else if hours == 24.0 {
+        "day".to_string()
+    } else if hours % 24.0 == 0.0 {
+        format!("{:.0} days", hours / 24.0)
+    } else {
+        format!("{hours:.0} h")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smoothing_windows_are_whole_hours_about_a_150th_of_the_run() {
+        assert_eq!(smooth_window(0.5), 1.0 / 24.0);
+        assert_eq!(smooth_window(335.0), 54.0 / 24.0);
+        assert_eq!(window_text(smooth_window(335.0)), "54 h");
+        assert_eq!(window_text(1.0), "day");
+        assert_eq!(window_text(2.0), "2 days");
+        assert_eq!(window_text(0.25), "6 h");
+    }
 
     #[test]
     fn seconds_print_without_trailing_zeros() {

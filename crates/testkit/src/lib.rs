@@ -29,7 +29,10 @@
 //!   directory), for multi-host tests.
 //! - [`local`]: `vgrid serve` and `vgrid agent` on this machine, stopped
 //!   with their VMs when dropped.
+//! - [`browser`]: a headless Chromium driven over the DevTools protocol
+//!   (the dashboard's tests).
 
+pub mod browser;
 pub mod cluster;
 pub mod handboot;
 pub mod local;

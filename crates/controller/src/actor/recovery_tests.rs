@@ -16,7 +16,10 @@ fn unavailable(r: Result<Reply, CommandError>) -> String {
 }
 
 fn listed(d: &mut Driver) -> Vec<u64> {
-    match d.call(Command::ListJobs { all: true }) {
+    match d.call(Command::ListJobs {
+        all: true,
+        user: None,
+    }) {
         Ok(Reply::Jobs(jobs)) => jobs.iter().map(|j| j.id).collect(),
         other => panic!("list: {other:?}"),
     }

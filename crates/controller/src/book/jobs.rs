@@ -91,10 +91,24 @@ impl JobBook {
         Ok(Reply::Submitted { id, created: true })
     }
 
-    pub(crate) fn list_jobs(&self, p: &Principal, all: bool) -> Result<Reply, CommandError> {
+    /// The jobs `p` may list: their own; with `all`, everyone's (admin);
+    /// with `user`, that user's (anyone's for an admin, only their own for
+    /// a user: another's is refused, not answered with an empty list that
+    /// would look like "has no jobs").
+    pub(crate) fn list_jobs(
+        &self,
+        p: &Principal,
+        all: bool,
+        user: Option<&str>,
+    ) -> Result<Reply, CommandError> {
         match p.role {
             Role::Admin => {}
-            Role::User if !all => {}
+            Role::User if user.is_some_and(|u| u != p.name) => {
+                return Err(CommandError::Forbidden(
+                    "only an admin lists another user's jobs".into(),
+                ));
+            }
+            Role::User if !all || user.is_some() => {}
             Role::User => {
                 return Err(CommandError::Forbidden(
                     "only an admin lists every user's jobs".into(),
@@ -105,7 +119,10 @@ impl JobBook {
         let views = self
             .jobs
             .values()
-            .filter(|j| all || j.rec.owner == p.user_id)
+            .filter(|j| match user {
+                Some(name) => j.owner_name == name,
+                None => all || j.rec.owner == p.user_id,
+            })
             .filter_map(|j| self.view(j.rec.id))
             .collect();
         Ok(Reply::Jobs(views))

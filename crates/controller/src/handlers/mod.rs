@@ -54,7 +54,7 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
             hold,
             idempotency_key,
         } => ctx.book.submit(ctx.now, &p, *spec, hold, idempotency_key),
-        Command::ListJobs { all } => ctx.book.list_jobs(&p, all),
+        Command::ListJobs { all, user } => ctx.book.list_jobs(&p, all, user.as_deref()),
         Command::ShowJob { id } => jobs::show(ctx, &p, id),
         Command::Cancel { id } => ctx.book.cancel(ctx.now, &p, id),
         Command::Hold { id } => ctx.book.hold(ctx.now, &p, id),
