@@ -84,6 +84,10 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     pub submitted_unix_ms: i64,
     pub updated_unix_ms: i64,
+    /// While it waits: why, and when it is expected to start (the job
+    /// detail adds the node-by-node counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitInfo>,
 }
 
 /// One recorded state change.
@@ -163,6 +167,10 @@ pub struct NodeView {
     /// The images the node holds.
     #[serde(default)]
     pub images: Vec<String>,
+    /// Why an admin drained it (`state` is `draining` while its jobs
+    /// run on, then `drained`); absent while it takes work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_reason: Option<String>,
 }
 
 /// `POST /v1/users` (admin).
@@ -860,4 +868,93 @@ mod tests {
         assert!(!text.contains("vgt_secret"), "{text}");
         assert!(text.contains("alice"));
     }
+}
+
+// ---- Why a job waits ----
+
+/// Why a waiting job waits, and when it is expected to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitInfo {
+    /// The scheduler's reason: `priority`, `resources`, `requirements`,
+    /// `too-large`, `reservation`, `held`, `best-effort-no-idle`,
+    /// `vacating` or `new`.
+    pub reason: String,
+    /// The start backfilling reserved for it (Unix ms): it holds if the
+    /// running jobs' walltimes hold and no job of higher priority comes.
+    /// Absent: no reservation, so unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start_unix_ms: Option<i64>,
+    /// Node by node, what keeps it out (in `GET /v1/jobs/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<WaitAnalysis>,
+}
+
+/// How many nodes keep a waiting job out, clause by clause of its
+/// requirements and resource by resource, like `condor_q -better-analyze`.
+/// Each count is over `nodes` on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitAnalysis {
+    /// Nodes up that take new work.
+    pub nodes: u32,
+    /// Nodes an admin drained (not in `nodes`).
+    pub drained: u32,
+    /// The top-level `&&` clauses of its requirements.
+    pub clauses: Vec<ClauseCount>,
+    /// Nodes meeting the whole requirements.
+    pub matching: u32,
+    /// Nodes with fewer cores in all than one VM needs.
+    pub too_few_cores: u32,
+    /// Nodes with less memory in all than one VM needs.
+    pub too_little_memory: u32,
+    /// Nodes big enough whose free cores now are too few for one VM.
+    pub busy_cores: u32,
+    /// Nodes big enough whose free memory now is too little for one VM.
+    pub busy_memory: u32,
+    /// VMs the job needs.
+    pub vms: u32,
+    /// VMs the matching nodes could take now.
+    pub vms_free_now: u64,
+    /// VMs the matching nodes could take if they were empty.
+    pub vms_when_empty: u64,
+}
+
+/// A clause of a job's requirements and the nodes failing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClauseCount {
+    /// The clause as the job file wrote it.
+    pub clause: String,
+    /// Up nodes that fail it.
+    pub failing: u32,
+}
+
+// ---- Administration ----
+
+/// `POST /v1/nodes/{name}/drain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrainRequest {
+    /// Why, for `vgrid nodes` (like Slurm's `Reason=`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The longest drain reason, in bytes.
+pub const MAX_DRAIN_REASON: usize = 256;
+
+/// `GET /v1/users` (admin): a user, never their token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserView {
+    pub id: u64,
+    pub name: String,
+    pub role: Role,
+    pub created_unix_ms: i64,
+    /// When their token was revoked; absent while it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_revoked_unix_ms: Option<i64>,
+    /// Their jobs that have not ended.
+    pub active_jobs: u32,
 }

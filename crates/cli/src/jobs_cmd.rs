@@ -309,13 +309,13 @@ fn write_columns(
 fn write_ps(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  REASON",
-        "ID", "NAME", "OWNER", "STATE", "NODE", "CLASS", "CPUS", "MEM_MB"
+        "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  {:<13} REASON",
+        "ID", "NAME", "OWNER", "STATE", "NODE", "CLASS", "CPUS", "MEM_MB", "START"
     )?;
     for j in jobs {
         writeln!(
             out,
-            "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  {}",
+            "{:>6}  {:<16} {:<10} {:<13} {:<10} {:<11} {:>4} {:>7}  {:<13} {}",
             j.id,
             clip(&j.name, 16),
             clip(&j.owner, 10),
@@ -324,6 +324,7 @@ fn write_ps(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<()> {
             safe(&j.class),
             u64::from(j.cpus) * u64::from(j.vms),
             j.memory_mb.saturating_mul(u64::from(j.vms)),
+            clip(&crate::waits::start_cell(j), 13),
             safe(&j.reason)
         )?;
     }
@@ -386,6 +387,7 @@ fn write_detail(out: &mut impl Write, d: &JobDetail) -> std::io::Result<()> {
         d.spec.mode.name()
     )?;
     writeln!(out, "  command:   {}", safe(&d.spec.command.join(" ")))?;
+    crate::waits::write_why(out, j)?;
     if let Some(code) = j.exit_code {
         writeln!(out, "  exit code: {code}")?;
     }
@@ -631,6 +633,7 @@ mod tests {
             exit_code: None,
             submitted_unix_ms: 0,
             updated_unix_ms: 0,
+            wait: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod serve_cmd;
 mod sim_cmd;
 mod users_cmd;
 mod vm_cmd;
+mod waits;
 
 use std::process::ExitCode;
 

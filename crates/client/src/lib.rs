@@ -3,6 +3,7 @@
 //! manifests and their chunks between a local store and the controller's,
 //! [`data`] a user's job inputs up and outputs down.
 
+mod admin;
 pub mod data;
 pub mod transfer;
 

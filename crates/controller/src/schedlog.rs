@@ -34,6 +34,14 @@ pub(crate) enum SchedInput {
     NodeLost {
         node: u32,
     },
+    /// An admin drained the node: nothing new goes there.
+    NodeDrain {
+        node: u32,
+    },
+    /// An admin put a drained node back in service.
+    NodeResume {
+        node: u32,
+    },
     Running {
         job: u64,
     },
@@ -215,6 +223,8 @@ mod tests {
                 job: 1,
                 paused_ms: 40,
             },
+            SchedInput::NodeDrain { node: 3 },
+            SchedInput::NodeResume { node: 3 },
             SchedInput::Schedule,
         ];
         for input in inputs {
@@ -258,6 +268,14 @@ mod tests {
                 paused_ms: 30
             }),
             r#"{"in":"checkpoint-taken","job":4,"paused_ms":30}"#
+        );
+        assert_eq!(
+            text(&SchedInput::NodeDrain { node: 2 }),
+            r#"{"in":"node-drain","node":2}"#
+        );
+        assert_eq!(
+            text(&SchedInput::NodeResume { node: 2 }),
+            r#"{"in":"node-resume","node":2}"#
         );
     }
 

@@ -51,6 +51,8 @@ fn ensure_admin(store: &mut Store, cfg: &Config, now: u64) -> Result<(), Control
             name: "admin".into(),
             role: vgrid_store::Role::Admin,
             created_unix_ms: now as i64,
+            removed_unix_ms: None,
+            token_revoked_unix_ms: None,
         },
         token_hash: hash_token(&token),
     }])?;

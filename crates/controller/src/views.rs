@@ -1,6 +1,6 @@
 //! Turning the controller's records into API views.
 
-use vgrid_api::types::{CheckpointView, HistoryView, JobView};
+use vgrid_api::types::{CheckpointView, ClauseCount, HistoryView, JobView, WaitAnalysis};
 use vgrid_core::WaitReason;
 use vgrid_store::{CheckpointRecord, HistoryEntry, JobRecord};
 
@@ -21,6 +21,46 @@ pub(crate) fn wait_reason_text(reason: WaitReason) -> &'static str {
     }
 }
 
+/// The reason's name on the wire (`WaitInfo::reason`).
+pub(crate) fn wait_reason_name(reason: WaitReason) -> &'static str {
+    match reason {
+        WaitReason::Priority => "priority",
+        WaitReason::Resources => "resources",
+        WaitReason::Requirements => "requirements",
+        WaitReason::TooLarge => "too-large",
+        WaitReason::Reservation => "reservation",
+        WaitReason::Held => "held",
+        WaitReason::BestEffortNoIdle => "best-effort-no-idle",
+        WaitReason::Vacating => "vacating",
+        WaitReason::New => "new",
+    }
+}
+
+/// The core's node-by-node counts on the wire.
+pub(crate) fn analysis_view(a: vgrid_core::WaitAnalysis) -> WaitAnalysis {
+    WaitAnalysis {
+        nodes: a.nodes,
+        drained: a.drained,
+        clauses: a
+            .clauses
+            .into_iter()
+            .map(|c| ClauseCount {
+                clause: c.clause,
+                failing: c.failing,
+            })
+            .collect(),
+        matching: a.matching,
+        too_few_cores: a.too_few_cores,
+        too_little_memory: a.too_little_memory,
+        busy_cores: a.busy_cores,
+        busy_memory: a.busy_memory,
+        vms: a.vms,
+        vms_free_now: a.vms_free_now,
+        vms_when_empty: a.vms_when_empty,
+    }
+}
+
+/// The job as listed; `wait` is the caller's to fill.
 pub(crate) fn job_view(rec: &JobRecord, owner: &str, reason: String) -> JobView {
     JobView {
         id: rec.id,
@@ -37,6 +77,7 @@ pub(crate) fn job_view(rec: &JobRecord, owner: &str, reason: String) -> JobView 
         exit_code: rec.exit_code,
         submitted_unix_ms: rec.submitted_unix_ms,
         updated_unix_ms: rec.updated_unix_ms,
+        wait: None,
     }
 }
 

@@ -21,6 +21,18 @@ pub enum Event {
         /// The node.
         node: NodeId,
     },
+    /// An administrator drains the node (Slurm's DRAIN): nothing new is
+    /// placed on it; the jobs on it run on until they end. Refused for a
+    /// node that is down or lent.
+    NodeDrain {
+        /// The node.
+        node: NodeId,
+    },
+    /// A drained node takes new work again.
+    NodeResume {
+        /// The node.
+        node: NodeId,
+    },
     /// The images a node holds changed (it fetched one, or dropped one).
     NodeImages {
         /// The node.
@@ -157,6 +169,16 @@ pub enum Rejected {
         /// The event's name.
         event: &'static str,
         /// The job's state's name.
+        state: &'static str,
+    },
+    /// A drain or resume for a node in a state it does not apply to.
+    #[error("{node}: {event} does not apply while it is {state}")]
+    WrongNodeState {
+        /// The node.
+        node: NodeId,
+        /// The event's name.
+        event: &'static str,
+        /// The node's state's name.
         state: &'static str,
     },
     /// A loan event for a node that has no loan in that phase.

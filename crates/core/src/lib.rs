@@ -71,6 +71,10 @@
 //! `NodeDown` (announced: its jobs are checkpointed when possible and
 //! requeued), `NodeLost` (no notice: its jobs are requeued from their last
 //! checkpoint, the driver stops their VMs on other nodes after `Requeue`).
+//! An administrator's `NodeDrain` takes a node out of placement while its
+//! jobs run on to their end (Slurm's DRAIN); `NodeResume` puts it back.
+//! [`Scheduler::wait_analysis`] says, clause by clause and resource by
+//! resource, how many nodes keep a waiting job out.
 //!
 //! # Who measures what
 //!
@@ -198,4 +202,7 @@ pub use model::{Class, JobRequest, NodeSpec};
 pub use sched::Scheduler;
 pub use types::{DomainId, JobId, NodeId, Time};
 pub use vgrid_expr::{AttrValue, Expr};
-pub use view::{DomainView, JobPhase, JobStatus, NodeLoad, NodeStatus, Outcome, WaitReason};
+pub use view::{
+    ClauseCount, DomainView, JobPhase, JobStatus, NodeLoad, NodeStatus, Outcome, WaitAnalysis,
+    WaitReason,
+};

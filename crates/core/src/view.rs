@@ -125,6 +125,9 @@ pub enum NodeStatus {
     Draining,
     /// Down or lost.
     Down,
+    /// Drained by an administrator (Slurm's DRAIN): up, but nothing new is
+    /// placed on it; the jobs on it run on until they end.
+    Drained,
     /// Being lent: the borrower's VM is booting on it.
     Lending,
     /// Being reclaimed: waiting for the borrower's jobs to leave, or for
@@ -180,4 +183,43 @@ pub struct DomainView {
     pub total_cores: u64,
     /// Loans made by this domain so far (count of `Lend` actions).
     pub loans_made: u64,
+}
+
+/// Why a waiting job finds no room, node by node, like HTCondor's
+/// `condor_q -better-analyze`: each count is over the nodes that take work
+/// in the job's domain, every clause and resource on its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitAnalysis {
+    /// Nodes serving the job's domain that take new work.
+    pub nodes: u32,
+    /// Nodes of the domain drained by an administrator (not in `nodes`).
+    pub drained: u32,
+    /// Each top-level clause of the job's requirements (`a && b`: `a`,
+    /// `b`) and how many of `nodes` fail it.
+    pub clauses: Vec<ClauseCount>,
+    /// Nodes that meet the whole requirements (all of `nodes` without).
+    pub matching: u32,
+    /// Nodes with fewer cores in all than one VM needs.
+    pub too_few_cores: u32,
+    /// Nodes with less memory in all than one VM needs.
+    pub too_little_memory: u32,
+    /// Nodes whose free cores now are fewer than one VM needs.
+    pub busy_cores: u32,
+    /// Nodes whose free memory now is less than one VM needs.
+    pub busy_memory: u32,
+    /// VMs the job needs.
+    pub vms: u32,
+    /// VMs the matching nodes could take now, with what runs on them.
+    pub vms_free_now: u64,
+    /// VMs the matching nodes could take if they were empty.
+    pub vms_when_empty: u64,
+}
+
+/// One clause of a job's requirements and how many nodes fail it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClauseCount {
+    /// The clause as written.
+    pub clause: String,
+    /// Nodes that do not make it true (false or undefined).
+    pub failing: u32,
 }

@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod ast;
+mod clauses;
 mod lexer;
 mod parser;
 mod value;

@@ -8,7 +8,7 @@ use vgrid_model::JobSpec;
 
 use vgrid_api::types::{
     ActionEnvelope, AddUserResponse, AgentReport, JobDetail, JobView, JoinRequest, JoinResponse,
-    NodeImages, NodeView, Principal, RegisterNode, RegisterResponse, Role, WaitResponse,
+    NodeImages, NodeView, Principal, RegisterNode, RegisterResponse, Role, UserView, WaitResponse,
 };
 
 /// A request to the controller, on behalf of a [`Principal`].
@@ -64,6 +64,35 @@ pub enum Command {
         name: String,
         role: Role,
     },
+    /// Users and their roles, never their tokens (admin).
+    ListUsers,
+    /// Removes a user who has no job left that has not ended (admin).
+    RemoveUser {
+        name: String,
+    },
+    /// Gives the user a new token; the old one stops working (admin, or
+    /// the user for their own).
+    RotateToken {
+        name: String,
+    },
+    /// The user's token stops working; none works until a rotation
+    /// (admin).
+    RevokeToken {
+        name: String,
+    },
+    /// Nothing new is placed on the node; its jobs run on (admin).
+    DrainNode {
+        name: String,
+        reason: Option<String>,
+    },
+    /// A drained node takes work again (admin).
+    ResumeNode {
+        name: String,
+    },
+    /// Forgets a drained or lost node without jobs (admin).
+    RemoveNode {
+        name: String,
+    },
     ReadOutput {
         id: u64,
         offset: u64,
@@ -112,6 +141,7 @@ pub enum Reply {
     Waited(Box<WaitResponse>),
     Control(Box<JobView>),
     Nodes(Vec<NodeView>),
+    Users(Vec<UserView>),
     /// Prometheus text exposition format.
     Metrics(String),
     UserAdded(AddUserResponse),

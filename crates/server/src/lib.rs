@@ -8,6 +8,8 @@
 //!   400/401/403/404/409/413/503, always as JSON.
 //! - [`routes`]: what every route shares: the token checked before the
 //!   body is read, body limits, JSON for unknown routes and wrong methods.
+//! - [`admin`]: the administrators' routes (drain, resume and forget
+//!   nodes; list and remove users; rotate and revoke tokens).
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`store`]: the content-addressed store's routes (chunks, manifests,
 //!   image names).
@@ -15,6 +17,7 @@
 //! - [`ui`]: the web dashboard, its login and session cookie.
 //! - `request_log`: one log line per request.
 
+pub mod admin;
 pub mod command;
 pub mod openapi;
 mod request_log;

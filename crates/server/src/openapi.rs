@@ -152,6 +152,13 @@ impl Modify for BearerScheme {
         crate::store::put_manifest,
         crate::store::get_manifest,
         crate::store::missing,
+        crate::admin::drain,
+        crate::admin::resume,
+        crate::admin::remove_node,
+        crate::admin::list_users,
+        crate::admin::remove_user,
+        crate::admin::rotate_token,
+        crate::admin::revoke_token,
     ),
     components(
         schemas(ErrorBody, JobVerb),

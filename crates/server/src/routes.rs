@@ -69,6 +69,10 @@ impl<B: Backend> Route<B> {
         Route::with(Method::PUT, path, routing::put(h))
     }
 
+    pub fn delete<H: Handler<T, Arc<B>>, T: 'static>(path: &'static str, h: H) -> Route<B> {
+        Route::with(Method::DELETE, path, routing::delete(h))
+    }
+
     /// Callable without a token.
     pub fn public(self) -> Route<B> {
         Route {

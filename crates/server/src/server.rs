@@ -32,7 +32,7 @@ pub const MAX_OUTPUT_READ: u64 = 1 << 20;
 /// lists exactly these.
 pub fn routes<B: Backend>() -> Vec<Route<B>> {
     use crate::store;
-    vec![
+    let mut table = vec![
         Route::get("/openapi.json", openapi).public(),
         Route::post("/v1/jobs", submit::<B>),
         Route::get("/v1/jobs", list_jobs::<B>),
@@ -64,7 +64,9 @@ pub fn routes<B: Backend>() -> Vec<Route<B>> {
             .body_limit(store::MAX_LIST_BYTES),
         Route::get("/v1/store/manifests/{id}", store::get_manifest::<B>),
         Route::post("/v1/store/missing", store::missing::<B>).body_limit(store::MAX_LIST_BYTES),
-    ]
+    ];
+    table.extend(crate::admin::routes::<B>());
+    table
 }
 
 /// The API's routes and the dashboard over a backend. The dashboard's
@@ -906,6 +908,7 @@ mod tests {
             exit_code: None,
             submitted_unix_ms: 0,
             updated_unix_ms: 0,
+            wait: None,
         }
     }
 

@@ -278,10 +278,53 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             token_hash,
         } => {
             let updated = conn
-                .prepare_cached("UPDATE users SET token_hash = ?2 WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE users SET token_hash = ?2, token_revoked_unix_ms = NULL
+                     WHERE id = ?1 AND removed_unix_ms IS NULL",
+                )?
                 .execute(params![to_i64(*user_id)?, &token_hash[..]])?;
             if updated == 0 {
                 return Err(StoreError::NoSuchUser(*user_id));
+            }
+        }
+        Change::RevokeToken { user_id, unix_ms } => {
+            // The hash column is unique and never empty: a random one that
+            // no token hashes to takes the old one's place.
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE users SET token_hash = randomblob(32), token_revoked_unix_ms = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![to_i64(*user_id)?, unix_ms])?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchUser(*user_id));
+            }
+        }
+        Change::RemoveUser { user_id, unix_ms } => {
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE users SET token_hash = randomblob(32), removed_unix_ms = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![to_i64(*user_id)?, unix_ms])?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchUser(*user_id));
+            }
+        }
+        Change::SetDrain { name, reason } => {
+            let updated = conn
+                .prepare_cached("UPDATE nodes SET drain_reason = ?2 WHERE name = ?1")?
+                .execute(params![name, reason])?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchNode(name.clone()));
+            }
+        }
+        Change::RemoveNode { name } => {
+            let deleted = conn
+                .prepare_cached("DELETE FROM nodes WHERE name = ?1")?
+                .execute(params![name])?;
+            if deleted == 0 {
+                return Err(StoreError::NoSuchNode(name.clone()));
             }
         }
         Change::AddJob(job) => {
@@ -365,8 +408,9 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("node labels do not serialize: {e}")))?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO nodes
-                   (name, cpus, memory_mb, labels, state, registered_unix_ms, last_seen_unix_ms, id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   (name, cpus, memory_mb, labels, state, registered_unix_ms, last_seen_unix_ms, id,
+                    drain_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 node.name,
@@ -376,7 +420,8 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
                 node.state.as_str(),
                 node.registered_unix_ms,
                 node.last_seen_unix_ms,
-                node.id
+                node.id,
+                node.drain_reason
             ])?;
         }
         Change::NodeSeen {
@@ -479,7 +524,8 @@ impl Queries<'_> {
     pub fn user_by_token(&self, hash: &TokenHash) -> Result<Option<UserRecord>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT id, name, role, created_unix_ms FROM users WHERE token_hash = ?1",
+                "SELECT id, name, role, created_unix_ms, removed_unix_ms, token_revoked_unix_ms
+                 FROM users WHERE token_hash = ?1",
             )?
             .query_row(params![&hash[..]], user_row)
             .optional()?
@@ -490,10 +536,11 @@ impl Queries<'_> {
     /// to authenticate without a query per request).
     pub fn users_with_token_hashes(&self) -> Result<Vec<(UserRecord, TokenHash)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, name, role, created_unix_ms, token_hash FROM users ORDER BY id",
+            "SELECT id, name, role, created_unix_ms, removed_unix_ms, token_revoked_unix_ms,
+                    token_hash FROM users ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            let hash: Vec<u8> = r.get(4)?;
+            let hash: Vec<u8> = r.get(6)?;
             Ok((user_row(r)?, hash))
         })?;
         let mut out = Vec::new();
@@ -593,7 +640,7 @@ impl Queries<'_> {
             self.conn
                 .prepare_cached(
                     "SELECT name, cpus, memory_mb, labels, state, registered_unix_ms,
-                            last_seen_unix_ms, id FROM nodes ORDER BY name",
+                            last_seen_unix_ms, id, drain_reason FROM nodes ORDER BY name",
                 )?
                 .query_map([], node_row)?,
         )
@@ -685,6 +732,8 @@ fn user_row(r: &Row<'_>) -> Decoded<UserRecord> {
     let id: i64 = r.get(0)?;
     let name: String = r.get(1)?;
     let created_unix_ms: i64 = r.get(3)?;
+    let removed_unix_ms: Option<i64> = r.get(4)?;
+    let token_revoked_unix_ms: Option<i64> = r.get(5)?;
     Ok(Role::parse(&role)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown role `{role}` of user {name}")))
         .map(|role| UserRecord {
@@ -692,6 +741,8 @@ fn user_row(r: &Row<'_>) -> Decoded<UserRecord> {
             name,
             role,
             created_unix_ms,
+            removed_unix_ms,
+            token_revoked_unix_ms,
         }))
 }
 
@@ -729,6 +780,7 @@ fn node_row(r: &Row<'_>) -> Decoded<NodeRecord> {
     let registered_unix_ms: i64 = r.get(5)?;
     let last_seen_unix_ms: i64 = r.get(6)?;
     let id: u32 = r.get(7)?;
+    let drain_reason: Option<String> = r.get(8)?;
     Ok((|| {
         Ok(NodeRecord {
             labels: json::decode(&labels)
@@ -742,6 +794,7 @@ fn node_row(r: &Row<'_>) -> Decoded<NodeRecord> {
             memory_mb: memory_mb.max(0) as u64,
             registered_unix_ms,
             last_seen_unix_ms,
+            drain_reason,
         })
     })())
 }
@@ -766,6 +819,8 @@ mod tests {
                 name: name.into(),
                 role,
                 created_unix_ms: 1,
+                removed_unix_ms: None,
+                token_revoked_unix_ms: None,
             },
             token_hash: hash_token(&format!("token-of-{name}")),
         }
@@ -904,6 +959,47 @@ mod tests {
             token_hash: hash_token("x"),
         }]);
         assert!(missing.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn revoked_and_removed_users_keep_their_record_but_no_token() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut store = Store::open(&dir.path().join("db"), 0)?;
+        store.apply(&[user(1, "ann", Role::User), user(2, "bob", Role::User)])?;
+        store.apply(&[Change::RevokeToken {
+            user_id: 1,
+            unix_ms: 5,
+        }])?;
+        store.apply(&[Change::RemoveUser {
+            user_id: 2,
+            unix_ms: 6,
+        }])?;
+        for name in ["ann", "bob"] {
+            let old = hash_token(&format!("token-of-{name}"));
+            assert_eq!(store.read().user_by_token(&old)?, None, "{name}");
+        }
+        let users: Vec<UserRecord> = store
+            .read()
+            .users_with_token_hashes()?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        assert_eq!(users[0].token_revoked_unix_ms, Some(5));
+        assert_eq!(users[1].removed_unix_ms, Some(6));
+        assert!(!users[0].has_token() && !users[1].has_token());
+        // A new token for a revoked user works; a removed user gets none.
+        store.apply(&[Change::SetToken {
+            user_id: 1,
+            token_hash: hash_token("new"),
+        }])?;
+        let ann = store.read().user_by_token(&hash_token("new"))?;
+        assert!(ann.is_some_and(|u| u.has_token()));
+        let refused = store.apply(&[Change::SetToken {
+            user_id: 2,
+            token_hash: hash_token("other"),
+        }]);
+        assert!(refused.is_err());
         Ok(())
     }
 
@@ -1079,6 +1175,7 @@ mod tests {
             state: NodeState::Up,
             registered_unix_ms: 10,
             last_seen_unix_ms: 10,
+            drain_reason: None,
         };
         let ckpt = CheckpointRecord {
             job_id: 1,
@@ -1108,8 +1205,17 @@ mod tests {
             vec![NodeRecord {
                 state: NodeState::Lost,
                 last_seen_unix_ms: 99,
-                ..node
+                ..node.clone()
             }]
+        );
+        // A drain's reason is kept, and a forgotten node is gone.
+        store.apply(&[Change::SetDrain {
+            name: "n1".into(),
+            reason: Some("disk swap".into()),
+        }])?;
+        assert_eq!(
+            store.read().nodes()?[0].drain_reason.as_deref(),
+            Some("disk swap")
         );
         assert_eq!(store.read().checkpoints(1)?, vec![(ckpt.clone(), true)]);
         let newer = CheckpointRecord {
@@ -1145,6 +1251,13 @@ mod tests {
             ..ckpt
         })]);
         assert!(dup.is_err(), "a checkpoint sequence number is never reused");
+        store.apply(&[Change::RemoveNode { name: "n1".into() }])?;
+        assert!(store.read().nodes()?.is_empty());
+        assert!(
+            store
+                .apply(&[Change::RemoveNode { name: "n1".into() }])
+                .is_err()
+        );
         Ok(())
     }
 

@@ -16,6 +16,22 @@ pub struct UserRecord {
     pub name: String,
     pub role: Role,
     pub created_unix_ms: i64,
+    /// When an admin removed the user: the record stays for the owner of
+    /// their jobs, and the name is never given again (store names such
+    /// as `data/<user>/` are by name).
+    #[serde(default)]
+    pub removed_unix_ms: Option<i64>,
+    /// When the user's token was revoked; none works until a new one is
+    /// made.
+    #[serde(default)]
+    pub token_revoked_unix_ms: Option<i64>,
+}
+
+impl UserRecord {
+    /// Whether a token of theirs may work.
+    pub fn has_token(&self) -> bool {
+        self.removed_unix_ms.is_none() && self.token_revoked_unix_ms.is_none()
+    }
 }
 
 /// A job as stored: its request and where it stands.
@@ -61,7 +77,9 @@ pub enum NodeState {
     Up,
     /// Its agent missed its heartbeats.
     Lost,
-    /// Taken out of service by an admin.
+    /// Its agent reports in, but an admin drained it: nothing new is
+    /// placed there. (A drained node whose agent falls silent is `Lost`
+    /// and keeps its [`NodeRecord::drain_reason`].)
     Drained,
 }
 
@@ -93,6 +111,9 @@ pub struct NodeRecord {
     pub state: NodeState,
     pub registered_unix_ms: i64,
     pub last_seen_unix_ms: i64,
+    /// Why an admin drained it; `None` while it takes work.
+    #[serde(default)]
+    pub drain_reason: Option<String>,
 }
 
 /// A checkpoint of a job, the newest one being where it resumes.
@@ -130,6 +151,26 @@ pub enum Change {
     SetToken {
         user_id: u64,
         token_hash: TokenHash,
+    },
+    /// Revokes the user's token: none of theirs works until `SetToken`.
+    RevokeToken {
+        user_id: u64,
+        unix_ms: i64,
+    },
+    /// Removes a user: their token stops working, the record stays for
+    /// their jobs and keeps the name taken.
+    RemoveUser {
+        user_id: u64,
+        unix_ms: i64,
+    },
+    /// Drains a node (`Some(reason)`) or puts it back in service.
+    SetDrain {
+        name: String,
+        reason: Option<String>,
+    },
+    /// Forgets a node.
+    RemoveNode {
+        name: String,
     },
     /// Inserts the job and its first history entry (its state and reason).
     AddJob(Box<JobRecord>),
@@ -181,6 +222,10 @@ impl Change {
         match self {
             Change::AddUser { .. } => "add user",
             Change::SetToken { .. } => "set token",
+            Change::RevokeToken { .. } => "revoke token",
+            Change::RemoveUser { .. } => "remove user",
+            Change::SetDrain { .. } => "drain node",
+            Change::RemoveNode { .. } => "remove node",
             Change::AddJob(_) => "add job",
             Change::Transition { .. } => "job transition",
             Change::SetRuntime { .. } => "job runtime",

@@ -91,6 +91,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN outputs TEXT;
     "#,
+    // Version 5: admins drain nodes (the reason outlives the node being
+    // lost), remove users (kept for their jobs' owner, their name never
+    // reused) and revoke tokens.
+    r#"
+    ALTER TABLE nodes ADD COLUMN drain_reason TEXT;
+    ALTER TABLE users ADD COLUMN removed_unix_ms INTEGER;
+    ALTER TABLE users ADD COLUMN token_revoked_unix_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

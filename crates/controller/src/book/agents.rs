@@ -48,16 +48,27 @@ impl JobBook {
                 id
             }
         };
+        // A drain outlives the node being lost or the agent restarting.
+        let drain_reason = self
+            .nodes
+            .get(&req.name)
+            .and_then(|n| n.rec.drain_reason.clone());
         let rec = NodeRecord {
             name: req.name.clone(),
             id,
             cpus: req.cpus,
             memory_mb: req.memory_mb,
             labels: req.labels.clone(),
-            state: NodeState::Up,
+            state: if drain_reason.is_some() {
+                NodeState::Drained
+            } else {
+                NodeState::Up
+            },
             registered_unix_ms: now as i64,
             last_seen_unix_ms: now as i64,
+            drain_reason,
         };
+        let drained = rec.drain_reason.is_some();
         self.fx.changes.push(Change::PutNode(rec.clone()));
         self.node_names.insert(id, req.name.clone());
         let images: std::collections::BTreeSet<String> = req.images.iter().cloned().collect();
@@ -90,6 +101,9 @@ impl JobBook {
                     },
                 },
             );
+            if drained {
+                self.sync_drain(now, id, true);
+            }
         } else if had.as_ref() != Some(&images) {
             self.feed(now, SchedInput::NodeImages { node: id, images });
         }
@@ -740,13 +754,18 @@ impl JobBook {
                     Some(v) if v.status != NodeStatus::Down => (
                         v.used_cores + v.best_effort_cores,
                         v.used_memory_mb,
-                        v.jobs.iter().map(|(j, _)| j.0).collect(),
+                        v.jobs.iter().map(|(j, _)| j.0).collect::<Vec<u64>>(),
                     ),
                     _ => (0, 0, Vec::new()),
                 };
+                // Like Slurm: draining while its jobs run on, then drained.
+                let state = match n.rec.state {
+                    NodeState::Drained if !jobs.is_empty() => "draining",
+                    s => s.as_str(),
+                };
                 NodeView {
                     name: n.rec.name.clone(),
-                    state: n.rec.state.as_str().to_string(),
+                    state: state.to_string(),
                     cpus: n.rec.cpus,
                     memory_mb: n.rec.memory_mb,
                     free_cpus: n.rec.cpus.saturating_sub(used_cpus),
@@ -755,6 +774,7 @@ impl JobBook {
                     jobs,
                     last_seen_unix_ms: n.rec.last_seen_unix_ms.max(n.last_contact_ms as i64),
                     images: n.images.iter().cloned().collect(),
+                    drain_reason: n.rec.drain_reason.clone(),
                 }
             })
             .collect()

@@ -47,6 +47,14 @@ impl JobBook {
     ) -> Result<(JobBook, u64), ControllerError> {
         let mut users = Users::default();
         for (user, hash) in records.users {
+            if !user.has_token() {
+                // Revoked or removed: the stored hash is one no token has,
+                // and the name stays taken.
+                users.names.insert(user.name.clone());
+                users.next_id = users.next_id.max(user.id + 1);
+                users.by_id.insert(user.id, user);
+                continue;
+            }
             users.tokens.insert(
                 hash,
                 Principal {
@@ -119,6 +127,10 @@ impl JobBook {
                     why,
                 }
             })?;
+            // A forgotten node's id stays taken: the log still names it.
+            if let crate::schedlog::SchedInput::NodeUp { node } = &input {
+                next_node_id = next_node_id.max(node.id + 1);
+            }
             let t = (entry.unix_ms.max(0) as u64).max(last_time);
             last_time = t;
             // Only accepted inputs are logged, and the core is

@@ -28,6 +28,7 @@
 //! ([`JobBook::from_records`]) equals the live one.
 
 mod agents;
+mod drain;
 mod jobs;
 pub(crate) mod lifecycle;
 mod load;
@@ -38,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use vgrid_api::types::{AgentAction, JobView, Principal, Role};
+use vgrid_api::types::{AgentAction, JobView, Principal, Role, WaitInfo};
 use vgrid_core::{JobId, Scheduler};
 use vgrid_model::JobState;
 use vgrid_server::{CommandError, Reply};
@@ -49,7 +50,7 @@ pub(crate) use load::Records;
 
 use crate::schedlog::SchedInput;
 use crate::transitions::Transition;
-use crate::views::{job_view, wait_reason_text};
+use crate::views::{analysis_view, job_view, wait_reason_name, wait_reason_text};
 
 /// What the book needs of the controller's configuration.
 #[derive(Debug, Clone)]
@@ -311,15 +312,42 @@ impl JobBook {
 
     /// The job as listed, with what it waits for when it waits.
     pub(crate) fn view(&self, id: u64) -> Option<JobView> {
+        self.view_of(id, false)
+    }
+
+    /// The job as shown alone: while it waits, with the node-by-node
+    /// counts of what keeps it out.
+    pub(crate) fn view_detailed(&self, id: u64) -> Option<JobView> {
+        self.view_of(id, true)
+    }
+
+    fn view_of(&self, id: u64, detailed: bool) -> Option<JobView> {
         let job = self.jobs.get(&id)?;
+        let mut wait = None;
         let reason = match job.rec.state {
             JobState::Pending | JobState::Preempted | JobState::Held | JobState::Migrating => {
-                match self.sched.job(JobId(id)).map(|v| v.state) {
+                let status = self.sched.job(JobId(id));
+                match status.as_ref().map(|v| v.state) {
                     Some(vgrid_core::JobPhase::Pending { reason }) => {
+                        let mut text = wait_reason_text(reason).to_string();
+                        if let Some(why) = self.drained_note(reason) {
+                            text = format!("{text}; {why}");
+                        }
+                        wait = Some(WaitInfo {
+                            reason: wait_reason_name(reason).to_string(),
+                            expected_start_unix_ms: status
+                                .and_then(|v| v.planned_start)
+                                .map(|t| i64::try_from(t.as_ms()).unwrap_or(i64::MAX)),
+                            analysis: if detailed {
+                                self.sched.wait_analysis(JobId(id)).map(analysis_view)
+                            } else {
+                                None
+                            },
+                        });
                         if matches!(job.rec.state, JobState::Preempted | JobState::Migrating) {
-                            format!("{}; {}", job.rec.reason, wait_reason_text(reason))
+                            format!("{}; {text}", job.rec.reason)
                         } else {
-                            wait_reason_text(reason).to_string()
+                            text
                         }
                     }
                     _ => job.rec.reason.clone(),
@@ -327,7 +355,28 @@ impl JobBook {
             }
             _ => job.rec.reason.clone(),
         };
-        Some(job_view(&job.rec, &job.owner_name, reason))
+        let mut view = job_view(&job.rec, &job.owner_name, reason);
+        view.wait = wait;
+        Some(view)
+    }
+
+    /// How many nodes an admin drained, when that may be why a job finds
+    /// no room.
+    fn drained_note(&self, reason: vgrid_core::WaitReason) -> Option<String> {
+        use vgrid_core::WaitReason as W;
+        if !matches!(reason, W::Requirements | W::TooLarge | W::Resources) {
+            return None;
+        }
+        let drained = self
+            .nodes
+            .values()
+            .filter(|n| n.rec.drain_reason.is_some())
+            .count();
+        match drained {
+            0 => None,
+            1 => Some("1 node is drained".into()),
+            n => Some(format!("{n} nodes are drained")),
+        }
     }
 
     pub(crate) fn control_reply(&self, id: u64) -> Result<Reply, CommandError> {

@@ -42,7 +42,7 @@ impl JobBook {
             .nodes
             .values()
             .filter(|n| {
-                n.rec.state == NodeState::Up
+                matches!(n.rec.state, NodeState::Up | NodeState::Drained)
                     && now.saturating_sub(n.last_contact_ms) > self.cfg.lost_after_ms
             })
             .map(|n| n.rec.name.clone())
@@ -296,6 +296,12 @@ pub(super) fn apply_input(
         SchedInput::Release { job } => Event::Release { job: JobId(*job) },
         SchedInput::NodeUp { node } => Event::NodeUp(node.to_core()),
         SchedInput::NodeLost { node } => Event::NodeLost {
+            node: NodeId(*node),
+        },
+        SchedInput::NodeDrain { node } => Event::NodeDrain {
+            node: NodeId(*node),
+        },
+        SchedInput::NodeResume { node } => Event::NodeResume {
             node: NodeId(*node),
         },
         SchedInput::Running { job } => Event::JobRunning { job: JobId(*job) },

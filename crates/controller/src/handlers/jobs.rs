@@ -14,7 +14,7 @@ use crate::views::{checkpoint_view, history_view};
 pub(super) fn show(ctx: &Ctx, p: &Principal, id: u64) -> Result<Reply, CommandError> {
     let visible = ctx.book.visible(p, id)?;
     let (spec, outputs) = (visible.rec.spec.clone(), visible.rec.outputs.clone());
-    let job = ctx.book.view(id).ok_or_else(|| not_found(id))?;
+    let job = ctx.book.view_detailed(id).ok_or_else(|| not_found(id))?;
     let read = ctx.store.read();
     let unavailable = |e: vgrid_store::StoreError| {
         let why = e.fault().map_or_else(

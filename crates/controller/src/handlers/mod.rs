@@ -72,6 +72,13 @@ pub(crate) fn handle(ctx: &mut Ctx, p: Principal, command: Command, reply: Reply
         Command::ListNodes => Ok(Reply::Nodes(ctx.book.node_views())),
         Command::Metrics => metrics::metrics(ctx, &p),
         Command::AddUser { name, role } => users::add(ctx, &p, name, role),
+        Command::ListUsers => ctx.book.list_users(&p),
+        Command::RemoveUser { name } => ctx.book.remove_user(ctx.now, &p, &name),
+        Command::RotateToken { name } => users::rotate(ctx, &p, name),
+        Command::RevokeToken { name } => ctx.book.revoke_token(ctx.now, &p, &name),
+        Command::DrainNode { name, reason } => ctx.book.drain_node(ctx.now, &p, &name, reason),
+        Command::ResumeNode { name } => ctx.book.resume_node(ctx.now, &p, &name),
+        Command::RemoveNode { name } => ctx.book.remove_node(ctx.now, &p, &name),
         // Only the handle sends it, after checking the join secret.
         Command::JoinNode { node } => users::join(ctx, node),
         Command::RegisterNode(req) => ctx.book.register(ctx.now, &p, req, ctx.heartbeat_ms),
@@ -97,6 +104,7 @@ pub(crate) fn writes(command: &Command) -> bool {
             | Command::ShowJob { .. }
             | Command::WaitJob { .. }
             | Command::ListNodes
+            | Command::ListUsers
             | Command::Metrics
             | Command::ReadOutput { .. }
             | Command::JobOutputs { .. }

@@ -34,3 +34,12 @@ pub(super) fn join(ctx: &mut Ctx, node: String) -> Result<Reply, CommandError> {
         ca_pem: String::new(),
     }))
 }
+
+/// A new token for a user, shown this once; the old one stops working
+/// when the round is committed.
+pub(super) fn rotate(ctx: &mut Ctx, p: &Principal, name: String) -> Result<Reply, CommandError> {
+    let token = generate_token()
+        .map_err(|e| CommandError::Unavailable(format!("cannot make a token: {e}")))?;
+    let (id, role) = ctx.book.rotate_token(p, &name, hash_token(&token))?;
+    Ok(JobBook::user_added(id, name, role, token))
+}

@@ -274,6 +274,7 @@ async fn user_checkpoint(agent: &mut FakeAgent, client: &Client, id: u64, attemp
     seq
 }
 
+mod admin;
 mod agents;
 mod data;
 mod hostile;

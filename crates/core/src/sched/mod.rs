@@ -1,5 +1,6 @@
 //! The scheduler state machine: events in, actions out.
 
+mod admin;
 mod broker;
 mod pass;
 mod place;
@@ -120,6 +121,8 @@ impl Scheduler {
             Event::NodeImages { node, images } => self.node_images(node, images),
             Event::NodeDown { node } => self.node_down(now, node, false),
             Event::NodeLost { node } => self.node_down(now, node, true),
+            Event::NodeDrain { node } => self.node_drain(node, true),
+            Event::NodeResume { node } => self.node_drain(node, false),
             Event::LoanReady { node } => self.loan_ready(now, node),
             Event::LoanReturned { node } => self.loan_returned(now, node),
         }
