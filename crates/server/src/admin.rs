@@ -118,6 +118,8 @@ async fn drain<B: Backend>(
     params(("name" = String, Path, description = "node name")),
     responses(
         (status = 200, description = "the node after the change", body = vgrid_api::types::NodeView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::TooLarge),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -222,6 +224,8 @@ async fn remove_user<B: Backend>(
     params(("name" = String, Path, description = "user name")),
     responses(
         (status = 200, description = "the new token, shown only this once", body = vgrid_api::types::AddUserResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::TooLarge),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),

@@ -1288,7 +1288,8 @@ mod tests {
         let (url, _backend, _stop) = start().await;
         let http = vgrid_client::plain_http();
         for (method, path) in [
-            (reqwest::Method::GET, "/"),
+            // `/` is the dashboard's page.
+            (reqwest::Method::GET, "/nope"),
             (reqwest::Method::GET, "/v1/nope"),
             (reqwest::Method::POST, "/v1/jobs/1/2/3"),
         ] {
