@@ -78,8 +78,8 @@ ROWS=(
 echo
 echo "vgrid against HPCOpt sim-runner (median wall s / median CPU s of the whole process; HPCOpt reads pre-converted JSON, conversion not counted):"
 echo
-echo "| trace | procs | policy | jobs | vgrid wall | vgrid CPU | HPCOpt wall | HPCOpt CPU | vgrid/HPCOpt | same mean wait | ratio <= 1.0 |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| trace | procs | policy | jobs | vgrid wall | vgrid CPU | HPCOpt wall | HPCOpt CPU | vgrid/HPCOpt wall | CPU | same mean wait | ratio <= 1.0 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 declare -A MED
 ratio_rows=0
 ratio_met=0
@@ -110,7 +110,8 @@ for spec in "${ROWS[@]}"; do
     ratio_rows=$((ratio_rows + 1))
     [ "$(verdict "$ratio" 1.0)" = met ] && ratio_met=$((ratio_met + 1))
     worst=$(awk -v a="$worst" -v b="$ratio" 'BEGIN {print (b > a) ? b : a}')
-    echo "| $name | $procs | $policy | $jobs | $vwall | $vcpu | $hwall | $hcpu | $ratio | $same | $(verdict "$ratio" 1.0) |"
+    cratio=$(awk -v a="$vcpu" -v b="$hcpu" 'BEGIN {printf "%.3f", a / b}')
+    echo "| $name | $procs | $policy | $jobs | $vwall | $vcpu | $hwall | $hcpu | $ratio | $cratio | $same | $(verdict "$ratio" 1.0) |"
   done
 done
 
