@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use vgrid_core::{BrokerConfig, CostModel, Policy, PreemptionMode, ReclaimPolicy};
 use vgrid_sim::config::{CheckpointJobs, DomainInput, Failures, SimConfig, Trade};
-use vgrid_sim::synthetic::{SyntheticSpec, generate};
+use vgrid_sim::synthetic::{Shape, SyntheticSpec, generate};
 use vgrid_swf::{LoadError, MAX_MACHINE_PROCS, MachineSource, Mode, Workload, WorkloadError};
 
 const CONVENTIONS: &str = "\
@@ -190,9 +190,22 @@ struct SyntheticArgs {
     /// Offered load of the synthetic workload.
     #[arg(long, default_value_t = 0.85, value_parser = positive)]
     load: f64,
+    /// How the synthetic jobs' sizes are drawn.
+    #[arg(long, value_enum, default_value_t = ShapeArg::Classic)]
+    synthetic_shape: ShapeArg,
     /// Also write the synthetic workload as an SWF file.
     #[arg(long, value_name = "FILE.swf")]
     synthetic_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShapeArg {
+    /// A quarter serial jobs, the rest powers of two up to a tenth of the
+    /// machine.
+    Classic,
+    /// A modern large machine: powers of two from 1 to 4096 processors,
+    /// 630 on average.
+    Wide,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -438,6 +451,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             procs,
             load: y.load,
             seed: m.seed,
+            shape: match y.synthetic_shape {
+                ShapeArg::Classic => Shape::Classic,
+                ShapeArg::Wide => Shape::Wide,
+            },
         });
         if let Some(out) = &y.synthetic_out {
             let f = std::fs::File::create(out)

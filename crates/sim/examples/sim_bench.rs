@@ -5,14 +5,14 @@
 //! core can be checked to make the same decisions.
 //!
 //! Run: `cargo run --release -p vgrid-sim --example sim_bench -- TRACE.swf[.gz] [fcfs|easy|conservative] [--procs N] [--depth N] [--csv FILE]`
-//! or `... -- --synthetic JOBS PROCS [policy]`.
+//! or `... -- --synthetic JOBS PROCS [policy] [--shape wide]`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use vgrid_core::Policy;
 use vgrid_sim::config::{DomainInput, SimConfig};
-use vgrid_sim::synthetic::{SyntheticSpec, generate};
+use vgrid_sim::synthetic::{Shape, SyntheticSpec, generate};
 use vgrid_swf::{Mode, Workload};
 
 fn fail(msg: &str) -> ! {
@@ -21,7 +21,7 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
-    let usage = "usage: sim_bench TRACE [policy] [--procs N] [--depth N] [--csv FILE] | --synthetic JOBS PROCS [policy]";
+    let usage = "usage: sim_bench TRACE [policy] [--procs N] [--depth N] [--csv FILE] | --synthetic JOBS PROCS [policy] [--shape classic|wide]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut trace = None;
     let mut synthetic: Option<(u64, u32)> = None;
@@ -29,6 +29,7 @@ fn main() {
     let mut depth = None;
     let mut csv = None;
     let mut policy = Policy::Easy;
+    let mut shape = Shape::Classic;
     let mut i = 0;
     let num = |i: usize| -> u64 {
         args.get(i)
@@ -44,6 +45,13 @@ fn main() {
             }
             "--procs" => procs = Some(num(i + 1) as u32),
             "--depth" => depth = Some(num(i + 1) as u32),
+            "--shape" => {
+                shape = match args.get(i + 1).map(String::as_str) {
+                    Some("classic") => Shape::Classic,
+                    Some("wide") => Shape::Wide,
+                    _ => fail(usage),
+                }
+            }
             "--csv" => csv = args.get(i + 1).map(PathBuf::from),
             "fcfs" | "easy" | "conservative" => {
                 policy = match args[i].as_str() {
@@ -69,6 +77,7 @@ fn main() {
             procs,
             load: 0.85,
             seed: 1,
+            shape,
         }),
         (None, Some(path)) => match Workload::read(path, procs, Mode::Strict) {
             Ok(l) => l.workload,

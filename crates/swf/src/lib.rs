@@ -35,6 +35,7 @@
 //!   larger than the machine.
 
 mod error;
+mod fast;
 mod header;
 mod parse;
 mod workload;

@@ -187,6 +187,9 @@ pub struct Parser<'f, S> {
     sink: S,
     skipped: Skipped,
     line_no: u64,
+    /// Whether ordinary job lines take the fast path (`fast.rs`); off only
+    /// in the tests that use the full parser alone as an oracle.
+    fast: bool,
 }
 
 impl<'f, S: RecordSink> Parser<'f, S> {
@@ -199,6 +202,7 @@ impl<'f, S: RecordSink> Parser<'f, S> {
             sink,
             skipped: Skipped::default(),
             line_no: 0,
+            fast: true,
         }
     }
 
@@ -208,6 +212,15 @@ impl<'f, S: RecordSink> Parser<'f, S> {
         let mut pos = 0;
         while pos < data.len() {
             self.line_no += 1;
+            if self.fast
+                && let Some(l) = crate::fast::job_line(data, pos)
+                && beyond_limits(&l.fields).is_none()
+            {
+                self.sink
+                    .record(to_record(&l.fields, l.avg_cpu, self.line_no));
+                pos = l.next;
+                continue;
+            }
             let (outcome, next) = parse_line_at(data, pos, self.line_no, &mut self.header);
             pos = next;
             match outcome {
@@ -353,8 +366,14 @@ fn parse_line_at(
     if let Some(problem) = beyond_limits(&fields) {
         return (Err(problem), next);
     }
+    (Ok(Some(to_record(&fields, avg_cpu, line_no))), next)
+}
+
+/// A job line's record from its fields.
+#[inline]
+fn to_record(fields: &[i64; 18], avg_cpu: f64, line_no: u64) -> Record {
     let f = |k: usize| fields[k];
-    let record = Record {
+    Record {
         job_id: f(0),
         submit_s: f(1),
         wait_s: f(2),
@@ -374,8 +393,7 @@ fn parse_line_at(
         preceding_job: f(16),
         think_time_s: f(17),
         line: line_no,
-    };
-    (Ok(Some(record)), next)
+    }
 }
 
 /// The fields the simulator computes with, with the most it can take: a
@@ -518,5 +536,137 @@ mod tests {
             "first skipped line is line 2"
         );
         assert_eq!(t.map(|t| t.lines), Some(17));
+    }
+
+    /// Everything a parse gives, with floats shown exactly (`-0.0` too).
+    fn outcome(data: &[u8], mode: Mode, fast: bool) -> String {
+        let mut p = Parser::new("p.swf", mode, Vec::new());
+        p.fast = fast;
+        let res = p.feed(data).map(|()| p.finish());
+        format!("{res:?}")
+    }
+
+    /// A field as SWF writers (and careless ones) write it.
+    fn token() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0i64..100_000).prop_map(|v| v.to_string()),
+            3 => Just("-1".to_string()),
+            2 => (0u64..100_000, 0u32..1000).prop_map(|(a, b)| format!("{a}.{b:02}")),
+            1 => (-5000i64..0, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
+            1 => any::<i64>().prop_map(|v| v.to_string()),
+            1 => any::<u64>().prop_map(|v| format!("{v}0")),
+            1 => (0u64..10, 0u64..10_000_000_000_000).prop_map(|(a, b)| format!("{a}.{b}")),
+            1 => (0u64..1 << 60, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
+            1 => "[-+.0-9eE]{1,6}",
+            1 => "[-0-9a-z;.#]{1,4}",
+            1 => Just("-0".to_string()),
+            1 => Just("-".to_string()),
+            1 => Just("99999999999".to_string()),
+            1 => Just("0000000000000000000000042".to_string()),
+        ]
+    }
+
+    /// A field as SWF files usually have it.
+    fn common_token() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0i64..100_000_000).prop_map(|v| v.to_string()),
+            3 => Just("-1".to_string()),
+            2 => (0u64..100_000, 0u32..1000).prop_map(|(a, b)| format!("{a}.{b:02}")),
+            1 => (-5000i64..0, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
+            1 => (0u64..1_000_000_000_000_000_000).prop_map(|v| v.to_string()),
+        ]
+    }
+
+    /// A line: a job line most of the time, with odd spacing now and then.
+    fn line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let sep = prop_oneof![
+            8 => " {1,9}",
+            1 => "[ \t]{1,3}",
+            1 => "[ \r\x0b\x0c]{1,2}",
+        ];
+        // Most lines are clean (what the fast path takes), the rest have any
+        // token and field count.
+        let fields = prop_oneof![
+            3 => proptest::collection::vec((common_token(), " {1,9}"), 18..=18),
+            2 => proptest::collection::vec((token(), sep), 16..=20),
+        ];
+        let job = (
+            fields,
+            " {0,12}",
+            prop_oneof![6 => Just(""), 1 => Just("\r"), 1 => Just(" \r"), 1 => Just("\t")],
+        )
+            .prop_map(|(fields, lead, end)| {
+                let mut l = lead;
+                for (k, (t, s)) in fields.iter().enumerate() {
+                    if k > 0 {
+                        l.push_str(s);
+                    }
+                    l.push_str(t);
+                }
+                l.push_str(end);
+                l
+            });
+        prop_oneof![
+            12 => job,
+            1 => Just(String::new()),
+            1 => Just("; MaxProcs: 128".to_string()),
+            1 => "[ -~]{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// The fast path changes how quickly a line is read, never what
+        /// it gives: the same records, errors, skipped lines and header as
+        /// the full parser alone, in both modes, with or without a final
+        /// newline.
+        #[test]
+        fn fast_path_agrees_with_the_full_parser(
+            lines in proptest::collection::vec(line(), 1..12),
+            final_newline in proptest::bool::ANY,
+        ) {
+            let mut text = lines.join("\n");
+            if final_newline {
+                text.push('\n');
+            }
+            for mode in [Mode::Strict, Mode::Lenient] {
+                proptest::prop_assert_eq!(
+                    outcome(text.as_bytes(), mode, true),
+                    outcome(text.as_bytes(), mode, false)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_on_real_traces() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
+        let mut seen = 0;
+        for name in ["CTC-SP2-1996-3.1-cln.swf.gz", "HPC2N-2002-2.2-cln.swf.gz"] {
+            let Ok(gz) = std::fs::read(dir.join(name)) else {
+                continue;
+            };
+            let mut plain = Vec::new();
+            let read = std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&gz[..]),
+                &mut plain,
+            );
+            assert!(read.is_ok(), "{name}");
+            assert_eq!(
+                outcome(&plain, Mode::Strict, true),
+                outcome(&plain, Mode::Strict, false),
+                "{name}"
+            );
+            seen += 1;
+        }
+        assert!(
+            seen > 0 || std::env::var("CI").as_deref() != Ok("true"),
+            "no trace found in {}",
+            dir.display()
+        );
     }
 }
