@@ -171,7 +171,11 @@
 //! a pass walks the queue only until nothing is free, a pass caused only
 //! by arrivals looks only at them, and placing or releasing a VM is O(1).
 //! A property test checks that this path decides exactly like the general
-//! profile-based one. Measured numbers and the commands that reproduce
+//! profile-based one. A node of P cores running one-core VMs is a counted
+//! pool of P interchangeable processors: a job of k VMs is placed there as
+//! `(node, k)` in O(1) whatever k, with the same decisions as P one-core
+//! nodes (a property test checks it); the simulator announces a machine's
+//! processors this way when no event names one. Measured numbers and the commands that reproduce
 //! them are in `docs/core.md` (`examples/pass_bench.rs`,
 //! `examples/trace_bench.rs`).
 //!

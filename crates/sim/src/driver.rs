@@ -241,6 +241,36 @@ pub struct Progress {
     pub virtual_ms: Ms,
 }
 
+/// The nodes of a run. Every SWF processor is one core. When nothing can
+/// tell a domain's processors apart (no failures name one, no broker lends
+/// one, no best-effort job is preempted from one), the domain is one node
+/// of `machine_procs` cores: the core then counts free processors instead
+/// of listing them, so starting or ending a job costs the same whatever
+/// its size, and the schedule is the same as with one-core nodes (a job of
+/// one-core VMs fits either way exactly when enough cores are free; the
+/// core's `counted_pool_decides_like_one_core_nodes` test checks it).
+/// Otherwise each processor is a one-core node.
+fn node_specs(domains: &[DomainInput], cfg: &SimConfig, node_mem: u64) -> Vec<NodeSpec> {
+    let counted = cfg.failures.is_none() && cfg.trade.is_none() && cfg.best_effort_share <= 0.0;
+    let mut specs = Vec::new();
+    for (d, input) in domains.iter().enumerate() {
+        let procs = input.workload.machine_procs;
+        let (nodes, cores) = if counted {
+            (procs.min(1), procs)
+        } else {
+            (procs, 1)
+        };
+        for _ in 0..nodes {
+            // The total of processors fits u32 (checked by the caller).
+            #[allow(clippy::cast_possible_truncation)]
+            let id = NodeId(specs.len() as u32);
+            let mem = node_mem.saturating_mul(u64::from(cores));
+            specs.push(NodeSpec::new(id, domain_id(d), cores, mem));
+        }
+    }
+    specs
+}
+
 /// Runs one simulation.
 pub fn run(domains: &[DomainInput], cfg: &SimConfig) -> Result<SimResult, SimError> {
     run_with_progress(domains, cfg, &mut |_| {})
@@ -282,9 +312,8 @@ pub fn run_with_progress(
     let mut core = Scheduler::new(core_cfg);
     core.set_conservative_depth(cfg.conservative_depth);
 
-    // Every SWF processor is a one-core node; memory never limits placement
-    // (SWF machines are counted in processors), so nodes get as much as the
-    // largest VM asks.
+    // Memory never limits placement (SWF machines are counted in
+    // processors), so a processor gets as much as the largest VM asks.
     let mem_of = |j: &vgrid_swf::Job| {
         j.mem_kb_per_proc
             .map_or(cfg.default_mem_mb, |kb| kb.div_ceil(1024).max(1))
@@ -296,15 +325,7 @@ pub fn run_with_progress(
         .max()
         .unwrap_or(cfg.default_mem_mb)
         .max(1);
-    let mut node_specs = Vec::new();
-    for (d, input) in domains.iter().enumerate() {
-        for _ in 0..input.workload.machine_procs {
-            // total_nodes fits u32 (checked above).
-            #[allow(clippy::cast_possible_truncation)]
-            let id = NodeId(node_specs.len() as u32);
-            node_specs.push(NodeSpec::new(id, domain_id(d), 1, node_mem));
-        }
-    }
+    let node_specs = node_specs(domains, cfg, node_mem);
     for spec in &node_specs {
         core.handle(Time::ZERO, Event::NodeUp(spec.clone()))
             .map_err(|e| SimError::Setup {

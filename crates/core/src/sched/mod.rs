@@ -317,8 +317,8 @@ impl Scheduler {
         }
         let d = &self.domains[usize::from(j.spec.domain.0)];
         match j.spec.class {
-            Class::Normal => d.queue.get(&j.qkey()),
-            Class::BestEffort => d.be_queue.get(&j.qkey()),
+            Class::Normal => d.queue.get(&j.qkey()).map(|e| &**e),
+            Class::BestEffort => d.be_queue.get(&j.qkey()).map(|e| &**e),
             Class::Reservation { start, .. } => d.reservations.get(&(start, j.spec.id)),
         }
     }
@@ -330,8 +330,8 @@ impl Scheduler {
         }
         let d = &mut self.domains[usize::from(j.spec.domain.0)];
         match j.spec.class {
-            Class::Normal => d.queue.get_mut(&j.qkey()),
-            Class::BestEffort => d.be_queue.get_mut(&j.qkey()),
+            Class::Normal => d.queue.get_mut(&j.qkey()).map(|e| &mut **e),
+            Class::BestEffort => d.be_queue.get_mut(&j.qkey()).map(|e| &mut **e),
             Class::Reservation { start, .. } => d.reservations.get_mut(&(start, id)),
         }
     }
@@ -484,7 +484,7 @@ impl Scheduler {
         match s.class {
             Class::Normal => {
                 d.count_queued(entry.need_c, true);
-                d.queue.insert(j.qkey(), entry);
+                d.queue.insert(j.qkey(), Box::new(entry));
                 d.arrivals.push(j.qkey());
             }
             Class::BestEffort => {
@@ -493,7 +493,7 @@ impl Scheduler {
                     d.be_buckets.resize_with(b + 1, Default::default);
                 }
                 d.be_buckets[b].insert(j.qkey());
-                d.be_queue.insert(j.qkey(), entry);
+                d.be_queue.insert(j.qkey(), Box::new(entry));
                 let d = usize::from(s.domain.0);
                 self.set_best_effort_index(d, true);
             }

@@ -551,3 +551,110 @@ proptest! {
         }
     }
 }
+
+/// A simulator-shaped workload: jobs of one-core VMs on a machine of
+/// `procs` processors, with holds and cancels (nothing that names a node).
+#[derive(Debug, Clone)]
+struct CountedScenario {
+    policy: Policy,
+    procs: u32,
+    /// Memory of one processor; every VM asks at most this much.
+    mem: u64,
+    /// `(submit, VMs, MiB per VM, estimate, run time in % of it, priority)`.
+    jobs: Vec<(u64, u32, u64, u64, u64, i32)>,
+    events: Vec<(u64, Disturbance)>,
+}
+
+fn counted_scenario() -> impl Strategy<Value = CountedScenario> {
+    (
+        prop_oneof![
+            Just(Policy::Fcfs),
+            Just(Policy::Easy),
+            Just(Policy::Conservative)
+        ],
+        1u32..24,
+        prop_oneof![Just(0u64), 1u64..2048],
+        prop::collection::vec(
+            (
+                0u64..3_000,
+                1u32..30,
+                0u64..4,
+                1u64..1_000,
+                10u64..150,
+                0i32..3,
+            ),
+            1..50,
+        ),
+    )
+        .prop_flat_map(|(policy, procs, mem, jobs)| {
+            let n = jobs.len() as u64;
+            let events = prop::collection::vec(
+                (
+                    0u64..4_000,
+                    prop_oneof![
+                        (0..n).prop_map(Disturbance::Cancel),
+                        (0..n).prop_map(Disturbance::Hold),
+                        (0..n).prop_map(Disturbance::Release),
+                    ],
+                ),
+                0..6,
+            );
+            (Just((policy, procs, mem, jobs)), events)
+        })
+        .prop_map(|((policy, procs, mem, jobs), events)| CountedScenario {
+            policy,
+            procs,
+            mem,
+            jobs,
+            events,
+        })
+}
+
+/// The scenario on `procs` one-core nodes, or (`counted`) on one node of
+/// `procs` cores. Returns every action with its time, placements left out
+/// (they name different nodes by construction).
+fn run_counted(sc: &CountedScenario, counted: bool) -> Vec<(Time, String, Option<JobId>)> {
+    let mut h = Harness::new(Config::with_policy(sc.policy));
+    if counted {
+        h.nodes(0, 1, sc.procs, sc.mem * u64::from(sc.procs));
+    } else {
+        h.nodes(0, sc.procs, 1, sc.mem);
+    }
+    for (i, &(submit, vms, mem_quarters, walltime, run_pct, priority)) in sc.jobs.iter().enumerate()
+    {
+        let mut spec = JobRequest::simple(JobId(i as u64), vms, walltime);
+        spec.memory_mb_per_vm = sc.mem * mem_quarters / 4;
+        spec.priority = priority;
+        h.submit(submit, spec, (walltime * run_pct / 100).max(1));
+    }
+    for (t, d) in &sc.events {
+        h.at(*t, d.event(|_| unreachable!("no node events here")));
+    }
+    h.run(20_000);
+    h.log
+        .iter()
+        .map(|(t, a)| {
+            let kind = format!("{a:?}");
+            let kind = kind
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (*t, kind, crate::harness::action_job(a))
+        })
+        .collect()
+}
+
+proptest! {
+    /// A pool of interchangeable one-core machines announced as one node
+    /// of that many cores (free capacity counted, not listed: how the
+    /// simulator runs a trace) decides exactly like one node per core:
+    /// the same actions for the same jobs at the same times, under every
+    /// policy.
+    #[test]
+    fn counted_pool_decides_like_one_core_nodes(sc in counted_scenario()) {
+        let listed = run_counted(&sc, false);
+        let counted = run_counted(&sc, true);
+        prop_assert_eq!(listed, counted);
+    }
+}

@@ -335,8 +335,11 @@ pub(crate) struct BrokerState {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Domain {
     pub pools: [Pool; 2],
-    /// Waiting normal jobs (not held).
-    pub queue: BTreeMap<QKey, QEntry>,
+    /// Waiting normal jobs (not held). Entries are boxed (here and in
+    /// `be_queue`) so that the B-tree moves 8 bytes, not a whole entry,
+    /// when a job joins or leaves a long queue (FCFS queues on real traces
+    /// hold tens of thousands of jobs).
+    pub queue: BTreeMap<QKey, Box<QEntry>>,
     /// How many jobs of `queue` are in each size class (see `size_class`;
     /// the last class takes all larger jobs too), and which classes are not
     /// empty: the smallest job waiting needs at least `2^(lowest class)`
@@ -344,7 +347,7 @@ pub(crate) struct Domain {
     pub queue_sizes: [u32; 32],
     pub queue_classes: u64,
     /// Waiting best-effort jobs (not held).
-    pub be_queue: BTreeMap<QKey, QEntry>,
+    pub be_queue: BTreeMap<QKey, Box<QEntry>>,
     /// The same jobs by size class: bucket `b` holds jobs needing
     /// `2^b ..= 2^(b+1)-1` cores, so a pass finds the next job that fits
     /// without walking past all those that cannot.
