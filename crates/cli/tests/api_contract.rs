@@ -177,7 +177,8 @@ fn unknown_routes_and_wrong_methods_answer_with_json_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Controller::start(dir.path());
     for token in [None, Some(c.admin.as_str())] {
-        for path in ["/", "/v1/nope", "/v1/jobs/1/outputs/chunks"] {
+        // `/` is the dashboard's page.
+        for path in ["/nope", "/v1/nope", "/v1/jobs/1/outputs/chunks"] {
             let a = c.get(path, token);
             assert_eq!(a.status, 404, "{path}: {}", a.head);
             let e = a.error();
