@@ -102,10 +102,8 @@ fn write(path: &Path, settings: &SchedulerSettings) -> Result<(), ControllerErro
         path: PathBuf::from(path),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(settings).expect("plain data serializes");
-    std::fs::write(&tmp, text + "\n").map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::setup::write_private(path, &text).map_err(io)
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ fn ensure_admin(store: &mut Store, cfg: &Config, now: u64) -> Result<(), Control
         source,
     };
     let token = generate_token().map_err(token_err)?;
-    write_secret(&path, &token).map_err(token_err)?;
+    write_private(&path, &token).map_err(token_err)?;
     let id = store.read().max_user_id()? + 1;
     store.apply(&[Change::AddUser {
         user: UserRecord {
@@ -59,8 +59,9 @@ fn ensure_admin(store: &mut Store, cfg: &Config, now: u64) -> Result<(), Control
     Ok(())
 }
 
-/// Writes a secret file readable only by its owner.
-pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a file readable only by its owner (the data directory holds
+/// nothing for others), durably, under its name only once complete.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -70,7 +71,7 @@ pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(secret.as_bytes())?;
+    f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
