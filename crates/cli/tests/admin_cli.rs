@@ -3,81 +3,11 @@
 //! drain of a node with a running job is tested with the controller's
 //! scripted agent, `crates/controller/src/tests/admin.rs`).
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
 use std::time::Duration;
 
-fn vgrid() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vgrid"))
-}
-
-/// A `vgrid serve` process, SIGKILLed and reaped when dropped.
-struct Server(Child);
-
-impl Server {
-    fn kill(&mut self) {
-        // `Child::kill` sends SIGKILL: the server gets no chance to clean up.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `vgrid serve` on a free port, without a local agent.
-fn serve(data: &Path) -> Server {
-    let _ = std::fs::remove_file(data.join("url"));
-    let server = Server(
-        vgrid()
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-agent"])
-            .env("VGRID_DATA_DIR", data)
-            .env_remove("VGRID_URL")
-            .env_remove("VGRID_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vgrid serve starts"),
-    );
-    // Wait for the URL file: that is when the server listens.
-    for _ in 0..600 {
-        if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://")) {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("vgrid serve did not write its URL");
-}
-
-/// Runs a client command as the holder of `token` (the admin's when None).
-fn run(data: &Path, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = vgrid();
-    cmd.args(args)
-        .env("VGRID_DATA_DIR", data)
-        .env_remove("VGRID_URL")
-        .env_remove("VGRID_TOKEN");
-    if let Some(t) = token {
-        cmd.env("VGRID_TOKEN", t);
-    }
-    cmd.output().expect("vgrid runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "should have failed");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
+use common::{failed, ok, run, serve};
 
 #[test]
 fn users_are_listed_removed_and_tokens_rotated_and_revoked() {

@@ -2,84 +2,16 @@
 //! `submit`, `ps`, `show`, `hold`, `cancel`, across a SIGKILL of the server.
 //! No VM is started here; the real-QEMU runs are in `jobs_in_vms.rs`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-fn vgrid() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vgrid"))
-}
+use common::{failed, ok, run, serve};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-/// A `vgrid serve` process, SIGKILLed and reaped when dropped.
-struct Server(Child);
-
-impl Server {
-    fn kill(&mut self) {
-        // `Child::kill` sends SIGKILL: the server gets no chance to clean up.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `vgrid serve` on a free port, without a local agent.
-fn serve(data: &Path) -> Server {
-    let _ = std::fs::remove_file(data.join("url"));
-    let server = Server(
-        vgrid()
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-agent"])
-            .env("VGRID_DATA_DIR", data)
-            .env_remove("VGRID_URL")
-            .env_remove("VGRID_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vgrid serve starts"),
-    );
-    // Wait for the URL file: that is when the server listens.
-    for _ in 0..600 {
-        if std::fs::read_to_string(data.join("url")).is_ok_and(|u| u.starts_with("https://")) {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("vgrid serve did not write its URL");
-}
-
-/// Runs a client command as the holder of `token` (the admin's when None).
-fn run(data: &Path, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = vgrid();
-    cmd.args(args)
-        .env("VGRID_DATA_DIR", data)
-        .env_remove("VGRID_URL")
-        .env_remove("VGRID_TOKEN");
-    if let Some(t) = token {
-        cmd.env("VGRID_TOKEN", t);
-    }
-    cmd.output().expect("vgrid runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "should have failed");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]
