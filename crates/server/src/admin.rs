@@ -12,7 +12,7 @@ use vgrid_api::types::{DrainRequest, MAX_DRAIN_REASON, Principal, Role};
 
 use crate::command::{Backend, Command, Reply};
 use crate::routes::{Body, Caller, Route};
-use crate::server::{ApiError, ApiResult, json, json_body, require_role};
+use crate::server::{ApiError, ApiResult, json, json_body, require_role, unexpected};
 
 /// The routes, in [`crate::server::routes`]' table.
 pub fn routes<B: Backend>() -> Vec<Route<B>> {
@@ -30,15 +30,6 @@ pub fn routes<B: Backend>() -> Vec<Route<B>> {
 fn path_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(name)| name)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route"))
-}
-
-fn unexpected(reply: &Reply) -> ApiError {
-    tracing::error!(?reply, "the backend answered with the wrong kind of reply");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the controller gave an unexpected answer",
-    )
 }
 
 /// The caller, if an admin.

@@ -204,7 +204,9 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> ApiResu
     Ok((status, axum::Json(value)).into_response())
 }
 
-fn unexpected(reply: &Reply) -> ApiError {
+/// A 500 for a backend that answered a command with the wrong kind of
+/// reply (a bug, logged).
+pub(crate) fn unexpected(reply: &Reply) -> ApiError {
     tracing::error!(?reply, "the backend answered with the wrong kind of reply");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
