@@ -7,8 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use vgrid_core::{BrokerConfig, CostModel, Policy, PreemptionMode, ReclaimPolicy};
 use vgrid_sim::config::{CheckpointJobs, DomainInput, Failures, SimConfig, Trade};
+use vgrid_sim::driver::{StreamRunError, StreamedRun};
 use vgrid_sim::synthetic::{Shape, SyntheticSpec, generate};
-use vgrid_swf::{LoadError, MAX_MACHINE_PROCS, MachineSource, Mode, Workload, WorkloadError};
+use vgrid_swf::{
+    JobStream, LoadError, MAX_MACHINE_PROCS, MachineSource, Mode, Opened, Workload, WorkloadError,
+};
 
 const CONVENTIONS: &str = "\
 Conventions (Standard Workload Format, see docs/sim.md):
@@ -321,26 +324,29 @@ fn load(
     lenient: bool,
     procs_flag: &str,
 ) -> anyhow::Result<Workload> {
-    let mode = if lenient { Mode::Lenient } else { Mode::Strict };
-    let loaded = match Workload::read(path, procs, mode) {
-        Ok(loaded) => loaded,
-        Err(LoadError::Workload(e @ WorkloadError::MachineTooLarge { .. })) => {
-            bail!(
-                "{e}: run with {procs_flag} N (N at most {MAX_MACHINE_PROCS}) to simulate a smaller machine; jobs larger than it are dropped and counted"
-            )
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if loaded.skipped.count > 0 {
-        eprintln!(
-            "vgrid sim: warning: {}: skipped {} malformed lines (--lenient); the first:",
-            path.display(),
-            loaded.skipped.count
-        );
-        for e in &loaded.skipped.examples {
-            eprintln!("  {e}");
-        }
+    let loaded =
+        Workload::read(path, procs, mode(lenient)).map_err(|e| read_error(e, procs_flag))?;
+    Ok(checked(path, loaded))
+}
+
+fn mode(lenient: bool) -> Mode {
+    if lenient { Mode::Lenient } else { Mode::Strict }
+}
+
+/// A trace that cannot be read, with what to do about a machine too large.
+fn read_error(e: LoadError, procs_flag: &str) -> anyhow::Error {
+    match e {
+        LoadError::Workload(e @ WorkloadError::MachineTooLarge { .. }) => anyhow::anyhow!(
+            "{e}: run with {procs_flag} N (N at most {MAX_MACHINE_PROCS}) to simulate a smaller machine; jobs larger than it are dropped and counted"
+        ),
+        e => e.into(),
     }
+}
+
+/// The workload of a trace read whole, after warning of what the reader
+/// had to guess or skip.
+fn checked(path: &Path, loaded: vgrid_swf::Loaded) -> Workload {
+    warn_skipped(path, &loaded.skipped);
     let w = loaded.workload;
     if w.machine_source == MachineSource::LargestJob {
         eprintln!(
@@ -349,7 +355,20 @@ fn load(
             w.machine_procs
         );
     }
-    Ok(w)
+    w
+}
+
+fn warn_skipped(path: &Path, skipped: &vgrid_swf::Skipped) {
+    if skipped.count > 0 {
+        eprintln!(
+            "vgrid sim: warning: {}: skipped {} malformed lines (--lenient); the first:",
+            path.display(),
+            skipped.count
+        );
+        for e in &skipped.examples {
+            eprintln!("  {e}");
+        }
+    }
 }
 
 /// Progress on stderr for long runs: only when stderr is a terminal, first
@@ -441,69 +460,6 @@ fn shift_to_zero(w: &mut Workload) {
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let t_read = Instant::now();
     let (m, t, y) = (&*args.model, &*args.domains, &*args.synth);
-    let mut domains = Vec::new();
-    if let Some(n) = y.synthetic {
-        let Some(procs) = args.procs else {
-            bail!("--synthetic needs --procs");
-        };
-        let w = generate(&SyntheticSpec {
-            jobs: n,
-            procs,
-            load: y.load,
-            seed: m.seed,
-            shape: match y.synthetic_shape {
-                ShapeArg::Classic => Shape::Classic,
-                ShapeArg::Wide => Shape::Wide,
-            },
-        });
-        if let Some(out) = &y.synthetic_out {
-            let f = std::fs::File::create(out)
-                .with_context(|| format!("cannot create {}", out.display()))?;
-            vgrid_swf::write_swf(std::io::BufWriter::new(f), &w.jobs, procs)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-        }
-        domains.push(DomainInput {
-            name: "synthetic".into(),
-            workload: w,
-        });
-    } else if let Some(path) = &args.trace {
-        let w = load(path, args.procs, args.lenient, "--procs")?;
-        domains.push(DomainInput {
-            name: name_from_path(path),
-            workload: w,
-        });
-    }
-    if let Some(path) = &t.trace2 {
-        let w = load(path, t.procs2, args.lenient, "--procs2")?;
-        domains.push(DomainInput {
-            name: name_from_path(path),
-            workload: w,
-        });
-        for d in &mut domains {
-            shift_to_zero(&mut d.workload);
-        }
-    }
-    for (d, name) in domains.iter_mut().zip(&t.names) {
-        d.name.clone_from(name);
-    }
-    let read_wall_s = t_read.elapsed().as_secs_f64();
-    // The charts name each trace by its file, not the short domain name.
-    let files = [args.trace.as_deref(), t.trace2.as_deref()];
-    let machines: Vec<(String, u32)> = domains
-        .iter()
-        .zip(
-            files
-                .iter()
-                .filter(|f| f.is_some() || y.synthetic.is_some()),
-        )
-        .map(|(d, f)| {
-            let name = f
-                .and_then(|f| f.file_name())
-                .map_or_else(|| d.name.clone(), |n| n.to_string_lossy().into_owned());
-            (name, d.workload.machine_procs)
-        })
-        .collect();
-
     let cost = |fixed: f64, per_gb: f64| CostModel {
         fixed_ms: ms(fixed, 1000.0),
         ms_per_gb: ms(per_gb, 1000.0),
@@ -557,7 +513,115 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         sample_interval_ms: args.sample_interval_h.map(|h| ms(h, 3_600_000.0).max(1)),
     };
 
-    let result = vgrid_sim::driver::run_with_progress(&domains, &cfg, &mut progress_reporter())?;
+    // One trace without a second run to compare with: simulate while it
+    // is read (the same result, less wall time).
+    let streamable = y.synthetic.is_none() && t.trace2.is_none() && !m.compare_kill && !t.trade;
+    let mut domains = Vec::new();
+    let mut stream = None;
+    if let Some(n) = y.synthetic {
+        let Some(procs) = args.procs else {
+            bail!("--synthetic needs --procs");
+        };
+        let w = generate(&SyntheticSpec {
+            jobs: n,
+            procs,
+            load: y.load,
+            seed: m.seed,
+            shape: match y.synthetic_shape {
+                ShapeArg::Classic => Shape::Classic,
+                ShapeArg::Wide => Shape::Wide,
+            },
+        });
+        if let Some(out) = &y.synthetic_out {
+            let f = std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            vgrid_swf::write_swf(std::io::BufWriter::new(f), &w.jobs, procs)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        domains.push(DomainInput {
+            name: "synthetic".into(),
+            workload: w,
+        });
+    } else if let Some(path) = &args.trace {
+        let opened = if streamable {
+            JobStream::open(path, args.procs, mode(args.lenient))
+                .map_err(|e| read_error(e, "--procs"))?
+        } else {
+            Opened::Whole(
+                Workload::read(path, args.procs, mode(args.lenient))
+                    .map_err(|e| read_error(e, "--procs"))?,
+            )
+        };
+        match opened {
+            Opened::Stream(s) => stream = Some((path, s)),
+            Opened::Whole(loaded) => domains.push(DomainInput {
+                name: name_from_path(path),
+                workload: checked(path, loaded),
+            }),
+        }
+    }
+    if let Some(path) = &t.trace2 {
+        let w = load(path, t.procs2, args.lenient, "--procs2")?;
+        domains.push(DomainInput {
+            name: name_from_path(path),
+            workload: w,
+        });
+        for d in &mut domains {
+            shift_to_zero(&mut d.workload);
+        }
+    }
+    for (d, name) in domains.iter_mut().zip(&t.names) {
+        d.name.clone_from(name);
+    }
+    let mut read_wall_s = t_read.elapsed().as_secs_f64();
+    let mut streamed = None;
+    if let Some((path, s)) = stream {
+        let name = t
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| name_from_path(path));
+        match vgrid_sim::driver::run_streamed(&name, s, &cfg, &mut progress_reporter()) {
+            Ok(StreamedRun::Done { result, read }) => {
+                warn_skipped(path, &read.skipped);
+                read_wall_s = read.read_wall_s;
+                streamed = Some((*result, path));
+            }
+            Ok(StreamedRun::ReadWhole) => {
+                let w = load(path, args.procs, args.lenient, "--procs")?;
+                domains.push(DomainInput { name, workload: w });
+                read_wall_s = t_read.elapsed().as_secs_f64();
+            }
+            Err(StreamRunError::Read(e)) => return Err(read_error(e, "--procs")),
+            Err(StreamRunError::Sim(e)) => return Err(e.into()),
+        }
+    }
+    // The charts name each trace by its file, not the short domain name.
+    let files = [args.trace.as_deref(), t.trace2.as_deref()];
+    let mut machines: Vec<(String, u32)> = domains
+        .iter()
+        .zip(
+            files
+                .iter()
+                .filter(|f| f.is_some() || y.synthetic.is_some()),
+        )
+        .map(|(d, f)| {
+            let name = f
+                .and_then(|f| f.file_name())
+                .map_or_else(|| d.name.clone(), |n| n.to_string_lossy().into_owned());
+            (name, d.workload.machine_procs)
+        })
+        .collect();
+
+    let result = match streamed {
+        Some((result, path)) => {
+            let file = path.file_name().unwrap_or(path.as_os_str());
+            let procs = result.procs.first().copied().unwrap_or(0);
+            machines.push((file.to_string_lossy().into_owned(), procs));
+            result
+        }
+        None => vgrid_sim::driver::run_with_progress(&domains, &cfg, &mut progress_reporter())?,
+    };
     let summaries = vgrid_sim::report::summaries(&result);
     let base_cfg = if m.compare_kill {
         if cfg.preemption == PreemptionMode::Kill {

@@ -27,7 +27,7 @@ use vgrid_core::{
     PreemptionMode, Scheduler, StopMode, Time,
 };
 
-use vgrid_swf::{MAX_MACHINE_PROCS, MAX_TIME_S};
+use vgrid_swf::{JobStream, MAX_MACHINE_PROCS, MAX_MEMORY_KB, MAX_TIME_S, StreamEnd};
 
 use crate::config::{CheckpointJobs, DomainInput, SimConfig};
 use crate::metrics::{Accounting, JobRecord, Ms};
@@ -221,6 +221,10 @@ struct Driver<'a> {
     node_up: Vec<bool>,
     loans: Vec<Loan>,
     fail_rng: Rng,
+    /// Draws which jobs are best-effort, in arrival order.
+    be_rng: Rng,
+    /// Domain names, for messages.
+    names: Vec<String>,
     sampler: Sampler,
     rejected: u64,
     rejected_examples: Vec<String>,
@@ -250,11 +254,10 @@ pub struct Progress {
 /// one-core VMs fits either way exactly when enough cores are free; the
 /// core's `counted_pool_decides_like_one_core_nodes` test checks it).
 /// Otherwise each processor is a one-core node.
-fn node_specs(domains: &[DomainInput], cfg: &SimConfig, node_mem: u64) -> Vec<NodeSpec> {
+fn node_specs(machines: &[(String, u32)], cfg: &SimConfig, node_mem: u64) -> Vec<NodeSpec> {
     let counted = cfg.failures.is_none() && cfg.trade.is_none() && cfg.best_effort_share <= 0.0;
     let mut specs = Vec::new();
-    for (d, input) in domains.iter().enumerate() {
-        let procs = input.workload.machine_procs;
+    for (d, &(_, procs)) in machines.iter().enumerate() {
         let (nodes, cores) = if counted {
             (procs.min(1), procs)
         } else {
@@ -276,6 +279,86 @@ pub fn run(domains: &[DomainInput], cfg: &SimConfig) -> Result<SimResult, SimErr
     run_with_progress(domains, cfg, &mut |_| {})
 }
 
+/// Where a run's jobs come from, in arrival order.
+trait Arrivals {
+    /// Arrival time of the next job, if any.
+    fn peek(&mut self) -> Option<Ms>;
+    /// Takes the next job and its domain.
+    fn take(&mut self) -> Option<(usize, vgrid_swf::Job)>;
+    /// Jobs taken so far plus those known to come.
+    fn known(&self) -> u64;
+    /// The jobs stopped coming early: the run is void.
+    fn stopped(&self) -> bool;
+}
+
+/// Every domain's whole workload, merged by (submit, domain, position).
+struct Whole<'a> {
+    domains: &'a [DomainInput],
+    order: Vec<(Ms, usize, usize)>,
+    next: usize,
+}
+
+impl Arrivals for Whole<'_> {
+    fn peek(&mut self) -> Option<Ms> {
+        self.order.get(self.next).map(|o| o.0)
+    }
+
+    fn take(&mut self) -> Option<(usize, vgrid_swf::Job)> {
+        let &(_, d, i) = self.order.get(self.next)?;
+        self.next += 1;
+        Some((d, self.domains[d].workload.jobs[i]))
+    }
+
+    fn known(&self) -> u64 {
+        self.order.len() as u64
+    }
+
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+/// One domain's jobs as a thread reads them from its trace.
+struct FromStream<'a> {
+    stream: &'a mut JobStream,
+    batch: Vec<vgrid_swf::Job>,
+    pos: usize,
+    taken: u64,
+}
+
+impl Arrivals for FromStream<'_> {
+    fn peek(&mut self) -> Option<Ms> {
+        while self.pos == self.batch.len() {
+            self.batch = self.stream.next_batch()?;
+            self.pos = 0;
+        }
+        Some(secs(self.batch[self.pos].submit_s))
+    }
+
+    fn take(&mut self) -> Option<(usize, vgrid_swf::Job)> {
+        self.peek()?;
+        self.pos += 1;
+        self.taken += 1;
+        Some((0, self.batch[self.pos - 1]))
+    }
+
+    fn known(&self) -> u64 {
+        self.taken + (self.batch.len() - self.pos) as u64
+    }
+
+    fn stopped(&self) -> bool {
+        self.stream.stopped()
+    }
+}
+
+/// Memory of each processor: as much as any VM can ask (memory never
+/// limits placement: SWF machines are counted in processors). A constant,
+/// so that nodes can be made before the jobs are read.
+fn proc_mem_mb(cfg: &SimConfig) -> u64 {
+    let most_a_trace_asks = MAX_MEMORY_KB.unsigned_abs().div_ceil(1024);
+    most_a_trace_asks.max(cfg.default_mem_mb).max(1)
+}
+
 /// Runs one simulation, calling `progress` now and then (every 2^16 steps
 /// of the event loop).
 pub fn run_with_progress(
@@ -286,54 +369,7 @@ pub fn run_with_progress(
     if domains.is_empty() || domains.len() > usize::from(u16::MAX) {
         return Err(SimError::Domains(domains.len()));
     }
-    // Checked before anything is allocated: one node per processor.
-    let total_nodes: u64 = domains
-        .iter()
-        .map(|d| u64::from(d.workload.machine_procs))
-        .sum();
-    if total_nodes > u64::from(MAX_MACHINE_PROCS) {
-        return Err(SimError::TooManyNodes { nodes: total_nodes });
-    }
     check_times(domains)?;
-    let core_cfg = Config {
-        policy: cfg.policy,
-        preemption: cfg.preemption,
-        checkpoint_cost: cfg.checkpoint_cost,
-        restore_cost: cfg.restore_cost,
-        domains: domains
-            .iter()
-            .map(|d| DomainConfig {
-                name: d.name.clone(),
-                broker: cfg.trade.as_ref().map(|t| t.broker.clone()),
-            })
-            .collect(),
-        keep_finished_jobs: false,
-    };
-    let mut core = Scheduler::new(core_cfg);
-    core.set_conservative_depth(cfg.conservative_depth);
-
-    // Memory never limits placement (SWF machines are counted in
-    // processors), so a processor gets as much as the largest VM asks.
-    let mem_of = |j: &vgrid_swf::Job| {
-        j.mem_kb_per_proc
-            .map_or(cfg.default_mem_mb, |kb| kb.div_ceil(1024).max(1))
-    };
-    let node_mem = domains
-        .iter()
-        .flat_map(|d| d.workload.jobs.iter())
-        .map(mem_of)
-        .max()
-        .unwrap_or(cfg.default_mem_mb)
-        .max(1);
-    let node_specs = node_specs(domains, cfg, node_mem);
-    for spec in &node_specs {
-        core.handle(Time::ZERO, Event::NodeUp(spec.clone()))
-            .map_err(|e| SimError::Setup {
-                what: format!("node {}", spec.id.0),
-                why: e.to_string(),
-            })?;
-    }
-
     // Arrivals of all domains merged by (submit, domain, position).
     let mut order: Vec<(Ms, usize, usize)> = Vec::new();
     for (d, input) in domains.iter().enumerate() {
@@ -344,49 +380,148 @@ pub fn run_with_progress(
     if domains.len() > 1 {
         order.sort_unstable();
     }
-    let start = order.first().map_or(0, |o| o.0);
-    let end_estimate = order.last().map_or(0, |o| o.0);
-    let mut be_rng = Rng::new(cfg.seed, 1);
-    let mut records = Vec::with_capacity(order.len());
-    let mut jobs = Vec::with_capacity(order.len());
-    for &(submit, d, i) in &order {
-        let j = &domains[d].workload.jobs[i];
-        let best_effort = cfg.best_effort_share > 0.0 && be_rng.chance(cfg.best_effort_share);
-        records.push(JobRecord {
-            id: j.id,
-            domain: u8::try_from(d).unwrap_or(u8::MAX),
-            best_effort,
-            procs: j.procs,
-            submit,
-            run: secs(j.run_s),
-            first_start: None,
-            end: None,
-            preemptions: 0,
-        });
-        jobs.push(SimJob {
-            phase: Phase::Queued,
-            generation: 0,
-            work: 0,
-            mark: 0,
-            working: false,
-            saved: 0,
-            saving: 0,
-            op_since: 0,
-            mem_mb: mem_of(j),
-            estimate: secs(j.estimate_s),
-            slow: 0,
-        });
+    if order.len() > u32::MAX as usize {
+        return Err(too_many_jobs(order.len() as u64));
     }
-    if jobs.len() > u32::MAX as usize {
-        return Err(SimError::Setup {
-            what: format!("{} jobs", jobs.len()),
-            why: "more than 2^32 - 1 jobs".into(),
-        });
+    let end_estimate = order.last().map_or(0, |o| o.0);
+    let machines: Vec<(String, u32)> = domains
+        .iter()
+        .map(|d| (d.name.clone(), d.workload.machine_procs))
+        .collect();
+    let mut result = simulate(
+        &machines,
+        Whole {
+            domains,
+            order,
+            next: 0,
+        },
+        cfg,
+        Some(end_estimate),
+        progress,
+    )?;
+    result.dropped = domains.iter().map(|d| d.workload.dropped.total()).collect();
+    Ok(result)
+}
+
+/// How a run on a trace being read ended.
+#[derive(Debug)]
+pub enum StreamedRun {
+    /// The run, and what the reader found besides the jobs.
+    Done {
+        /// The run.
+        result: Box<SimResult>,
+        /// Header, skipped lines, dropped jobs, read time.
+        read: StreamEnd,
+    },
+    /// The trace cannot be streamed as it is (jobs out of order, a header
+    /// comment below the jobs): read it whole and run again.
+    ReadWhole,
+}
+
+/// Why a run on a trace being read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamRunError {
+    /// Reading the trace failed (it comes first, as it would in a whole
+    /// read).
+    #[error(transparent)]
+    Read(#[from] vgrid_swf::LoadError),
+    /// The simulation failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// Runs one simulation of one domain while its trace is read: the same
+/// result as reading it whole then [`run_with_progress`], in less wall
+/// time (the parse runs on a thread of its own).
+pub fn run_streamed(
+    name: &str,
+    mut stream: JobStream,
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<StreamedRun, StreamRunError> {
+    let machines = [(name.to_string(), stream.machine_procs)];
+    let run = simulate(
+        &machines,
+        FromStream {
+            stream: &mut stream,
+            batch: Vec::new(),
+            pos: 0,
+            taken: 0,
+        },
+        cfg,
+        None,
+        progress,
+    );
+    let read = stream.finish()?;
+    if !read.exact {
+        return Ok(StreamedRun::ReadWhole);
+    }
+    let mut result = run?;
+    result.dropped = vec![read.dropped.total()];
+    Ok(StreamedRun::Done {
+        result: Box::new(result),
+        read,
+    })
+}
+
+fn too_many_jobs(jobs: u64) -> SimError {
+    SimError::Setup {
+        what: format!("{jobs} jobs"),
+        why: "more than 2^32 - 1 jobs".into(),
+    }
+}
+
+/// The run itself, on `machines` (name, processors) with jobs from
+/// `arrivals`. `end_estimate`, the last arrival if known, sets the
+/// sampling interval from the start; else samples are taken hourly and
+/// thinned out at the end to the interval the whole run would have had.
+fn simulate<A: Arrivals>(
+    machines: &[(String, u32)],
+    mut arrivals: A,
+    cfg: &SimConfig,
+    end_estimate: Option<Ms>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SimResult, SimError> {
+    if machines.is_empty() || machines.len() > usize::from(u16::MAX) {
+        return Err(SimError::Domains(machines.len()));
+    }
+    // Checked before anything is allocated: one node per processor.
+    let total_nodes: u64 = machines.iter().map(|m| u64::from(m.1)).sum();
+    if total_nodes > u64::from(MAX_MACHINE_PROCS) {
+        return Err(SimError::TooManyNodes { nodes: total_nodes });
+    }
+    let core_cfg = Config {
+        policy: cfg.policy,
+        preemption: cfg.preemption,
+        checkpoint_cost: cfg.checkpoint_cost,
+        restore_cost: cfg.restore_cost,
+        domains: machines
+            .iter()
+            .map(|(name, _)| DomainConfig {
+                name: name.clone(),
+                broker: cfg.trade.as_ref().map(|t| t.broker.clone()),
+            })
+            .collect(),
+        keep_finished_jobs: false,
+    };
+    let mut core = Scheduler::new(core_cfg);
+    core.set_conservative_depth(cfg.conservative_depth);
+    let node_specs = node_specs(machines, cfg, proc_mem_mb(cfg));
+    for spec in &node_specs {
+        core.handle(Time::ZERO, Event::NodeUp(spec.clone()))
+            .map_err(|e| SimError::Setup {
+                what: format!("node {}", spec.id.0),
+                why: e.to_string(),
+            })?;
     }
 
-    let interval = cfg
-        .sample_interval_ms
-        .unwrap_or_else(|| interval_for(end_estimate.saturating_sub(start), 2000));
+    let start = arrivals.peek().unwrap_or(0);
+    let interval = match (cfg.sample_interval_ms, end_estimate) {
+        (Some(i), _) => i,
+        (None, Some(end)) => interval_for(end.saturating_sub(start), SAMPLES),
+        (None, None) => HOUR,
+    };
+    let known = usize::try_from(arrivals.known()).unwrap_or(0);
     let n_nodes = node_specs.len();
     let mut drv = Driver {
         cfg,
@@ -394,15 +529,17 @@ pub fn run_with_progress(
         now: start,
         heap: BinaryHeap::new(),
         seq: 0,
-        jobs,
-        records,
+        jobs: Vec::with_capacity(known),
+        records: Vec::with_capacity(known),
         done: 0,
-        gauges: vec![Gauge::default(); domains.len()],
-        acct: vec![Accounting::default(); domains.len()],
+        gauges: vec![Gauge::default(); machines.len()],
+        acct: vec![Accounting::default(); machines.len()],
         node_up: vec![true; n_nodes],
         loans: vec![None; n_nodes],
         node_specs,
         fail_rng: Rng::new(cfg.seed, 2),
+        be_rng: Rng::new(cfg.seed, 1),
+        names: machines.iter().map(|m| m.0.clone()).collect(),
         sampler: Sampler::new(start, interval),
         rejected: 0,
         rejected_examples: Vec::new(),
@@ -414,13 +551,18 @@ pub fn run_with_progress(
     }
 
     let t0 = Instant::now();
-    drv.run_loop(&order, progress)?;
+    drv.run_loop(&mut arrivals, start, progress)?;
     let sim_wall_s = t0.elapsed().as_secs_f64();
+    if cfg.sample_interval_ms.is_none() && end_estimate.is_none() {
+        let last = drv.records.iter().map(|r| r.submit).max().unwrap_or(start);
+        drv.sampler
+            .thin_to(start, interval_for(last.saturating_sub(start), SAMPLES));
+    }
     let sample_interval = drv.sampler.interval();
     Ok(SimResult {
-        domains: domains.iter().map(|d| d.name.clone()).collect(),
-        procs: domains.iter().map(|d| d.workload.machine_procs).collect(),
-        dropped: domains.iter().map(|d| d.workload.dropped.total()).collect(),
+        domains: machines.iter().map(|m| m.0.clone()).collect(),
+        procs: machines.iter().map(|m| m.1).collect(),
+        dropped: vec![0; machines.len()],
         jobs: drv.records,
         accounting: drv.acct,
         samples: drv.sampler.samples,
@@ -432,26 +574,36 @@ pub fn run_with_progress(
     })
 }
 
+/// About this many samples over the arrivals.
+const SAMPLES: u64 = 2000;
+
+const HOUR: Ms = 3_600_000;
+
 /// Every job's times lie in `0..=MAX_TIME_S`, so that no single value can
 /// overflow the clock (sums of them are checked as they happen).
 fn check_times(domains: &[DomainInput]) -> Result<(), SimError> {
     for d in domains {
         for j in &d.workload.jobs {
-            for (what, value) in [
-                ("submit time", j.submit_s),
-                ("run time", j.run_s),
-                ("estimate", j.estimate_s),
-            ] {
-                if !(0..=MAX_TIME_S).contains(&value) {
-                    return Err(SimError::JobTime {
-                        domain: d.name.clone(),
-                        job: j.id,
-                        line: j.line,
-                        what,
-                        value,
-                    });
-                }
-            }
+            check_job_times(&d.name, j)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_job_times(domain: &str, j: &vgrid_swf::Job) -> Result<(), SimError> {
+    for (what, value) in [
+        ("submit time", j.submit_s),
+        ("run time", j.run_s),
+        ("estimate", j.estimate_s),
+    ] {
+        if !(0..=MAX_TIME_S).contains(&value) {
+            return Err(SimError::JobTime {
+                domain: domain.to_string(),
+                job: j.id,
+                line: j.line,
+                what,
+                value,
+            });
         }
     }
     Ok(())
@@ -553,32 +705,40 @@ impl Driver<'_> {
         }
     }
 
-    fn run_loop(
+    fn run_loop<A: Arrivals>(
         &mut self,
-        order: &[(Ms, usize, usize)],
+        arrivals: &mut A,
+        start: Ms,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), SimError> {
-        let start = order.first().map_or(0, |o| o.0);
         let mut steps: u32 = 0;
-        let total = order.len() as u64;
-        let mut next_arrival = 0usize;
         let mut idle_wakeups = 0u32;
-        while self.done < total {
+        loop {
+            let t_arr = arrivals.peek();
+            if t_arr.is_none() {
+                if arrivals.stopped() {
+                    // The caller reports why the jobs stopped coming.
+                    return Ok(());
+                }
+                if self.done == self.records.len() as u64 {
+                    break;
+                }
+            }
             steps = steps.wrapping_add(1);
             if steps % (1 << 16) == 0 {
                 progress(Progress {
                     done: self.done,
-                    total,
+                    total: arrivals.known(),
                     virtual_ms: self.now.saturating_sub(start),
                 });
             }
             let t_heap = self.heap.peek().map(|Reverse((t, _, _))| *t);
-            let t_arr = order.get(next_arrival).map(|o| o.0);
             let t_wake = self.core.next_wakeup().map(|t| t.0.max(self.now));
+            let unfinished = || arrivals.known() - self.done;
             let Some(now) = [t_heap, t_arr, t_wake].into_iter().flatten().min() else {
                 return Err(SimError::Stalled {
                     at_ms: self.now,
-                    unfinished: total - self.done,
+                    unfinished: unfinished(),
                 });
             };
             // Only time-driven work left (broker timers, say) for too long
@@ -588,7 +748,7 @@ impl Driver<'_> {
                 if idle_wakeups > 100_000 {
                     return Err(SimError::Stalled {
                         at_ms: now,
-                        unfinished: total - self.done,
+                        unfinished: unfinished(),
                     });
                 }
             } else {
@@ -603,14 +763,11 @@ impl Driver<'_> {
                 self.heap.pop();
                 self.on_timed(kind)?;
             }
-            while let Some(&(t, d, _)) = order.get(next_arrival) {
-                if t > now {
+            while arrivals.peek().is_some_and(|t| t <= now) {
+                let Some((d, j)) = arrivals.take() else {
                     break;
-                }
-                // Job indexes are below 2^32 (checked at setup).
-                #[allow(clippy::cast_possible_truncation)]
-                let job = next_arrival as u32;
-                next_arrival += 1;
+                };
+                let job = self.arrive(d, &j)?;
                 self.gauges[d].demand = self.gauges[d].demand.saturating_add(self.procs_of(job));
                 let spec = self.spec(job);
                 self.deliver(Event::Submit(spec));
@@ -624,6 +781,43 @@ impl Driver<'_> {
         let end = self.now.saturating_add(1);
         self.sampler.advance(end, &self.gauges);
         Ok(())
+    }
+
+    /// Records a job of domain `d` arriving now; returns its index.
+    fn arrive(&mut self, d: usize, j: &vgrid_swf::Job) -> Result<u32, SimError> {
+        check_job_times(&self.names[d], j)?;
+        let Ok(job) = u32::try_from(self.records.len()) else {
+            return Err(too_many_jobs(self.records.len() as u64 + 1));
+        };
+        let best_effort =
+            self.cfg.best_effort_share > 0.0 && self.be_rng.chance(self.cfg.best_effort_share);
+        self.records.push(JobRecord {
+            id: j.id,
+            domain: u8::try_from(d).unwrap_or(u8::MAX),
+            best_effort,
+            procs: j.procs,
+            submit: secs(j.submit_s),
+            run: secs(j.run_s),
+            first_start: None,
+            end: None,
+            preemptions: 0,
+        });
+        self.jobs.push(SimJob {
+            phase: Phase::Queued,
+            generation: 0,
+            work: 0,
+            mark: 0,
+            working: false,
+            saved: 0,
+            saving: 0,
+            op_since: 0,
+            mem_mb: j
+                .mem_kb_per_proc
+                .map_or(self.cfg.default_mem_mb, |kb| kb.div_ceil(1024).max(1)),
+            estimate: secs(j.estimate_s),
+            slow: 0,
+        });
+        Ok(job)
     }
 
     fn job_index(id: JobId) -> u32 {

@@ -86,6 +86,27 @@ impl Sampler {
         }
     }
 
+    /// Keeps only the samples at multiples of `target` from `start` (the
+    /// samples were taken at a finer interval because `target` was not
+    /// known yet): the same samples a sampler of interval `target` would
+    /// have taken, when `target` is a multiple of the interval (always,
+    /// from an hourly start, unless the run outlasted [`MAX_SAMPLES`]
+    /// hours; otherwise the next multiple of the interval above `target`).
+    pub fn thin_to(&mut self, start: Ms, target: Ms) {
+        let every = target.div_ceil(self.interval).max(1);
+        if every == 1 {
+            return;
+        }
+        let step = self.interval.saturating_mul(every);
+        self.samples
+            .retain(|s| s.t.saturating_sub(start).checked_rem(step) == Some(0));
+        self.interval = step;
+        self.next = self
+            .samples
+            .last()
+            .map_or(start, |s| s.t.saturating_add(step));
+    }
+
     /// The sampling interval.
     pub fn interval(&self) -> Ms {
         self.interval

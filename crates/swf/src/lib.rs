@@ -7,6 +7,8 @@
 //!   [`Record`] per job line with all 18 fields, in file order.
 //! - [`Workload::from_trace`]: the simulation conventions (which field gives
 //!   the processors, the estimate, which jobs are dropped, arrival order).
+//! - [`JobStream`]: the same jobs, handed over in batches by a thread while
+//!   the file is still being read (`vgrid sim` simulates as it reads).
 //!
 //! A malformed line is an error naming the file, the line, the field and why
 //! ([`LineError`]); in [`Mode::Lenient`] it is skipped and counted instead.
@@ -38,6 +40,7 @@ mod error;
 mod fast;
 mod header;
 mod parse;
+mod stream;
 mod workload;
 mod write;
 
@@ -46,6 +49,7 @@ use std::path::Path;
 pub use error::{FIELD_NAMES, LineError, LineProblem, Location, SwfError};
 pub use header::Header;
 pub use parse::{Mode, Parsed, RecordSink, SKIPPED_EXAMPLES};
+pub use stream::{JobStream, Opened, StreamEnd};
 pub use workload::{
     Dropped, Job, JobSink, LoadError, Loaded, MachineSource, Workload, WorkloadError,
 };

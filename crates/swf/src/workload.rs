@@ -126,7 +126,7 @@ fn record_procs(r: &Record) -> i64 {
 
 /// What the first pass keeps of each record: the job, or why it is
 /// dropped before the machine size is known.
-enum Kept {
+pub(crate) enum Kept {
     Job(Job),
     RunNegative,
     SubmitNegative,
@@ -137,7 +137,7 @@ enum Kept {
 }
 
 /// The conventions that do not depend on the machine size.
-fn keep(r: &Record) -> Kept {
+pub(crate) fn keep(r: &Record) -> Kept {
     if r.run_s < 0 {
         return Kept::RunNegative;
     }
@@ -231,6 +231,56 @@ pub enum LoadError {
     Workload(#[from] WorkloadError),
 }
 
+/// The machine size by the conventions: the caller's, else the header's
+/// `MaxProcs`, else `MaxNodes`, else `largest` (the largest job's
+/// processors; `None` when it is not known).
+pub(crate) fn machine_size(
+    header: &Header,
+    file: &str,
+    procs: Option<u32>,
+    largest: Option<u64>,
+) -> Result<(u32, MachineSource), WorkloadError> {
+    let too_large =
+        |key: &'static str, line: Option<u64>, procs: u64| WorkloadError::MachineTooLarge {
+            file: file.to_string(),
+            line: line.unwrap_or(0),
+            key,
+            procs,
+        };
+    let (machine, source) = match procs {
+        Some(p) => (u64::from(p), MachineSource::Given),
+        None => match (header.max_procs, header.max_nodes) {
+            (Some(p), _) if p > 0 => {
+                if p > u64::from(MAX_MACHINE_PROCS) {
+                    return Err(too_large("MaxProcs", header.max_procs_line, p));
+                }
+                (p, MachineSource::HeaderMaxProcs)
+            }
+            (_, Some(n)) if n > 0 => {
+                if n > u64::from(MAX_MACHINE_PROCS) {
+                    return Err(too_large("MaxNodes", header.max_nodes_line, n));
+                }
+                (n, MachineSource::HeaderMaxNodes)
+            }
+            // Jobs above MAX_MACHINE_PROCS were dropped already.
+            _ => (
+                largest.ok_or_else(|| WorkloadError::NoMachineSize {
+                    file: file.to_string(),
+                })?,
+                MachineSource::LargestJob,
+            ),
+        },
+    };
+    let machine_procs = u32::try_from(machine)
+        .ok()
+        .filter(|&p| p > 0 && p <= MAX_MACHINE_PROCS)
+        .ok_or_else(|| WorkloadError::BadMachineSize {
+            file: file.to_string(),
+            procs: machine,
+        })?;
+    Ok((machine_procs, source))
+}
+
 impl Workload {
     /// Applies the conventions to a trace. `procs` is the caller's machine
     /// size (`--procs`), which wins over the header.
@@ -289,48 +339,8 @@ impl Workload {
             mut jobs,
             mut dropped,
         } = sink;
-        let too_large =
-            |key: &'static str, line: Option<u64>, procs: u64| WorkloadError::MachineTooLarge {
-                file: file.to_string(),
-                line: line.unwrap_or(0),
-                key,
-                procs,
-            };
-        let (machine, source) = match procs {
-            Some(p) => (u64::from(p), MachineSource::Given),
-            None => match (header.max_procs, header.max_nodes) {
-                (Some(p), _) if p > 0 => {
-                    if p > u64::from(MAX_MACHINE_PROCS) {
-                        return Err(too_large("MaxProcs", header.max_procs_line, p));
-                    }
-                    (p, MachineSource::HeaderMaxProcs)
-                }
-                (_, Some(n)) if n > 0 => {
-                    if n > u64::from(MAX_MACHINE_PROCS) {
-                        return Err(too_large("MaxNodes", header.max_nodes_line, n));
-                    }
-                    (n, MachineSource::HeaderMaxNodes)
-                }
-                _ => {
-                    // Jobs above MAX_MACHINE_PROCS were dropped already.
-                    let largest =
-                        jobs.iter()
-                            .map(|j| u64::from(j.procs))
-                            .max()
-                            .ok_or_else(|| WorkloadError::NoMachineSize {
-                                file: file.to_string(),
-                            })?;
-                    (largest, MachineSource::LargestJob)
-                }
-            },
-        };
-        let machine_procs = u32::try_from(machine)
-            .ok()
-            .filter(|&p| p > 0 && p <= MAX_MACHINE_PROCS)
-            .ok_or_else(|| WorkloadError::BadMachineSize {
-                file: file.to_string(),
-                procs: machine,
-            })?;
+        let largest = jobs.iter().map(|j| u64::from(j.procs)).max();
+        let (machine_procs, source) = machine_size(header, file, procs, largest)?;
         let before = jobs.len();
         jobs.retain(|j| j.procs <= machine_procs);
         dropped.procs_above_machine += (before - jobs.len()) as u64;
