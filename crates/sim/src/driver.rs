@@ -1058,7 +1058,13 @@ impl Driver<'_> {
                     // Nothing to restore: no restore time to account.
                     j.op_since = at;
                 }
-                self.push_after(delay, kind)?;
+                if delay == 0 {
+                    // Running at once: no trip through the event heap (the
+                    // core's expected end does not move, so no pass is due).
+                    self.on_timed(kind)?;
+                } else {
+                    self.push_after(delay, kind)?;
+                }
             }
             Action::Checkpoint { job } => {
                 let job = Self::job_index(job);
