@@ -2,7 +2,8 @@
 //! nodes (target: at most 50 ms).
 //!
 //! Run: `cargo run --release -p vgrid-core --example pass_bench`
-//! Options: `--jobs N --nodes N --cores C --reps R`.
+//! Options: `--jobs N --nodes N --cores C --reps R --only NAME` (NAME: one
+//! policy row of the output, e.g. `conservative/1000`).
 //!
 //! Scenarios, for each policy:
 //! - `cold`: every node idle, all jobs queued, one pass (fills the cluster,
@@ -44,6 +45,7 @@ struct Opts {
     nodes: u32,
     cores: u32,
     reps: usize,
+    only: Option<String>,
 }
 
 fn parse_opts() -> Opts {
@@ -52,13 +54,21 @@ fn parse_opts() -> Opts {
         nodes: 10_000,
         cores: 1,
         reps: 5,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--only" {
+            o.only = args.get(i + 1).cloned();
+            i += 2;
+            continue;
+        }
         let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
         let Some(v) = value else {
-            eprintln!("usage: pass_bench [--jobs N] [--nodes N] [--cores C] [--reps R]");
+            eprintln!(
+                "usage: pass_bench [--jobs N] [--nodes N] [--cores C] [--reps R] [--only POLICY]"
+            );
             std::process::exit(2);
         };
         match args[i].as_str() {
@@ -126,6 +136,13 @@ fn main() {
         (Policy::Conservative, Some(1000)),
     ];
     for (policy, depth) in runs {
+        let mut name = format!("{policy:?}").to_lowercase();
+        if let Some(d) = depth {
+            name = format!("{name}/{d}");
+        }
+        if o.only.as_ref().is_some_and(|only| *only != name) {
+            continue;
+        }
         let mut cold = Vec::new();
         let mut busy = Vec::new();
         let (mut cold_started, mut busy_started, mut queued) = (0, 0, 0);
@@ -168,10 +185,6 @@ fn main() {
                 }
             }
             queued = s.queue(DomainId(0)).len();
-        }
-        let mut name = format!("{policy:?}").to_lowercase();
-        if let Some(d) = depth {
-            name = format!("{name}/{d}");
         }
         println!(
             "{:<13} {:>6} {:>11.2} {:>9} {:>11}",
