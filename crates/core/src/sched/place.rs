@@ -399,7 +399,10 @@ impl Scheduler {
         // leaving their pool) are charged after, the general way; they touch
         // no index this loop touches, so the order of moves stays the same.
         let pool = &mut dom.pools[usize::from(kind)];
-        if take_whole_nodes(usage, pool, placement, c, m, serving, kind, add) {
+        // One node (a counted pool): the bulk form would make the same
+        // moves after a pass of checks.
+        if placement.len() > 1 && take_whole_nodes(usage, pool, placement, c, m, serving, kind, add)
+        {
             return true;
         }
         let odd = &mut scratch.odd;
