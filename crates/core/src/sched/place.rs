@@ -296,11 +296,11 @@ fn charge_nodes<const ADD: bool>(
         if fc == nfc && fm == nfm {
             continue;
         }
-        if fc > 0 {
-            index.remove(ix);
-        }
         if nfc > 0 {
+            // Moves it if it is in the index.
             index.insert(key, ix);
+        } else if fc > 0 {
+            index.remove(ix);
         }
     }
     flush(index, run_key, run_from, placement.len());
