@@ -703,6 +703,11 @@ impl Scheduler {
             return;
         };
         j.placement.clear();
+        if j.placement.capacity() == 0
+            && let Some(spare) = self.scratch.placements.pop()
+        {
+            j.placement = spare;
+        }
         j.placement.extend_from_slice(&placement);
         j.pool = kind;
         j.expected_end = end;
@@ -842,16 +847,16 @@ impl Scheduler {
         if was_vacating && let Some(p) = dom.vacating.iter().position(|&v| v == id) {
             dom.vacating.swap_remove(p);
         }
-        if all_in_pool {
-            return;
-        }
-        for &(ix, _) in &placement {
-            // Only nodes on their way out of a pool wait for their last job.
-            if self.usage[ix as usize].in_pool {
-                continue;
+        if !all_in_pool {
+            for &(ix, _) in &placement {
+                // Only nodes on their way out of a pool wait for their last job.
+                if self.usage[ix as usize].in_pool {
+                    continue;
+                }
+                self.node_emptied(ix);
             }
-            self.node_emptied(ix);
         }
+        self.scratch.spare_placement(placement);
     }
 
     /// Finish draining or reclaiming a node once its last job has left.
