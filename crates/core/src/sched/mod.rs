@@ -779,7 +779,11 @@ impl Scheduler {
 
     /// The job's periodic checkpoint interval, if checkpoints are taken.
     fn checkpoint_interval(&self, id: JobId) -> Option<u64> {
-        let j = self.jobs.get(&id)?;
+        self.jobs.get(&id).and_then(|j| self.interval_of(j))
+    }
+
+    /// [`Scheduler::checkpoint_interval`] of a job at hand.
+    fn interval_of(&self, j: &Job) -> Option<u64> {
         if self.cfg.preemption == PreemptionMode::Checkpoint && j.spec.checkpointable {
             j.spec.checkpoint_interval_ms.filter(|&i| i > 0)
         } else {
@@ -801,7 +805,7 @@ impl Scheduler {
         };
         let work = j.spec.walltime_ms.saturating_sub(done);
         let mut total = work;
-        if let Some(i) = self.checkpoint_interval(j.spec.id) {
+        if let Some(i) = self.interval_of(j) {
             let per = self.cfg.checkpoint_cost.cost_ms(j.spec.memory_mb_per_vm);
             total = total.saturating_add((work / i).saturating_mul(per));
         }
