@@ -170,12 +170,14 @@ impl FreeIndex {
             return false;
         };
         // Slide the entry from `from` to where `key` sorts.
-        if to > from {
+        if to > from + 1 {
             v[from..to].rotate_left(1);
             v[to - 1] = (key, bag);
-        } else {
+        } else if to < from {
             v[to..=from].rotate_right(1);
             v[to] = (key, bag);
+        } else {
+            v[from] = (key, bag); // no other shape in between
         }
         self.bag_keys[bag as usize] = key;
         self.last = Some((key, bag));
