@@ -58,6 +58,7 @@ struct Scratch {
     /// their nodes, for the next ones: every job passes through both, and
     /// an allocation and a free each time cost more than the rest of
     /// queuing it. At most `SPARE` of each are kept.
+    #[allow(clippy::vec_box)] // the boxes are what is reused
     entries: Vec<Box<QEntry>>,
     placements: Vec<Vec<(u32, u32)>>,
 }
