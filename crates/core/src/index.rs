@@ -166,18 +166,24 @@ impl FreeIndex {
         let Ok(from) = v.binary_search_by(|(k, _)| k.cmp(&old)) else {
             return false;
         };
-        let Err(to) = v.binary_search_by(|(k, _)| k.cmp(&key)) else {
-            return false;
-        };
-        // Slide the entry from `from` to where `key` sorts.
-        if to > from + 1 {
-            v[from..to].rotate_left(1);
-            v[to - 1] = (key, bag);
-        } else if to < from {
-            v[to..=from].rotate_right(1);
-            v[to] = (key, bag);
+        // Most often the new shape sorts between the same neighbours (with
+        // one node, there are none): the entry is rewritten in place.
+        let after_prev = from == 0 || v[from - 1].0 < key;
+        let before_next = v.get(from + 1).is_none_or(|&(k, _)| key < k);
+        if after_prev && before_next {
+            v[from] = (key, bag);
         } else {
-            v[from] = (key, bag); // no other shape in between
+            let Err(to) = v.binary_search_by(|(k, _)| k.cmp(&key)) else {
+                return false;
+            };
+            // Slide the entry from `from` to where `key` sorts.
+            if to > from {
+                v[from..to].rotate_left(1);
+                v[to - 1] = (key, bag);
+            } else {
+                v[to..=from].rotate_right(1);
+                v[to] = (key, bag);
+            }
         }
         self.bag_keys[bag as usize] = key;
         self.last = Some((key, bag));
