@@ -695,9 +695,10 @@ impl Scheduler {
             i64::try_from(j.spec.total_cores()).unwrap_or(i64::MAX),
             i64::try_from(j.spec.total_memory_mb()).unwrap_or(i64::MAX),
         );
+        // (Neither leaving the queue nor taking capacity changes it.)
+        let end = now.plus(self.remaining_ms(now, j, true));
         self.dequeue(id);
         let _ = self.charge(&placement, c, m, be, true);
-        let end = self.expected_end_from(now, id, true);
         let cost = self.cfg.checkpoint_cost.cost_ms(m);
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
@@ -805,11 +806,15 @@ impl Scheduler {
             .collect();
         let resume = j.has_ckpt && self.cfg.preemption == PreemptionMode::Checkpoint;
         let end = now.plus(self.remaining_ms(now, j, true));
+        // Usually the end `place` expected: nothing to move then.
+        let moved = j.expected_end != end;
         if let Some(j) = self.jobs.get_mut(&id) {
             j.st = St::Starting;
             j.pin = None;
         }
-        self.set_expected_end(id, end);
+        if moved {
+            self.set_expected_end(id, end);
+        }
         self.actions.push_back(Action::Start {
             job: id,
             placement,
