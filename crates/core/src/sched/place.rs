@@ -307,6 +307,44 @@ fn charge_nodes<const ADD: bool>(
     (delta_c, delta_m)
 }
 
+/// [`charge_nodes`] for a placement on one node of the pool (every job of
+/// a counted pool): the same moves, without gathering runs of nodes or
+/// trying the bulk form first.
+#[inline]
+fn charge_one(
+    u: &mut Usage,
+    pool: &mut super::state::Pool,
+    ix: u32,
+    k: u32,
+    c: u32,
+    m: u64,
+    add: bool,
+) {
+    let (dc, dm) = (k * c, u64::from(k) * m);
+    let (fc, fm) = u.free_normal();
+    if add {
+        u.used_c += dc;
+        u.used_m = u.used_m.saturating_add(dm);
+        u.jobs += 1;
+    } else {
+        u.used_c -= dc;
+        u.used_m = u.used_m.saturating_sub(dm);
+        u.jobs -= 1;
+    }
+    let (nfc, nfm) = u.free_normal();
+    pool.free_c += i64::from(nfc) - i64::from(fc);
+    pool.free_m += nfm as i64 - fm as i64;
+    if (fc, fm) == (nfc, nfm) {
+        return;
+    }
+    if nfc > 0 {
+        // Moves it if it is in the index.
+        pool.normal.insert((u.be_jobs > 0, nfc, nfm), ix);
+    } else if fc > 0 {
+        pool.normal.remove(ix);
+    }
+}
+
 /// Put a node in its pool's indexes and totals, from its usage.
 fn index_usage(pool: &mut super::state::Pool, be_active: bool, ix: u32, u: &Usage) {
     let (fc, fm) = u.free_normal();
@@ -399,10 +437,11 @@ impl Scheduler {
         // leaving their pool) are charged after, the general way; they touch
         // no index this loop touches, so the order of moves stays the same.
         let pool = &mut dom.pools[usize::from(kind)];
-        // One node (a counted pool): the bulk form would make the same
-        // moves after a pass of checks.
-        if placement.len() > 1 && take_whole_nodes(usage, pool, placement, c, m, serving, kind, add)
-        {
+        if let [(ix, k)] = *placement {
+            charge_one(&mut usage[ix as usize], pool, ix, k, c, m, add);
+            return true;
+        }
+        if take_whole_nodes(usage, pool, placement, c, m, serving, kind, add) {
             return true;
         }
         let odd = &mut scratch.odd;
@@ -946,6 +985,29 @@ mod tests {
             assert_eq!(snapshot(&u1, &d1), snapshot(&u2, &d2));
         }
         assert_eq!(d1[0].pools[0].free_c, 8);
+    }
+
+    #[test]
+    fn one_node_charge_makes_the_same_moves_as_the_general_one() {
+        let (mut u1, mut d1) = cluster(1, 16, 1600);
+        let (mut u2, mut d2) = cluster(1, 16, 1600);
+        // (VMs, MiB per VM, take): fill the node, empty it, partial steps.
+        let steps = [
+            (16, 100, true),
+            (16, 100, false),
+            (5, 10, true),
+            (3, 0, true),
+            (8, 200, true),
+            (5, 10, false),
+            (8, 200, false),
+            (3, 0, false),
+        ];
+        for (k, m, add) in steps {
+            charge_one(&mut u1[0], &mut d1[0].pools[0], 0, k, 1, m, add);
+            assert!(charge_each(&mut u2, &mut d2, &[(0, k)], 1, m, false, add));
+            assert_eq!(snapshot(&u1, &d1), snapshot(&u2, &d2));
+        }
+        assert_eq!(d1[0].pools[0].free_c, 16);
     }
 
     #[test]
