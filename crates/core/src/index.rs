@@ -19,10 +19,8 @@ const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FreeIndex {
-    /// Shape -> bag number. A bag that empties stays registered (a full
-    /// homogeneous cluster empties and refills its one bag all the time);
-    /// empty bags are swept once there are many.
-    keys: BTreeMap<Key, u32>,
+    /// Shape -> bag number, in shape order.
+    keys: Keys,
     bags: Vec<Vec<u32>>,
     /// The shape of each bag.
     bag_keys: Vec<Key>,
@@ -34,6 +32,47 @@ pub(crate) struct FreeIndex {
     /// The last shape looked up and its bag: nodes of a homogeneous
     /// cluster all go back to the same shape.
     last: Option<(Key, u32)>,
+}
+
+/// The registered shapes. While there are few, a sorted `Vec` that drops a
+/// bag as soon as it empties: a pool of one counted node changes shape at
+/// every start and end of a job, and B-tree inserts, removes and sweeps
+/// then cost more than the rest of the move. Above `FEW` shapes, a B-tree
+/// where a bag that empties stays registered (a full homogeneous cluster
+/// empties and refills its one bag all the time) until there are many
+/// empty ones to sweep.
+#[derive(Debug, Clone)]
+enum Keys {
+    Few(Vec<(Key, u32)>),
+    Many(BTreeMap<Key, u32>),
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys::Few(Vec::new())
+    }
+}
+
+/// The most shapes kept in a sorted `Vec`; a B-tree goes back to a `Vec`
+/// when a sweep leaves at most half as many.
+const FEW: usize = 32;
+
+/// Shapes in order with their bags, whichever form they are in.
+enum KeyIter<'a> {
+    Few(std::slice::Iter<'a, (Key, u32)>),
+    Many(std::collections::btree_map::Iter<'a, Key, u32>),
+}
+
+impl<'a> Iterator for KeyIter<'a> {
+    type Item = (&'a Key, u32);
+
+    #[inline]
+    fn next(&mut self) -> Option<(&'a Key, u32)> {
+        match self {
+            KeyIter::Few(it) => it.next().map(|(k, b)| (k, *b)),
+            KeyIter::Many(it) => it.next().map(|(k, b)| (k, *b)),
+        }
+    }
 }
 
 /// How many VMs of `cores` cores and `mem` MiB fit in a node with this
@@ -58,6 +97,9 @@ impl FreeIndex {
     pub(crate) fn insert(&mut self, key: Key, node: u32) {
         let n = node as usize;
         if n >= self.pos.len() || self.pos[n] != ABSENT {
+            if self.rekey_alone(key, node) {
+                return;
+            }
             self.make_absent(node);
         }
         let bag = match self.last {
@@ -77,6 +119,9 @@ impl FreeIndex {
     /// and one reservation for all when none is in the index yet (a job's
     /// nodes going back to the same shape when it ends).
     pub(crate) fn insert_all(&mut self, key: Key, placement: &[(u32, u32)]) {
+        if placement.is_empty() {
+            return;
+        }
         let absent = placement
             .iter()
             .all(|&(node, _)| self.pos.get(node as usize) == Some(&ABSENT));
@@ -91,7 +136,7 @@ impl FreeIndex {
             _ => self.bag_for(key),
         };
         let nodes = &mut self.bags[bag as usize];
-        if nodes.is_empty() && !placement.is_empty() {
+        if nodes.is_empty() {
             self.empty -= 1;
         }
         let first = nodes.len() as u32;
@@ -101,9 +146,52 @@ impl FreeIndex {
         }
     }
 
+    /// Move a node that is alone in its bag to a shape not registered yet
+    /// by giving the bag that shape (a pool of one counted node changes
+    /// shape at every start and end): the same as taking it out and
+    /// putting it back, without unregistering and registering a bag.
+    /// Returns false, having changed nothing, when that does not apply.
+    #[inline]
+    fn rekey_alone(&mut self, key: Key, node: u32) -> bool {
+        let Keys::Few(v) = &mut self.keys else {
+            return false;
+        };
+        let Some(&(bag, _)) = self.pos.get(node as usize) else {
+            return false;
+        };
+        if bag == u32::MAX || self.bags[bag as usize].len() != 1 {
+            return false;
+        }
+        let old = self.bag_keys[bag as usize];
+        let Ok(from) = v.binary_search_by(|(k, _)| k.cmp(&old)) else {
+            return false;
+        };
+        // Most often the new shape sorts between the same neighbours (with
+        // one node, there are none): the entry is rewritten in place.
+        let after_prev = from == 0 || v[from - 1].0 < key;
+        let before_next = v.get(from + 1).is_none_or(|&(k, _)| key < k);
+        if after_prev && before_next {
+            v[from] = (key, bag);
+        } else {
+            let Err(to) = v.binary_search_by(|(k, _)| k.cmp(&key)) else {
+                return false;
+            };
+            // Slide the entry from `from` to where `key` sorts.
+            if to > from {
+                v[from..to].rotate_left(1);
+                v[to - 1] = (key, bag);
+            } else {
+                v[to..=from].rotate_right(1);
+                v[to] = (key, bag);
+            }
+        }
+        self.bag_keys[bag as usize] = key;
+        self.last = Some((key, bag));
+        true
+    }
+
     /// Make room for `node` in the position table and take it out of the
     /// index if it is there.
-    #[cold]
     fn make_absent(&mut self, node: u32) {
         let n = node as usize;
         if self.pos.len() <= n {
@@ -114,9 +202,13 @@ impl FreeIndex {
 
     /// The bag of `key`, registered if new; remembered as the last one.
     fn bag_for(&mut self, key: Key) -> u32 {
-        let b = match self.keys.get(&key) {
-            Some(&b) => b,
-            None => {
+        let found = match &self.keys {
+            Keys::Few(v) => v.binary_search_by(|(k, _)| k.cmp(&key)).map(|i| v[i].1),
+            Keys::Many(m) => m.get(&key).copied().ok_or(0),
+        };
+        let b = match found {
+            Ok(b) => b,
+            Err(at) => {
                 let b = match self.spare.pop() {
                     Some(b) => b,
                     None => {
@@ -126,13 +218,52 @@ impl FreeIndex {
                     }
                 };
                 self.bag_keys[b as usize] = key;
-                self.keys.insert(key, b);
+                self.register(at, key, b);
                 self.empty += 1;
                 b
             }
         };
         self.last = Some((key, b));
         b
+    }
+
+    /// Register bag `b` under `key`, at position `at` of a `Vec` of keys.
+    fn register(&mut self, at: usize, key: Key, b: u32) {
+        match &mut self.keys {
+            Keys::Few(v) if v.len() < FEW => v.insert(at, (key, b)),
+            Keys::Few(v) => {
+                let mut m: BTreeMap<Key, u32> = v.drain(..).collect();
+                m.insert(key, b);
+                self.keys = Keys::Many(m);
+            }
+            Keys::Many(m) => {
+                m.insert(key, b);
+            }
+        }
+    }
+
+    /// A registered bag just emptied.
+    #[inline]
+    fn emptied(&mut self, bag: u32) {
+        match &mut self.keys {
+            Keys::Few(v) => {
+                // Unregistered at once: cheap in a short `Vec`.
+                let key = self.bag_keys[bag as usize];
+                if let Ok(i) = v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    v.remove(i);
+                }
+                self.spare.push(bag);
+                if self.last.is_some_and(|(_, b)| b == bag) {
+                    self.last = None;
+                }
+            }
+            Keys::Many(_) => {
+                self.empty += 1;
+                if self.empty > MAX_EMPTY {
+                    self.sweep();
+                }
+            }
+        }
     }
 
     /// Take a node out of the index, wherever it is.
@@ -155,34 +286,40 @@ impl FreeIndex {
             self.pos[tail as usize] = (bag, at);
         }
         if nodes.is_empty() {
-            self.empty += 1;
-            if self.empty > MAX_EMPTY {
-                self.sweep();
-            }
+            self.emptied(bag);
         }
     }
 
-    /// Unregister every empty bag.
+    /// Unregister every empty bag (of a B-tree of keys; back to a `Vec`
+    /// if few are left).
     #[cold]
     fn sweep(&mut self) {
+        let Keys::Many(m) = &mut self.keys else {
+            return;
+        };
         let bags = &self.bags;
         let spare = &mut self.spare;
-        self.keys.retain(|_, &mut b| {
+        m.retain(|_, &mut b| {
             let keep = !bags[b as usize].is_empty();
             if !keep {
                 spare.push(b);
             }
             keep
         });
+        if m.len() <= FEW / 2 {
+            self.keys = Keys::Few(std::mem::take(m).into_iter().collect());
+        }
         self.empty = 0;
         self.last = None;
     }
 
     /// Shapes in order, each with its nodes.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &[u32])> {
-        self.keys
-            .iter()
-            .map(|(k, &b)| (k, self.bags[b as usize].as_slice()))
+        let keys = match &self.keys {
+            Keys::Few(v) => KeyIter::Few(v.iter()),
+            Keys::Many(m) => KeyIter::Many(m.iter()),
+        };
+        keys.map(|(k, b)| (k, self.bags[b as usize].as_slice()))
             .filter(|(_, nodes)| !nodes.is_empty())
     }
 
@@ -215,7 +352,7 @@ impl FreeIndex {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.keys.clear();
+        self.keys = Keys::default();
         self.bags.clear();
         self.bag_keys.clear();
         self.spare.clear();
@@ -274,6 +411,51 @@ mod tests {
             assert_eq!(shapes(&a), shapes(&b));
         }
         assert_eq!(a.count_slots(1, 0, u64::MAX), 10);
+    }
+
+    /// Bags in key order, each in swap-remove order: what the index must
+    /// list, whichever form its keys are in.
+    #[test]
+    fn many_shapes_and_few_list_like_a_plain_map() {
+        let mut ix = FreeIndex::default();
+        let mut model: BTreeMap<Key, Vec<u32>> = BTreeMap::new();
+        let mut at: Vec<Option<Key>> = vec![None; 200];
+        let mut x = 7u64;
+        for step in 0..30_000u32 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Phases of 80 shapes (the B-tree), 4, and 40 over 5 nodes
+            // (nodes alone in their shape).
+            let phase = (step / 2000) % 3;
+            let (spread, nodes) = [(80, 200), (4, 200), (40, 5)][phase as usize];
+            let node = ((x >> 33) % nodes) as u32;
+            let shape = ((x >> 45) % spread) as u32;
+            if let Some(k) = at[node as usize].take() {
+                let bag = model.get_mut(&k).unwrap();
+                let p = bag.iter().position(|&n| n == node).unwrap();
+                bag.swap_remove(p);
+                if bag.is_empty() {
+                    model.remove(&k);
+                }
+            }
+            if (x >> 20) % 4 == 0 {
+                ix.remove(node);
+            } else {
+                let key = (shape % 2 == 0, shape, u64::from(shape) * 10);
+                ix.insert(key, node);
+                model.entry(key).or_default().push(node);
+                at[node as usize] = Some(key);
+            }
+            let got: Vec<(Key, Vec<u32>)> = ix.iter().map(|(k, n)| (*k, n.to_vec())).collect();
+            let want: Vec<(Key, Vec<u32>)> = model.iter().map(|(k, n)| (*k, n.clone())).collect();
+            assert_eq!(got, want, "step {step}");
+            if step % 2000 == 1999 {
+                // Both forms were used.
+                let many = matches!(ix.keys, Keys::Many(_));
+                assert_eq!(many, phase == 0, "step {step}");
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,42 @@ struct Scratch {
     /// Nodes of a placement outside its first node's pool (see
     /// `Scheduler::charge`).
     odd: Vec<(u32, u32)>,
+    /// Queue entries and placement buffers of jobs that left the queue or
+    /// their nodes, for the next ones: every job passes through both, and
+    /// an allocation and a free each time cost more than the rest of
+    /// queuing it. At most `SPARE` of each are kept.
+    #[allow(clippy::vec_box)] // the boxes are what is reused
+    entries: Vec<Box<QEntry>>,
+    placements: Vec<Vec<(u32, u32)>>,
+}
+
+/// How many spare queue entries and placement buffers are kept.
+const SPARE: usize = 256;
+
+impl Scratch {
+    /// `entry` in a box, reusing a spare one if there is one.
+    fn boxed(&mut self, entry: QEntry) -> Box<QEntry> {
+        match self.entries.pop() {
+            Some(mut b) => {
+                *b = entry;
+                b
+            }
+            None => Box::new(entry),
+        }
+    }
+
+    fn spare_entry(&mut self, e: Box<QEntry>) {
+        if self.entries.len() < SPARE {
+            self.entries.push(e);
+        }
+    }
+
+    fn spare_placement(&mut self, mut p: Vec<(u32, u32)>) {
+        if self.placements.len() < SPARE && p.capacity() > 0 {
+            p.clear();
+            self.placements.push(p);
+        }
+    }
 }
 
 impl Scheduler {
@@ -484,7 +520,7 @@ impl Scheduler {
         match s.class {
             Class::Normal => {
                 d.count_queued(entry.need_c, true);
-                d.queue.insert(j.qkey(), Box::new(entry));
+                d.queue.insert(j.qkey(), self.scratch.boxed(entry));
                 d.arrivals.push(j.qkey());
             }
             Class::BestEffort => {
@@ -493,7 +529,7 @@ impl Scheduler {
                     d.be_buckets.resize_with(b + 1, Default::default);
                 }
                 d.be_buckets[b].insert(j.qkey());
-                d.be_queue.insert(j.qkey(), Box::new(entry));
+                d.be_queue.insert(j.qkey(), self.scratch.boxed(entry));
                 let d = usize::from(s.domain.0);
                 self.set_best_effort_index(d, true);
             }
@@ -521,6 +557,7 @@ impl Scheduler {
                 let key = j.qkey();
                 if let Some(e) = d.queue.remove(&key) {
                     d.count_queued(e.need_c, false);
+                    self.scratch.spare_entry(e);
                 }
                 if d.last_head.is_some_and(|(head, _)| head == key) {
                     // The queue's head leaves: the next pass looks again.
@@ -529,10 +566,11 @@ impl Scheduler {
             }
             Class::BestEffort => {
                 let key = j.qkey();
-                if let Some(e) = d.be_queue.remove(&key)
-                    && let Some(bucket) = d.be_buckets.get_mut(state::size_class(e.need_c))
-                {
-                    bucket.remove(&key);
+                if let Some(e) = d.be_queue.remove(&key) {
+                    if let Some(bucket) = d.be_buckets.get_mut(state::size_class(e.need_c)) {
+                        bucket.remove(&key);
+                    }
+                    self.scratch.spare_entry(e);
                 }
             }
             Class::Reservation { start, .. } => {
@@ -742,7 +780,11 @@ impl Scheduler {
 
     /// The job's periodic checkpoint interval, if checkpoints are taken.
     fn checkpoint_interval(&self, id: JobId) -> Option<u64> {
-        let j = self.jobs.get(&id)?;
+        self.jobs.get(&id).and_then(|j| self.interval_of(j))
+    }
+
+    /// [`Scheduler::checkpoint_interval`] of a job at hand.
+    fn interval_of(&self, j: &Job) -> Option<u64> {
         if self.cfg.preemption == PreemptionMode::Checkpoint && j.spec.checkpointable {
             j.spec.checkpoint_interval_ms.filter(|&i| i > 0)
         } else {
@@ -764,7 +806,7 @@ impl Scheduler {
         };
         let work = j.spec.walltime_ms.saturating_sub(done);
         let mut total = work;
-        if let Some(i) = self.checkpoint_interval(j.spec.id) {
+        if let Some(i) = self.interval_of(j) {
             let per = self.cfg.checkpoint_cost.cost_ms(j.spec.memory_mb_per_vm);
             total = total.saturating_add((work / i).saturating_mul(per));
         }

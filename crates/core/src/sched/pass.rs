@@ -60,10 +60,12 @@ impl Scheduler {
         let pass_no = self.domains[d].pass_gen;
 
         // Placed jobs whose nodes have emptied (or whose window opened).
-        let vacating = std::mem::take(&mut self.domains[d].vacating);
-        for id in vacating {
-            if !self.try_start(now, id) && self.jobs.contains_key(&id) {
-                self.domains[d].vacating.push(id);
+        if !self.domains[d].vacating.is_empty() {
+            let vacating = std::mem::take(&mut self.domains[d].vacating);
+            for id in vacating {
+                if !self.try_start(now, id) && self.jobs.contains_key(&id) {
+                    self.domains[d].vacating.push(id);
+                }
             }
         }
 
@@ -193,6 +195,10 @@ impl Scheduler {
     /// Place reservations whose window is open, or opens within the time
     /// it takes to checkpoint the best-effort jobs that may be in the way.
     fn reservations_pass(&mut self, now: Time, d: usize, pass_no: u64) {
+        // (Most passes: every pass pays for what follows otherwise.)
+        if self.domains[d].reservations.is_empty() {
+            return;
+        }
         let lead = self.domains[d].be_lead();
         let mut due = std::mem::take(&mut self.scratch.ids);
         due.clear();
@@ -641,6 +647,9 @@ impl Scheduler {
 
     /// Best-effort jobs take whatever is physically free, in queue order.
     fn best_effort_pass(&mut self, now: Time, d: usize, pass_no: u64) {
+        if self.domains[d].be_queue.is_empty() {
+            return;
+        }
         let mut after = Bound::Unbounded;
         loop {
             // The most cores free now in one pool: no job needing more

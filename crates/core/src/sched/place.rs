@@ -296,15 +296,53 @@ fn charge_nodes<const ADD: bool>(
         if fc == nfc && fm == nfm {
             continue;
         }
-        if fc > 0 {
-            index.remove(ix);
-        }
         if nfc > 0 {
+            // Moves it if it is in the index.
             index.insert(key, ix);
+        } else if fc > 0 {
+            index.remove(ix);
         }
     }
     flush(index, run_key, run_from, placement.len());
     (delta_c, delta_m)
+}
+
+/// [`charge_nodes`] for a placement on one node of the pool (every job of
+/// a counted pool): the same moves, without gathering runs of nodes or
+/// trying the bulk form first.
+#[inline]
+fn charge_one(
+    u: &mut Usage,
+    pool: &mut super::state::Pool,
+    ix: u32,
+    k: u32,
+    c: u32,
+    m: u64,
+    add: bool,
+) {
+    let (dc, dm) = (k * c, u64::from(k) * m);
+    let (fc, fm) = u.free_normal();
+    if add {
+        u.used_c += dc;
+        u.used_m = u.used_m.saturating_add(dm);
+        u.jobs += 1;
+    } else {
+        u.used_c -= dc;
+        u.used_m = u.used_m.saturating_sub(dm);
+        u.jobs -= 1;
+    }
+    let (nfc, nfm) = u.free_normal();
+    pool.free_c += i64::from(nfc) - i64::from(fc);
+    pool.free_m += nfm as i64 - fm as i64;
+    if (fc, fm) == (nfc, nfm) {
+        return;
+    }
+    if nfc > 0 {
+        // Moves it if it is in the index.
+        pool.normal.insert((u.be_jobs > 0, nfc, nfm), ix);
+    } else if fc > 0 {
+        pool.normal.remove(ix);
+    }
 }
 
 /// Put a node in its pool's indexes and totals, from its usage.
@@ -399,6 +437,10 @@ impl Scheduler {
         // leaving their pool) are charged after, the general way; they touch
         // no index this loop touches, so the order of moves stays the same.
         let pool = &mut dom.pools[usize::from(kind)];
+        if let [(ix, k)] = *placement {
+            charge_one(&mut usage[ix as usize], pool, ix, k, c, m, add);
+            return true;
+        }
         if take_whole_nodes(usage, pool, placement, c, m, serving, kind, add) {
             return true;
         }
@@ -692,14 +734,20 @@ impl Scheduler {
             i64::try_from(j.spec.total_cores()).unwrap_or(i64::MAX),
             i64::try_from(j.spec.total_memory_mb()).unwrap_or(i64::MAX),
         );
+        // (Neither leaving the queue nor taking capacity changes it.)
+        let end = now.plus(self.remaining_ms(now, j, true));
         self.dequeue(id);
         let _ = self.charge(&placement, c, m, be, true);
-        let end = self.expected_end_from(now, id, true);
         let cost = self.cfg.checkpoint_cost.cost_ms(m);
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
         j.placement.clear();
+        if j.placement.capacity() == 0
+            && let Some(spare) = self.scratch.placements.pop()
+        {
+            j.placement = spare;
+        }
         j.placement.extend_from_slice(&placement);
         j.pool = kind;
         j.expected_end = end;
@@ -797,11 +845,15 @@ impl Scheduler {
             .collect();
         let resume = j.has_ckpt && self.cfg.preemption == PreemptionMode::Checkpoint;
         let end = now.plus(self.remaining_ms(now, j, true));
+        // Usually the end `place` expected: nothing to move then.
+        let moved = j.expected_end != end;
         if let Some(j) = self.jobs.get_mut(&id) {
             j.st = St::Starting;
             j.pin = None;
         }
-        self.set_expected_end(id, end);
+        if moved {
+            self.set_expected_end(id, end);
+        }
         self.actions.push_back(Action::Start {
             job: id,
             placement,
@@ -839,16 +891,16 @@ impl Scheduler {
         if was_vacating && let Some(p) = dom.vacating.iter().position(|&v| v == id) {
             dom.vacating.swap_remove(p);
         }
-        if all_in_pool {
-            return;
-        }
-        for &(ix, _) in &placement {
-            // Only nodes on their way out of a pool wait for their last job.
-            if self.usage[ix as usize].in_pool {
-                continue;
+        if !all_in_pool {
+            for &(ix, _) in &placement {
+                // Only nodes on their way out of a pool wait for their last job.
+                if self.usage[ix as usize].in_pool {
+                    continue;
+                }
+                self.node_emptied(ix);
             }
-            self.node_emptied(ix);
         }
+        self.scratch.spare_placement(placement);
     }
 
     /// Finish draining or reclaiming a node once its last job has left.
@@ -933,6 +985,29 @@ mod tests {
             assert_eq!(snapshot(&u1, &d1), snapshot(&u2, &d2));
         }
         assert_eq!(d1[0].pools[0].free_c, 8);
+    }
+
+    #[test]
+    fn one_node_charge_makes_the_same_moves_as_the_general_one() {
+        let (mut u1, mut d1) = cluster(1, 16, 1600);
+        let (mut u2, mut d2) = cluster(1, 16, 1600);
+        // (VMs, MiB per VM, take): fill the node, empty it, partial steps.
+        let steps = [
+            (16, 100, true),
+            (16, 100, false),
+            (5, 10, true),
+            (3, 0, true),
+            (8, 200, true),
+            (5, 10, false),
+            (8, 200, false),
+            (3, 0, false),
+        ];
+        for (k, m, add) in steps {
+            charge_one(&mut u1[0], &mut d1[0].pools[0], 0, k, 1, m, add);
+            assert!(charge_each(&mut u2, &mut d2, &[(0, k)], 1, m, false, add));
+            assert_eq!(snapshot(&u1, &d1), snapshot(&u2, &d2));
+        }
+        assert_eq!(d1[0].pools[0].free_c, 16);
     }
 
     #[test]
