@@ -70,6 +70,10 @@ pub struct SimArgs {
     /// Skip malformed trace lines (counted and reported) instead of failing.
     #[arg(long)]
     lenient: bool,
+    /// Read the whole trace before simulating, instead of simulating while
+    /// a thread reads it (the same results; for measuring the two).
+    #[arg(long)]
+    read_first: bool,
     /// Hours between two samples of the time series (default: about 2000
     /// samples over the trace).
     #[arg(long, value_name = "H", value_parser = positive)]
@@ -515,7 +519,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
 
     // One trace without a second run to compare with: simulate while it
     // is read (the same result, less wall time).
-    let streamable = y.synthetic.is_none() && t.trace2.is_none() && !m.compare_kill && !t.trade;
+    let streamable = y.synthetic.is_none()
+        && t.trace2.is_none()
+        && !m.compare_kill
+        && !t.trade
+        && !args.read_first;
     let mut domains = Vec::new();
     let mut stream = None;
     if let Some(n) = y.synthetic {
