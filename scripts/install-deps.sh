@@ -51,12 +51,14 @@ checks=(
   "python3-venv|the AccaSim peer (benchmarks and validation)|python3 -m ensurepip --version"
   "fonts-dejavu-core|text in the dashboard's screenshots (Chromium)|file:$font"
   "chromium|the dashboard's tests in a headless browser|chromium --version"
+  "systemd|checking the packaged units (the package test)|systemd-analyze --version"
 )
 
-# Part of every Debian system (Essential or Priority required): named to apt
-# only when their check fails, so that installing vgrid's packages never
-# upgrades or (pinned) downgrades dpkg, apt or coreutils on the way.
-base=(dpkg apt coreutils passwd mount)
+# Part of every Debian system (Essential or Priority required, and systemd,
+# the init of any booted one): named to apt only when their check fails, so
+# that installing vgrid's packages never upgrades or (pinned) downgrades
+# dpkg, apt, coreutils or the running init on the way.
+base=(dpkg apt coreutils passwd mount systemd)
 
 is_base() { case " ${base[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 

@@ -38,10 +38,11 @@ declare -A provides=(
   [python3-venv]=python3
   [fonts-dejavu-core]=@font.ttf
   [chromium]=chromium
+  [systemd]=systemd-analyze
 )
 
 # Part of every Debian system: named to apt only when their tool is missing.
-base=(dpkg apt coreutils passwd mount)
+base=(dpkg apt coreutils passwd mount systemd)
 is_base() { [[ " ${base[*]} " == *" $1 "* ]]; }
 
 # A fresh fake machine in $root: every package installed from bookworm,
