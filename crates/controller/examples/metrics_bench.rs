@@ -11,22 +11,13 @@
 //!
 //! cargo run --release -p vgrid-controller --example metrics_bench -- --jobs 10000
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vgrid_api::types::{RegisterNode, Role};
 use vgrid_client::Client;
 
-const JOB: &str =
-    "name = \"bench\"\nimage = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/true\"]\n";
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{JOB, arg};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -39,21 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let controller =
         vgrid_controller::Controller::start(vgrid_controller::Config::new(data_dir.clone()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = common::runtime()?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(vgrid_server::serve(
-            listener,
-            Arc::new(controller.handle()),
-            std::future::pending(),
-        ));
-        let admin_token =
-            std::fs::read_to_string(data_dir.join(vgrid_controller::ADMIN_TOKEN_FILE))?;
-        let admin_token = admin_token.trim().to_string();
+        let (url, admin_token) = common::serve(&controller, &data_dir).await?;
         let admin = Client::new(&url, &admin_token)?;
         for n in 0..nodes {
             let name = format!("node{n}");

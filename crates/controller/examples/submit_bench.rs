@@ -8,22 +8,13 @@
 //!
 //! cargo run --release -p vgrid-controller --example submit_bench -- --jobs 20000 --concurrency 64
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use vgrid_api::types::Role;
 use vgrid_client::Client;
 
-const JOB: &str =
-    "name = \"bench\"\nimage = \"tiny\"\ncpus = 1\nmemory_mb = 256\ncommand = [\"/bin/true\"]\n";
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{JOB, arg};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -38,21 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let controller =
         vgrid_controller::Controller::start(vgrid_controller::Config::new(data_dir.clone()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = common::runtime()?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(vgrid_server::serve(
-            listener,
-            Arc::new(controller.handle()),
-            std::future::pending(),
-        ));
-        let admin_token =
-            std::fs::read_to_string(data_dir.join(vgrid_controller::ADMIN_TOKEN_FILE))?;
-        let admin = Client::new(&url, admin_token.trim())?;
+        let (url, admin_token) = common::serve(&controller, &data_dir).await?;
+        let admin = Client::new(&url, &admin_token)?;
         let user = admin.add_user("bench", Role::User).await?;
         let client = Client::new(&url, &user.token)?;
         let start = Instant::now();
